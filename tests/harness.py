@@ -1,0 +1,94 @@
+"""Chart test harness: render with the real Helm engine, lint, and validate manifests.
+
+Rendering and `--set` parsing live in `llmft.charts` (the local runner uses them
+too); this module adds what only tests need: strict Kubernetes schema validation
+at a pinned version and the Pod Security "restricted" checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmft.charts import Rendered, lint_chart, render_chart
+
+REPO = Path(__file__).resolve().parent.parent
+CHARTS = REPO / "charts"
+OVERRIDES = REPO / "overrides"
+KUBERNETES_VERSION = "1.33.0"
+
+__all__ = ["CHARTS", "OVERRIDES", "REPO", "Rendered", "lint_chart", "render_chart",
+           "validate_manifests", "render_valid", "pod_specs", "restricted_violations"]
+
+
+def validate_manifests(documents: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> list[str]:
+    """Strict schema validation of every manifest; returns the problems (empty when valid)."""
+    import kubernetes_validate
+
+    problems = []
+    for document in documents:
+        name = f"{document.get('kind')}/{document.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = "/".join(str(p) for p in error.path)
+            problems.append(f"{name}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            problems.append(f"{name}: no schema: {error}")
+    return problems
+
+
+def render_valid(chart: str | Path, **kwargs) -> Rendered:
+    """Render and assert every manifest passes strict Kubernetes validation."""
+    chart_dir = Path(chart) if Path(chart).is_absolute() else CHARTS / chart
+    rendered = render_chart(chart_dir, **kwargs)
+    problems = validate_manifests(rendered.documents)
+    assert not problems, "invalid manifests:\n" + "\n".join(problems)
+    return rendered
+
+
+def pod_specs(rendered: Rendered) -> list[tuple[str, dict]]:
+    """(object name, pod spec) for every workload that runs pods."""
+    found = []
+    for doc in rendered.documents:
+        kind, spec = doc.get("kind"), doc.get("spec", {})
+        if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            found.append((doc["metadata"]["name"], spec["template"]["spec"]))
+        elif kind == "CronJob":
+            found.append((doc["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]))
+        elif kind == "Pod":
+            found.append((doc["metadata"]["name"], spec))
+    return found
+
+
+def restricted_violations(rendered: Rendered) -> list[str]:
+    """Pod Security Standard "restricted" checks for every container of every pod."""
+    problems = []
+    for name, spec in pod_specs(rendered):
+        pod_context = spec.get("securityContext", {})
+        for volume in spec.get("volumes", []):
+            if "hostPath" in volume:
+                problems.append(f"{name}: hostPath volume {volume['name']}")
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(field):
+                problems.append(f"{name}: {field}")
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            where = f"{name}/{container['name']}"
+            context = container.get("securityContext", {})
+            run_as_non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+            if run_as_non_root is not True:
+                problems.append(f"{where}: runAsNonRoot is not true")
+            if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+                problems.append(f"{where}: runs as UID 0")
+            if context.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation is not false")
+            if context.get("privileged"):
+                problems.append(f"{where}: privileged")
+            if "ALL" not in (context.get("capabilities", {}).get("drop") or []):
+                problems.append(f"{where}: capabilities.drop does not include ALL")
+            if set(context.get("capabilities", {}).get("add") or []) - {"NET_BIND_SERVICE"}:
+                problems.append(f"{where}: adds capabilities")
+            seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})) or {}
+            if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+                problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+    return problems
