@@ -203,3 +203,10 @@ def test_location_child_and_prefix():
     assert location.prefix == "models/x/"
     assert location.child("a.json").key == "models/x/a.json"
     assert Location("b", "").prefix == ""
+
+
+def test_upload_to_missing_bucket_is_a_clear_error(s3_env, tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("x")
+    with pytest.raises(UserError, match="bucket 'no-such-bucket-here' does not exist at http://127.0.0.1"):
+        copy(str(path), "no-such-bucket-here/a.txt")

@@ -103,8 +103,19 @@ def _make_client(settings: StorageSettings):
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"}
 
 
+def _unwrap(error: BaseException) -> BaseException:
+    """boto3's transfer manager wraps the real botocore error (S3UploadFailedError); find it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen = error
+    while seen is not None and not isinstance(seen, (ClientError, BotoCoreError)):
+        seen = seen.__cause__ or seen.__context__
+    return seen or error
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the server is down, slow, or answered 5xx."""
+    error = _unwrap(error)
     from botocore.exceptions import (
         ClientError,
         ConnectionClosedError,
@@ -129,6 +140,7 @@ def user_error(error: BaseException, location: object, settings: StorageSettings
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     settings = settings or StorageSettings.from_env()
+    error = _unwrap(error)
     where = settings.endpoint_label
     if isinstance(error, NoCredentialsError):
         return UserError(

@@ -83,6 +83,8 @@ class SeaweedServer:
         command = [
             weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
+            # Like MinIO and AWS: writing to a bucket that does not exist is an error.
+            "-s3.autoCreateBucket=false",
             *[f"-{flag}={port}" for flag, port in self.ports.items()],
         ]
         log_file = open(self.log_path, "ab")
