@@ -1,0 +1,216 @@
+"""From rendered manifests to local process plans.
+
+A `PodPlan` is one pod of a Job or Deployment: its volumes as local folders, its
+init containers and containers with command, args, working directory and
+environment resolved (ConfigMap and Secret references looked up, container paths
+rewritten to the folders that stand in for the volumes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmft.errors import UserError
+
+# Pod-spec fields a local process cannot honour; reported once per run.
+IGNORED_POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets",
+                      "securityContext", "serviceAccountName", "runtimeClassName", "topologySpreadConstraints")
+IGNORED_CONTAINER_FIELDS = ("image", "resources", "securityContext", "livenessProbe", "readinessProbe",
+                            "startupProbe", "imagePullPolicy")
+# Mounts served by the host as they are (shared memory).
+HOST_PATHS = ("/dev/shm",)
+
+
+@dataclass
+class ContainerPlan:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    secret_values: set[str]
+    workdir: Path | None
+    ports: list[int] = field(default_factory=list)
+    init: bool = False
+
+
+@dataclass
+class PodPlan:
+    kind: str
+    name: str
+    root: Path
+    volumes: dict[str, Path]
+    mounts: dict[str, Path]
+    init_containers: list[ContainerPlan]
+    containers: list[ContainerPlan]
+    backoff_limit: int = 0
+    fail_job_exit_codes: set[int] = field(default_factory=set)
+    ignored: list[str] = field(default_factory=list)
+    configmap_files: dict[Path, str] = field(default_factory=dict)
+
+
+@dataclass
+class SecretSource:
+    """Secret values: a secrets file `{secretName: {key: value}}`, then the environment, then overrides.
+
+    `by_env_name` maps an environment variable name (as the container sees it) to a
+    value and wins over the file: the embedded S3 server's credentials use it.
+    """
+
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    by_env_name: dict[str, str] = field(default_factory=dict)
+
+    def lookup(self, env_name: str, secret: str, key: str, optional: bool) -> str | None:
+        if env_name in self.by_env_name:
+            return self.by_env_name[env_name]
+        if key in self.files.get(secret, {}):
+            return str(self.files[secret][key])
+        if os.environ.get(env_name):
+            return os.environ[env_name]
+        if optional:
+            return None
+        raise UserError(
+            f"env {env_name} needs key {key!r} of Secret {secret!r}: put it in a secrets file "
+            f"(--secrets-file, YAML `{secret}: {{{key}: ...}}`) or export {env_name}"
+        )
+
+
+def _config_maps(documents: list[dict]) -> dict[str, dict[str, str]]:
+    return {doc["metadata"]["name"]: dict(doc.get("data") or {})
+            for doc in documents if doc.get("kind") == "ConfigMap"}
+
+
+class PathMapper:
+    """Rewrites container paths (volume mount points) to the local folders standing in for them."""
+
+    def __init__(self, mounts: dict[str, Path]):
+        self.mounts = sorted(mounts.items(), key=lambda item: -len(item[0]))
+
+    def __call__(self, text: str) -> str:
+        for mount, local in self.mounts:
+            pattern = r"(?<![\w./-])" + re.escape(mount.rstrip("/")) + r"(?=/|$|[\s,;:'\"])"
+            text = re.sub(pattern, lambda _m, local=local: str(local), text)
+        return text
+
+
+def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> list[PodPlan]:
+    """One PodPlan per Job / Deployment / Pod, in the order they were rendered."""
+    config_maps = _config_maps(documents)
+    plans = []
+    for doc in documents:
+        kind = doc.get("kind")
+        if kind not in ("Job", "Deployment", "Pod"):
+            continue
+        name = doc["metadata"]["name"]
+        spec = doc["spec"] if kind == "Pod" else doc["spec"]["template"]["spec"]
+        plans.append(_plan(kind, name, doc, spec, config_maps, workdir / name, secrets))
+    return plans
+
+
+def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource) -> PodPlan:
+    volumes: dict[str, Path] = {}
+    for volume in spec.get("volumes", []):
+        local = root / "volumes" / volume["name"]
+        volumes[volume["name"]] = local
+    mounts: dict[str, Path] = {}
+    ignored = [f"pod {key}" for key in IGNORED_POD_FIELDS if spec.get(key)]
+    all_containers = spec.get("initContainers", []) + spec.get("containers", [])
+    for container in all_containers:
+        for mount in container.get("volumeMounts", []):
+            if mount["mountPath"] in HOST_PATHS:
+                continue
+            local = volumes.get(mount["name"])
+            if local is None:
+                raise UserError(f"{kind}/{name}: volumeMount {mount['name']!r} has no volume")
+            mounts[mount["mountPath"]] = local / mount.get("subPath", "")
+        for key in IGNORED_CONTAINER_FIELDS:
+            if container.get(key) and key != "image":
+                requests = container.get("resources", {})
+                gpu = [r for section in ("limits", "requests") for r in requests.get(section, {}) if "gpu" in r]
+                note = f"container {key}" + (f" (GPU request {', '.join(sorted(set(gpu)))})" if key == "resources" and gpu else "")
+                ignored.append(note)
+    mapper = PathMapper(mounts)
+    plan = PodPlan(kind=kind, name=name, root=root, volumes=volumes, mounts=mounts, init_containers=[], containers=[],
+                   ignored=sorted(set(ignored)))
+    if kind == "Job":
+        plan.backoff_limit = int(doc["spec"].get("backoffLimit", 6))
+        for rule in (doc["spec"].get("podFailurePolicy") or {}).get("rules", []):
+            if rule.get("action") == "FailJob" and rule.get("onExitCodes", {}).get("operator") == "In":
+                plan.fail_job_exit_codes |= set(rule["onExitCodes"]["values"])
+    for container in spec.get("initContainers", []):
+        plan.init_containers.append(_container(container, config_maps, secrets, mapper, init=True))
+    for container in spec.get("containers", []):
+        plan.containers.append(_container(container, config_maps, secrets, mapper, init=False))
+    plan.configmap_files = _configmap_files(spec, config_maps, volumes)
+    return plan
+
+
+def _configmap_files(spec: dict, config_maps: dict, volumes: dict[str, Path]) -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    for volume in spec.get("volumes", []):
+        source = volume.get("configMap")
+        if not source:
+            continue
+        data = config_maps.get(source["name"])
+        if data is None:
+            if source.get("optional"):
+                continue
+            raise UserError(f"volume {volume['name']!r} refers to ConfigMap {source['name']!r}, which is not rendered")
+        items = source.get("items") or [{"key": key, "path": key} for key in data]
+        for item in items:
+            files[volumes[volume["name"]] / item["path"]] = data[item["key"]]
+    return files
+
+
+def _container(container: dict, config_maps, secrets: SecretSource, mapper: PathMapper, init: bool) -> ContainerPlan:
+    env: dict[str, str] = {}
+    secret_values: set[str] = set()
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config_maps.get(source["configMapRef"]["name"], {}))
+    for item in container.get("env", []):
+        name = item["name"]
+        if "value" in item:
+            env[name] = _expand(mapper(str(item["value"])), env)
+            continue
+        reference = item.get("valueFrom", {})
+        if "secretKeyRef" in reference:
+            ref = reference["secretKeyRef"]
+            value = secrets.lookup(name, ref["name"], ref["key"], bool(ref.get("optional")))
+            if value is not None:
+                env[name] = value
+                secret_values.add(value)
+        elif "configMapKeyRef" in reference:
+            ref = reference["configMapKeyRef"]
+            value = config_maps.get(ref["name"], {}).get(ref["key"])
+            if value is not None:
+                env[name] = value
+        elif "fieldRef" in reference:
+            env[name] = {"metadata.name": "local", "metadata.namespace": "default",
+                         "spec.nodeName": "localhost", "status.podIP": "127.0.0.1"}.get(
+                reference["fieldRef"]["fieldPath"], "")
+    argv = [_expand(mapper(str(part)), env) for part in container.get("command", []) + container.get("args", [])]
+    if not argv:
+        raise UserError(f"container {container['name']!r} has no command: the local runner needs an explicit command")
+    workdir = container.get("workingDir")
+    ports = [int(p["containerPort"]) for p in container.get("ports", [])]
+    return ContainerPlan(name=container["name"], argv=argv, env=env, secret_values=secret_values,
+                         workdir=Path(mapper(workdir)) if workdir else None, ports=ports, init=init)
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion in command, args and env values."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def describe(argv: list[str], secret_values: set[str]) -> str:
+    """A command line for logs, with any secret value masked."""
+    shown = []
+    for part in argv:
+        for secret in secret_values:
+            if secret and secret in part:
+                part = part.replace(secret, "****")
+        shown.append(part if re.fullmatch(r"[\w./:=@,+-]+", part) else repr(part))
+    return " ".join(shown)

@@ -1,0 +1,274 @@
+"""Run rendered pods as local processes (see `llmft.local` for the overview)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from llmft.charts import render_chart
+from llmft.errors import UserError
+from llmft.local import s3
+from llmft.local.pods import ContainerPlan, PodPlan, SecretSource, describe, plan_pods
+from llmft.local.state import state_dir
+
+log = logging.getLogger("llmft.local")
+
+# Variables a pod only gets from its own spec, so a local run keeps the chart's least privilege.
+_SCRUBBED = ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_TOKEN")
+
+
+def load_secrets_file(path: Path | None) -> dict[str, dict[str, str]]:
+    if path is None:
+        return {}
+    if not Path(path).is_file():
+        raise UserError(f"secrets file {path} does not exist")
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UserError(f"secrets file {path}: expected a mapping of Secret name to {{key: value}}")
+    return data
+
+
+def bucket_environment() -> tuple[dict[str, str], str]:
+    """The bucket the workloads use: the caller's BUCKET_STORAGE_HOST if set, else the embedded server."""
+    if os.environ.get("BUCKET_STORAGE_HOST"):
+        chosen = {name: os.environ[name] for name in
+                  ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")
+                  if os.environ.get(name)}
+        return chosen, f"bucket storage from BUCKET_STORAGE_HOST ({os.environ['BUCKET_STORAGE_HOST']})"
+    server = s3.start()
+    return server.environment(), f"embedded S3 server at {server.endpoint} (stop it with `llmft local s3 stop`)"
+
+
+def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_string_values: list[str],
+              release: str, secrets_file: Path | None, dry_run: bool = False, keep_volumes: bool = False,
+              serve_port: int | None = None) -> int:
+    rendered = render_chart(chart, values_files=values_files, set_values=set_values,
+                            set_string_values=set_string_values, release_name=release)
+    bucket_env, bucket_note = ({}, "not started (dry run)") if dry_run else bucket_environment()
+    secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env))
+    workdir = state_dir() / "runs" / release
+    plans = plan_pods(rendered.documents, workdir, secrets)
+    if not plans:
+        raise UserError(f"{chart} rendered no Job, Deployment or Pod: nothing to run")
+    log.info("release %s: %s", release, bucket_note)
+    for plan in plans:
+        _apply_bucket_host(plan, bucket_env)
+        if plan.ignored:
+            log.info("%s/%s: ignoring what a local run cannot honour: %s", plan.kind, plan.name, ", ".join(plan.ignored))
+        if dry_run:
+            _print_plan(plan)
+            continue
+        status = run_job(plan, keep_volumes) if plan.kind in ("Job", "Pod") else run_server(plan, serve_port)
+        if status != 0:
+            return status
+    return 0
+
+
+def _apply_bucket_host(plan: PodPlan, bucket_env: dict[str, str]) -> None:
+    """Point containers that talk to the bucket at the local one (only those the chart gave a host)."""
+    host = bucket_env.get("BUCKET_STORAGE_HOST")
+    for container in plan.init_containers + plan.containers:
+        if host and "BUCKET_STORAGE_HOST" in container.env and container.env["BUCKET_STORAGE_HOST"] != host:
+            container.env["BUCKET_STORAGE_HOST"] = host
+
+
+def _print_plan(plan: PodPlan) -> None:
+    print(f"# {plan.kind}/{plan.name}")
+    for mount, local in sorted(plan.mounts.items()):
+        print(f"#   {mount} -> {local}")
+    for container in plan.init_containers + plan.containers:
+        label = "init " if container.init else ""
+        print(f"{label}{container.name}: {describe(_resolve_argv(container.argv)[0], container.secret_values)}")
+
+
+def _fresh_volumes(plan: PodPlan) -> None:
+    for path in plan.volumes.values():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+    for path, content in plan.configmap_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def _process_env(container: ContainerPlan) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(container.env)
+    return env
+
+
+def _resolve_argv(argv: list[str]) -> tuple[list[str], str | None]:
+    """Map the image's programs to this machine's; returns (argv, a note when substituted)."""
+    program = argv[0]
+    if program == "llmft":
+        return [sys.executable, "-m", "llmft", *argv[1:]], None
+    if program in ("python", "python3"):
+        return [sys.executable, *argv[1:]], None
+    if _is_vllm(argv) and not _vllm_usable():
+        return _cpu_server_argv(argv), ("vLLM needs a GPU and is not usable on this machine: serving with "
+                                        "`llmft serve` (OpenAI-compatible, CPU) on the same port and API")
+    return argv, None
+
+
+def _is_vllm(argv: list[str]) -> bool:
+    return argv[0] == "vllm" or "vllm.entrypoints.openai.api_server" in argv
+
+
+def _vllm_usable() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cpu_server_argv(argv: list[str]) -> list[str]:
+    """Translate a vLLM server command into `llmft serve` with the same model, name, port and adapters."""
+    args = argv[2:] if argv[0] == "vllm" else argv[argv.index("vllm.entrypoints.openai.api_server") + 1:]
+    model, options, adapters = None, {}, []
+    index = 0
+    if argv[0] == "vllm" and args and not args[0].startswith("-"):
+        model, index = args[0], 1
+    while index < len(args):
+        token = args[index]
+        key, _, inline = token.partition("=")
+        value = inline if inline else (args[index + 1] if index + 1 < len(args) and not args[index + 1].startswith("--") else None)
+        step = 1 if inline or value is None else 2
+        if key == "--model":
+            model = value
+        elif key in ("--served-model-name", "--port", "--host"):
+            options[key] = value
+        elif key == "--lora-modules":
+            adapters_values = [value] if value else []
+            look = index + step
+            while look < len(args) and not args[look].startswith("--"):
+                adapters_values.append(args[look])
+                look += 1
+            adapters += adapters_values
+            step = look - index
+        index += step
+    if not model:
+        raise UserError(f"cannot find the model in the vLLM command: {' '.join(argv)}")
+    command = [sys.executable, "-m", "llmft", "serve", model]
+    for key, value in options.items():
+        if value is not None:
+            command += [key, value]
+    for adapter in adapters:
+        command += ["--lora-module", adapter]
+    return command
+
+
+def _start(container: ContainerPlan) -> subprocess.Popen:
+    argv, note = _resolve_argv(container.argv)
+    if note:
+        log.info("%s: %s", container.name, note)
+    log.info("%s%s: %s", "init container " if container.init else "container ", container.name,
+             describe(container.argv, container.secret_values))
+    cwd = container.workdir if container.workdir and container.workdir.is_dir() else None
+    return subprocess.Popen(argv, env=_process_env(container), cwd=cwd, start_new_session=True)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _run_pod_once(plan: PodPlan) -> int:
+    _fresh_volumes(plan)
+    running: list[subprocess.Popen] = []
+    try:
+        for container in plan.init_containers:
+            process = _start(container)
+            running = [process]
+            code = process.wait()
+            if code != 0:
+                log.error("init container %s failed with exit code %d", container.name, code)
+                return code
+        running = [_start(container) for container in plan.containers]
+        codes = [process.wait() for process in running]
+        return next((code for code in codes if code != 0), 0)
+    except KeyboardInterrupt:
+        _stop(running)
+        raise
+
+
+def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
+    """Run a Job's pod, restarting it (fresh volumes, like a new pod) up to backoffLimit times."""
+    attempts = plan.backoff_limit + 1 if plan.kind == "Job" else 1
+    code = 1
+    for attempt in range(1, attempts + 1):
+        code = _run_pod_once(plan)
+        if code == 0:
+            log.info("%s/%s succeeded", plan.kind, plan.name)
+            if not keep_volumes:
+                shutil.rmtree(plan.root / "volumes", ignore_errors=True)
+            return 0
+        if code in plan.fail_job_exit_codes:
+            log.error("%s/%s failed with exit code %d, which its podFailurePolicy treats as final", plan.kind, plan.name, code)
+            break
+        if attempt < attempts:
+            log.warning("%s/%s pod failed with exit code %d: starting a new pod (attempt %d of %d)",
+                        plan.kind, plan.name, code, attempt + 1, attempts)
+    log.error("%s/%s failed; its volumes are kept for inspection under %s", plan.kind, plan.name,
+              plan.root / "volumes")
+    return code or 1
+
+
+def run_server(plan: PodPlan, port: int | None) -> int:
+    """Run a Deployment's pod until interrupted (Ctrl-C) or until a container exits."""
+    _fresh_volumes(plan)
+    for container in plan.init_containers:
+        code = _start(container).wait()
+        if code != 0:
+            log.error("init container %s failed with exit code %d", container.name, code)
+            return code
+    if port is not None:
+        for container in plan.containers:
+            container.argv = _with_port(container.argv, port)
+    processes = [_start(container) for container in plan.containers]
+    ports = sorted({p for c in plan.containers for p in c.ports} if port is None else {port})
+    for container_port in ports:
+        log.info("%s/%s is serving on http://127.0.0.1:%d (Ctrl-C to stop)", plan.kind, plan.name, container_port)
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        log.info("stopping %s/%s", plan.kind, plan.name)
+        _stop(processes)
+        return 0
+    _stop(processes)
+    return next((p.returncode for p in processes if p.returncode), 0)
+
+
+def _with_port(argv: list[str], port: int) -> list[str]:
+    out, skip = [], False
+    for index, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if token == "--port":
+            skip = True
+            continue
+        if token.startswith("--port="):
+            continue
+        out.append(token)
+    return out + ["--port", str(port)]

@@ -1,0 +1,1 @@
+"""Serving on machines without vLLM (the local runner's CPU stand-in)."""

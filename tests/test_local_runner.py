@@ -1,0 +1,73 @@
+"""`llmft local` on a fixture chart: the rendered pod runs as local processes against the real S3 server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmft.storage import parse_location
+from llmft.storage.transfer import read_object
+
+CHART = Path(__file__).parent / "fixtures" / "charts" / "local-check"
+
+
+def local(*args: str, env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmft", "local", str(CHART), *args],
+                          env=env, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.fixture
+def runner_env(s3_env, tmp_path):
+    return {**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state")}
+
+
+def test_runs_init_then_main_with_volumes_paths_and_secrets(bucket, runner_env):
+    result = local("--name", "first", "--set", f"destination={bucket}/out/result.txt",
+                   "--set", "message=hi there", env=runner_env)
+    assert result.returncode == 0, result.stderr
+    # The init container wrote into the emptyDir the main container uploaded from.
+    assert read_object(parse_location(f"{bucket}/out/result.txt")) == b"hi there via work"
+    # Said once what it ignores; never printed the secret.
+    assert "ignoring what a local run cannot honour" in result.stderr
+    assert "GPU request nvidia.com/gpu" in result.stderr and "pod nodeSelector" in result.stderr
+    assert runner_env["BUCKET_STORAGE_SECRET_KEY"] not in result.stderr + result.stdout
+
+
+def test_failed_pod_is_restarted_up_to_backoff_limit(bucket, runner_env, tmp_path):
+    marker = tmp_path / "failed-once"
+    result = local("--name", "retry", "--set", f"destination={bucket}/retry.txt",
+                   "--set", f"failOnceMarker={marker}", env=runner_env)
+    assert result.returncode == 0, result.stderr
+    assert "pod failed with exit code 7: starting a new pod (attempt 2 of 3)" in result.stderr
+    assert read_object(parse_location(f"{bucket}/retry.txt")).startswith(b"hello from the pod")
+
+
+def test_pod_failure_policy_exit_code_is_final(bucket, runner_env):
+    result = local("--name", "final", "--set", "exitCode=2", env=runner_env)
+    assert result.returncode == 2
+    assert "podFailurePolicy treats as final" in result.stderr
+    assert "starting a new pod" not in result.stderr
+
+
+def test_missing_secret_names_the_fix(runner_env):
+    env = {k: v for k, v in runner_env.items() if not k.startswith("BUCKET_STORAGE")}
+    env["BUCKET_STORAGE_HOST"] = "http://127.0.0.1:9"  # set, so the embedded server is not started
+    result = local("--name", "nosecret", "--dry-run", env=env)
+    assert result.returncode == 2
+    assert "needs key 'access-key' of Secret 'bucket-credentials'" in result.stderr
+    assert "--secrets-file" in result.stderr
+
+
+def test_dry_run_masks_secrets_from_a_secrets_file(runner_env, tmp_path):
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("bucket-credentials: {access-key: AKIAEXAMPLE, secret-key: s3cr3t-value}\n")
+    env = {k: v for k, v in runner_env.items() if not k.startswith("BUCKET_STORAGE")}
+    env["BUCKET_STORAGE_HOST"] = "http://127.0.0.1:9"
+    result = local("--name", "dry", "--dry-run", "--secrets-file", str(secrets), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "init script: " in result.stdout and "/volumes/work/out.txt" in result.stdout
+    assert "s3cr3t-value" not in result.stdout + result.stderr
