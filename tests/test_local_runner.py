@@ -71,3 +71,21 @@ def test_dry_run_masks_secrets_from_a_secrets_file(runner_env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "init script: " in result.stdout and "/volumes/work/out.txt" in result.stdout
     assert "s3cr3t-value" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["vllm", "serve", "/models/m", "--served-model-name", "run-a", "--port", "8080", "--enable-lora",
+     "--lora-modules", "a=/adapters/a", "b=/adapters/b", "--max-model-len", "2048"],
+    ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model=/models/m", "--served-model-name=run-a",
+     "--port", "8080", "--lora-modules", "a=/adapters/a", "--lora-modules", "b=/adapters/b"],
+])
+def test_vllm_command_becomes_the_cpu_server(argv):
+    """Without vLLM and a GPU, the same model, name, port and adapters go to `llmft serve`."""
+    from llmft.local.runner import _cpu_server_argv
+
+    command = _cpu_server_argv(argv)
+    assert command[1:5] == ["-m", "llmft", "serve", "/models/m"]
+    rest = command[5:]
+    assert rest[rest.index("--served-model-name") + 1] == "run-a"
+    assert rest[rest.index("--port") + 1] == "8080"
+    assert [rest[i + 1] for i, t in enumerate(rest) if t == "--lora-module"] == ["a=/adapters/a", "b=/adapters/b"]
