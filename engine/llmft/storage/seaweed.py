@@ -76,10 +76,12 @@ class SeaweedServer:
             json.dump(identity, handle)
         return config
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 90.0, keep_ports: bool = False) -> None:
+        """Start the server; `keep_ports` reuses the previous ports, so the endpoint stays valid."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_identity()
-        self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+        if not (keep_ports and self.ports):
+            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
         command = [
             weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
@@ -127,6 +129,12 @@ class SeaweedServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=30)
+
+    def restart(self, timeout: float = 90.0, downtime: float = 0.0) -> None:
+        """Stop, stay down `downtime` seconds, start again on the same ports and data (an S3 outage)."""
+        self.stop()
+        time.sleep(downtime)
+        self.start(timeout, keep_ports=True)
 
     def create_bucket(self, name: str) -> None:
         import boto3

@@ -44,6 +44,9 @@ class TransferSettings:
     attempts: int = int(os.environ.get("LLMFT_TRANSFER_ATTEMPTS", "6"))
     backoff_seconds: float = float(os.environ.get("LLMFT_TRANSFER_BACKOFF", "1.0"))
     max_backoff_seconds: float = 30.0
+    # Bytes per second per transfer (None: unlimited); keeps a background upload off a shared link.
+    max_bandwidth: int | None = int(os.environ["LLMFT_TRANSFER_MAX_BANDWIDTH"]) if os.environ.get(
+        "LLMFT_TRANSFER_MAX_BANDWIDTH") else None
 
     def boto_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -53,6 +56,7 @@ class TransferSettings:
             multipart_chunksize=self.multipart_chunksize,
             max_concurrency=max(2, self.workers // 2),
             use_threads=True,
+            max_bandwidth=self.max_bandwidth,
         )
 
 

@@ -1,0 +1,297 @@
+"""`CheckpointSync`: restore from the bucket at start, stream checkpoints while training, finish verified.
+
+The engine's use, top to bottom::
+
+    sync = CheckpointSync(remote, output_dir, save_total_limit)
+    restored = sync.restore()            # before loading the model
+    if restored.final_complete: exit 0   # the run already finished: idempotent re-apply
+    trainer.add_callback(sync.callback())
+    trainer.train(resume_from_checkpoint=...)   # picks up restored.checkpoint
+    ... write checkpoint-final/, metrics.jsonl, summary.json ...
+    sync.finish()                        # raises unless every final output is verified in the bucket
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmft.errors import UserError
+from llmft.storage import MANIFEST_NAME, download_tree
+from llmft.storage.transfer import TransferSettings, delete_object, read_object, write_object
+from llmft.sync import staging
+from llmft.sync.layout import (
+    FINAL_FILES,
+    FINAL_TREES,
+    PROGRESS_FILES,
+    PROGRESS_TREES,
+    RUN_COMPLETE_MARKER,
+    checkpoint_step,
+    parse_remote,
+    scan,
+)
+from llmft.sync.remote_ops import (
+    VerificationError,
+    remove_incomplete_checkpoints,
+    upload_verified_file,
+    upload_verified_tree,
+)
+from llmft.sync.uploader import BackgroundUploader
+
+log = logging.getLogger("llmft.sync")
+
+REQUIRED_FINALS = ("checkpoint-final",)
+_RESTORE_RESULT_FILE = ".llmft-restore.json"
+# UserErrors that mean "the bucket is unreachable or refuses us", not "this checkpoint is bad".
+_ACCESS_ERRORS = ("cannot reach", "no bucket credentials", "bucket storage at", "bucket '")
+
+
+def background_settings() -> TransferSettings:
+    """Transfer settings patient enough to ride out an S3 outage of a few minutes.
+
+    12 attempts per request with backoff doubling from 2 s up to 30 s: about four minutes
+    of retrying before one request gives up (and the checkpoint is then tried again).
+    """
+    return dataclasses.replace(
+        TransferSettings(),
+        attempts=int(os.environ.get("LLMFT_SYNC_ATTEMPTS", "12")),
+        backoff_seconds=float(os.environ.get("LLMFT_SYNC_BACKOFF", "2.0")),
+        max_backoff_seconds=float(os.environ.get("LLMFT_SYNC_MAX_BACKOFF", "30.0")),
+    )
+
+
+@dataclass
+class RestoreResult:
+    """What `restore()` found. `checkpoint` is the local folder to resume from (None: start fresh)."""
+
+    remote: str
+    final_complete: bool = False
+    checkpoint: Path | None = None
+    step: int | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RestoreResult:
+        data = json.loads(text)
+        data["checkpoint"] = Path(data["checkpoint"]) if data["checkpoint"] else None
+        return cls(**data)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _is_world_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class CheckpointSync:
+    """Checkpoint streaming for one run: see the module docstring and ARCHITECTURE.md."""
+
+    def __init__(self, remote: str, output_dir: str | os.PathLike, save_total_limit: int | None = None,
+                 max_pending_uploads: int | None = None, progress_interval: float | None = None,
+                 settings: TransferSettings | None = None, retry_pause: float | None = None,
+                 key_path: str = "run_conf.checkpoints_remote"):
+        self.remote = parse_remote(remote, key_path)
+        self.output_dir = Path(output_dir)
+        self.save_total_limit = save_total_limit
+        self.max_pending = max_pending_uploads or int(os.environ.get("LLMFT_SYNC_MAX_PENDING", "2"))
+        if self.max_pending < 1:
+            raise UserError(f"max_pending_uploads must be at least 1, got {self.max_pending}")
+        self.progress_interval = progress_interval or float(os.environ.get("LLMFT_SYNC_INTERVAL", "60"))
+        self.retry_pause = retry_pause or float(os.environ.get("LLMFT_SYNC_RETRY_PAUSE", "10"))
+        self.settings = settings or background_settings()
+        self._uploader: BackgroundUploader | None = None
+
+    @property
+    def staging_root(self) -> Path:
+        return self.output_dir / staging.STAGING_DIR_NAME
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self) -> RestoreResult:
+        """Bring the newest complete remote checkpoint into `output_dir` (see `_restore_here`).
+
+        With several processes, the local main process of each node downloads while the
+        others wait, then they read its result.
+        """
+        if _world_size() <= 1:
+            return self._restore_here()
+        from accelerate import PartialState
+
+        state = PartialState()
+        result_file = self.output_dir / _RESTORE_RESULT_FILE
+        with state.local_main_process_first():
+            if state.is_local_main_process:
+                result = self._restore_here()
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                scratch = result_file.with_suffix(".tmp")
+                scratch.write_text(result.to_json())
+                os.replace(scratch, result_file)
+            else:
+                result = RestoreResult.from_json(result_file.read_text())
+        return result
+
+    def _restore_here(self) -> RestoreResult:
+        staging.discard(self.staging_root)
+        result = RestoreResult(remote=str(self.remote))
+        run = scan(self.remote, self.settings)
+        finished, why = run.finished()
+        if finished:
+            outputs = ", ".join(run.marker.get("trees", []) + run.marker.get("files", []))
+            log.info("%s already holds a finished run (completed %s; outputs: %s): nothing to train",
+                     self.remote, run.marker.get("finished", "?"), outputs)
+            result.final_complete = True
+            return result
+        if run.marker is not None:
+            log.warning("%s has a run-complete marker but %s; resuming training to rebuild them", self.remote, why)
+        for step in sorted(run.incomplete, reverse=True):
+            note = (f"checkpoint-{step} ({run.incomplete[step]} files, no manifest: its upload did not finish)")
+            result.skipped.append(note)
+            log.warning("ignoring incomplete remote %s", note)
+        for step in sorted(run.complete, reverse=True):
+            name = f"checkpoint-{step}"
+            target = self.output_dir / name
+            try:
+                report = download_tree(self.remote.child(name), target, self.settings, label=f"download {name}")
+            except UserError as error:
+                if str(error).startswith(_ACCESS_ERRORS):
+                    raise
+                result.skipped.append(f"{name} (could not be restored: {error})")
+                log.error("remote %s could not be restored (%s); trying an older checkpoint", name, error)
+                continue
+            self._remove_extras(target, set(report.manifest.files))
+            result.checkpoint, result.step = target, step
+            break
+        self._log_restore(result)
+        return result
+
+    @staticmethod
+    def _remove_extras(folder: Path, listed: set[str]) -> None:
+        """A local folder left by an earlier attempt may hold files the checkpoint does not have."""
+        for path in sorted(folder.rglob("*"), reverse=True):
+            relative = path.relative_to(folder).as_posix()
+            if path.is_file() and relative not in listed and path.name != MANIFEST_NAME:
+                path.unlink()
+
+    def _log_restore(self, result: RestoreResult) -> None:
+        skipped = f"; skipped: {'; '.join(result.skipped)}" if result.skipped else ""
+        if result.checkpoint is None:
+            log.info("no complete checkpoint in %s: training starts from step 0%s", self.remote, skipped)
+            return
+        log.info("resuming from %s/checkpoint-%d (step %d), restored into %s%s", self.remote, result.step,
+                 result.step, result.checkpoint, skipped)
+        newer = sorted(step for path in self.output_dir.glob("checkpoint-*")
+                       if (step := checkpoint_step(path.name)) is not None and step > result.step)
+        if newer:
+            log.warning("local checkpoints newer than the bucket's exist in %s (%s); they were never uploaded "
+                        "completely", self.output_dir, ", ".join(f"checkpoint-{s}" for s in newer))
+
+    # ------------------------------------------------------------------ during training
+
+    def callback(self):
+        """The `transformers.TrainerCallback` that streams each saved checkpoint to the bucket."""
+        from llmft.sync.callback import SyncCallback
+
+        return SyncCallback(self)
+
+    def _ensure_uploader(self) -> BackgroundUploader:
+        if self._uploader is None:
+            staging.discard(self.staging_root)
+            self._uploader = BackgroundUploader(
+                self.remote, self.staging_root, self.settings, max_pending=self.max_pending,
+                save_total_limit=self.save_total_limit, progress_interval=self.progress_interval,
+                sync_progress=self.sync_progress, retry_pause=self.retry_pause)
+            self._uploader.start()
+        return self._uploader
+
+    def start_background(self) -> None:
+        """Start the worker (periodic logs/metrics sync) before the first checkpoint exists."""
+        self._ensure_uploader()
+
+    def enqueue(self, checkpoint: Path, step: int) -> None:
+        """Stage `checkpoint` and queue its upload (waits only when the queue is full)."""
+        self._ensure_uploader().submit(Path(checkpoint), step)
+
+    def request_progress_sync(self) -> None:
+        if self._uploader is not None:
+            self._uploader.request_progress_sync()
+
+    def sync_progress(self) -> None:
+        """Copy and upload `logs/` and `metrics.jsonl` (they keep growing, so a snapshot goes up)."""
+        scratch = self.staging_root / "progress"
+        for name in PROGRESS_TREES:
+            if (self.output_dir / name).is_dir():
+                copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
+                upload_verified_tree(copy, self.remote.child(name), self.settings, label=f"upload {name}")
+        for name in PROGRESS_FILES:
+            if (self.output_dir / name).is_file():
+                copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
+                upload_verified_file(copy, self.remote.child(name), self.settings)
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> dict:
+        """Wait for pending uploads, upload and verify the final outputs, then write the marker LAST.
+
+        Raises when a final output cannot be uploaded and verified, so the process does not
+        exit 0 with an unfinished bucket. On processes other than the world main one, a no-op.
+        """
+        if not _is_world_main():
+            return {}
+        started = time.monotonic()
+        uploaded_steps: list[int] = []
+        if self._uploader is not None:
+            self._uploader.close()
+            uploaded_steps = list(self._uploader.uploaded)
+            for step, error in self._uploader.failed.items():
+                log.warning("checkpoint-%d never reached the bucket (%s); the final outputs supersede it",
+                            step, error)
+        missing = [name for name in REQUIRED_FINALS if not (self.output_dir / name).is_dir()]
+        if missing:
+            raise RuntimeError(f"finish(): {', '.join(str(self.output_dir / m) for m in missing)} does not exist; "
+                               "the final model must be saved before the run can be marked complete")
+        marker_location = self.remote.child(RUN_COMPLETE_MARKER)
+        delete_object(marker_location, self.settings)  # a stale marker must not vouch for new outputs
+        scratch = self.staging_root / "final"
+        trees, files = [], []
+        for name in FINAL_TREES:
+            folder = self.output_dir / name
+            if folder.is_dir():
+                source = staging.copy_snapshot(folder, scratch / name) if name in PROGRESS_TREES else folder
+                upload_verified_tree(source, self.remote.child(name), self.settings, label=f"upload {name}")
+                trees.append(name)
+        for name in FINAL_FILES:
+            path = self.output_dir / name
+            if path.is_file():
+                upload_verified_file(staging.copy_snapshot(path, scratch / name), self.remote.child(name),
+                                     self.settings)
+                files.append(name)
+        try:
+            remove_incomplete_checkpoints(self.remote, self.settings)
+        except Exception as error:  # noqa: BLE001 - leftovers without a manifest are ignored by resume anyway
+            log.warning("could not remove incomplete checkpoints from %s: %s", self.remote, error)
+        marker = {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "trees": trees,
+            "files": files,
+            "checkpoints_uploaded": [f"checkpoint-{s}" for s in uploaded_steps],
+        }
+        write_object(marker_location, json.dumps(marker, indent=1).encode(), self.settings)
+        echoed = read_object(marker_location, missing_ok=True, settings=self.settings)
+        if echoed is None or json.loads(echoed) != marker:
+            raise VerificationError(f"{marker_location}: the run-complete marker did not read back")
+        staging.discard(self.staging_root)
+        log.info("run complete in %s: %s verified, marker %s written last (%.1fs)", self.remote,
+                 ", ".join(trees + files), RUN_COMPLETE_MARKER, time.monotonic() - started)
+        return marker

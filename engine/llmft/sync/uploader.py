@@ -1,0 +1,209 @@
+"""The background worker: uploads staged checkpoints one by one while training continues.
+
+- `submit` stages a checkpoint (hard links) and queues it. It returns at once unless
+  `max_pending` checkpoints are already staged and not yet uploaded: then it waits,
+  logging that it waits (the only way sync ever blocks a training step).
+- A checkpoint upload that fails even after the patient per-request retries is tried
+  again in rounds until it succeeds, unless a newer checkpoint is already queued: then
+  the older one is dropped (the newer one supersedes it), so an outage never blocks
+  training for longer than the queue allows.
+- After each complete checkpoint, remote retention runs (`apply_retention`).
+- Every `progress_interval` seconds (and after each checkpoint), `logs/` and
+  `metrics.jsonl` are copied and uploaded so a sweep can follow the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from llmft.storage import Location
+from llmft.storage.transfer import TransferSettings
+from llmft.sync import staging
+from llmft.sync.remote_ops import apply_retention, upload_verified_tree
+
+log = logging.getLogger("llmft.sync")
+
+
+@dataclass
+class _Job:
+    step: int
+    staged: Path
+    snapshot: staging.Snapshot
+    queued_at: float
+
+
+class BackgroundUploader:
+    def __init__(self, remote: Location, staging_root: Path, settings: TransferSettings,
+                 max_pending: int = 2, save_total_limit: int | None = None,
+                 progress_interval: float = 60.0, sync_progress: Callable[[], None] | None = None,
+                 retry_pause: float = 10.0):
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.remote = remote
+        self.staging_root = Path(staging_root)
+        self.settings = settings
+        self.max_pending = max_pending
+        self.save_total_limit = save_total_limit
+        self.progress_interval = progress_interval
+        self.sync_progress = sync_progress
+        self.retry_pause = retry_pause
+        self.uploaded: list[int] = []    # steps complete in the bucket, in order
+        self.dropped: list[int] = []     # steps given up (superseded or failed at close)
+        self.failed: dict[int, str] = {}  # step -> last error, for those given up at close
+        self._cond = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._reserved = 0               # slots taken by submits that are still staging
+        self._active: _Job | None = None
+        self._closing = False
+        self._progress_due = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ producer side
+
+    def pending(self) -> list[int]:
+        with self._cond:
+            return self._pending_steps()
+
+    def _pending_steps(self) -> list[int]:
+        steps = [job.step for job in self._jobs]
+        return ([self._active.step] if self._active else []) + steps
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="llmft-checkpoint-sync", daemon=True)
+                self._thread.start()
+
+    def submit(self, checkpoint: Path, step: int) -> None:
+        """Stage `checkpoint` and queue its upload; waits only while the queue is full."""
+        self.start()
+        waited_since = None
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("checkpoint sync is closed; no more checkpoints can be queued")
+            while len(self._pending_steps()) + self._reserved >= self.max_pending:
+                now = time.monotonic()
+                if waited_since is None or now - waited_since >= 60:
+                    log.info("upload queue full (%d pending: %s); the save of checkpoint-%d waits for an upload "
+                             "to finish", self.max_pending,
+                             ", ".join(f"checkpoint-{s}" for s in self._pending_steps()), step)
+                    waited_since = waited_since or now
+                self._cond.wait(timeout=5)
+            self._reserved += 1
+        began = time.monotonic()
+        try:
+            staged = staging.stage(checkpoint, self.staging_root)
+            job = _Job(step, staged, staging.snapshot(staged), time.monotonic())
+        finally:
+            with self._cond:
+                self._reserved -= 1
+                self._cond.notify_all()
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify_all()
+        if waited_since is not None:
+            log.info("checkpoint-%d queued for upload after waiting %.1fs for the queue", step,
+                     job.queued_at - waited_since)
+        else:
+            log.info("checkpoint-%d queued for upload to %s (staged in %.2fs)", step, self.remote,
+                     time.monotonic() - began)
+
+    def request_progress_sync(self) -> None:
+        with self._cond:
+            self._progress_due = True
+            self._cond.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Let queued uploads finish (each gets one more round if failing), then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            if self._pending_steps():
+                log.info("waiting for %d pending checkpoint upload(s): %s", len(self._pending_steps()),
+                         ", ".join(f"checkpoint-{s}" for s in self._pending_steps()))
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"checkpoint uploads still running after {timeout}s")
+
+    # ------------------------------------------------------------------ worker side
+
+    def _run(self) -> None:
+        next_progress = time.monotonic() + self.progress_interval
+        while True:
+            with self._cond:
+                while (not self._jobs and not self._closing and not self._progress_due
+                       and time.monotonic() < next_progress):
+                    self._cond.wait(timeout=max(0.05, next_progress - time.monotonic()))
+                job = self._jobs.popleft() if self._jobs else None
+                self._active = job
+                if job is None and self._closing:
+                    return
+                self._progress_due = False
+            if job is not None:
+                try:
+                    self._process(job)
+                finally:
+                    staging.discard(job.staged)
+                    with self._cond:
+                        self._active = None
+                        self._cond.notify_all()
+            if self.sync_progress is not None:  # after a checkpoint, on the timer, or on request
+                self._sync_progress_quietly()
+            next_progress = time.monotonic() + self.progress_interval
+
+    def _sync_progress_quietly(self) -> None:
+        try:
+            self.sync_progress()
+        except Exception as error:  # noqa: BLE001 - progress is best effort; the final sync is verified
+            log.warning("syncing logs and metrics to %s failed (%s); will try again later", self.remote, error)
+
+    def _process(self, job: _Job) -> None:
+        name = f"checkpoint-{job.step}"
+        rounds = 0
+        while True:
+            rounds += 1
+            try:
+                self._upload(job)
+                self.uploaded.append(job.step)
+                break
+            except Exception as error:  # noqa: BLE001 - any failure: retry, supersede or report
+                with self._cond:
+                    superseded = bool(self._jobs)
+                    closing = self._closing
+                if superseded:
+                    log.error("upload of %s to %s failed (%s); a newer checkpoint is queued, so %s is dropped",
+                              name, self.remote, error, name)
+                    self.dropped.append(job.step)
+                    return
+                if closing and rounds >= 2:
+                    log.error("upload of %s to %s failed (%s); giving up", name, self.remote, error)
+                    self.dropped.append(job.step)
+                    self.failed[job.step] = str(error)
+                    return
+                log.error("upload of %s to %s failed (%s); training continues, next try in %.0fs",
+                          name, self.remote, error, self.retry_pause)
+                with self._cond:
+                    self._cond.wait_for(lambda: bool(self._jobs) or self._closing, timeout=self.retry_pause)
+        try:
+            apply_retention(self.remote, job.step, self.save_total_limit, self.settings)
+        except Exception as error:  # noqa: BLE001 - retention is retried after the next checkpoint
+            log.warning("remote retention after %s failed (%s); will try again after the next checkpoint",
+                        name, error)
+
+    def _upload(self, job: _Job) -> None:
+        name = f"checkpoint-{job.step}"
+        while True:
+            upload_verified_tree(job.staged, self.remote.child(name), self.settings, label=f"upload {name}")
+            now = staging.snapshot(job.staged)
+            if now == job.snapshot:
+                return
+            log.warning("%s changed while it was uploading (a file rewritten in place); uploading again", name)
+            job.snapshot = now
