@@ -1,0 +1,164 @@
+"""The helm-unittest runner itself, on a fixture chart: each assertion type passes and fails as the plugin's do.
+
+The fixture suites live in tests/fixtures/helm-unittest/demo/tests/: `passing_test.yaml` and `scoped_test.yaml`
+must pass case by case, every case of `failing_test.yaml` must fail. Malformed suites (unknown assertion types,
+unknown parameters) are written to a copy of the chart here and must be rejected loudly.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helm_unittest import (ASSERT_TYPES, SuiteError, build_set_value, find, load_suite, merge_values, run_case)
+
+DEMO = Path(__file__).parent / "fixtures" / "helm-unittest" / "demo"
+PASSING = [DEMO / "tests" / "passing_test.yaml", DEMO / "tests" / "scoped_test.yaml"]
+FAILING = DEMO / "tests" / "failing_test.yaml"
+
+
+def _cases(paths):
+    return [pytest.param(case, id=f"{case.suite.path.stem}::{case.name}") for path in paths
+            for case in load_suite(path).cases]
+
+
+@pytest.mark.parametrize("case", _cases(PASSING))
+def test_passing_fixture_case_passes(case):
+    result = run_case(case)
+    assert result.passed, result.report()
+
+
+@pytest.mark.parametrize("case", _cases([FAILING]))
+def test_failing_fixture_case_fails(case):
+    result = run_case(case)
+    assert not result.passed, f"{case.name}: expected a failure, the runner passed it"
+    # Every failing case has one assertion: the failure is that assertion's (or the render's), never a crash.
+    assert result.error or [a for a in result.assertions if not a.passed]
+
+
+def _types_used(path: Path) -> set[str]:
+    used = set()
+    for test in yaml.safe_load(path.read_text())["tests"]:
+        for assertion in test["asserts"]:
+            used.update(k for k in assertion if k not in ("not", "template", "documentIndex", "documentSelector"))
+    return used
+
+
+def test_every_assertion_type_is_exercised_passing_and_failing():
+    passing = set().union(*(_types_used(p) for p in PASSING))
+    failing = _types_used(FAILING)
+    assert set(ASSERT_TYPES) - passing == set()
+    assert set(ASSERT_TYPES) - failing == set()
+
+
+def test_skipped_case_reports_its_reason():
+    case = next(c for c in load_suite(PASSING[0]).cases if c.spec.get("skip"))
+    result = run_case(case)
+    assert result.skipped == "demonstrates skip"
+
+
+def test_failure_report_names_path_expected_and_actual():
+    case = next(c for c in load_suite(FAILING).cases if c.name == "equal fails on a different value")
+    report = run_case(case).report()
+    assert "asserts[0] equal failed" in report
+    assert "demo/templates/deployment.yaml" in report
+    assert "path spec.replicas: expected to equal:" in report and "actual:" in report
+
+
+@pytest.fixture
+def chart_copy(tmp_path):
+    """A copy of the demo chart without its suites, for writing malformed ones."""
+    target = tmp_path / "demo"
+    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("*_test.yaml"))
+    return target
+
+
+def _write_suite(chart: Path, tests: list, **suite) -> Path:
+    path = chart / "tests" / "bad_test.yaml"
+    path.write_text(yaml.safe_dump({"suite": "bad", "templates": ["deployment.yaml"],
+                                    "release": {"name": "r"}, **suite, "tests": tests}))
+    return path
+
+
+@pytest.mark.parametrize("assertion, message", [
+    ({"isFoo": {"path": "kind"}}, "unknown assertion type 'isFoo'"),
+    ({"matchSnapshot": {"path": "spec"}}, "helm-unittest type this runner does not implement"),
+    ({"equal": {"path": "kind", "vaule": "Deployment"}}, r"unknown parameters \['vaule'\]"),
+    ({"equal": {"path": "kind"}}, r"missing parameters \['value'\]"),
+    ({"exists": {"path": "kind"}, "notExists": {"path": "kind"}}, "exactly one assertion type"),
+    ({"not": True}, "exactly one assertion type"),
+])
+def test_malformed_assertion_fails_loudly(chart_copy, assertion, message):
+    path = _write_suite(chart_copy, [{"it": "x", "asserts": [assertion]}])
+    with pytest.raises(SuiteError, match=message):
+        load_suite(path)
+
+
+def test_unsupported_suite_keys_fail_loudly(chart_copy):
+    path = _write_suite(chart_copy, [{"it": "x", "capabilities": {"majorVersion": 1},
+                                      "asserts": [{"exists": {"path": "kind"}}]}])
+    with pytest.raises(SuiteError, match="capabilities"):
+        load_suite(path)
+
+
+def test_missing_release_name_is_an_error_not_a_pass(chart_copy):
+    path = _write_suite(chart_copy, [{"it": "x", "asserts": [{"exists": {"path": "kind"}}]}], release={})
+    case = load_suite(path).cases[0]
+    with pytest.raises(SuiteError, match="release.name"):
+        run_case(case)
+
+
+def test_unknown_template_in_suite_fails_loudly(chart_copy):
+    path = _write_suite(chart_copy, [{"it": "x", "asserts": [{"exists": {"path": "kind"}}]}],
+                        templates=["deploymnet.yaml"])
+    case = load_suite(path).cases[0]
+    with pytest.raises(SuiteError, match="deploymnet.yaml"):
+        run_case(case)
+
+
+DOC = {
+    "metadata": {"name": "x", "annotations": {"example.com/a.b": "dotted"}},
+    "spec": {"containers": [
+        {"name": "main", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+        {"name": "side", "env": [{"name": "A", "value": "3"}]},
+    ]},
+}
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("metadata.name", ["x"]),
+    ("$.metadata.name", ["x"]),
+    ('metadata.annotations["example.com/a.b"]', ["dotted"]),
+    ("metadata.annotations['example.com/a.b']", ["dotted"]),
+    ("spec.containers[1].name", ["side"]),
+    ("spec.containers[2].name", []),
+    ("spec.containers[*].name", ["main", "side"]),
+    ('spec.containers[?(@.name == "main")].env[?(@.name == "B")].value', ["2"]),
+    ("spec.containers[*].env[?(@.name == 'A')].value", ["1", "3"]),
+    ('spec.containers[?(@.name != "main")].name', ["side"]),
+    ("spec.containers[?(@.env)].name", ["main", "side"]),
+    ("metadata.missing.deeper", []),
+    ("metadata.name[0]", []),
+])
+def test_path_syntax(path, expected):
+    assert find(DOC, path) == expected
+
+
+@pytest.mark.parametrize("path", ["spec..name", "spec.containers[0:1]", "spec.containers[?(@.name =~ /x/)]"])
+def test_unsupported_path_syntax_fails_loudly(path):
+    with pytest.raises(SuiteError):
+        find(DOC, path)
+
+
+def test_set_paths_build_values_like_helm_unittest():
+    assert build_set_value("a.b", 1) == {"a": {"b": 1}}
+    assert build_set_value("a.b[1].c", "v") == {"a": {"b": [None, {"c": "v"}]}}
+    assert build_set_value("labels.[kueue.x-k8s.io/queue-name]", "q") == {"labels": {"kueue.x-k8s.io/queue-name": "q"}}
+    assert build_set_value("resources", {"limits": {"cpu": 1}}) == {"resources": {"limits": {"cpu": 1}}}
+    base = {"a": {"x": 1, "list": [{"k": 1}, {"k": 2}]}}
+    merged = merge_values(base, build_set_value("a.list[1]", {"k": 9}))
+    assert merged == {"a": {"x": 1, "list": [{"k": 1}, {"k": 9}]}}
+    assert merge_values(base, {"a": {"x": None}}) == {"a": {"x": None, "list": [{"k": 1}, {"k": 2}]}}
