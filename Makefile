@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llmft-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test schemas clean-venv
+.PHONY: setup test chart-files clean-venv
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+# Regenerate the llm-finetune chart's values.schema.json and preset files from the engine.
+chart-files: setup
+	$(PY) -m llmft.chart_files charts
 
 clean-venv:
 	rm -rf $(VENV)

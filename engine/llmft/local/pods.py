@@ -34,6 +34,7 @@ class ContainerPlan:
     workdir: Path | None
     ports: list[int] = field(default_factory=list)
     init: bool = False
+    sidecar: bool = False  # a native sidecar: an init container with restartPolicy Always
 
 
 @dataclass
@@ -197,7 +198,8 @@ def _container(container: dict, config_maps, secrets: SecretSource, mapper: Path
     workdir = container.get("workingDir")
     ports = [int(p["containerPort"]) for p in container.get("ports", [])]
     return ContainerPlan(name=container["name"], argv=argv, env=env, secret_values=secret_values,
-                         workdir=Path(mapper(workdir)) if workdir else None, ports=ports, init=init)
+                         workdir=Path(mapper(workdir)) if workdir else None, ports=ports, init=init,
+                         sidecar=init and container.get("restartPolicy") == "Always")
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -194,10 +194,14 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def _run_pod_once(plan: PodPlan) -> int:
     _fresh_volumes(plan)
+    sidecars: list[subprocess.Popen] = []
     running: list[subprocess.Popen] = []
     try:
         for container in plan.init_containers:
             process = _start(container)
+            if container.sidecar:
+                sidecars.append(process)
+                continue
             running = [process]
             code = process.wait()
             if code != 0:
@@ -209,6 +213,8 @@ def _run_pod_once(plan: PodPlan) -> int:
     except KeyboardInterrupt:
         _stop(running)
         raise
+    finally:
+        _stop(sidecars)
 
 
 def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:

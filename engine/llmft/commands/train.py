@@ -1,0 +1,84 @@
+"""`llmft train CONFIG`: the finetune chart's entrypoint.
+
+Validates the config once (a mistake fails here, before any process or model is
+started), then runs `llmft sft|dpo CONFIG` (per `method`) in this process, or
+under `accelerate launch` with the chart's accelerate config when it needs several
+processes or DeepSpeed / FSDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="validate a fine-tuning config and run it (multi-process via accelerate)")
+    parser.add_argument("config", help="fine-tuning config YAML (method: sft or dpo)")
+    parser.add_argument("--num-processes", type=int, default=1, help="processes (GPUs) on this node")
+    parser.add_argument("--accelerate-config", help="accelerate config YAML (from `llmft accelerate-config`)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+    from pathlib import Path
+
+    from llmft.cli import main
+    from llmft.errors import UserError
+    from llmft.finetune.config import load_config
+
+    config = load_config(args.config)
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes must be at least 1, got {args.num_processes}")
+    accelerate = _read_accelerate_config(Path(args.accelerate_config)) if args.accelerate_config else None
+    distributed = (accelerate or {}).get("distributed_type", "NO")
+    if args.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
+        return main([config.method, args.config])
+    resolved = _resolved_accelerate_file(accelerate, Path(args.accelerate_config), args.num_processes)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolved),
+               "--num_processes", str(args.num_processes), "-m", "llmft", config.method, args.config]
+    print("launching: " + " ".join(command), file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def _read_accelerate_config(path):
+    import yaml
+
+    from llmft.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"--accelerate-config {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: an accelerate config must be a YAML mapping")
+    return data
+
+
+def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
+    """A copy of the accelerate config with paths made absolute and the process count set.
+
+    The chart's presets refer to `deepspeed_config.json` next to the YAML; on a
+    machine without CUDA, multi-process runs use the CPU (gloo) backend.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    config = dict(accelerate)
+    deepspeed = dict(config.get("deepspeed_config") or {})
+    file = deepspeed.get("deepspeed_config_file")
+    if file and not Path(file).is_absolute():
+        deepspeed["deepspeed_config_file"] = str((path.parent / file).resolve())
+        config["deepspeed_config"] = deepspeed
+    config["num_processes"] = num_processes
+    if not torch.cuda.is_available() and config.get("distributed_type") == "MULTI_GPU":
+        config.update(distributed_type="MULTI_CPU", use_cpu=True)
+        config.pop("gpu_ids", None)
+    handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="llmft-accelerate-", delete=False)
+    with handle:
+        yaml.safe_dump(config, handle)
+    return Path(handle.name)
