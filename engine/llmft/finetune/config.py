@@ -1,0 +1,677 @@
+"""The fine-tuning config: pydantic models, loading, error messages, JSON Schema.
+
+One YAML file (the tutorial's `finetuning_config`) drives a run. The models below are the single
+source of truth: `config_json_schema(method)` feeds the finetune chart's values.schema.json and
+`llmft config-reference` writes docs/config-reference.md from the same field descriptions.
+
+Sections shared by every method live in `CommonConfig`; a method adds its own section
+(`SftConfig.sft_args`) and is selected by the `method` literal. Light on purpose: no torch here,
+so `helm template`-time tooling and `llmft config-schema` stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmft.errors import UserError
+
+OUTPUT_DIR_ENV = "LLMFT_OUTPUT_DIR"
+DEFAULT_KEY_PREFIX = "finetuning_config"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+# Hugging Face accepts an absolute number of steps or a fraction of the total steps.
+StepsOrFraction = Union[PositiveInt, Fraction]
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_location(value: str | None) -> str | None:
+    """Apply the one location rule early so a bad scheme is a config error, not a runtime one."""
+    if value is None or value.startswith("hf://"):
+        return value
+    from llmft.storage.location import parse_location
+
+    try:
+        parse_location(value)
+    except UserError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+# ------------------------------------------------------------------------------------------ data_conf
+
+
+class ColumnMap(Section):
+    """Maps instruction-style columns to chat messages (TorchTune's `column_map`)."""
+
+    input: str | None = Field(None, description="Column holding the user turn (default: `input`).")
+    output: str | None = Field(None, description="Column holding the assistant answer (default: `output`).")
+    system: str | None = Field(None, description="Column holding an optional system prompt (default: `system`).")
+    instruction: str | None = Field(
+        None, description="Column holding an optional instruction, put before the input (Alpaca style).")
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class DatasetSpec(Section):
+    """One JSONL dataset."""
+
+    path: str = Field(
+        min_length=1,
+        description="Location of one JSONL file: a local path (`./data/train.jsonl`, `/data/train.jsonl`), "
+                    "`bucket/path/file.jsonl` or `s3://bucket/path/file.jsonl`.")
+    sampling_weight: PositiveFloat | None = Field(
+        None, description="Relative weight of this dataset; only with `type: PRECOMPUTE_WEIGHTED_MIX` "
+                          "(default 1.0 there).")
+    column_map: ColumnMap | None = Field(
+        None, description="Convert instruction-style rows to chat messages, e.g. "
+                          "`{input: incorrect, output: correct}`. Without it, rows must have `messages`.")
+
+    _location = field_validator("path")(_check_location)
+
+
+class TrainingData(Section):
+    """The training datasets and how they are combined."""
+
+    type: Literal["CONCATENATION", "PRECOMPUTE_WEIGHTED_MIX"] = Field(
+        "CONCATENATION",
+        description="`CONCATENATION`: all samples of all datasets. `PRECOMPUTE_WEIGHTED_MIX`: the same total "
+                    "number of samples, drawn from each dataset in proportion to its `sampling_weight` "
+                    "(whole passes over a dataset, then a seeded subset), shuffled with `seed`.")
+    datasets: list[DatasetSpec] = Field(min_length=1, description="The datasets, at least one.")
+    seed: int = Field(19851243, description="Seed for the weighted mix draws.")
+
+
+class ValidationData(Section):
+    """Where the validation samples come from."""
+
+    type: Literal["AUTO_SPLIT", "CONCATENATION", "NONE"] = Field(
+        "NONE",
+        description="`AUTO_SPLIT`: hold out `ratio` of the training samples (seeded). `CONCATENATION`: the "
+                    "samples of `datasets`. `NONE`: no validation (then `training_args.eval_strategy` must be "
+                    "`no`).")
+    ratio: Fraction | None = Field(
+        None, description="Fraction of the training samples held out; only with `AUTO_SPLIT` (default 0.1).")
+    seed: int = Field(1289525893, description="Seed for the `AUTO_SPLIT` draw.")
+    datasets: list[DatasetSpec] | None = Field(
+        None, description="The validation datasets; only with (and required by) `CONCATENATION`.")
+
+
+class DataConf(Section):
+    """Data input: datasets, chat template and padding."""
+
+    training_data: TrainingData = Field(description="Training datasets.")
+    validation_data: ValidationData = Field(
+        default_factory=ValidationData, description="Validation data (default: none).")
+    chat_template_name: Literal["keep-original", "chat-ml", "llama-3"] = Field(
+        "keep-original",
+        description="`keep-original`: the model's own chat template (an error if it has none). `chat-ml`: "
+                    "`<|im_start|>role ... <|im_end|>` turns. `llama-3`: `<|start_header_id|>role"
+                    "<|end_header_id|> ... <|eot_id|>` turns. Tokens a template needs are added to the tokenizer "
+                    "and the embeddings resized.")
+    missing_pad_token_strategy: Literal["bos-repurpose", "eos-repurpose", "unk-repurpose", "add-new"] = Field(
+        "bos-repurpose",
+        description="What to pad with when the tokenizer has no pad token: reuse the bos, eos or unk token, or "
+                    "add a new `<pad>` token (resizes the embeddings). Padding never carries loss.")
+
+
+# ------------------------------------------------------------------------------------------ training_args
+
+
+class TrainingArgs(Section):
+    """Hugging Face TrainingArguments, the subset this engine supports.
+
+    Batch size, gradient accumulation and precision are not here: see `batchsize_conf` and
+    `run_conf.model_args.dtype`.
+    """
+
+    output_dir: str = Field(
+        "./checkpoints",
+        description=f"Local folder for checkpoints and outputs. The environment variable `{OUTPUT_DIR_ENV}` "
+                    "overrides it when set (the finetune chart sets it).")
+    learning_rate: PositiveFloat = Field(5e-5, description="Peak learning rate (see also `overrides`).")
+    num_train_epochs: PositiveFloat = Field(1.0, description="Epochs to train when `max_steps` is -1.")
+    max_steps: int = Field(-1, ge=-1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs.")
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+    ] = Field("linear", description="Learning-rate schedule.")
+    lr_scheduler_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra arguments for the schedule, e.g. `{min_lr_rate: 0.1}`.")
+    warmup_steps: Annotated[int, Field(ge=0)] | Fraction | None = Field(
+        None, description="Warmup steps (an integer) or a fraction of the total steps (a number below 1).")
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="Fraction of the total steps used for warmup (alternative to `warmup_steps`).")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="AdamW weight decay.")
+    max_grad_norm: PositiveFloat = Field(1.0, description="Gradient clipping norm.")
+    optim: Literal[
+        "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop",
+        "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+    ] = Field("adamw_torch", description="Optimizer (the `*8bit`/`paged_*` ones need bitsandbytes and CUDA).")
+    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Adam beta1.")
+    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(0.999, description="Adam beta2.")
+    adam_epsilon: PositiveFloat = Field(1e-8, description="Adam epsilon.")
+    logging_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When to log metrics.")
+    logging_steps: StepsOrFraction = Field(
+        10, description="Log every N steps (or a fraction of the total steps). One progress line and one "
+                        "`metrics.jsonl` row per log.")
+    logging_first_step: bool = Field(False, description="Also log after the first step.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(
+        "no", description="When to evaluate on the validation data.")
+    eval_steps: StepsOrFraction | None = Field(
+        None, description="Evaluate every N steps (default: `logging_steps`).")
+    save_strategy: Literal["no", "steps", "epoch", "best"] = Field(
+        "steps", description="When to write a resumable `checkpoint-<step>/`.")
+    save_steps: StepsOrFraction = Field(500, description="Save every N steps (or a fraction of the total).")
+    save_total_limit: PositiveInt | None = Field(
+        None, description="Keep at most this many `checkpoint-<step>/` folders (locally and in "
+                          "`run_conf.checkpoints_remote`).")
+    load_best_model_at_end: bool = Field(
+        False, description="Load the best checkpoint (by `metric_for_best_model`) before writing the finals.")
+    metric_for_best_model: str | None = Field(None, description="Metric that picks the best checkpoint.")
+    greater_is_better: bool | None = Field(None, description="Whether a larger `metric_for_best_model` is better.")
+    report_to: list[Literal["none", "tensorboard", "mlflow"]] | Literal["none", "tensorboard", "mlflow"] = Field(
+        default_factory=list,
+        description="Where metrics go besides `metrics.jsonl` and the log: `tensorboard` (event files under "
+                    "`<output_dir>/logs/`), `mlflow` (see `tracking`). Empty or `none`: nowhere else.")
+    seed: int = Field(42, description="Seed for weights init (LoRA), data order and dropout.")
+    data_seed: int | None = Field(None, description="Seed for the data order only (default: `seed`).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory on long sequences.")
+    dataloader_num_workers: Annotated[int, Field(ge=0)] = Field(0, description="Data loading worker processes.")
+    run_name: str | None = Field(None, description="Run name shown by trackers.")
+
+    def report_targets(self) -> list[str]:
+        targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return [target for target in targets if target != "none"]
+
+
+# ------------------------------------------------------------------------------------------ other sections
+
+
+class BatchsizeConf(Section):
+    """Batch size: the total is what the optimizer sees; the per-device maximum is what fits in memory.
+
+    total = processes x per-device batch x gradient accumulation. The engine picks the largest
+    per-device batch up to the maximum that divides the total evenly.
+    """
+
+    total_train_batch_size: PositiveInt | None = Field(
+        None, description="Samples per optimizer step over all processes (default: the per-device maximum "
+                          "times the number of processes, no accumulation).")
+    max_per_device_train_batch_size: PositiveInt = Field(
+        1, description="Largest batch one device processes at once (memory bound).")
+    per_device_eval_batch_size: PositiveInt | None = Field(
+        None, description="Evaluation batch per device (default: the resolved per-device training batch).")
+
+
+class LoraKwargs(Section):
+    """LoRA settings (peft.LoraConfig)."""
+
+    r: PositiveInt = Field(8, description="LoRA rank.")
+    lora_alpha: PositiveFloat = Field(16.0, description="LoRA scaling numerator (scale = lora_alpha / r).")
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.05, description="Dropout on the LoRA input.")
+    target_modules: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | Literal[
+        "all-linear"] = Field(
+        "all-linear", description="Module names to adapt (e.g. `[q_proj, v_proj]`) or `all-linear` (every linear "
+                                  "layer except the output layer).")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling (lora_alpha / sqrt(r)).")
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained in full and saved with the adapter (the embedding and output "
+                          "layers are added automatically when the vocabulary grows).")
+
+
+class PeftConf(Section):
+    """Adapter configuration."""
+
+    peft_type: Literal["NO_PEFT", "LORA"] = Field(
+        description="`LORA`: train a LoRA adapter. `NO_PEFT`: full-parameter training.")
+    task_type: Literal["CAUSAL_LM"] = Field("CAUSAL_LM", description="PEFT task type.")
+    peft_kwargs: LoraKwargs | None = Field(
+        None, description="LoRA settings; only with `peft_type: LORA` (defaults apply when omitted).")
+
+    def lora(self) -> LoraKwargs | None:
+        if self.peft_type != "LORA":
+            return None
+        return self.peft_kwargs or LoraKwargs()
+
+
+class QuantConf(Section):
+    """Quantized base model (QLoRA) with bitsandbytes; needs a CUDA GPU."""
+
+    quantization_type: Literal["no-quantization", "bits-and-bytes"] = Field(
+        "no-quantization", description="`bits-and-bytes` loads the base model in 4 or 8 bits (LoRA only).")
+    load_in_4bit: bool = Field(False, description="4-bit base weights (QLoRA).")
+    load_in_8bit: bool = Field(False, description="8-bit base weights.")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    bnb_4bit_compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute dtype for 4-bit.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+
+
+class ModelArgs(Section):
+    """How the base model is loaded."""
+
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Weights and training precision. `auto`: bf16 on a GPU that supports it, else fp32 "
+                            "(the CPU). bf16/fp16 on a machine without support is a config error.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel (default: transformers' choice, sdpa where supported). "
+                          "`flash_attention_2` needs CUDA and the flash-attn package.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the checkpoint (only for models you trust).")
+
+
+class RunConf(Section):
+    """The model, resuming, merging and checkpoint streaming."""
+
+    model: str = Field(
+        min_length=1,
+        description="Base model folder: a local path, `bucket/path`, `s3://bucket/path`, or `hf://org/name` "
+                    "(downloaded from the Hugging Face Hub; needs network).")
+    tokenizer: str | None = Field(None, description="Tokenizer location if not the model's (same forms).")
+    model_args: ModelArgs = Field(default_factory=ModelArgs, description="How the model is loaded.")
+    resume_from_checkpoint: str = Field(
+        "auto",
+        description="`auto`: continue from the newest complete `checkpoint-<step>/` in the output dir (a "
+                    "finished run is not repeated); `none`: start fresh; or a path to one checkpoint folder.")
+    merge_adapter: bool = Field(
+        False, description="LoRA only: merge the adapter into the base model and write it to "
+                           "`checkpoint-final/` (what you serve). The adapter alone stays in "
+                           "`checkpoint-final-adapter/`.")
+    checkpoints_remote: str | None = Field(
+        None, description="Stream checkpoints to this bucket location (`bucket/path` or `s3://...`) while "
+                          "training and resume from it when the job restarts.")
+
+    _locations = field_validator("model", "tokenizer", "checkpoints_remote")(_check_location)
+
+    @field_validator("resume_from_checkpoint")
+    @classmethod
+    def _resume(cls, value: str) -> str:
+        if value in ("auto", "none") or value.startswith(("/", "./", "../", "~")):
+            return value
+        raise ValueError("must be `auto`, `none` or a local path to a checkpoint folder (starting with /, ./ "
+                         "or ../); to resume from the bucket use run_conf.checkpoints_remote")
+
+
+class SftArgs(Section):
+    """Supervised fine-tuning settings."""
+
+    max_seq_length: PositiveInt = Field(
+        2048, description="Longest sample in tokens. Longer samples are left out, counted and reported "
+                          "(log and summary.json), never truncated.")
+    train_on_completions_only: bool = Field(
+        True, description="Loss on assistant turns only (each with its end-of-turn token, so the model learns "
+                          "to stop). `false`: loss on the whole conversation.")
+    packing: bool = Field(False, description="Pack several samples into each sequence (isolated by attention).")
+
+
+class Tracking(Section):
+    """MLflow tracking (used when `training_args.report_to` includes `mlflow`)."""
+
+    mlflow_server_uri: str = Field(description="MLflow tracking URI (a server URL or a local folder).")
+    experiment_name: str = Field("llmft", description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name (default: `training_args.run_name`).")
+
+
+class Overrides(Section):
+    """Simple knobs for charts and sweeps, applied on top of `training_args`."""
+
+    num_train_epochs: PositiveFloat | None = Field(None, description="Overrides `training_args.num_train_epochs`.")
+    lr_multiplier: PositiveFloat = Field(1.0, description="Multiplies `training_args.learning_rate`.")
+    lr_batch_size_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "none", description="Also multiply the learning rate by sqrt(total batch size) or by the total batch "
+                            "size (then `learning_rate` is the rate for a batch of one).")
+
+
+# ------------------------------------------------------------------------------------------ the configs
+
+
+class CommonConfig(Section):
+    """Sections shared by every training method (SFT now, DPO next)."""
+
+    data_conf: DataConf = Field(description="Data input: datasets, chat template, padding.")
+    training_args: TrainingArgs = Field(
+        default_factory=TrainingArgs, description="Optimizer, schedule, logging, evaluation and saving.")
+    batchsize_conf: BatchsizeConf = Field(default_factory=BatchsizeConf, description="Batch size.")
+    peft_conf: PeftConf = Field(description="LoRA or full-parameter training.")
+    quant_conf: QuantConf = Field(default_factory=QuantConf, description="Quantized base model (QLoRA).")
+    run_conf: RunConf = Field(description="Model, resume, merge and checkpoint streaming.")
+    tracking: Tracking | None = Field(None, description="MLflow tracking.")
+    overrides: Overrides = Field(default_factory=Overrides, description="Learning-rate and epoch overrides.")
+
+    def problems(self) -> list[tuple[tuple, str, Any]]:
+        """Cross-field problems: (key path, what is wrong and the fix, the value at fault)."""
+        found: list[tuple[tuple, str, Any]] = []
+        data, args, peft, quant = self.data_conf, self.training_args, self.peft_conf, self.quant_conf
+        if data.training_data.type == "CONCATENATION":
+            for index, spec in enumerate(data.training_data.datasets):
+                if spec.sampling_weight is not None:
+                    found.append((("data_conf", "training_data", "datasets", index, "sampling_weight"),
+                                  "only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or "
+                                  "change the type", spec.sampling_weight))
+        validation = data.validation_data
+        if validation.type == "CONCATENATION" and not validation.datasets:
+            found.append((("data_conf", "validation_data", "datasets"),
+                          "required with validation_data.type CONCATENATION (a list of {path: ...})",
+                          validation.datasets))
+        if validation.type != "CONCATENATION" and validation.datasets is not None:
+            found.append((("data_conf", "validation_data", "datasets"),
+                          f"only used with validation_data.type CONCATENATION, but the type is {validation.type}",
+                          [d.path for d in validation.datasets]))
+        if validation.type != "AUTO_SPLIT" and validation.ratio is not None:
+            found.append((("data_conf", "validation_data", "ratio"),
+                          f"only used with validation_data.type AUTO_SPLIT, but the type is {validation.type}",
+                          validation.ratio))
+        evaluates = args.eval_strategy != "no"
+        if validation.type == "NONE" and evaluates:
+            found.append((("training_args", "eval_strategy"),
+                          "needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) "
+                          "or eval_strategy: no", args.eval_strategy))
+        if (args.save_strategy == "best" or args.load_best_model_at_end) and not evaluates:
+            key = "save_strategy" if args.save_strategy == "best" else "load_best_model_at_end"
+            found.append((("training_args", key), "picking the best checkpoint needs evaluation; set "
+                          "eval_strategy: steps (and validation data)", getattr(args, key)))
+        if args.warmup_steps is not None and args.warmup_ratio is not None:
+            found.append((("training_args", "warmup_ratio"), "set either warmup_steps or warmup_ratio, not both",
+                          args.warmup_ratio))
+        targets = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to)
+        if "none" in targets and len(targets) > 1:
+            found.append((("training_args", "report_to"), "`none` cannot be combined with other targets", targets))
+        if "mlflow" in targets and self.tracking is None:
+            found.append((("tracking",), "required when training_args.report_to includes mlflow "
+                          "(tracking.mlflow_server_uri)", None))
+        if peft.peft_type == "NO_PEFT" and peft.peft_kwargs is not None:
+            found.append((("peft_conf", "peft_kwargs"), "only used with peft_type LORA; remove it for "
+                          "full-parameter training (NO_PEFT)", peft.peft_kwargs.model_dump()))
+        if quant.quantization_type == "bits-and-bytes":
+            if quant.load_in_4bit == quant.load_in_8bit:
+                found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
+                              "load_in_4bit or load_in_8bit to true", quant.load_in_4bit))
+            if peft.peft_type == "NO_PEFT":
+                found.append((("quant_conf", "quantization_type"), "a quantized model cannot be trained in full; "
+                              "use peft_conf.peft_type: LORA (QLoRA) or quantization_type: no-quantization",
+                              quant.quantization_type))
+        elif quant.load_in_4bit or quant.load_in_8bit:
+            key = "load_in_4bit" if quant.load_in_4bit else "load_in_8bit"
+            found.append((("quant_conf", key), "only used with quantization_type: bits-and-bytes", True))
+        return found
+
+
+class SftConfig(CommonConfig):
+    """Supervised fine-tuning (`llmft sft CONFIG`)."""
+
+    method: Literal["sft"] = Field("sft", description="Training method: `sft`.")
+    sft_args: SftArgs = Field(default_factory=SftArgs, description="SFT settings.")
+
+    def problems(self) -> list[tuple[tuple, str, Any]]:
+        found = super().problems()
+        if self.sft_args.packing and importlib.util.find_spec("llmft.finetune.packing") is None:
+            found.append((("sft_args", "packing"), "packing is not available in this build; set packing: false",
+                          True))
+        return found
+
+
+# Methods and where their config model lives. DPO registers itself by providing the module.
+METHODS: dict[str, str] = {
+    "sft": "llmft.finetune.config:SftConfig",
+    "dpo": "llmft.finetune.dpo_config:DpoConfig",
+}
+
+# Keys users carry over from other engines, and where the setting lives here.
+MOVED_KEYS = {
+    "bf16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
+    "fp16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
+    "torch_dtype": "use run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
+    "per_device_train_batch_size": "batch sizes are set in batchsize_conf",
+    "gradient_accumulation_steps": "accumulation follows from batchsize_conf.total_train_batch_size",
+    "per_device_eval_batch_size": "use batchsize_conf.per_device_eval_batch_size",
+    "evaluation_strategy": "it is called eval_strategy",
+}
+
+
+def config_model(method: str) -> type[CommonConfig]:
+    """The config class for `method`; a clear error if the method is unknown or not built yet."""
+    if method not in METHODS:
+        raise UserError(f"{DEFAULT_KEY_PREFIX}.method: must be one of {', '.join(METHODS)}, got {json.dumps(method)}")
+    module_name, _, class_name = METHODS[method].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise UserError(f"method {method!r} is not yet available in this build of llmft") from None
+    return getattr(module, class_name)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _read_source(source: str | os.PathLike | dict) -> dict:
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        import yaml
+
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise UserError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+        if data is None:
+            raise UserError(f"config file {path} is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"the config must be a mapping of sections (method, data_conf, ...), got {type(data).__name__}")
+    if set(data) == {DEFAULT_KEY_PREFIX} and isinstance(data[DEFAULT_KEY_PREFIX], dict):
+        data = data[DEFAULT_KEY_PREFIX]  # a values-style file with the config under finetuning_config
+    return data
+
+
+def load_config(source: str | os.PathLike | dict, key_prefix: str = DEFAULT_KEY_PREFIX) -> CommonConfig:
+    """Validate a config file or dict; raise one UserError listing every problem.
+
+    Each problem reads `<key_prefix>.<key.path>: <what is wrong>, got <value>` with what is allowed.
+    `LLMFT_OUTPUT_DIR`, when set, replaces `training_args.output_dir`.
+    """
+    data = _read_source(source)
+    method = data.get("method", "sft")
+    if not isinstance(method, str) or method not in METHODS:
+        raise UserError(f"{key_prefix}.method: must be one of {', '.join(METHODS)}, got {json.dumps(method)}")
+    model = config_model(method)
+    schema = _inline_refs(model.model_json_schema())
+    try:
+        config = model.model_validate(data)
+    except ValidationError as error:
+        raise UserError(_format_problems(_pydantic_problems(error, schema), key_prefix)) from None
+    problems = config.problems()
+    if problems:
+        raise UserError(_format_problems(problems, key_prefix))
+    env_output = os.environ.get(OUTPUT_DIR_ENV)
+    if env_output:
+        config.training_args.output_dir = env_output
+    return config
+
+
+def config_json_schema(method: str) -> dict:
+    """The self-contained JSON Schema (no $ref/$defs; additionalProperties false on every section)."""
+    schema = _inline_refs(config_model(method).model_json_schema())
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return schema
+
+
+def _inline_refs(schema: dict) -> dict:
+    definitions = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+                extra = {key: resolve(value) for key, value in node.items() if key != "$ref"}
+                return {**target, **extra}
+            return {key: resolve(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+# ------------------------------------------------------------------------------------------ messages
+
+
+def _describe(schema: dict) -> str:
+    """What a schema allows, in words: `a positive integer`, `one of "a", "b"`, ..."""
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(value) for value in schema["enum"])
+    if "anyOf" in schema:
+        options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+        text = " or ".join(_describe(option) for option in options)
+        return text + (" (or null)" if len(options) < len(schema["anyOf"]) else "")
+    kind = schema.get("type")
+    if kind == "integer":
+        if schema.get("exclusiveMinimum") == 0 or schema.get("minimum") == 1:
+            return "a positive integer"
+        if schema.get("minimum") == 0:
+            return "a non-negative integer"
+        if "minimum" in schema:
+            return f"an integer >= {schema['minimum']}"
+        return "an integer"
+    if kind == "number":
+        bounds = []
+        if "exclusiveMinimum" in schema:
+            bounds.append(f"greater than {schema['exclusiveMinimum']:g}")
+        if "minimum" in schema:
+            bounds.append(f"at least {schema['minimum']:g}")
+        if "exclusiveMaximum" in schema:
+            bounds.append(f"less than {schema['exclusiveMaximum']:g}")
+        if "maximum" in schema:
+            bounds.append(f"at most {schema['maximum']:g}")
+        return "a number" + (" " + " and ".join(bounds) if bounds else "")
+    if kind == "boolean":
+        return "true or false"
+    if kind == "string":
+        return "a non-empty string" if schema.get("minLength") else "a string"
+    if kind == "array":
+        items = schema.get("items", {})
+        names = {"string": "strings", "integer": "integers", "number": "numbers", "object": "objects"}
+        text = f"a list of {names.get(items.get('type'), 'items')}"
+        if items.get("type") == "object" and items.get("properties"):
+            text += f" with keys {', '.join(items['properties'])}"
+        if schema.get("minLength") or schema.get("minItems"):
+            text = "a non-empty " + text[2:]
+        return text
+    if kind == "object":
+        if schema.get("properties"):
+            return f"a mapping with keys {', '.join(schema['properties'])}"
+        return "a mapping"
+    return "a valid value"
+
+
+def _walk(schema: dict, loc: tuple) -> tuple[tuple, dict | None, dict | None]:
+    """Follow a pydantic error location through the schema.
+
+    Returns the user-visible key path (union member tags dropped), the schema there, and the
+    schema of the enclosing mapping (for unknown-key suggestions).
+    """
+    path: list = []
+    node: dict | None = schema
+    parent: dict | None = None
+    for part in loc:
+        if node is not None and "anyOf" in node:
+            present = [o for o in node["anyOf"] if o.get("type") != "null"]
+            if len(present) == 1:  # an optional section: look inside it
+                node = present[0]
+        if node is None:
+            path.append(part)
+            continue
+        options = [node] + [o for o in node.get("anyOf", []) if isinstance(o, dict)]
+        for option in options:
+            if isinstance(part, int) and option.get("type") == "array":
+                parent, node = None, option.get("items", {})
+                path.append(part)
+                break
+            if isinstance(part, str) and part in option.get("properties", {}):
+                parent, node = option, option["properties"][part]
+                path.append(part)
+                break
+        else:
+            if isinstance(part, str) and node.get("anyOf"):
+                continue  # a union member tag such as 'int' or "literal['all-linear']"
+            if isinstance(part, str) and node.get("type") == "object" and "properties" in node:
+                parent = node
+            path.append(part)
+            node = None
+    return tuple(path), node, parent
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _pydantic_problems(error: ValidationError, schema: dict) -> list[tuple[tuple, str, Any]]:
+    problems: list[tuple[tuple, str, Any]] = []
+    seen: set[tuple] = set()
+    for item in error.errors(include_url=False):
+        path, node, parent = _walk(schema, tuple(item["loc"]))
+        if path in seen:
+            continue  # one message per key, even when several union members failed
+        seen.add(path)
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            key = str(path[-1]) if path else ""
+            allowed = list((parent or {}).get("properties", {}))
+            hint = MOVED_KEYS.get(key)
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            notes = [hint] if hint else [f"did you mean {close[0]}?"] if close else []
+            if allowed and not hint:
+                notes.append(f"allowed keys: {', '.join(allowed)}")
+            problems.append((path, "unknown key", item["input"], " ".join(notes)))
+        elif kind == "missing":
+            what = _describe(node) if node else "a value"
+            problems.append((path, f"required, expected {what}", _MISSING))
+        elif kind in ("value_error", "assertion_error"):
+            message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            problems.append((path, message, item["input"]))
+        else:
+            what = _describe(node) if node else item["msg"]
+            problems.append((path, f"must be {what}", item["input"]))
+    return problems
+
+
+_MISSING = object()
+
+
+def _format_problems(problems: list[tuple[tuple, str, Any]], key_prefix: str) -> str:
+    lines = []
+    for path, message, value, *after in problems:
+        key = ".".join([key_prefix] + [f"[{p}]" if isinstance(p, int) else str(p) for p in path])
+        key = key.replace(".[", "[")
+        got = "" if value is _MISSING else f", got {_value(value)}"
+        note = f" ({after[0]})" if after and after[0] else ""
+        lines.append(f"{key}: {message}{got}{note}")
+    count = len(lines)
+    header = f"invalid config ({count} problem{'s' if count != 1 else ''}):"
+    return header + "\n  " + "\n  ".join(lines)

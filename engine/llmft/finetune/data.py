@@ -1,0 +1,189 @@
+"""Training data: read JSONL (local or bucket), validate, mix, split, tokenise with loss masks.
+
+Order of work in a run: `load_records` for every dataset first (every bad line of every file is
+reported at once, before any model is loaded), then `mix` and `split_validation`, then `encode_all`
+once the tokenizer and chat template are ready. Samples longer than `max_seq_length` are left out,
+counted and reported; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmft.dataformats import apply_column_map, problems_for, read_jsonl
+from llmft.errors import UserError
+from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
+from llmft.finetune.templates import ChatFormat, assistant_spans
+from llmft.progress import Progress
+
+log = logging.getLogger("llmft.finetune.data")
+
+MAX_PROBLEMS_PER_FILE = 20
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Record:
+    """One validated conversation and where it came from (`file:line`)."""
+
+    messages: list[dict]
+    where: str
+
+
+@dataclass
+class LengthReport:
+    """What tokenisation left out, for the log and summary.json."""
+
+    kept: int = 0
+    too_long: int = 0
+    longest_left_out: int = 0
+    examples: list[str] = field(default_factory=list)  # file:line of the first few left out
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "left_out_too_long": self.too_long,
+                "longest_left_out_tokens": self.longest_left_out, "first_left_out": self.examples}
+
+
+def fetch(path: str, workdir: Path) -> tuple[Path, str]:
+    """A local copy of a dataset location and the name to show in messages."""
+    from llmft.storage import download_file, parse_location
+
+    location = parse_location(path)
+    if location.is_local:
+        local = location.path
+        if not local.is_file():
+            hint = " (for a local file write ./" + path + ")" if not path.startswith(("/", ".", "~")) else ""
+            raise UserError(f"dataset {path} does not exist{hint}")
+        return local, str(local)
+    target = workdir / "datasets" / location.bucket / location.key
+    download_file(location, target)
+    return target, str(location)
+
+
+def load_records(spec: DatasetSpec, workdir: Path) -> tuple[list[Record], list[str]]:
+    """Read one dataset; return its records and every problem (`file:line: reason`)."""
+    local, name = fetch(spec.path, workdir)
+    column_map = spec.column_map.as_dict() if spec.column_map else None
+    records: list[Record] = []
+    problems: list[str] = []
+    bad = 0
+    for line in read_jsonl(local, display_name=name):
+        reasons = [line.error] if line.error else []
+        record = line.record
+        if not reasons and column_map is not None:
+            if isinstance(record, dict):
+                record = apply_column_map(record, column_map)
+            else:
+                reasons = ["each line must be a JSON object"]
+        if not reasons:
+            reasons = problems_for(record, "sft")
+        if reasons:
+            bad += 1
+            if bad <= MAX_PROBLEMS_PER_FILE:
+                problems.append(f"{line.where}: {'; '.join(reasons)}")
+            continue
+        records.append(Record(record["messages"], line.where))
+    if bad > MAX_PROBLEMS_PER_FILE:
+        problems.append(f"{name}: ... and {bad - MAX_PROBLEMS_PER_FILE} more bad lines "
+                        f"({bad} in all); `llmft validate-data {name}` lists them")
+    if not records and not problems:
+        problems.append(f"{name}: no samples (the file is empty)")
+    return records, problems
+
+
+def load_datasets(specs: list[DatasetSpec], workdir: Path) -> list[list[Record]]:
+    """Load every dataset, then raise once with every problem of every file."""
+    loaded, problems = [], []
+    for spec in specs:
+        records, found = load_records(spec, workdir)
+        loaded.append(records)
+        problems += found
+    if problems:
+        raise UserError("invalid data (fix these lines):\n  " + "\n  ".join(problems))
+    return loaded
+
+
+def mix(datasets: list[list[Record]], training: TrainingData) -> list[Record]:
+    """Combine the training datasets as `training.type` says."""
+    if training.type == "CONCATENATION":
+        return [record for records in datasets for record in records]
+    weights = [spec.sampling_weight if spec.sampling_weight is not None else 1.0 for spec in training.datasets]
+    total = sum(len(records) for records in datasets)
+    rng = random.Random(training.seed)
+    mixed: list[Record] = []
+    for records, weight in zip(datasets, weights):
+        count = max(1, round(total * weight / sum(weights)))
+        passes, rest = divmod(count, len(records))
+        mixed += records * passes + rng.sample(records, rest)
+    rng.shuffle(mixed)
+    return mixed
+
+
+def split_validation(train: list[Record], data_conf: DataConf, workdir: Path) -> tuple[list[Record], list[Record]]:
+    """Apply `validation_data`: hold out a seeded fraction, read separate datasets, or none."""
+    validation = data_conf.validation_data
+    if validation.type == "NONE":
+        return train, []
+    if validation.type == "CONCATENATION":
+        return train, [r for records in load_datasets(validation.datasets or [], workdir) for r in records]
+    ratio = validation.ratio if validation.ratio is not None else 0.1
+    count = math.ceil(len(train) * ratio)
+    if count >= len(train):
+        raise UserError(f"finetuning_config.data_conf.validation_data.ratio: {ratio} of {len(train)} samples "
+                        "leaves nothing to train on; lower the ratio or add data")
+    order = list(range(len(train)))
+    random.Random(validation.seed).shuffle(order)
+    held_out = set(order[:count])
+    return ([r for i, r in enumerate(train) if i not in held_out],
+            [r for i, r in enumerate(train) if i in held_out])
+
+
+def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions_only: bool) -> dict:
+    """Token ids and labels for one conversation.
+
+    With `completions_only`, a token carries loss only when it starts inside an assistant turn
+    (its content plus its end-of-turn token); every other label is -100.
+    """
+    text, spans = assistant_spans(tokenizer, chat_format, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    if not completions_only:
+        return {"input_ids": ids, "labels": list(ids)}
+    labels = [
+        token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
+        for token, offset in zip(ids, encoded["offset_mapping"])
+    ]
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
+               completions_only: bool, label: str) -> tuple[list[dict], LengthReport]:
+    """Encode every record; leave out (and count) those longer than `max_seq_length`."""
+    report = LengthReport()
+    examples = []
+    progress = Progress(f"tokenize {label}", len(records), unit="samples")
+    for record in records:
+        example = encode(tokenizer, chat_format, record.messages, completions_only)
+        progress.update(1)
+        length = len(example["input_ids"])
+        if length > max_seq_length:
+            report.too_long += 1
+            report.longest_left_out = max(report.longest_left_out, length)
+            if len(report.examples) < 5:
+                report.examples.append(record.where)
+            continue
+        examples.append(example)
+    progress.close()
+    report.kept = len(examples)
+    if report.too_long:
+        log.warning("%s: left out %d of %d samples longer than sft_args.max_seq_length=%d tokens (longest %d; "
+                    "first at %s); raise max_seq_length to keep them", label, report.too_long, len(records),
+                    max_seq_length, report.longest_left_out, ", ".join(report.examples))
+    if records and not examples:
+        raise UserError(f"finetuning_config.sft_args.max_seq_length: every {label} sample is longer than "
+                        f"{max_seq_length} tokens; raise it, got {max_seq_length}")
+    return examples, report

@@ -1,0 +1,53 @@
+"""Merge a LoRA adapter into its base model: a plain model folder that any server loads.
+
+The result has safetensors weights, the adapter's tokenizer (with its chat template) and a
+generation_config whose eos ids end each turn. When training grew the vocabulary, the base model
+is resized first and the adapter's saved embedding and output layers replace the base ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from llmft.errors import UserError
+
+log = logging.getLogger("llmft.finetune.merge")
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer_config.json").is_file()
+
+
+def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto") -> Path:
+    """Write base + adapter, merged, to `out` and return it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    base, adapter, out = Path(base), Path(adapter), Path(out)
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    if not (base / "config.json").is_file():
+        raise UserError(f"{base} is not a model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter if _has_tokenizer(adapter) else base))
+    torch_dtype = "auto" if dtype == "auto" else {"bf16": torch.bfloat16, "fp16": torch.float16,
+                                                  "fp32": torch.float32}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        # The adapter carries the trained, resized embedding and output layers; make room for them.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"adapter {adapter} does not fit base model {base}: {error}") from None
+    model = model.merge_and_unload()
+    generation_source = adapter if (adapter / "generation_config.json").is_file() else base
+    if (generation_source / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(generation_source))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    log.info("merged adapter %s into %s -> %s", adapter, base, out)
+    return out
