@@ -1,0 +1,41 @@
+"""Every helm-unittest suite of every chart (charts/*/tests/*_test.yaml), one pytest case per test job.
+
+The same files run with the plugin: `helm unittest charts/<chart>`. Suites added later are picked up here
+without editing this file. A suite the runner cannot load (malformed, or using something it does not
+implement) shows up as one failing case naming the problem, not as a collection error hiding the others.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import CHARTS
+from helm_unittest import SuiteError, discover_suites, load_suite, run_case
+
+
+def _params():
+    params = []
+    for path in discover_suites(CHARTS):
+        suite_id = f"{path.parent.parent.name}/{path.name}"
+        try:
+            suite = load_suite(path)
+        except SuiteError as error:
+            params.append(pytest.param(None, str(error), id=f"{suite_id}::(cannot load)"))
+            continue
+        params.extend(pytest.param(case, None, id=f"{suite_id}::{case.name}") for case in suite.cases)
+    return params
+
+
+@pytest.mark.parametrize("case, load_error", _params())
+def test_chart_suite_case(case, load_error):
+    assert load_error is None, load_error
+    result = run_case(case)
+    if result.skipped:
+        pytest.skip(result.skipped)
+    assert result.passed, result.report()
+
+
+def test_every_chart_has_suites():
+    charts = sorted(p.parent.name for p in CHARTS.glob("*/Chart.yaml"))
+    with_suites = {p.parent.parent.name for p in discover_suites(CHARTS)}
+    assert [c for c in charts if c not in with_suites] == [], "charts without helm-unittest suites in tests/"
