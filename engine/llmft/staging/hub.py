@@ -1,0 +1,160 @@
+"""The Hugging Face Hub as a model source, through `huggingface_hub`'s own client.
+
+`HfApi.model_info(..., files_metadata=True)` lists the files of one commit with
+their sizes and checksums (sha256 for LFS files, the git blob id otherwise);
+`hf_hub_download` fetches each file of that pinned commit into a private scratch
+folder. `HF_ENDPOINT` (a mirror, or the tests' local stand-in) and `HF_TOKEN` (for
+gated and private models) are read from the environment. Every failure the user
+can fix becomes a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from llmft.errors import UserError
+from llmft.staging.sources import Source, SourceFile
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _progress_bar_class(progress):
+    """A silent tqdm class for `hf_hub_download` that feeds our `Progress` instead of drawing a bar."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class Bar(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if progress is not None and n:
+                progress.update(n)
+            return super().update(n)
+
+    return Bar
+
+
+class HubSource(Source):
+    """Model `repo_id` at `revision` (branch, tag or commit; default main) on the Hub."""
+
+    def __init__(self, repo_id: str, revision: str | None = None):
+        from llmft.staging.sources import _HUB_ID
+
+        if not _HUB_ID.match(repo_id):
+            raise UserError(f"hf://{repo_id} is not a Hub model id: write hf://Organization/ModelName")
+        self.repo_id = repo_id
+        self.revision = revision or "main"
+        self.endpoint = hub_endpoint()
+        self.label = f"hf://{repo_id}@{self.revision}"
+        self.commit: str | None = None
+        # huggingface_hub's HTTP client logs every request at INFO: too much for `kubectl logs`.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+    def _token(self) -> str | None:
+        from huggingface_hub import get_token
+
+        return os.environ.get("HF_TOKEN") or get_token()
+
+    def list_files(self) -> list[SourceFile]:
+        from huggingface_hub import HfApi
+
+        token = self._token()
+        try:
+            info = HfApi(endpoint=self.endpoint, token=token or False).model_info(
+                self.repo_id, revision=self.revision, files_metadata=True)
+        except Exception as error:  # noqa: BLE001 - translated below, or re-raised
+            raise self._translate(error, token) from None
+        self.commit = info.sha
+        if info.gated and not token:
+            raise self._gated_error(token)
+        self.label = f"hf://{self.repo_id}@{self.revision} (commit {str(info.sha)[:12]})"
+        files = []
+        for sibling in info.siblings or []:
+            lfs = sibling.lfs
+            files.append(SourceFile(sibling.rfilename, lfs.size if lfs else sibling.size,
+                                    lfs.sha256 if lfs else None, None if lfs else sibling.blob_id))
+        if not files:
+            raise UserError(f"model {self.repo_id} has no files at revision {self.revision}")
+        return files
+
+    def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        token = self._token()
+        folder = Path(tempfile.mkdtemp(prefix="hub-", dir=scratch))
+        try:
+            path = hf_hub_download(
+                self.repo_id, item.path, revision=self.commit or self.revision, local_dir=folder,
+                cache_dir=folder / ".hf-cache", endpoint=self.endpoint, token=token or False,
+                tqdm_class=_progress_bar_class(progress),
+            )
+        except Exception as error:  # noqa: BLE001
+            shutil.rmtree(folder, ignore_errors=True)
+            raise self._translate(error, token, item.path) from None
+        return Path(path)
+
+    def release(self, item: SourceFile, path: Path) -> None:
+        # The file sits in its own folder under scratch, next to huggingface_hub's bookkeeping.
+        folder = path
+        for _ in item.path.split("/"):
+            folder = folder.parent
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # ------------------------------------------------------------ errors
+
+    def _gated_error(self, token: str | None) -> UserError:
+        page = f"{self.endpoint}/{self.repo_id}"
+        if token:
+            return UserError(f"model {self.repo_id} is gated and the token in HF_TOKEN has no access to it: "
+                             f"accept its conditions at {page} with that token's account")
+        return UserError(f"model {self.repo_id} is gated: accept its conditions at {page}, then give a token with "
+                         "access in HF_TOKEN (chart value hfTokenSecret.name: a Secret holding the token)")
+
+    def _translate(self, error: Exception, token: str | None, filename: str | None = None) -> Exception:
+        from huggingface_hub import errors
+
+        if isinstance(error, errors.GatedRepoError):
+            return self._gated_error(token)
+        if isinstance(error, errors.RepositoryNotFoundError):
+            private = "" if token else "; if it is private, give a token with access in HF_TOKEN"
+            return UserError(f"model {self.repo_id} not found on the Hub at {self.endpoint}: check modelID "
+                             f"(Organization/ModelName, as on the model's page){private}")
+        if isinstance(error, errors.RevisionNotFoundError):
+            return UserError(f"revision {self.revision!r} not found in model {self.repo_id}: check modelRevision "
+                             "(a branch, tag or commit hash)")
+        if isinstance(error, errors.RemoteEntryNotFoundError):
+            return UserError(f"file {filename} of model {self.repo_id} disappeared from the Hub during the "
+                             "download: run again")
+        if isinstance(error, errors.OfflineModeIsEnabled):
+            return UserError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to download "
+                             f"hf://{self.repo_id}")
+        if isinstance(error, errors.HfHubHTTPError):
+            status = error.response.status_code if error.response is not None else "?"
+            if status == 401:
+                return UserError(f"the Hub rejected the token in HF_TOKEN for {self.repo_id} (401): check the "
+                                 "token (chart: hfTokenSecret)")
+            return UserError(f"the Hub at {self.endpoint} answered {status} for {self.repo_id}"
+                             f"{' file ' + filename if filename else ''}: try again later")
+        if _is_connection_error(error):
+            return UserError(f"cannot reach the Hugging Face Hub at {self.endpoint} ({type(error).__name__}): "
+                             "check the pod's network access, or HF_ENDPOINT")
+        return error
+
+
+def _is_connection_error(error: Exception) -> bool:
+    import httpx2
+
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(error, LocalEntryNotFoundError):  # hf_hub_download's wrapper for "could not connect"
+        return True
+    return isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError))

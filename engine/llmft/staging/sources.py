@@ -1,0 +1,177 @@
+"""Where `llmft download-model` reads from: a local folder or a bucket tree (the Hub is in `hub.py`).
+
+A source lists its files (relative path, size, and the sha256 when it is known
+without reading the file) and fetches one file at a time to local disk, so the
+copy pipeline can overlap fetching and uploading and keep only the files in
+flight on disk.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmft.errors import UserError
+from llmft.storage import MANIFEST_NAME, Location, download_file, parse_location, read_manifest
+from llmft.storage.location import safe_join
+from llmft.storage.manifest import FileEntry
+from llmft.storage.transfer import TransferSettings, list_objects, sha256_file
+
+HUB_SCHEME = "hf://"
+# Hub ids: `name` or `org/name`, letters, digits, '-', '_', '.'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a source. `sha256` is set when the source knows it without reading the file."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None
+    blob_id: str | None = None  # the git blob sha1 (Hub files stored in git, not LFS)
+
+
+class Source:
+    """A model source: list files, fetch one to local disk, release it."""
+
+    label: str = ""
+    is_local: bool = False  # files are read in place, nothing is fetched
+
+    def list_files(self) -> list[SourceFile]:
+        raise NotImplementedError
+
+    def known_sha256(self, item: SourceFile) -> str | None:
+        """The sha256 of `item` if it can be had without fetching it (cheaply)."""
+        return item.sha256
+
+    def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
+        """Put `item` on local disk (under `scratch` unless it already is) and return its path."""
+        raise NotImplementedError
+
+    def release(self, item: SourceFile, path: Path) -> None:
+        """Delete the local copy made by `fetch` (sources that are already local keep theirs)."""
+        path.unlink(missing_ok=True)
+
+
+def select(files: list[SourceFile], include: list[str] = (), exclude: list[str] = ()) -> list[SourceFile]:
+    """Keep files matching any `include` glob (all when none) and no `exclude` glob.
+
+    Same rules as `huggingface-cli download --include/--exclude`: fnmatch on the
+    path relative to the model root, `*` also matches `/`, and a pattern ending in
+    `/` means everything in that folder.
+    """
+    def normal(patterns):
+        return [p + "*" if p.endswith("/") else p for p in patterns if p]
+
+    include, exclude = normal(include), normal(exclude)
+    chosen = []
+    for item in files:
+        if include and not any(fnmatch.fnmatchcase(item.path, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(item.path, p) for p in exclude):
+            continue
+        chosen.append(item)
+    return chosen
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and "/" in text
+
+
+class LocalSource(Source):
+    """A model folder on this machine (or in the container). Files are uploaded in place."""
+
+    is_local = True
+
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+        self.label = str(root)
+        if not self.root.is_dir():
+            raise UserError(f"source folder {root} does not exist (a local source is a folder path "
+                            "starting with / or ./)")
+
+    def list_files(self) -> list[SourceFile]:
+        files = []
+        for path in sorted(self.root.rglob("*")):
+            relative = path.relative_to(self.root).as_posix()
+            # Skip our own manifest, partial downloads, and huggingface_hub's local_dir bookkeeping.
+            if (not path.is_file() or path.name == MANIFEST_NAME or path.name.endswith((".part", ".incomplete"))
+                    or relative.startswith(".cache/huggingface/")):
+                continue
+            files.append(SourceFile(relative, path.stat().st_size))
+        return files
+
+    def known_sha256(self, item: SourceFile) -> str | None:
+        return sha256_file(self.root / item.path)
+
+    def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
+        return self.root / item.path
+
+    def release(self, item: SourceFile, path: Path) -> None:
+        return None
+
+
+class BucketSource(Source):
+    """A complete tree in the bucket (one with a manifest); every file is verified on download."""
+
+    def __init__(self, location: Location, text: str, settings: TransferSettings):
+        self.location = location
+        self.text = text
+        self.settings = settings
+        self.label = str(location)
+        self.manifest = None
+
+    def _hint(self) -> str:
+        if not self.text.startswith("s3://") and looks_like_hub_id(self.text):
+            return (f"; `{self.text}` is read as a bucket path (bucket/path): to download the Hub model "
+                    f"write hf://{self.text}")
+        return ""
+
+    def list_files(self) -> list[SourceFile]:
+        try:
+            self.manifest = read_manifest(self.location)
+            if self.manifest is None:
+                if list_objects(self.location, self.settings):
+                    raise UserError(f"source {self.location} is incomplete: it has files but no manifest "
+                                    f"({MANIFEST_NAME}), so its upload did not finish; upload it again")
+                raise UserError(f"source {self.location} does not exist or is empty")
+        except UserError as error:
+            raise UserError(f"{error}{self._hint()}") from None
+        for relative in self.manifest.files:
+            safe_join(Path("/model"), relative)  # refuse keys that would escape the scratch folder
+        return [SourceFile(relative, entry.size, entry.sha256) for relative, entry in self.manifest.files.items()]
+
+    def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
+        target = safe_join(scratch, item.path)
+        download_file(self.location.child(item.path), target, FileEntry(item.size, item.sha256), progress,
+                      self.settings)
+        return target
+
+
+def open_source(text: str, *, revision: str | None = None, settings: TransferSettings | None = None) -> Source:
+    """The source named by `text`: `hf://org/name`, a bucket location or a local folder."""
+    settings = settings or TransferSettings()
+    text = text.strip()
+    if text.startswith(HUB_SCHEME):
+        from llmft.staging.hub import HubSource
+
+        return HubSource(text[len(HUB_SCHEME):].strip("/"), revision=revision)
+    if revision:
+        raise UserError(f"--revision {revision} only applies to Hub sources (hf://org/name), not {text}")
+    location = parse_location(text)
+    if location.is_local:
+        return LocalSource(location.path)
+    return BucketSource(location, text, settings)
+
+
+def scratch_folder(base: str | os.PathLike | None) -> Path:
+    """A private folder for files in flight: under `base` (the pod's scratch volume) or the temp dir."""
+    import tempfile
+
+    if base is not None:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="llmft-download-", dir=base))

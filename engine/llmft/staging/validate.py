@@ -1,0 +1,209 @@
+"""Check a JSONL data set line by line and summarise it (`llmft validate-data`, `prepare-data`).
+
+The record rules are `llmft.dataformats`' (shared with training); this module
+applies them to whole files: it detects the format (SFT `messages` or DPO
+`prompt_messages`/`chosen_messages`/`rejected_messages`) from the first record
+that has one, checks every line against it, and collects what a person wants to
+see before training: record count, messages per role, and length percentiles in
+characters and (with a tokenizer) in tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmft.dataformats import detect_kind, problems_for, read_jsonl, to_dpo
+from llmft.errors import UserError
+
+KINDS = ("sft", "dpo")
+PERCENTILES = (50, 90, 99)
+# The text fields whose lengths the summary reports, per kind.
+LENGTH_FIELDS = {"sft": ("conversation",), "dpo": ("prompt", "prompt+chosen", "prompt+rejected")}
+
+
+@dataclass
+class Invalid:
+    where: str  # file:line
+    line: int
+    reason: str
+
+
+@dataclass
+class FileReport:
+    path: str
+    kind: str | None = None
+    records: int = 0  # valid records
+    invalid: list[Invalid] = field(default_factory=list)
+    valid_lines: list[int] = field(default_factory=list)
+    roles: Counter = field(default_factory=Counter)
+    chars: dict[str, list[int]] = field(default_factory=dict)
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.invalid and self.records > 0
+
+
+def percentiles(values: list[int], points: tuple[int, ...] = PERCENTILES) -> dict[str, int]:
+    """Nearest-rank percentiles plus the maximum (empty for no values)."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    found = {f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in points}
+    found["max"] = ordered[-1]
+    return found
+
+
+def _texts(record: dict, kind: str) -> dict[str, list[dict]]:
+    """The message lists whose lengths are reported, per length field."""
+    if kind == "sft":
+        return {"conversation": record["messages"]}
+    record = to_dpo(record)
+    prompt = record["prompt_messages"]
+    return {"prompt": prompt, "prompt+chosen": prompt + record["chosen_messages"],
+            "prompt+rejected": prompt + record["rejected_messages"]}
+
+
+class TokenCounter:
+    """Token lengths with a tokenizer: through its chat template when it has one, as in training."""
+
+    def __init__(self, tokenizer, name: str):
+        self.tokenizer = tokenizer
+        self.name = name
+        self.templated = bool(getattr(tokenizer, "chat_template", None))
+
+    def __call__(self, messages: list[dict]) -> int:
+        if self.templated:
+            ids = self.tokenizer.apply_chat_template(messages, tokenize=True)
+            if hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return len(ids)
+        return len(self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
+
+
+def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounter | None = None,
+                  display_name: str | None = None) -> FileReport:
+    """Check every line of one JSONL file; never raises for bad data (see `FileReport.invalid`)."""
+    path = Path(path)
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"--kind must be sft or dpo, got {kind!r}")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    report = FileReport(display_name or str(path), kind)
+    lines = []
+    try:
+        for line in read_jsonl(path, display_name=report.path):
+            lines.append(line)
+            if report.kind is None and line.error is None:
+                report.kind = detect_kind(line.record)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{report.path}: not UTF-8 text ({error.reason} at byte {error.start}): JSONL files "
+                        "must be UTF-8") from None
+    for line in lines:
+        if line.error is not None:
+            report.invalid.append(Invalid(line.where, line.number, line.error))
+            continue
+        if report.kind is None:
+            report.invalid.append(Invalid(line.where, line.number, "neither an SFT record (`messages`) nor a DPO "
+                                          "record (`prompt_messages`, `chosen_messages`, `rejected_messages`)"))
+            continue
+        other = detect_kind(line.record)
+        if other is not None and other != report.kind:
+            reason = (f"a {other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
+                      f"{'--kind' if kind else 'the first record'}; one file holds one format)")
+            report.invalid.append(Invalid(line.where, line.number, reason))
+            continue
+        problems = problems_for(line.record, report.kind)
+        if problems:
+            report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
+            continue
+        _count(report, line.number, line.record, tokens)
+    return report
+
+
+def _count(report: FileReport, number: int, record: dict, tokens: TokenCounter | None) -> None:
+    report.records += 1
+    report.valid_lines.append(number)
+    for messages in ([record["messages"]] if report.kind == "sft" else
+                     [to_dpo(record)[f] for f in ("prompt_messages", "chosen_messages", "rejected_messages")]):
+        report.roles.update(m["role"] for m in messages)
+    for name, messages in _texts(record, report.kind).items():
+        report.chars.setdefault(name, []).append(sum(len(m["content"]) for m in messages))
+        if tokens is not None:
+            report.tokens.setdefault(name, []).append(tokens(messages))
+
+
+def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
+    """A few lines a person reads before training on the file."""
+    kind = report.kind.upper() if report.kind else "unknown format"
+    head = f"{report.path}: {kind}, {report.records} valid record(s)"
+    if report.invalid:
+        head += f", {len(report.invalid)} invalid line(s)"
+    lines = [head]
+    if report.roles:
+        lines.append("  messages per role: " + ", ".join(f"{role} {count}" for role, count in
+                                                          sorted(report.roles.items())))
+    for unit, table in (("characters", report.chars), (f"tokens ({tokens.name})" if tokens else "tokens",
+                                                       report.tokens)):
+        for name, values in table.items():
+            stats = percentiles(values)
+            if stats:
+                lines.append(f"  {name} length in {unit}: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    return "\n".join(lines)
+
+
+def error_listing(reports: list[FileReport], limit: int = 20) -> str:
+    """`file:line: reason` for the first `limit` invalid lines, then a count of the rest."""
+    invalid = [item for report in reports for item in report.invalid]
+    shown = [f"{item.where}: {item.reason}" for item in invalid[:limit]]
+    if len(invalid) > limit:
+        shown.append(f"... and {len(invalid) - limit} more invalid line(s)")
+    return "\n".join(shown)
+
+
+def load_token_counter(location: str) -> TokenCounter:
+    """A tokenizer from a local folder or a bucket folder (only its tokenizer files are downloaded)."""
+    import tempfile
+
+    from llmft.storage import parse_location
+
+    where = parse_location(location)
+    if where.is_local:
+        return TokenCounter(_load_tokenizer(where.path, location), location)
+    folder = Path(tempfile.mkdtemp(prefix="llmft-tokenizer-"))
+    _download_tokenizer_files(where, folder)
+    return TokenCounter(_load_tokenizer(folder, location), location)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                   "config.json")
+
+
+def _download_tokenizer_files(where, folder: Path) -> None:
+    from llmft.storage import download_file, read_manifest
+
+    manifest = read_manifest(where)
+    if manifest is None:
+        raise UserError(f"tokenizer {where} has no manifest: give a complete model folder in the bucket "
+                        "(as written by download-model)")
+    wanted = [name for name in manifest.files if name in TOKENIZER_FILES]
+    if not wanted:
+        raise UserError(f"{where} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+    for name in wanted:
+        download_file(where.child(name), folder / name, manifest.files[name])
+
+
+def _load_tokenizer(folder: Path, location: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise UserError("--tokenizer needs the `transformers` package in this image") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load a tokenizer from {location}: {str(error).splitlines()[0]}") from None
