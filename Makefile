@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llmft-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test chart-files clean-venv
+.PHONY: setup test docs chart-files clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: setup
 # Regenerate the llm-finetune chart's values.schema.json and preset files from the engine.
 chart-files: setup
 	$(PY) -m llmft.chart_files charts
+
+# Regenerate docs/config-reference.md from the fine-tuning config models (a test checks it is current).
+docs: setup
+	$(PY) -m llmft config-reference > docs/config-reference.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -214,11 +214,15 @@ def build_trainer(config: SftConfig, model, tokenizer, args, train_examples: lis
     evaluation = Dataset.from_list(eval_examples) if eval_examples else None
     collator = None
     if config.sft_args.packing:
-        # Seam for llmft.finetune.packing: pack the examples and provide the collator that keeps packed
-        # samples apart. load_config already refused packing when that module is absent.
-        from llmft.finetune import packing
+        # Several samples per row, kept apart by llmft.finetune.packing's collator (block-diagonal mask
+        # or variable-length attention); the rows carry position_ids, so no column may be dropped.
+        from llmft.finetune.packing import PackedCollator, pack_samples
 
-        train, evaluation, collator = packing.prepare(train_examples, eval_examples, tokenizer, args)
+        max_length = config.sft_args.max_seq_length
+        train = Dataset.from_list(pack_samples(train_examples, max_length))
+        evaluation = Dataset.from_list(pack_samples(eval_examples, max_length)) if eval_examples else None
+        collator = PackedCollator(model.config._attn_implementation, tokenizer.pad_token_id)
+        args.remove_unused_columns = False
     return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                       processing_class=tokenizer, data_collator=collator)
 
