@@ -30,12 +30,12 @@ Paths use helm-unittest's JSONPath-like syntax: `a.b[0].c`, `a["dotted.key"]`, `
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fnmatch
 import re
 import shutil
 import tempfile
-import atexit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -605,8 +605,14 @@ def _v_exists(params: dict, ctx: Context) -> tuple[bool, list[str]]:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or (not isinstance(value, bool) and value in ("", 0, 0.0)) or value is False \
-        or (isinstance(value, (list, dict)) and len(value) == 0)
+    """helm-unittest's "null or empty": null, false, 0, "", [] and {}."""
+    if value is None or isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, (str, list, dict)):
+        return len(value) == 0
+    return False
 
 
 def _v_null_or_empty(params: dict, ctx: Context) -> tuple[bool, list[str]]:
