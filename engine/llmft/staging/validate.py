@@ -113,7 +113,7 @@ def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounte
             continue
         other = detect_kind(line.record)
         if other is not None and other != report.kind:
-            reason = (f"a {other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
+            reason = (f"{other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
                       f"{'--kind' if kind else 'the first record'}; one file holds one format)")
             report.invalid.append(Invalid(line.where, line.number, reason))
             continue
