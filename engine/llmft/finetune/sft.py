@@ -194,7 +194,8 @@ def training_arguments(config: SftConfig, plan, learning_rate: float, dtype: str
             dataloader_num_workers=t.dataloader_num_workers,
             bf16=dtype == "bf16",
             fp16=dtype == "fp16",
-            include_num_input_tokens_seen="non_padding",
+            # Packed batches carry a 4D attention mask, whose sum is not a token count.
+            include_num_input_tokens_seen="all" if config.sft_args.packing else "non_padding",
             max_length=config.sft_args.max_seq_length,
             packing=False,
             shuffle_dataset=False,
