@@ -380,3 +380,31 @@ def test_bad_lines_fail_the_job_or_are_skipped_with_rejects(bucket, s3_env, secr
     rejects = [json.loads(line) for line in uploaded["mixed.rejects.jsonl"].decode().splitlines()]
     assert [r["line"] for r in rejects] == [4, 8, 14, 24]
     assert rejects[1]["text"] == "this is not json" and "invalid JSON" in rejects[1]["reason"]
+
+
+# ---------------------------------------------------------------- documentation stays in step with values.yaml
+
+FREE_FORM = {"resources", "labels", "annotations", "nodeSelector", "affinity"}
+
+
+def documented_keys(values: dict) -> set[str]:
+    keys = set()
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in FREE_FORM:
+            keys.update(f"{key}.{child}" for child in value)
+        else:
+            keys.add(key)
+    return keys
+
+
+@pytest.mark.parametrize("chart", [MODEL_CHART, DATA_CHART], ids=lambda c: c.name)
+def test_readme_parameter_table_and_values_comments_match_values_yaml(chart):
+    text = (chart / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    table = {line.split("`")[1] for line in (chart / "README.md").read_text().splitlines()
+             if line.startswith("| `")}
+    assert table == documented_keys(values)
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line and not line[0].isspace() and not line.startswith("#"):
+            assert index > 0 and lines[index - 1].startswith("#"), f"{chart.name}: no comment above {line!r}"
