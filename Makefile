@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llmft-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test docs chart-files clean-venv
+.PHONY: setup test docs bench chart-files clean-venv
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+# Benchmarks (CPU, under 20 minutes): benchmarks/results/latest.{json,md} and PNG charts.
+bench: setup
+	$(PY) -m benchmarks.run
 
 # Regenerate the llm-finetune chart's values.schema.json and preset files from the engine.
 chart-files: setup
