@@ -89,3 +89,31 @@ def test_vllm_command_becomes_the_cpu_server(argv):
     assert rest[rest.index("--served-model-name") + 1] == "run-a"
     assert rest[rest.index("--port") + 1] == "8080"
     assert [rest[i + 1] for i, t in enumerate(rest) if t == "--lora-module"] == ["a=/adapters/a", "b=/adapters/b"]
+
+
+def test_sigterm_stops_the_pod_processes(runner_env, tmp_path):
+    """`kill` on `llmft local` ends the pod's processes too (as deleting a pod would), leaving no orphans."""
+    import signal
+    import time
+
+    marker = tmp_path / "pid"
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+    chart = tmp_path / "sleepy"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: sleepy\nversion: 0.1.0\n")
+    (chart / "templates" / "job.yaml").write_text(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: sleepy}\nspec:\n  template:\n    spec:\n"
+        "      restartPolicy: Never\n      containers:\n"
+        f"        - {{name: main, image: x, command: [python, {str(sleeper)!r}]}}\n")
+    process = subprocess.Popen([sys.executable, "-m", "llmft", "local", str(chart), "--name", "sleepy"],
+                               env=runner_env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    child = int(marker.read_text())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 130
+    time.sleep(0.5)
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()

@@ -38,8 +38,14 @@ def _run(args: argparse.Namespace) -> int:
         return _s3(args.action or "status")
     if args.action:
         raise UserError(f"unexpected argument {args.action!r} after the chart (did you mean `llmft local s3 {args.action}`?)")
+    import signal
+
     from llmft.local.runner import run_chart
 
+    def terminate(*_):  # like a pod deletion: stop the pod's processes, then exit
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     chart = Path(args.chart)
     if not (chart / "Chart.yaml").is_file():
         raise UserError(f"{chart} is not a chart folder (no Chart.yaml)")
