@@ -292,3 +292,49 @@ def validate_accelerate_config(path: Path, check_files: bool = True) -> dict:
     if problems:
         raise UserError(f"{where} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return data
+
+
+# ---------------------------------------------------------------- launch checks
+
+
+def launched_world_size() -> int:
+    """The number of processes `accelerate launch` / torchrun started (env WORLD_SIZE; 1 when not launched)."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def check_launch(preset: str | None, distributed_type: str, num_processes: int,
+                 world_size: int | None = None) -> None:
+    """Refuse a run whose processes did not form the setup the preset asked for.
+
+    Call it with the live accelerator's values (`str(accelerator.distributed_type)`,
+    `accelerator.num_processes`) before training. Catches the silent fallbacks
+    measured with accelerate 1.15: processes that were launched but never joined
+    one group (each would train alone on the full batch, e.g. a MULTI_GPU config
+    on a machine without GPUs unless TrainingArguments.use_cpu is set), and
+    DeepSpeed/FSDP plugins that accelerate ignored (FSDP is GPU-only: on the CPU
+    the run silently becomes plain multi-process data parallel).
+    """
+    world_size = launched_world_size() if world_size is None else world_size
+    kind = str(distributed_type).rsplit(".", 1)[-1]
+    if world_size > 1 and num_processes != world_size:
+        raise UserError(
+            f"accelerate launch started {world_size} processes but they did not join one process group "
+            f"(this process sees {num_processes}; distributed type {kind}), so each would train alone. "
+            f"On a machine without GPUs the training arguments must set use_cpu (gloo backend); otherwise "
+            f"check that every process sees a GPU (finetuningGpus / --num_processes)."
+        )
+    if preset in DEEPSPEED_STAGES and kind != "DEEPSPEED":
+        raise UserError(
+            f"distributedType {preset}: DeepSpeed is not active in this process (distributed type {kind}); "
+            f"launch with the generated accelerate config (`accelerate launch --config_file ...`)."
+        )
+    if preset == FSDP and kind != "FSDP":
+        raise UserError(
+            f"distributedType {FSDP}: FSDP is not active (distributed type {kind}). accelerate enables FSDP only "
+            f"on GPUs/accelerators; on a CPU-only machine use {DDP} or {ZERO3}."
+        )
