@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
+# The tutorial end to end on this machine (tiny model, embedded S3, CPU): see docs/tutorials/.
+demo: setup
+	bash docs/tutorials/tutorial-01-local.sh
+
 # Benchmarks (CPU, under 20 minutes): benchmarks/results/latest.{json,md} and PNG charts.
 bench: setup
 	$(PY) -m benchmarks.run

@@ -106,7 +106,7 @@ def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> li
             continue
         name = doc["metadata"]["name"]
         spec = doc["spec"] if kind == "Pod" else doc["spec"]["template"]["spec"]
-        plans.append(_plan(kind, name, doc, spec, config_maps, workdir / name, secrets))
+        plans.append(_plan(kind, name, doc, spec, config_maps, workdir / f"{kind.lower()}-{name}", secrets))
     return plans
 
 
