@@ -228,16 +228,21 @@ class CheckpointSync:
             self._uploader.request_progress_sync()
 
     def sync_progress(self) -> None:
-        """Copy and upload `logs/` and `metrics.jsonl` (they keep growing, so a snapshot goes up)."""
+        """Copy and upload `logs/` and `metrics.jsonl` (they keep growing, so a snapshot goes up).
+
+        Best effort with few retries: it runs again on the next tick, and must not hold
+        the worker (and so the checkpoint uploads) through an outage.
+        """
+        settings = dataclasses.replace(self.settings, attempts=min(self.settings.attempts, 2))
         scratch = self.staging_root / "progress"
         for name in PROGRESS_TREES:
             if (self.output_dir / name).is_dir():
                 copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
-                upload_verified_tree(copy, self.remote.child(name), self.settings, label=f"upload {name}")
+                upload_verified_tree(copy, self.remote.child(name), settings, label=f"upload {name}")
         for name in PROGRESS_FILES:
             if (self.output_dir / name).is_file():
                 copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
-                upload_verified_file(copy, self.remote.child(name), self.settings)
+                upload_verified_file(copy, self.remote.child(name), settings)
 
     # ------------------------------------------------------------------ the end
 
