@@ -323,9 +323,16 @@ class SftArgs(Section):
 
 
 class Tracking(Section):
-    """MLflow tracking (used when `training_args.report_to` includes `mlflow`)."""
+    """MLflow tracking: on when this section is set (`training_args.report_to: [mlflow]` requires it).
 
-    mlflow_server_uri: str = Field(description="MLflow tracking URI (a server URL or a local folder).")
+    One MLflow run per training run (a resumed run continues it); params are the resolved config with
+    secrets redacted, metrics are the rows of metrics.jsonl plus the summary's headline numbers.
+    """
+
+    mlflow_server_uri: str = Field(
+        min_length=1,
+        description="MLflow tracking URI: a server URL (`http://mlflow:5000`), a `sqlite:///path/mlflow.db` "
+                    "or `file:` URI, or a local folder.")
     experiment_name: str = Field("llmft", description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default: `training_args.run_name`).")
 
@@ -353,7 +360,9 @@ class CommonConfig(Section):
     peft_conf: PeftConf = Field(description="LoRA or full-parameter training.")
     quant_conf: QuantConf = Field(default_factory=QuantConf, description="Quantized base model (QLoRA).")
     run_conf: RunConf = Field(description="Model, resume, merge and checkpoint streaming.")
-    tracking: Tracking | None = Field(None, description="MLflow tracking.")
+    tracking: Tracking | None = Field(
+        None, description="MLflow tracking (off unless set). metrics.jsonl is always written; TensorBoard is "
+                          "`training_args.report_to: [tensorboard]`.")
     overrides: Overrides = Field(default_factory=Overrides, description="Learning-rate and epoch overrides.")
 
     def problems(self) -> list[tuple[tuple, str, Any]]:

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmft.dataformats import apply_column_map, problems_for, read_jsonl
+from llmft.dataformats import apply_column_map, problems_for, read_jsonl, to_dpo
 from llmft.errors import UserError
 from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
 from llmft.finetune.templates import ChatFormat, assistant_spans
@@ -31,6 +31,16 @@ class Record:
     """One validated conversation and where it came from (`file:line`)."""
 
     messages: list[dict]
+    where: str
+
+
+@dataclass
+class PreferenceRecord:
+    """One validated preference pair (DPO) and where it came from (`file:line`)."""
+
+    prompt: list[dict]
+    chosen: list[dict]
+    rejected: list[dict]
     where: str
 
 
@@ -64,8 +74,12 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     return target, str(location)
 
 
-def load_records(spec: DatasetSpec, workdir: Path) -> tuple[list[Record], list[str]]:
-    """Read one dataset; return its records and every problem (`file:line: reason`)."""
+def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[list, list[str]]:
+    """Read one dataset; return its records and every problem (`file:line: reason`).
+
+    `kind` "sft": chat records (`Record`); "dpo": preference pairs (`PreferenceRecord`), in the
+    suite's `prompt_messages/...` form or TRL's conversational `prompt/chosen/rejected`.
+    """
     local, name = fetch(spec.path, workdir)
     column_map = spec.column_map.as_dict() if spec.column_map else None
     records: list[Record] = []
@@ -80,13 +94,18 @@ def load_records(spec: DatasetSpec, workdir: Path) -> tuple[list[Record], list[s
             else:
                 reasons = ["each line must be a JSON object"]
         if not reasons:
-            reasons = problems_for(record, "sft")
+            reasons = problems_for(record, kind)
         if reasons:
             bad += 1
             if bad <= MAX_PROBLEMS_PER_FILE:
                 problems.append(f"{line.where}: {'; '.join(reasons)}")
             continue
-        records.append(Record(record["messages"], line.where))
+        if kind == "dpo":
+            record = to_dpo(record)
+            records.append(PreferenceRecord(record["prompt_messages"], record["chosen_messages"],
+                                            record["rejected_messages"], line.where))
+        else:
+            records.append(Record(record["messages"], line.where))
     if bad > MAX_PROBLEMS_PER_FILE:
         problems.append(f"{name}: ... and {bad - MAX_PROBLEMS_PER_FILE} more bad lines "
                         f"({bad} in all); `llmft validate-data {name}` lists them")
@@ -95,11 +114,11 @@ def load_records(spec: DatasetSpec, workdir: Path) -> tuple[list[Record], list[s
     return records, problems
 
 
-def load_datasets(specs: list[DatasetSpec], workdir: Path) -> list[list[Record]]:
+def load_datasets(specs: list[DatasetSpec], workdir: Path, kind: str = "sft") -> list[list]:
     """Load every dataset, then raise once with every problem of every file."""
     loaded, problems = [], []
     for spec in specs:
-        records, found = load_records(spec, workdir)
+        records, found = load_records(spec, workdir, kind)
         loaded.append(records)
         problems += found
     if problems:
@@ -123,13 +142,13 @@ def mix(datasets: list[list[Record]], training: TrainingData) -> list[Record]:
     return mixed
 
 
-def split_validation(train: list[Record], data_conf: DataConf, workdir: Path) -> tuple[list[Record], list[Record]]:
+def split_validation(train: list, data_conf: DataConf, workdir: Path, kind: str = "sft") -> tuple[list, list]:
     """Apply `validation_data`: hold out a seeded fraction, read separate datasets, or none."""
     validation = data_conf.validation_data
     if validation.type == "NONE":
         return train, []
     if validation.type == "CONCATENATION":
-        return train, [r for records in load_datasets(validation.datasets or [], workdir) for r in records]
+        return train, [r for records in load_datasets(validation.datasets or [], workdir, kind) for r in records]
     ratio = validation.ratio if validation.ratio is not None else 0.1
     count = math.ceil(len(train) * ratio)
     if count >= len(train):
