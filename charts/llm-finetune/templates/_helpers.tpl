@@ -34,6 +34,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- toYaml $config -}}
 {{- end -}}
 
+{{/*
+Values files and --set merge into the chart's default finetuning_config (a LoRA recipe with an AUTO_SPLIT
+validation ratio). Keys the defaults bring along that the user's choices make invalid would only fail at
+process start with a message about keys the user never wrote: fail here, naming the key and the fix.
+*/}}
+{{- define "llm-finetune.checkConfig" -}}
+{{- $config := .Values.finetuning_config | default dict -}}
+{{- $peft := $config.peft_conf | default dict -}}
+{{- if and (eq (toString $peft.peft_type) "NO_PEFT") $peft.peft_kwargs -}}
+{{- fail "finetuning_config.peft_conf.peft_kwargs: only used with peft_type LORA, but peft_type is NO_PEFT (the chart's default LoRA settings merge into your values): remove them with `peft_kwargs: null` under finetuning_config.peft_conf, or --set finetuning_config.peft_conf.peft_kwargs=null" -}}
+{{- end -}}
+{{- $validation := ($config.data_conf | default dict).validation_data | default dict -}}
+{{- $type := toString ($validation.type | default "NONE") -}}
+{{- if and (ne $type "AUTO_SPLIT") (not (kindIs "invalid" $validation.ratio)) -}}
+{{- fail (printf "finetuning_config.data_conf.validation_data.ratio: only used with type AUTO_SPLIT, but the type is %s (the chart's default ratio merges into your values): remove it with `ratio: null` under finetuning_config.data_conf.validation_data, or --set finetuning_config.data_conf.validation_data.ratio=null" $type) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "llm-finetune.processes" -}}
 {{- max 1 (int .Values.finetuningGpus) -}}
 {{- end -}}
