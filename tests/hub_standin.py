@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".model", ".onnx", ".msgpack", ".h5")
 LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub stores files above 10 MB in LFS
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024
 
 
 def git_blob_sha1(data_or_path: bytes | Path) -> str:
@@ -314,16 +315,17 @@ def _handler_for(hub: HubStandIn):
             self.end_headers()
             if not send_body:
                 return
+            self.wfile.flush()
             with open(item.path, "rb") as handle:
-                handle.seek(start)
-                remaining = end - start
-                while remaining > 0:
-                    block = handle.read(min(CHUNK, remaining))
-                    if not block:
+                offset, remaining = start, end - start
+                while remaining > 0:  # sendfile: the kernel copies, so serving costs little CPU
+                    amount = min(CHUNK, remaining)
+                    hub.throttle.wait(amount)
+                    sent = os.sendfile(self.connection.fileno(), handle.fileno(), offset, amount)
+                    if sent == 0:
                         break
-                    hub.throttle.wait(len(block))
-                    self.wfile.write(block)
-                    remaining -= len(block)
+                    offset += sent
+                    remaining -= sent
 
     return Handler
 
@@ -355,3 +357,35 @@ def subprocess_environment(endpoint: str, base: dict | None = None) -> dict:
         env.pop(name, None)
     env["HF_ENDPOINT"] = endpoint
     return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a folder as a Hub repository until killed (for benchmarks: a source in its own process).
+
+        python tests/hub_standin.py ORG/NAME FOLDER [--bytes-per-second N]
+
+    Prints one line, `endpoint <url>`, once it is ready.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("repo_id")
+    parser.add_argument("folder")
+    parser.add_argument("--bytes-per-second", type=float, default=None)
+    args = parser.parse_args(argv)
+    hub = HubStandIn(bytes_per_second=args.bytes_per_second)
+    hub.add_repo(args.repo_id, Path(args.folder))
+    hub.start()
+    print(f"endpoint {hub.endpoint}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

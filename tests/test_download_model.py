@@ -231,8 +231,10 @@ def test_streaming_keeps_only_files_in_flight_on_disk(bucket, tmp_path, monkeypa
 
         def watch():  # sample what is actually on the scratch disk
             while not done.is_set():
-                shards = [p for p in scratch.rglob("model-*.safetensors") if p.is_file()]
-                seen[0] = max(seen[0], len(shards))
+                # os.walk skips folders removed while it walks (files leave scratch all the time).
+                shards = sum(name.startswith("model-") and name.endswith(".safetensors")
+                             for _, _, names in os.walk(scratch) for name in names)
+                seen[0] = max(seen[0], shards)
                 time.sleep(0.002)
 
         watcher = threading.Thread(target=watch)

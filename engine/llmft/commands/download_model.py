@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=4,
                         help="parallel fetches and parallel uploads (default 4); at most 2x this many files "
                              "are on local disk at once")
+    parser.add_argument("--large-file-downloads", type=int, default=1, metavar="N",
+                        help="files of 64 MiB and more fetched at once (default 1: on a shared link each then "
+                             "arrives at full speed and uploads while the next one downloads)")
     parser.add_argument("--scratch-dir", help="folder for files in flight (default: the system temp folder)")
     parser.set_defaults(func=_run)
 
@@ -40,11 +43,11 @@ def _run(args: argparse.Namespace) -> int:
     from llmft.progress import human_bytes
     from llmft.staging.download_model import download_model
 
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers < 1 or args.large_file_downloads < 1:
+        raise UserError("--workers and --large-file-downloads must be at least 1")
     report = download_model(args.source, args.destination, revision=args.revision, include=args.include,
                             exclude=args.exclude, overwrite=args.overwrite, workers=args.workers,
-                            scratch_dir=args.scratch_dir)
+                            scratch_dir=args.scratch_dir, large_fetches=args.large_file_downloads)
     print(f"{report.source} -> {report.destination}: copied {len(report.copied)} file(s) "
           f"({human_bytes(report.bytes_copied)}), skipped {len(report.skipped)} already complete"
           + (f", removed {len(report.removed)} no longer selected" if report.removed else ""))

@@ -1,11 +1,12 @@
 """`llmft download-model`: stream a model into the bucket, file by file, manifest last.
 
-The copy is a bounded pipeline: `workers` fetch threads put files on local disk
-and hand each one to `workers` upload threads, which verify it (size, sha256 or
-git blob id when the source knows them), upload it, and delete the local copy. A
+The copy is a bounded pipeline: fetch threads put files on local disk and hand
+each one to `workers` upload threads, which verify it (size, sha256 or git blob
+id when the source knows them), upload it, and delete the local copy. A
 semaphore caps the files on disk at `2 * workers`, so a 140 GiB model needs
 scratch space for a few shards, not for the whole model; downloads and uploads
-overlap all along.
+overlap all along. Large files are fetched one at a time (`large_fetches`), small
+ones `workers` at a time (see `LARGE_FILE`).
 
 Re-running skips files already complete in the bucket (same size and sha256 as the
 destination's manifest or the object's `sha256` metadata); `overwrite` re-copies
@@ -41,6 +42,10 @@ from llmft.storage.transfer import (
 log = logging.getLogger("llmft.download")
 
 DEFAULT_WORKERS = 4
+# Files at least this large are fetched `large_fetches` at a time (default one): on a shared link, parallel
+# fetches of big files all finish together at the end, leaving the uploads nothing to overlap with. One at a
+# time, each arrives at full speed and uploads while the next one downloads. Small files go in parallel.
+LARGE_FILE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -83,11 +88,12 @@ class _Copier:
     """The state of one copy: the destination's current contents and the fetch/upload pipeline."""
 
     def __init__(self, source: Source, destination: Location, scratch: Path, workers: int,
-                 settings: TransferSettings, overwrite: bool):
+                 settings: TransferSettings, overwrite: bool, large_fetches: int = 1):
         self.source = source
         self.destination = destination
         self.scratch = scratch
         self.workers = max(1, workers)
+        self.large_fetches = max(1, large_fetches)
         self.settings = settings
         self.overwrite = overwrite
         self.previous: Manifest | None = None
@@ -205,9 +211,14 @@ class _Copier:
         fetched = None if self.source.is_local else Progress(f"fetched from {self.source.label}", total)
         self.uploaded = Progress(f"uploaded to {self.destination}", total)
         slots = threading.BoundedSemaphore(2 * self.workers)
-        # Largest first: the long transfers start early and the small ones fill the gaps.
-        ordered = sorted(todo, key=lambda item: -(item.size or 0))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as fetchers, \
+        # The largest file first (the longest transfer starts at once), then the small files in parallel,
+        # then the other large ones, largest first.
+        by_size = sorted(todo, key=lambda item: -(item.size or 0))
+        large = [item for item in by_size if (item.size or 0) >= LARGE_FILE]
+        small = [item for item in by_size if (item.size or 0) < LARGE_FILE]
+        ordered = large[:1] + small + large[1:]
+        with ThreadPoolExecutor(self.large_fetches, thread_name_prefix="fetch-large") as large_fetchers, \
+                ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as fetchers, \
                 ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as uploads:
             fetches = []
             for item in ordered:
@@ -215,7 +226,8 @@ class _Copier:
                 if self._failed.is_set():
                     slots.release()
                     break
-                fetches.append(fetchers.submit(self._fetch, item, slots, uploads, fetched))
+                pool = large_fetchers if (item.size or 0) >= LARGE_FILE else fetchers
+                fetches.append(pool.submit(self._fetch, item, slots, uploads, fetched))
             wait(fetches)
             wait([f.result() for f in fetches if f.result() is not None])
         if fetched is not None:
@@ -227,7 +239,8 @@ class _Copier:
 
 def download_model(source: str, destination: str, *, revision: str | None = None, include: list[str] = (),
                    exclude: list[str] = (), overwrite: bool = False, workers: int = DEFAULT_WORKERS,
-                   scratch_dir: str | Path | None = None, settings: TransferSettings | None = None) -> DownloadReport:
+                   scratch_dir: str | Path | None = None, settings: TransferSettings | None = None,
+                   large_fetches: int = 1) -> DownloadReport:
     """Copy the model at `source` into the bucket folder `destination` (see the module docstring)."""
     settings = settings or TransferSettings()
     dest = parse_location(destination)
@@ -240,7 +253,7 @@ def download_model(source: str, destination: str, *, revision: str | None = None
     model = open_source(source, revision=revision, settings=settings)
     scratch = scratch_folder(scratch_dir)
     try:
-        copier = _Copier(model, dest, scratch, workers, settings, overwrite)
+        copier = _Copier(model, dest, scratch, workers, settings, overwrite, large_fetches)
         copier.read_destination()
         files = model.list_files()
         copier.report.source = model.label  # now with the Hub commit
