@@ -280,3 +280,86 @@ def test_backends_that_cannot_isolate_samples_are_refused():
 def test_sample_longer_than_max_seq_length_is_a_clear_error():
     with pytest.raises(UserError, match="sft_args.max_seq_length=8"):
         pack_samples(make_samples([5, 9]), max_seq_length=8)
+
+
+# ------------------------------------------------------------------ end to end: `llmft sft` with packing
+
+QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
+      ("Who wrote Hamlet?", "Shakespeare."), ("How many legs does a spider have?", "Eight.")]
+
+
+@pytest.mark.slow
+def test_sft_with_packing_learns_and_reports_padding(tiny_model_dir, tmp_path):
+    import json
+
+    from llmft.finetune.config import load_config
+    from llmft.finetune.sft import run_sft
+
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
+    dataset = tmp_path / "train.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows * 6))
+    out = tmp_path / "out"
+    config = {
+        "method": "sft",
+        "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]}, "chat_template_name": "keep-original"},
+        "training_args": {"output_dir": str(out), "learning_rate": 1e-2, "lr_scheduler_type": "constant",
+                          "max_steps": 24, "logging_steps": 4, "save_strategy": "no", "report_to": []},
+        "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(tiny_model_dir), "model_args": {"attn_implementation": "sdpa"}},
+        "sft_args": {"max_seq_length": 96, "packing": True},
+    }
+    assert run_sft(load_config(config)) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 24
+    assert summary["final_train_loss"] < summary["first_train_loss"] / 2  # it learns
+    throughput = summary["throughput"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "checkpoint-final")
+    longest = max(len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+                  for row in rows)
+    # Several samples per row: a row holds more real tokens, on average, than the longest sample.
+    assert throughput["rows"] > 0 and throughput["effective_tokens"] / throughput["rows"] > 1.5 * longest
+    assert throughput["effective_tokens_per_second"] > 0
+    assert 0 <= throughput["padding_fraction"] < 0.5
+    assert throughput["effective_tokens"] + throughput["padding_tokens"] == round(
+        throughput["mean_sequence_length"] * throughput["rows"])
+
+
+def test_trl_sft_trainer_loss_and_gradients_are_the_same_packed_and_unpacked(tiny_model_dir, tmp_path):
+    """The SFT recipe's trainer (TRL's SFTTrainer, fused LM head) on a packed batch vs. TRL's own unpacked batch."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = []
+    for question, reply in QA:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                             {"role": "assistant", "content": reply}],
+                                            tokenize=True, return_dict=True)["input_ids"]
+        examples.append({"input_ids": ids, "labels": [IGNORE_INDEX] * 8 + ids[8:]})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    trainer = SFTTrainer(model=model, args=SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                                     max_length=96),
+                         train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    rows = pack_samples(examples, 96)
+    assert max(len(row["seq_lengths"]) for row in rows) >= 2
+    packed = PackedCollator("sdpa", tokenizer.pad_token_id)(rows)
+    unpacked = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(examples)
+
+    def step(batch):
+        count = (batch["labels"][..., 1:] != IGNORE_INDEX).sum()  # the Trainer's num_items_in_batch
+        model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=count)
+        loss.backward()
+        return loss.detach(), int(count), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    packed_loss, packed_count, packed_grad = step(packed)
+    loss, count, grad = step(unpacked)
+    assert packed_count == count
+    torch.testing.assert_close(packed_loss, loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(packed_grad, grad, atol=1e-6, rtol=1e-4)
