@@ -34,3 +34,11 @@ def test_chart_suite_case(case, load_error):
         pytest.skip(result.skipped)
     assert result.passed, result.report()
 
+
+
+def test_every_chart_has_unit_test_suites():
+    """A chart added to charts/ without helm-unittest suites (charts/<chart>/tests/*_test.yaml) fails here."""
+    charts = {path.parent.name for path in CHARTS.glob("*/Chart.yaml")}
+    with_suites = {path.parent.parent.name for path in discover_suites(CHARTS)}
+    assert charts, "no charts found"
+    assert charts - with_suites == set(), f"charts without helm-unittest suites: {sorted(charts - with_suites)}"

@@ -20,7 +20,7 @@ from harness import CHARTS, OVERRIDES
 from llmft.charts import load_values_file, render_chart
 from llmft.finetune.batching import resolve_batch_size
 from llmft.finetune.config import load_config
-from llmft.finetune.distributed import validate_accelerate_config
+from llmft.finetune.distributed import PRESETS, validate_accelerate_config
 from llmft.storage import is_complete, list_objects, parse_location, upload_file, upload_tree
 from llmft.storage.transfer import read_object
 
@@ -190,3 +190,22 @@ def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_
     assert any(name.startswith("events.out.tfevents") or "/events.out.tfevents" in name
                for name in list_objects(parse_location(f"{remote}/logs")))
 
+
+
+# Values whose contents are free-form (or, for finetuning_config, documented by the engine's reference).
+FREE_FORM = {"finetuning_config", "labels", "annotations", "nodeSelector", "affinity"}
+
+
+def test_readme_parameter_table_lists_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    expected = set()
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in FREE_FORM:
+            expected.update(f"{key}.{child}" for child in value)
+        else:
+            expected.add(key)
+    table = {line.split("`")[1] for line in (CHART / "README.md").read_text().splitlines() if line.startswith("| `")}
+    presets = {line.split("`")[1] for line in (CHART / "README.md").read_text().split("## Parameters")[0]
+               .splitlines() if line.startswith("| `")}
+    assert presets == set(PRESETS)  # the distributedType table documents every preset
+    assert table - presets == expected
