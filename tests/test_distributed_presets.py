@@ -294,25 +294,21 @@ def single_run(tmp_path_factory, tiny_model_dir):
 
 
 def _assert_same_training(run, reference):
-    import torch
-
     (result, final), (ref_result, ref_final) = run, reference
     assert len(result["losses"]) == len(ref_result["losses"]) == 4
     for got, want in zip(result["losses"], ref_result["losses"]):
         assert got == pytest.approx(want, abs=1e-4)
+    _assert_same_weights(final, ref_final)
+
+
+def _assert_same_weights(final: Path, ref_final: Path) -> None:
+    import torch
+
     ref_weights = _weights(ref_final)
     weights = _weights(final)
     assert weights.keys() == ref_weights.keys()
     for name, tensor in ref_weights.items():
         torch.testing.assert_close(weights[name].float(), tensor.float(), atol=1e-4, rtol=1e-3, msg=name)
-
-
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process_with_the_same_total_batch(tmp_path, tiny_model_dir, single_run):
-    run = _launch(tmp_path, tiny_model_dir, dist.DDP, 2)
-    assert single_run[0]["processes"] == 1 and single_run[0]["type"].endswith(".NO")
-    assert run[0]["processes"] == 2 and run[0]["type"].endswith("MULTI_CPU")  # gloo on the CPU
-    _assert_same_training(run, single_run)
 
 
 @pytest.mark.slow
@@ -338,3 +334,51 @@ def test_two_process_fsdp_matches_one_process(tmp_path, tiny_model_dir, single_r
     run = _launch(tmp_path, tiny_model_dir, dist.FSDP, 2)
     assert run[0]["processes"] == 2 and run[0]["type"].endswith("FSDP")
     _assert_same_training(run, single_run)
+
+
+@pytest.mark.slow
+def test_llmft_sft_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
+    """`accelerate launch ... -m llmft.cli sft` with the generated auto-ddp config (gloo, 2 processes) against
+    the single-process preset with the same total batch: the batch plan uses the real process count
+    (2 x 2 per device vs 1 x 2 per device x 2 accumulation) and the losses and weights match."""
+    qa = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
+          ("Who wrote Hamlet?", "Shakespeare."), ("How many legs does a spider have?", "Eight.")]
+    dataset = tmp_path / "train.jsonl"
+    dataset.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                        {"role": "assistant", "content": a}]}) + "\n"
+                               for q, a in qa * 4))
+    runs = {}
+    for preset, processes in ((dist.SINGLE, 1), (dist.DDP, 2)):
+        out = tmp_path / f"out-{processes}"
+        config = tmp_path / f"sft-{processes}.yaml"
+        config.write_text(yaml.safe_dump({
+            "method": "sft",
+            "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]},
+                          "chat_template_name": "keep-original"},
+            "training_args": {"output_dir": str(out), "learning_rate": 1e-3, "lr_scheduler_type": "constant",
+                              "max_steps": 6, "logging_steps": 2, "save_strategy": "no", "report_to": []},
+            "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
+            "peft_conf": {"peft_type": "NO_PEFT"},
+            "run_conf": {"model": str(tiny_model_dir)},
+            "sft_args": {"max_seq_length": 96},
+        }))
+        launch_config = write_launch_files(preset, tmp_path / f"launch-{processes}", num_processes=processes)[0]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", dist.PRESET_ENV: preset}
+        result = subprocess.run(
+            [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config),
+             "--main_process_port", str(_free_port()), "-m", "llmft.cli", "sft", str(config)],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        runs[processes] = out
+
+    one, two = (json.loads((runs[n] / "summary.json").read_text()) for n in (1, 2))
+    assert one["batch"] == {"total": 4, "processes": 1, "per_device": 2, "gradient_accumulation_steps": 2}
+    assert two["batch"] == {"total": 4, "processes": 2, "per_device": 2, "gradient_accumulation_steps": 1}
+    losses = {n: [json.loads(line)["loss"] for line in (runs[n] / "metrics.jsonl").read_text().splitlines()]
+              for n in (1, 2)}
+    assert len(losses[1]) == len(losses[2]) == 3
+    assert losses[2] == pytest.approx(losses[1], abs=1e-4)
+    assert two["final_train_loss"] == pytest.approx(one["final_train_loss"], abs=1e-4)
+    _assert_same_weights(runs[2] / "checkpoint-final", runs[1] / "checkpoint-final")
+    # Only rank 0 wrote the outputs: one metrics line per logging step, not one per process.
+    assert len((runs[2] / "metrics.jsonl").read_text().splitlines()) == 3

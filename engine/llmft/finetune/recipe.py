@@ -40,10 +40,12 @@ def start_run(config: CommonConfig) -> Run | None:
 
     Returns None when the run already finished (nothing to do).
     """
+    import torch
     from accelerate import PartialState
 
     modeling.check_machine(config)
-    state = PartialState()
+    # Without a GPU, processes started by `accelerate launch` join one (gloo) group only with cpu=True.
+    state = PartialState(cpu=not torch.cuda.is_available())
     output_dir = Path(config.training_args.output_dir).expanduser()
     output_dir.mkdir(parents=True, exist_ok=True)
     run_conf = config.run_conf
@@ -186,8 +188,15 @@ def common_training_kwargs(config: CommonConfig, plan: Plan, output_dir: Path) -
         dataloader_num_workers=t.dataloader_num_workers,
         bf16=plan.dtype == "bf16",
         fp16=plan.dtype == "fp16",
+        use_cpu=not _cuda_available(),  # with several CPU processes: the gloo group start_run joined
         disable_tqdm=True,
     )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def make_arguments(args_class, **kwargs):
@@ -217,6 +226,10 @@ def attach_callbacks(trainer, config: CommonConfig, run: Run, plan: Plan, tokeni
 
 def train(trainer, run: Run):
     """Train (resuming when a checkpoint was found); returns (TrainOutput, runtime seconds)."""
+    from llmft.finetune.distributed import check_launch
+
+    # Refuse silent fallbacks: processes that never joined one group, an ignored DeepSpeed/FSDP plugin.
+    check_launch(None, str(trainer.accelerator.distributed_type), trainer.accelerator.num_processes)
     if run.resume_from:
         log.info("resuming from %s", run.resume_from)
     started = time.monotonic()
