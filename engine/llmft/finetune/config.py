@@ -452,6 +452,8 @@ MOVED_KEYS = {
     "gradient_accumulation_steps": "accumulation follows from batchsize_conf.total_train_batch_size",
     "per_device_eval_batch_size": "use batchsize_conf.per_device_eval_batch_size",
     "evaluation_strategy": "it is called eval_strategy",
+    "sft_args": "sft_args belongs to method: sft; a DPO config has dpo_args (max_length)",
+    "dpo_args": "dpo_args belongs to method: dpo; an SFT config has sft_args",
 }
 
 

@@ -207,22 +207,31 @@ def embedding_module_names(model) -> list[str]:
     return sorted(set(names))
 
 
-def apply_lora(model, config: CommonConfig, resized: bool):
-    """Wrap `model` with a LoRA adapter; with resized embeddings they are trained and saved in full."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_config(model, config: CommonConfig, resized: bool):
+    """peft's LoraConfig for `model`; with resized embeddings they are trained and saved in full."""
+    from peft import LoraConfig
 
     lora = config.peft_conf.lora()
     modules_to_save = list(lora.modules_to_save or [])
     if resized:
         modules_to_save += [name for name in embedding_module_names(model) if name not in modules_to_save]
-    if config.quant_conf.quantization_type == "bits-and-bytes":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.training_args.gradient_checkpointing)
-    peft_config = LoraConfig(
+    return LoraConfig(
         task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
         target_modules=lora.target_modules, bias=lora.bias, use_dora=lora.use_dora, use_rslora=lora.use_rslora,
         modules_to_save=modules_to_save or None,
     )
+
+
+def apply_lora(model, config: CommonConfig, resized: bool):
+    """Wrap `model` with a LoRA adapter; with resized embeddings they are trained and saved in full."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    lora = config.peft_conf.lora()
+    peft_config = lora_config(model, config, resized)
+    modules_to_save = list(peft_config.modules_to_save or [])
+    if config.quant_conf.quantization_type == "bits-and-bytes":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.training_args.gradient_checkpointing)
     try:
         model = get_peft_model(model, peft_config)
     except ValueError as error:
