@@ -108,8 +108,59 @@ def _anchor(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum() or ch in "-_")
 
 
-def config_reference(method: str = "sft") -> str:
-    schema = config_json_schema(method)
+DPO_EXAMPLE = """\
+method: dpo
+data_conf:
+  training_data: {type: CONCATENATION, datasets: [{path: default-bucket/datasets/prefs.jsonl}]}
+  validation_data: {type: NONE}
+  chat_template_name: keep-original
+training_args: {output_dir: ./checkpoints, beta: 0.1, loss_type: sigmoid, learning_rate: 5.0e-5, max_steps: 40,
+                logging_steps: 5, report_to: []}
+batchsize_conf: {total_train_batch_size: 8, max_per_device_train_batch_size: 4}
+peft_conf: {peft_type: LORA, task_type: CAUSAL_LM, peft_kwargs: {r: 8, lora_alpha: 16, target_modules: all-linear}}
+run_conf: {model: default-bucket/experiments/my-sft-run/checkpoint-final}
+dpo_args: {max_length: 1024}
+"""
+
+
+def _dpo_part(lines: list[str]) -> None:
+    """What a DPO config adds to or changes from the SFT sections above."""
+    sft, dpo = config_json_schema("sft"), config_json_schema("dpo")
+    lines += [
+        "",
+        "# DPO (`method: dpo`)",
+        "",
+        "`llmft dpo CONFIG.yaml` reads the same sections as SFT except `sft_args`, which is replaced by "
+        "`dpo_args`; `training_args` gains DPO's keys below. Data: one preference pair per line, "
+        "`{\"prompt_messages\": [...], \"chosen_messages\": [...], \"rejected_messages\": [...]}` or TRL's "
+        "conversational `{\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]}`. With LoRA the reference "
+        "model is the base model with the adapter disabled (no second copy in memory); full-parameter training "
+        "keeps a frozen copy unless `precompute_ref_log_probs` is set. `run_conf.model` may be an SFT run's "
+        "`checkpoint-final`. `llmft config-schema dpo` prints the JSON Schema.",
+        "",
+        "```yaml",
+        DPO_EXAMPLE.rstrip("\n"),
+        "```",
+    ]
+    for name, section in dpo["properties"].items():
+        if name == "method":
+            continue
+        inner = _object(section)
+        if name not in sft["properties"]:
+            _section(f"finetuning_config.{name}", inner, lines)
+            continue
+        before = _object(sft["properties"][name]) or {}
+        added = {key: value for key, value in (inner or {}).get("properties", {}).items()
+                 if key not in before.get("properties", {})}
+        if added:
+            extra = dict(inner, properties=added,
+                         description=f"DPO's keys in `{name}`, besides those of the SFT table above.")
+            _section(f"finetuning_config.{name} (method: dpo)", extra, lines)
+
+
+def config_reference(method: str | None = None) -> str:
+    """The reference: SFT's sections, then what DPO adds (or one method's sections only)."""
+    schema = config_json_schema(method or "sft")
     lines = [
         "# Fine-tuning config reference",
         "",
@@ -134,4 +185,6 @@ def config_reference(method: str = "sft") -> str:
     top["properties"] = {"method": schema["properties"]["method"],
                          **{k: v for k, v in schema["properties"].items() if k != "method"}}
     _section("finetuning_config", top, lines)
+    if method is None:
+        _dpo_part(lines)
     return "\n".join(lines) + "\n"
