@@ -332,7 +332,7 @@ class Tracking(Section):
     mlflow_server_uri: str = Field(
         min_length=1,
         description="MLflow tracking URI: a server URL (`http://mlflow:5000`), a `sqlite:///path/mlflow.db` "
-                    "or `file:` URI, or a local folder.")
+                    "URI, or a local folder (`./mlruns`: an sqlite store `mlflow.db` in it).")
     experiment_name: str = Field("llmft", description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default: `training_args.run_name`).")
 

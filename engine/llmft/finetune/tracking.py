@@ -87,9 +87,14 @@ def plan_params(plan) -> dict[str, Any]:
 
 
 def tracking_uri(text: str) -> str:
-    """A local folder becomes a `file:` URI; URLs and `sqlite:`/`file:` URIs stay as given."""
+    """A local folder becomes an sqlite store `<folder>/mlflow.db`; URLs and `sqlite:`/`file:` URIs stay as given.
+
+    (MLflow 3 keeps its plain-folder "file store" in maintenance mode and refuses it by default.)
+    """
     if text.startswith(("/", "./", "../", "~")):
-        return Path(text).expanduser().resolve().as_uri()
+        folder = Path(text).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'mlflow.db'}"
     return text
 
 
@@ -123,8 +128,8 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
     tracking = config.tracking
     uri = tracking_uri(tracking.mlflow_server_uri)
     shown = redact("uri", uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
     try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.experiment_name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment_name)
     except Exception as error:  # MLflow raises many kinds (connection, permissions, bad URI)
