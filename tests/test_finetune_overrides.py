@@ -209,3 +209,10 @@ def test_readme_parameter_table_lists_every_value():
                .splitlines() if line.startswith("| `")}
     assert presets == set(PRESETS)  # the distributedType table documents every preset
     assert table - presets == expected
+
+
+def test_every_value_has_a_comment():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line and not line[0].isspace() and not line.startswith("#"):
+            assert index > 0 and lines[index - 1].startswith("#"), f"values.yaml: no comment above {line!r}"
