@@ -1,7 +1,7 @@
 """Fault tests of crash-safe checkpoint streaming (issue 5's acceptance tests), against the real S3 server.
 
-Each test runs the real training process (a subprocess, tiny model, CPU) with its checkpoints
-streaming to a bucket, and does to it what happens to a pod:
+Each test runs the real training process, `llmft sft CONFIG` with `run_conf.checkpoints_remote` set
+(a subprocess; tiny model, full-parameter, CPU), and does to it what happens to a pod:
 
 1. SIGKILL at a random step after a complete remote save, then a restart that has only the
    bucket (the local output folder is deleted): the resumed run ends with the same weights
@@ -33,27 +33,55 @@ from llmft.storage.client import s3_client
 from llmft.storage.seaweed import SeaweedServer
 from llmft.sync import RUN_COMPLETE_MARKER, scan
 
-REPO = Path(__file__).resolve().parent.parent
-TRAIN_SCRIPT = REPO / "tests" / "fixtures" / "sync" / "train_tiny.py"
-MAX_STEPS = 16
-SAVE_STEPS = 4
+pytestmark = pytest.mark.slow
+
+MAX_STEPS = 12
+SAVE_STEPS = 3
+QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
+      ("Who wrote Hamlet?", "Shakespeare.")] + [(f"Say the number {i}.", f"{i}") for i in range(9)]
+# Uploads paced (one file at a time, capped bandwidth, one checkpoint pending at most) so a tiny
+# run cannot race past the moment a test acts on; the training arithmetic is untouched.
+PACED = {"LLMFT_TRANSFER_WORKERS": "1", "LLMFT_TRANSFER_MAX_BANDWIDTH": str(2 * 1024 * 1024),
+         "LLMFT_SYNC_MAX_PENDING": "1"}
 # Patient-but-quick background retries for the outage test (the defaults ride out minutes).
 QUICK_RETRIES = {"LLMFT_SYNC_ATTEMPTS": "60", "LLMFT_SYNC_BACKOFF": "0.2", "LLMFT_SYNC_MAX_BACKOFF": "1",
                  "LLMFT_SYNC_RETRY_PAUSE": "1"}
 
 
-class Training:
-    """One training process writing its log to a file; killed only by its own PID."""
+def sft_config(folder: Path, model_dir: Path, output: Path, remote: str, seed: int) -> Path:
+    """The tutorial's config shape, full-parameter on the tiny model, streaming to `remote`."""
+    import yaml
 
-    def __init__(self, model_dir: Path, output: Path, remote: str, env: dict, log_path: Path,
-                 seed: int = 0, step_delay: float = 0.0, save_total_limit: int | None = None):
+    data = folder / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = {
+        "method": "sft",
+        "data_conf": {"training_data": {"type": "CONCATENATION", "datasets": [{"path": str(data)}]},
+                      "validation_data": {"type": "NONE"}, "chat_template_name": "keep-original"},
+        "training_args": {"output_dir": str(output), "learning_rate": 5e-3, "lr_scheduler_type": "linear",
+                          "max_steps": MAX_STEPS, "logging_steps": 1, "save_steps": SAVE_STEPS, "seed": seed,
+                          "report_to": []},
+        "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "auto", "checkpoints_remote": remote},
+        "sft_args": {"max_seq_length": 128},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Training:
+    """One `llmft sft CONFIG` process writing its log to a file; killed only by its own PID."""
+
+    def __init__(self, model_dir: Path, output: Path, remote: str, env: dict, log_path: Path, seed: int = 0):
         self.output = output
         self.log_path = log_path
-        command = [sys.executable, str(TRAIN_SCRIPT), "--model", str(model_dir), "--output", str(output),
-                   "--remote", remote, "--max-steps", str(MAX_STEPS), "--save-steps", str(SAVE_STEPS),
-                   "--seed", str(seed), "--step-delay", str(step_delay)]
-        if save_total_limit:
-            command += ["--save-total-limit", str(save_total_limit)]
+        folder = log_path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        config = sft_config(folder, model_dir, output, remote, seed)
+        command = [sys.executable, "-m", "llmft", "sft", str(config)]
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **env}, start_new_session=True)
@@ -139,9 +167,10 @@ def test_sigkill_then_restart_from_the_bucket_ends_with_the_uninterrupted_weight
     reference = reference_runs(seed)
     remote = f"{bucket}/runs/killed"
     output = tmp_path / "out"
-    # A random step after the first save; the upload of that save is waited for below.
-    kill_step = random.Random(seed).randint(SAVE_STEPS + 1, MAX_STEPS - 3)
-    first = Training(tiny_model_dir, output, remote, s3_env, tmp_path / "first.log", seed=seed, step_delay=0.15)
+    # A random step after the second save: with one upload pending at most, the first save is
+    # complete in the bucket by then (waited for below all the same).
+    kill_step = random.Random(seed).randint(2 * SAVE_STEPS + 1, MAX_STEPS - 3)
+    first = Training(tiny_model_dir, output, remote, {**s3_env, **PACED}, tmp_path / "first.log", seed=seed)
     first.wait_for(lambda: first.last_step() >= kill_step and complete_steps(remote),
                    f"step {kill_step} and a complete remote checkpoint")
     first.kill()
@@ -153,6 +182,8 @@ def test_sigkill_then_restart_from_the_bucket_ends_with_the_uninterrupted_weight
     log = Training(tiny_model_dir, output, remote, s3_env, tmp_path / "second.log", seed=seed).finish()
     resumed_from = max(saved)
     assert f"resuming from s3://{remote}/checkpoint-{resumed_from} (step {resumed_from})" in log
+    summary = json.loads(s3_client().get_object(Bucket=bucket, Key="runs/killed/summary.json")["Body"].read())
+    assert summary["resumed_from"].endswith(f"checkpoint-{resumed_from}") and summary["steps"] == MAX_STEPS
     assert_same_weights(final_weights(reference, tmp_path / "ref-final"), final_weights(remote, tmp_path / "final"))
 
 
@@ -163,7 +194,8 @@ def test_restart_after_completion_does_not_train_again(reference_runs, bucket, s
     before = bucket_state(run_bucket, prefix)
     output = tmp_path / "out"
     log = Training(tiny_model_dir, output, remote, s3_env, tmp_path / "again.log").finish()
-    assert "already holds a finished run" in log
+    assert "already holds a finished run" in log and "nothing to do" in log
+    assert "step 1/" not in log  # no training step ran
     assert bucket_state(run_bucket, prefix) == before  # nothing uploaded, nothing deleted
     assert not list(output.glob("checkpoint-*")) and not (output / "metrics.jsonl").exists()
 
@@ -183,15 +215,16 @@ def test_s3_outage_during_training_is_ridden_out(own_s3_server, tiny_model_dir, 
     server.create_bucket("outage")
     endpoint = server.endpoint
     remote = "outage/runs/r"
-    env = {**server.environment(), **QUICK_RETRIES}
+    # Paced uploads (but the default two pending checkpoints, so saves queue up during the outage).
+    env = {**server.environment(), **QUICK_RETRIES, **PACED, "LLMFT_SYNC_MAX_PENDING": "2"}
     os.environ.update(server.environment())  # for this test's own bucket reads
     try:
-        training = Training(tiny_model_dir, tmp_path / "out", remote, env, tmp_path / "train.log", step_delay=0.15)
+        training = Training(tiny_model_dir, tmp_path / "out", remote, env, tmp_path / "train.log")
         training.wait_for(lambda: complete_steps(remote), "the first complete remote checkpoint")
+        down_at = training.last_step()
         server.stop()
         # Training goes on without the bucket (until the upload queue is full): the next checkpoint
         # is saved during the outage, and the uploads notice the outage.
-        down_at = training.last_step()
         next_save = (down_at // SAVE_STEPS + 1) * SAVE_STEPS
         assert next_save <= MAX_STEPS
         training.wait_for(lambda: training.last_step() >= next_save and "EndpointConnectionError" in training.log,
@@ -210,10 +243,10 @@ def test_s3_outage_during_training_is_ridden_out(own_s3_server, tiny_model_dir, 
 def test_kill_during_a_checkpoint_upload_leaves_no_usable_half_checkpoint(bucket, s3_env, tiny_model_dir, tmp_path):
     remote = f"{bucket}/runs/half"
     location = parse_location(remote)
-    # One file at a time, slowly: a checkpoint (~1.6 MiB) takes several seconds to upload.
+    # One file at a time, slowly: a checkpoint (~1.7 MiB, 11 files) takes seconds to upload.
     slow = {**s3_env, "LLMFT_TRANSFER_WORKERS": "1", "LLMFT_TRANSFER_MAX_BANDWIDTH": str(512 * 1024)}
     output = tmp_path / "out"
-    first = Training(tiny_model_dir, output, remote, slow, tmp_path / "first.log", step_delay=0.1)
+    first = Training(tiny_model_dir, output, remote, slow, tmp_path / "first.log")
     second_save = location.child(f"checkpoint-{2 * SAVE_STEPS}")
 
     def half_uploaded() -> bool:

@@ -45,7 +45,8 @@ from llmft.sync.uploader import BackgroundUploader
 
 log = logging.getLogger("llmft.sync")
 
-REQUIRED_FINALS = ("checkpoint-final",)
+# At least one of these: the full (or merged) model, or a LoRA adapter alone.
+FINAL_MODELS = ("checkpoint-final", "checkpoint-final-adapter")
 _RESTORE_RESULT_FILE = ".llmft-restore.json"
 # UserErrors that mean "the bucket is unreachable or refuses us", not "this checkpoint is bad".
 _ACCESS_ERRORS = ("cannot reach", "no bucket credentials", "bucket storage at", "bucket '")
@@ -262,10 +263,9 @@ class CheckpointSync:
             for step, error in self._uploader.failed.items():
                 log.warning("checkpoint-%d never reached the bucket (%s); the final outputs supersede it",
                             step, error)
-        missing = [name for name in REQUIRED_FINALS if not (self.output_dir / name).is_dir()]
-        if missing:
-            raise RuntimeError(f"finish(): {', '.join(str(self.output_dir / m) for m in missing)} does not exist; "
-                               "the final model must be saved before the run can be marked complete")
+        if not any((self.output_dir / name).is_dir() for name in FINAL_MODELS):
+            raise RuntimeError(f"finish(): neither {' nor '.join(str(self.output_dir / m) for m in FINAL_MODELS)} "
+                               "exists; the final model must be saved before the run can be marked complete")
         marker_location = self.remote.child(RUN_COMPLETE_MARKER)
         delete_object(marker_location, self.settings)  # a stale marker must not vouch for new outputs
         scratch = self.staging_root / "final"
