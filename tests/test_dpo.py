@@ -266,6 +266,17 @@ def test_config_schema_dpo_and_cli(tmp_path, capsys):
     assert "method is 'dpo'; run `llmft dpo" in capsys.readouterr().err
 
 
+def test_committed_config_reference_documents_dpo():
+    from llmft.finetune.reference import config_reference
+
+    committed = (Path(__file__).resolve().parent.parent / "docs" / "config-reference.md").read_text()
+    assert committed == config_reference(), "docs/config-reference.md is stale: run `make docs`"
+    dpo_part = committed[committed.index("# DPO (`method: dpo`)"):]
+    for key in ("`beta`", "`loss_type`", "`precompute_ref_log_probs`", "`finetuning_config.dpo_args`",
+                "`max_length`", "prompt_messages"):
+        assert key in dpo_part, key
+
+
 # ------------------------------------------------------------------------------------------ the chart
 
 CHART = CHARTS / "llm-finetune"
