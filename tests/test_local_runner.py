@@ -117,3 +117,15 @@ def test_sigterm_stops_the_pod_processes(runner_env, tmp_path):
     assert process.wait(timeout=30) == 130
     time.sleep(0.5)
     assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+
+
+def test_s3_env_points_other_commands_at_the_embedded_server(tmp_path):
+    """`eval "$(llmft local s3 env)"` makes `llmft storage` use the local runner's bucket."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUCKET_STORAGE", "AWS_"))}
+    env["LLMFT_STATE_DIR"] = str(tmp_path / "state")
+    script = (f"set -e; PATH={Path(sys.executable).parent}:$PATH; " + 'eval "$(python -m llmft local s3 env)"; echo hi > f.txt; '
+              'python -m llmft storage cp ./f.txt default-bucket/x/f.txt; python -m llmft storage ls default-bucket/x; '
+              'python -m llmft local s3 stop')
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "f.txt" in result.stdout and "stopped the embedded S3 server" in result.stdout

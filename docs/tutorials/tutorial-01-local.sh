@@ -29,6 +29,10 @@ PY
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
+step "The embedded S3 server; its endpoint and credentials also serve the llmft commands of this shell"
+show llmft local s3 start
+eval "$(llmft local s3 env)"
+
 step "0. A tiny model to stand in for TinyLlama (random weights, real tokenizer and chat template)"
 show llmft tiny-model ./.demo/tiny-model
 
@@ -57,7 +61,8 @@ full_run=(llmft local charts/llm-finetune --values overrides/llm-finetune/tiny-m
 echo "\$ ${full_run[*]} &"
 "${full_run[@]}" &
 runner=$!
-until llmft storage ls "default-bucket/experiments/$name" 2>/dev/null | grep -q "checkpoint-[0-9]*/  \[complete\]"; do
+# (grep reads the whole listing: with pipefail, `grep -q` stopping early would fail the pipeline)
+until llmft storage ls "default-bucket/experiments/$name" 2>/dev/null | grep "checkpoint-[0-9]*/  \[complete\]" >/dev/null; do
   kill -0 "$runner" 2>/dev/null || { echo "the run ended before its first checkpoint was uploaded"; exit 1; }
   sleep 1
 done

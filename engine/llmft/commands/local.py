@@ -1,7 +1,7 @@
 """`llmft local`: run a chart's workload on this machine, as `helm template ... | kubectl apply` would in a cluster.
 
     llmft local CHART [-f VALUES]... [--set K=V]... [--name RELEASE]
-    llmft local s3 start|stop|status
+    llmft local s3 start|stop|status|env
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "local", help="render a chart with Helm and run its Job or Deployment locally (or: local s3 start|stop|status)",
+        "local", help="render a chart with Helm and run its Job or Deployment locally (or: local s3 start|stop|status|env)",
         description="Render CHART with the real Helm engine (same -f / --set as `helm template`) and run what the "
                     "rendered Job or Deployment would run, as local processes. Bucket storage: BUCKET_STORAGE_HOST "
-                    "if set, else the embedded S3 server (`llmft local s3 start|stop|status`).",
+                    "if set, else the embedded S3 server (`llmft local s3 start|stop|status`; "
+                    "`eval \"$(llmft local s3 env)\"` points other llmft commands of your shell at it).",
     )
     parser.add_argument("chart", help="chart folder, or `s3` to manage the embedded S3 server")
-    parser.add_argument("action", nargs="?", choices=("start", "stop", "status"), help="with `s3`: what to do")
+    parser.add_argument("action", nargs="?", choices=("start", "stop", "status", "env"), help="with `s3`: what to do")
     parser.add_argument("-f", "--values", action="append", default=[], metavar="FILE", help="values file (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="K=V", help="as helm --set (repeatable)")
     parser.add_argument("--set-string", action="append", default=[], metavar="K=V", help="as helm --set-string")
@@ -55,11 +56,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _s3(action: str) -> int:
+    import shlex
+
     from llmft.local import s3
 
     if action == "start":
         server = s3.start()
         print(f"embedded S3 running at {server.endpoint} (pid {server.pid}); buckets: {', '.join(s3.DEFAULT_BUCKETS)}")
+        return 0
+    if action == "env":
+        # For `eval "$(llmft local s3 env)"`: the local server's endpoint and generated credentials.
+        for name, value in s3.start().environment().items():
+            print(f"export {name}={shlex.quote(value)}")
         return 0
     if action == "stop":
         print("stopped the embedded S3 server" if s3.stop() else "the embedded S3 server is not running")
