@@ -190,6 +190,11 @@ def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_
     assert any(name.startswith("events.out.tfevents") or "/events.out.tfevents" in name
                for name in list_objects(parse_location(f"{remote}/logs")))
 
+    # Applying the same Job again after it finished does not train again.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "step 5/40" not in again.stderr and "Job/tiny-lora succeeded" in again.stderr
+
 
 
 # Values whose contents are free-form (or, for finetuning_config, documented by the engine's reference).

@@ -44,16 +44,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _read_accelerate_config(path):
-    import yaml
+    """The accelerate config, checked the way `accelerate launch` will read it (a custom one may be wrong)."""
+    from llmft.finetune.distributed import validate_accelerate_config
 
-    from llmft.errors import UserError
-
-    if not path.is_file():
-        raise UserError(f"--accelerate-config {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: an accelerate config must be a YAML mapping")
-    return data
+    # Paths inside it are resolved relative to the file later, so they are not checked here.
+    return validate_accelerate_config(path, check_files=False)
 
 
 def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):

@@ -34,7 +34,10 @@ LOGS = "logs"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
 # Trainer log keys that metrics.jsonl carries under its own names (or not at all: per-session totals).
-SKIPPED_LOG_KEYS = {"epoch", "step", "num_input_tokens_seen", "train_runtime", "train_tokens_per_second"}
+# trl's `num_tokens` sums the attention mask, which is meaningless for packing's block-diagonal mask;
+# `tokens_seen` is the count that holds in every mode.
+SKIPPED_LOG_KEYS = {"epoch", "step", "num_input_tokens_seen", "train_runtime", "train_tokens_per_second",
+                    "num_tokens"}
 
 
 def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
