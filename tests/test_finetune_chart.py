@@ -88,3 +88,16 @@ def test_bad_values_fail_at_helm_template(sets, fragment):
 def test_release_name_with_capitals_fails():
     with pytest.raises(UserError, match="invalid"):
         render_chart(CHART, release_name="My-Run")
+
+
+def test_float_set_values_work_like_users_expect():
+    """`--set ...learning_rate=2e-5` reaches the engine as a number, though Helm's --set leaves it a string."""
+    from llmft.finetune.config import load_config
+
+    rendered = render_valid(CHART, release_name="lr-sweep", set_values=[
+        "finetuning_config.training_args.learning_rate=2e-5", "basemodel=/models/m"])
+    config = engine_config(rendered)
+    assert config["training_args"]["learning_rate"] == "2e-5"
+    assert load_config(config).training_args.learning_rate == 2e-5
+    with pytest.raises(UserError, match="learning_rate"):
+        render_chart(CHART, set_values=["finetuning_config.training_args.learning_rate=fast"], release_name="bad")

@@ -29,6 +29,25 @@ def _object(properties: dict, required: list[str] | None = None) -> dict:
     return schema
 
 
+# Helm's --set parses integers but leaves floats as strings (`--set ...learning_rate=2e-5` gives "2e-5").
+# The engine reads numeric strings as numbers, so the chart accepts them where a number is expected.
+NUMERIC_STRING = {"type": "string", "pattern": r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"}
+
+
+def _accept_numeric_strings(schema):
+    if isinstance(schema, list):
+        return [_accept_numeric_strings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _accept_numeric_strings(value) for key, value in schema.items()}
+    if schema.get("type") == "number":
+        description = schema.pop("description", None)
+        schema = {"anyOf": [schema, NUMERIC_STRING]}
+        if description:
+            schema["description"] = description
+    return schema
+
+
 def _finetuning_config_schema() -> dict:
     from llmft.errors import UserError
     from llmft.finetune.config import METHODS, config_json_schema
@@ -50,6 +69,7 @@ def _finetuning_config_schema() -> dict:
                 run_conf.pop("required")
         if "run_conf" in schema.get("required", []):
             schema["required"] = [key for key in schema["required"] if key != "run_conf"]
+    schemas = {method: _accept_numeric_strings(schema) for method, schema in schemas.items()}
     if set(schemas) == {"sft"}:
         return schemas["sft"]
     return {
