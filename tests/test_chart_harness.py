@@ -62,3 +62,8 @@ def test_bad_values_file_names_file_and_line(tmp_path):
     values.write_text("replicas: 1\nitems: [\n")
     with pytest.raises(UserError, match=r"broken.yaml:\d+: not valid YAML"):
         compose_values([values])
+
+
+def test_set_json_applies_before_set_like_helm():
+    merged = compose_values(set_values=["replicas=3"], set_json_values=['replicas=9', 'items=[{"path": "j"}]'])
+    assert merged == {"replicas": 3, "items": [{"path": "j"}]}

@@ -69,14 +69,16 @@ def _apply(base: Any, parsed: Any, expression: str, key: str | None) -> Any:
     return parsed
 
 
-def apply_set(values: dict, expression: str, as_string: bool = False) -> dict:
-    """Apply one `--set` (or `--set-string`) expression to `values`, as Helm does."""
+def apply_set(values: dict, expression: str, kind: str = "set") -> dict:
+    """Apply one `--set`, `--set-string` or `--set-json` expression to `values`, as Helm does."""
     import helm_python
 
+    parser = {"set": helm_python.parse_set_string, "set-string": helm_python.parse_set_string_values,
+              "set-json": helm_python.parse_set_json}[kind]
     try:
-        parsed = (helm_python.parse_set_string_values if as_string else helm_python.parse_set_string)(expression)
+        parsed = parser(expression)
     except helm_python.HelmError as error:
-        raise UserError(f"--set {expression!r}: {error}") from None
+        raise UserError(f"--{kind} {expression!r}: {error}") from None
     return _apply(values, parsed, expression, None)
 
 
@@ -98,25 +100,27 @@ def load_values_file(path: Path) -> dict:
 
 
 def compose_values(values_files: list[Path] = (), set_values: list[str] = (),
-                   set_string_values: list[str] = ()) -> dict:
-    """The user-supplied values of `helm template -f F... --set S... --set-string T...`."""
+                   set_string_values: list[str] = (), set_json_values: list[str] = ()) -> dict:
+    """The user-supplied values of `helm template -f F... --set-json J... --set S... --set-string T...`.
+
+    Helm applies them in this order whatever the order on the command line.
+    """
     values: dict = {}
     for path in values_files:
         values = merge_maps(values, load_values_file(path))
-    for expression in set_values:
-        values = apply_set(values, expression)
-    for expression in set_string_values:
-        values = apply_set(values, expression, as_string=True)
+    for kind, expressions in (("set-json", set_json_values), ("set", set_values), ("set-string", set_string_values)):
+        for expression in expressions:
+            values = apply_set(values, expression, kind)
     return values
 
 
 def render_chart(chart_dir: Path, values: dict | None = None, *, values_files: list[Path] = (),
-                 set_values: list[str] = (), set_string_values: list[str] = (),
+                 set_values: list[str] = (), set_string_values: list[str] = (), set_json_values: list[str] = (),
                  release_name: str = "release", namespace: str = "default") -> Rendered:
     """Render `chart_dir` offline with the real Helm engine; raise UserError on any Helm error."""
     import helm_python
 
-    supplied = merge_maps(compose_values(values_files, set_values, set_string_values), values or {})
+    supplied = merge_maps(compose_values(values_files, set_values, set_string_values, set_json_values), values or {})
     try:
         helm_python.validate_release_name(release_name)
     except helm_python.HelmError as error:

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-f", "--values", action="append", default=[], metavar="FILE", help="values file (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="K=V", help="as helm --set (repeatable)")
     parser.add_argument("--set-string", action="append", default=[], metavar="K=V", help="as helm --set-string")
+    parser.add_argument("--set-json", action="append", default=[], metavar="K=JSON", help="as helm --set-json")
     parser.add_argument("--name", "--name-template", dest="name", default="local", help="release name (default: local)")
     parser.add_argument("--secrets-file", help="YAML: {SecretName: {key: value}} for secretKeyRefs (never printed)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run (secrets masked) and stop")
@@ -52,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"{chart} is not a chart folder (no Chart.yaml)")
     return run_chart(chart, [Path(v) for v in args.values], args.set, args.set_string, args.name,
                      Path(args.secrets_file) if args.secrets_file else None, dry_run=args.dry_run,
-                     keep_volumes=args.keep_volumes, serve_port=args.port)
+                     keep_volumes=args.keep_volumes, serve_port=args.port, set_json_values=args.set_json)
 
 
 def _s3(action: str) -> int:

@@ -51,9 +51,10 @@ def bucket_environment() -> tuple[dict[str, str], str]:
 
 def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_string_values: list[str],
               release: str, secrets_file: Path | None, dry_run: bool = False, keep_volumes: bool = False,
-              serve_port: int | None = None) -> int:
+              serve_port: int | None = None, set_json_values: list[str] = ()) -> int:
     rendered = render_chart(chart, values_files=values_files, set_values=set_values,
-                            set_string_values=set_string_values, release_name=release)
+                            set_string_values=set_string_values, set_json_values=set_json_values,
+                            release_name=release)
     bucket_env, bucket_note = ({}, "not started (dry run)") if dry_run else bucket_environment()
     secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env))
     workdir = state_dir() / "runs" / release
