@@ -141,7 +141,7 @@ def bucket_state(bucket: str, prefix: str) -> dict[str, str]:
     return {item["Key"]: item["ETag"] for page in pages for item in page.get("Contents", [])}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_runs(tmp_path_factory, tiny_model_dir, s3_server):
     """Uninterrupted runs, one per seed, in their own bucket: seed -> remote run location."""
     root = tmp_path_factory.mktemp("reference")

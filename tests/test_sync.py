@@ -22,6 +22,7 @@ import pytest
 from llmft.errors import UserError
 from llmft.storage import MANIFEST_NAME, list_objects, parse_location, read_manifest, upload_tree
 from llmft.storage.client import s3_client
+from llmft.storage.seaweed import SeaweedServer
 from llmft.storage.transfer import TransferSettings, write_object
 from llmft.sync import RUN_COMPLETE_MARKER, CheckpointSync, scan
 from llmft.sync.layout import parse_remote
@@ -200,3 +201,23 @@ def test_trainer_callback_streams_checkpoints_from_a_real_training_run(bucket, s
     assert run.finished() == (True, "")
     for step in (2, 4, 6):
         assert f"checkpoint-{step} queued for upload" in result.stderr
+
+
+def test_seaweed_restart_keeps_endpoint_and_data(tmp_path):
+    """The outage test's tool: a restarted server answers on the same endpoint with the same data."""
+    import boto3
+
+    server = SeaweedServer(tmp_path / "data", access_key="restart-test", secret_key="restart-secret-0123456789",
+                           log_path=tmp_path / "weed.log")
+    server.start()
+    try:
+        endpoint = server.endpoint
+        server.create_bucket("kept")
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=server.access_key,
+                              aws_secret_access_key=server.secret_key, region_name="us-east-1")
+        client.put_object(Bucket="kept", Key="a/b.txt", Body=b"survives")
+        server.restart()
+        assert server.endpoint == endpoint and server.process.poll() is None
+        assert client.get_object(Bucket="kept", Key="a/b.txt")["Body"].read() == b"survives"
+    finally:
+        server.stop()
