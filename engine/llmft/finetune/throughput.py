@@ -1,12 +1,15 @@
 """The throughput report in summary.json: effective tokens/s, padding, peak memory and MFU.
 
-**Effective tokens** are the real (non-padding) tokens of every training batch, counted where the
-batch is collated (`counting(TrainerClass)` wraps the training data collator): the sum of a 2D
-attention mask where the batch has one (unpacked SFT, DPO), otherwise the lengths of the rows
-(packed SFT, whose rows the collator pads). **Slots** are the token positions the model computed
-(`input_ids.numel()`); `padding_fraction = 1 - effective / slots`. Evaluation batches and DPO's
-reference precompute are not counted. With `dataloader_num_workers > 0` the collator runs in the
-worker processes, so the counts are not available there and the report says so (null fields).
+**Effective tokens** are the real (non-padding) tokens of every batch the model trained on. They
+are measured where the batch is collated (`counting(TrainerClass)` wraps the training data
+collator, which still knows the rows' own lengths): the sum of a 2D attention mask where the batch
+has one (unpacked SFT, DPO), otherwise the lengths of the rows (packed SFT, whose rows the collator
+pads). A measurement is counted only when `training_step` consumes its batch (in collation order),
+because the data loader collates one batch ahead that a run stopping at `max_steps` never trains.
+**Slots** are the token positions the model computed (`input_ids.numel()`);
+`padding_fraction = 1 - effective / slots`. Evaluation batches and DPO's reference precompute are
+not counted. With `dataloader_num_workers > 0` the collator runs in the worker processes, so the
+counts are not available and the report says so (null fields).
 
 **Model FLOPs per token** (the PaLM / Chinchilla convention, counting a multiply-add as 2 FLOPs and
 ignoring recomputation from gradient checkpointing, norms and softmax):
@@ -29,7 +32,8 @@ s = the mean computed sequence length (slots per row). MFU = FLOPs/token x effec
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 PEAK_FLOPS_ENV = "LLMFT_PEAK_FLOPS"
 
@@ -66,33 +70,49 @@ def peak_flops_for(device_name: str | None) -> float | None:
 # ------------------------------------------------------------------------------------------ counting
 
 
+def measure(batch, features) -> tuple[int, int, int]:
+    """(real tokens, computed positions, rows) of one collated batch."""
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        effective = int(mask.sum())
+    elif "cu_seq_lens_q" in batch:  # one padding-free row of variable-length samples
+        effective = int(input_ids.numel())
+    else:  # packed rows, padded by the collator to the longest row
+        effective = sum(len(feature["input_ids"]) for feature in features)
+    rows = len(features) if "cu_seq_lens_q" in batch else int(input_ids.shape[0])
+    return effective, int(input_ids.numel()), rows
+
+
 @dataclass
 class TokenCounts:
-    """Running counts over the training batches this process collated."""
+    """Counts over the training batches this process trained on.
+
+    `collated` queues a batch's measurement; `consume` (one call per training step, i.e. per
+    micro-batch) counts the oldest queued one. Batches collated but never trained stay queued.
+    """
 
     batches: int = 0
     rows: int = 0
     effective: int = 0
     slots: int = 0
+    pending: deque = field(default_factory=deque)
 
-    def add(self, batch, features) -> None:
-        input_ids = batch["input_ids"]
-        mask = batch.get("attention_mask")
-        if mask is not None and mask.dim() == 2:
-            effective = int(mask.sum())
-        elif "cu_seq_lens_q" in batch:  # one padding-free row of variable-length samples
-            effective = int(input_ids.numel())
-        else:  # packed rows, padded by the collator to the longest row
-            effective = sum(len(feature["input_ids"]) for feature in features)
-        rows = len(features) if "cu_seq_lens_q" in batch else int(input_ids.shape[0])
+    def collated(self, batch, features) -> None:
+        self.pending.append(measure(batch, features))
+
+    def consume(self) -> None:
+        if not self.pending:
+            return  # collated elsewhere (dataloader workers): nothing to count here
+        effective, slots, rows = self.pending.popleft()
         self.batches += 1
         self.rows += rows
         self.effective += effective
-        self.slots += int(input_ids.numel())
+        self.slots += slots
 
 
 class CountingCollator:
-    """Wraps a data collator and counts the real and computed tokens of every batch it builds."""
+    """Wraps a data collator and measures the real and computed tokens of every batch it builds."""
 
     def __init__(self, inner, counts: TokenCounts):
         self.inner = inner
@@ -100,7 +120,7 @@ class CountingCollator:
 
     def __call__(self, features):
         batch = self.inner(features)
-        self.counts.add(batch, features)
+        self.counts.collated(batch, features)
         return batch
 
 
@@ -110,19 +130,26 @@ _COUNTING_CLASSES: dict[type, type] = {}
 def counting(trainer_class: type) -> type:
     """A subclass of a (TRL) Trainer class that counts the tokens of its training batches.
 
-    Only the training dataloader's collator is wrapped, so evaluation batches are not counted.
-    The counts are in `trainer.llmft_token_counts`.
+    Only the training dataloader's collator is wrapped, so evaluation batches are not counted, and
+    a batch counts when `training_step` runs on it. The counts are in `trainer.llmft_token_counts`.
     """
     if trainer_class not in _COUNTING_CLASSES:
         class Counting(trainer_class):
             def get_train_dataloader(self):
                 counts = self.__dict__.setdefault("llmft_token_counts", TokenCounts())
+                counts.pending.clear()  # a new dataloader: nothing collated by an old one will be trained
                 inner = self.data_collator
                 self.data_collator = CountingCollator(inner, counts)
                 try:
                     return super().get_train_dataloader()
                 finally:
                     self.data_collator = inner
+
+            def training_step(self, *args, **kwargs):
+                counts = self.__dict__.get("llmft_token_counts")
+                if counts is not None:
+                    counts.consume()
+                return super().training_step(*args, **kwargs)
 
         Counting.__name__ = Counting.__qualname__ = f"Counting{trainer_class.__name__}"
         _COUNTING_CLASSES[trainer_class] = Counting
