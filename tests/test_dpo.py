@@ -123,10 +123,10 @@ def test_full_parameter_dpo_learns_and_precomputed_reference_gives_the_same_run(
     dataset = write_pairs(tmp_path / "prefs.jsonl", extra=[long_pair])
     live, precomputed = tmp_path / "live", tmp_path / "precomputed"
     assert run_dpo(load_config(dpo_config(live, str(tiny_model_dir), str(dataset), peft="NO_PEFT",
-                                          dpo_args={"max_length": 128}))) == 0
+                                          dpo_args={"max_length": 128}, training_args={"max_steps": 6}))) == 0
     assert run_dpo(load_config(dpo_config(precomputed, str(tiny_model_dir), str(dataset), peft="NO_PEFT",
                                           dpo_args={"max_length": 128},
-                                          training_args={"precompute_ref_log_probs": True}))) == 0
+                                          training_args={"max_steps": 6, "precompute_ref_log_probs": True}))) == 0
 
     assert_learns_preferences(dpo_rows(live))
     summary = json.loads((live / "summary.json").read_text())
