@@ -18,7 +18,7 @@ def put_run(bucket: str, name: str, losses: list[float], evals: dict[int, float]
     text = "\n".join(json.dumps(r) for r in sorted(records, key=lambda r: r["step"])) + "\n"
     write_object(parse_location(f"{bucket}/experiments/{name}/metrics.jsonl"), text.encode())
     write_object(parse_location(f"{bucket}/experiments/{name}/summary.json"),
-                 json.dumps({"tokens": 1234, "runtime_seconds": 12.5}).encode())
+                 json.dumps({"tokens_seen": 1234, "runtime_seconds": 12.5}).encode())
 
 
 def test_sweep_report_from_bucket(bucket, s3_env, tmp_path):

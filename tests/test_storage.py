@@ -210,3 +210,15 @@ def test_upload_to_missing_bucket_is_a_clear_error(s3_env, tmp_path):
     path.write_text("x")
     with pytest.raises(UserError, match="bucket 'no-such-bucket-here' does not exist at http://127.0.0.1"):
         copy(str(path), "no-such-bucket-here/a.txt")
+
+
+def test_ls_tells_complete_trees_from_folders_of_trees(bucket, tmp_path, s3_env):
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    (source / "w.bin").write_bytes(b"w")
+    upload_tree(source, parse_location(f"{bucket}/experiments/run-a/checkpoint-5"))
+    env = {**os.environ, **s3_env}
+    experiments = run_cli("storage", "ls", f"{bucket}/experiments", env=env).stdout
+    assert "run-a/  [folders]" in experiments and "no manifest" not in experiments
+    run = run_cli("storage", "ls", f"{bucket}/experiments/run-a", env=env).stdout
+    assert "checkpoint-5/  [complete]" in run and "no manifest" not in run

@@ -91,8 +91,8 @@ def markdown_table(runs: list[Run]) -> str:
         lines.append("| " + " | ".join([
             run.name, fmt(max(steps) if steps else None), fmt(run.last("loss")), fmt(run.last("eval_loss")),
             fmt(min(evals) if evals else None),
-            fmt(summary.get("tokens") or summary.get("train_tokens")),
-            fmt(summary.get("runtime_seconds") or summary.get("train_runtime"), 1),
+            fmt(summary.get("tokens_seen")),
+            fmt(summary.get("runtime_seconds"), 1),
         ]) + " |")
     return "\n".join(lines) + "\n"
 

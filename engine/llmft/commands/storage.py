@@ -35,6 +35,7 @@ def _ls(args: argparse.Namespace) -> int:
     from llmft.errors import UserError
     from llmft.progress import human_bytes
     from llmft.storage import MANIFEST_NAME, list_objects, parse_location
+    from llmft.sync.layout import RUN_COMPLETE_MARKER
 
     location = parse_location(args.location)
     if location.is_local:
@@ -62,10 +63,17 @@ def _ls(args: argparse.Namespace) -> int:
         else:
             print(f"{human_bytes(size):>10}  {relative}")
     for folder, children in folders.items():
-        state = "complete" if MANIFEST_NAME in children else "incomplete (no manifest)"
+        if MANIFEST_NAME in children:
+            state = "complete"
+        elif any("/" in child for child in children):
+            state = "folders"  # e.g. a run folder or a prefix holding several trees
+        else:
+            state = "incomplete (no manifest)"
         print(f"{'DIR':>10}  {folder}/  [{state}]")
     if MANIFEST_NAME in objects:
         print(f"this folder is complete ({MANIFEST_NAME} present)")
-    elif any("/" not in r for r in objects):
+    elif RUN_COMPLETE_MARKER in objects:
+        print(f"this fine-tuning run is complete ({RUN_COMPLETE_MARKER} present)")
+    elif any("/" not in r for r in objects) and not folders:
         print("this folder has no manifest: incomplete or not uploaded as a tree")
     return 0
