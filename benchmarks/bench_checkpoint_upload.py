@@ -177,12 +177,12 @@ def run(quick: bool) -> dict:
     return result(
         "Checkpoint streaming: upload throughput and training overhead",
         [
-            figure("throughput ours / parallel raw boto3", versus_raw, ">= 0.7", versus_raw >= 0.7,
+            figure("throughput ours / parallel raw boto3", versus_raw, ">= 0.9", versus_raw >= 0.9,
                    "1.0 = as fast as the raw parallel upload, although ours also hashes, writes a manifest "
                    "and verifies"),
             figure("throughput ours / sequential single-stream", versus_sequential, "> 1", versus_sequential > 1,
                    "how much faster than uploading the files one by one in one stream"),
-            figure("steps/s with background sync / without", on_off, ">= 0.9", on_off >= 0.9,
+            figure("steps/s with background sync / without", on_off, ">= 0.98", on_off >= 0.98,
                    "1.0 = uploading checkpoints in the background costs training nothing"),
         ],
         {"upload": upload, "training": overhead},
