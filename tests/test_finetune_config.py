@@ -207,15 +207,6 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_config(path)
 
 
-def test_dpo_is_not_available_yet():
-    data = contract()
-    data["method"] = "dpo"
-    if Path(REPO / "engine/llmft/finetune/dpo_config.py").exists():
-        pytest.skip("DPO is built")
-    with pytest.raises(UserError, match="method 'dpo' is not yet available"):
-        load_config(data)
-
-
 def test_bf16_fp16_and_qlora_on_a_machine_without_cuda_are_config_errors():
     data = contract()
     data["run_conf"]["model_args"] = {"dtype": "bf16"}
