@@ -183,7 +183,7 @@ def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_
     assert summary["status"] == "complete" and summary["steps"] == 40 and summary["training"] == "lora"
     assert summary["outputs"]["merged"] is True
     assert summary["final_train_loss"] < summary["first_train_loss"]
-    for tree in ("checkpoint-final", "checkpoint-final-adapter", "checkpoint-40"):
+    for tree in ("checkpoint-final", "checkpoint-final-adapter", "checkpoint-final-merged", "checkpoint-40"):
         assert is_complete(parse_location(f"{remote}/{tree}")), tree
     final = list_objects(parse_location(f"{remote}/checkpoint-final"))
     assert "adapter_config.json" not in final and any(name.endswith(".safetensors") for name in final)

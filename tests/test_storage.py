@@ -222,3 +222,19 @@ def test_ls_tells_complete_trees_from_folders_of_trees(bucket, tmp_path, s3_env)
     assert "run-a/  [folders]" in experiments and "no manifest" not in experiments
     run = run_cli("storage", "ls", f"{bucket}/experiments/run-a", env=env).stdout
     assert "checkpoint-5/  [complete]" in run and "no manifest" not in run
+
+
+def test_server_side_tree_copy_is_complete_and_verified(bucket, tmp_path):
+    from llmft.storage.transfer import copy_remote_tree
+
+    source = tmp_path / "src"
+    files = make_tree(source)
+    original = parse_location(f"{bucket}/run/checkpoint-final")
+    upload_tree(source, original, MULTIPART)
+    alias = parse_location(f"{bucket}/run/checkpoint-final-merged")
+    copy_remote_tree(original, alias, MULTIPART)
+    assert read_manifest(alias).files == read_manifest(original).files
+    download_tree(alias, tmp_path / "dst", MULTIPART)
+    assert all((tmp_path / "dst" / relative).read_bytes() == data for relative, data in files.items())
+    with pytest.raises(UserError, match="incomplete"):
+        copy_remote_tree(parse_location(f"{bucket}/run/nothing"), parse_location(f"{bucket}/run/x"))

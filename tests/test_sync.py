@@ -221,3 +221,40 @@ def test_seaweed_restart_keeps_endpoint_and_data(tmp_path):
         assert client.get_object(Bucket="kept", Key="a/b.txt")["Body"].read() == b"survives"
     finally:
         server.stop()
+
+
+def test_merged_lora_run_is_also_published_as_checkpoint_final_merged(bucket, tmp_path):
+    """The original tutorial serves `<run>/checkpoint-final-merged`; a merged LoRA run provides it."""
+    remote = f"{bucket}/runs/merged"
+    output = tmp_path / "out"
+    final_outputs(output)
+    adapter = output / "checkpoint-final-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    marker = CheckpointSync(remote, output, settings=FAST).finish()
+    assert "checkpoint-final-merged" in marker["trees"]
+    location = parse_location(remote)
+    assert remote_bytes(location.child("checkpoint-final-merged")) == remote_bytes(location.child("checkpoint-final"))
+
+
+def test_logs_remote_and_skip_download_from_the_chart(bucket, tmp_path, monkeypatch):
+    """`logsRemote` moves logs/ elsewhere; `debug.skip_checkpoint_download` starts fresh despite a checkpoint."""
+    remote = f"{bucket}/runs/chart-debug"
+    monkeypatch.setenv("LLMFT_LOGS_REMOTE", f"{bucket}/tensorboard/chart-debug")
+    output = tmp_path / "out"
+    final_outputs(output)
+    (output / "logs").mkdir(exist_ok=True)
+    (output / "logs" / "events.out.tfevents.1").write_bytes(b"event")
+    sync = CheckpointSync(remote, output, settings=FAST)
+    sync.enqueue(fake_checkpoint(output, 3), 3)
+    marker = sync.finish()
+    assert "logs" not in marker["trees"] and marker["logs_remote"].endswith("tensorboard/chart-debug")
+    assert "events.out.tfevents.1" in list_objects(parse_location(f"{bucket}/tensorboard/chart-debug"))
+    assert CheckpointSync(remote, tmp_path / "o2", settings=FAST).restore().final_complete
+
+    client = s3_client()
+    client.delete_object(Bucket=bucket, Key=f"runs/chart-debug/{RUN_COMPLETE_MARKER}")
+    assert CheckpointSync(remote, tmp_path / "o3", settings=FAST).restore().step == 3
+    monkeypatch.setenv("LLMFT_SKIP_CHECKPOINT_DOWNLOAD", "1")
+    fresh = CheckpointSync(remote, tmp_path / "o4", settings=FAST).restore()
+    assert fresh.checkpoint is None and not (tmp_path / "o4" / "checkpoint-3").exists()

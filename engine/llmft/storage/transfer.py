@@ -361,6 +361,35 @@ def download_tree(source: Location, root: Path, settings: TransferSettings | Non
     return report
 
 
+def copy_remote_tree(source: Location, destination: Location, settings: TransferSettings | None = None) -> Manifest:
+    """Server-side copy of a complete tree within the S3 service (no bytes pass through this machine).
+
+    Files are copied in parallel (multipart copies above the threshold), each checked by size,
+    then the source's manifest is written last at the destination.
+    """
+    settings = settings or TransferSettings()
+    manifest = read_manifest(source)
+    if manifest is None:
+        raise UserError(f"{source} is incomplete (no manifest): refusing to copy it")
+    client = s3_client()
+    if read_manifest(destination) is not None:
+        delete_object(destination.child(MANIFEST_NAME), settings)
+
+    def one(relative: str) -> None:
+        target = destination.child(relative)
+        retrying(lambda: client.copy({"Bucket": source.bucket, "Key": source.child(relative).key},
+                                     target.bucket, target.key, Config=settings.boto_config()),
+                 f"copy {source.child(relative)} -> {target}", settings, target)
+        head = head_object(target, settings)
+        if head is None or int(head["ContentLength"]) != manifest.files[relative].size:
+            raise OSError(f"server-side copy to {target} did not verify: remote size differs")
+
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        list(pool.map(one, list(manifest.files)))
+    write_object(destination.child(MANIFEST_NAME), manifest.to_json().encode(), settings)
+    return manifest
+
+
 def is_remote_tree(location: Location) -> bool:
     """True when `location` names a prefix (not a single object) in the bucket."""
     if location.key and not location.key.endswith("/") and head_object(location) is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from llmft.errors import UserError
 from llmft.storage import MANIFEST_NAME, download_tree
-from llmft.storage.transfer import TransferSettings, delete_object, read_object, write_object
+from llmft.storage.transfer import TransferSettings, copy_remote_tree, delete_object, read_object, write_object
 from llmft.sync import staging
 from llmft.sync.layout import (
     FINAL_FILES,
@@ -47,6 +47,11 @@ log = logging.getLogger("llmft.sync")
 
 # At least one of these: the full (or merged) model, or a LoRA adapter alone.
 FINAL_MODELS = ("checkpoint-final", "checkpoint-final-adapter")
+# A merged LoRA run's model is also published under the name the original tutorial serves.
+MERGED_ALIAS = "checkpoint-final-merged"
+# Set by the finetune chart: `logsRemote`, and `debug.skip_checkpoint_download`.
+LOGS_REMOTE_ENV = "LLMFT_LOGS_REMOTE"
+SKIP_DOWNLOAD_ENV = "LLMFT_SKIP_CHECKPOINT_DOWNLOAD"
 _RESTORE_RESULT_FILE = ".llmft-restore.json"
 # UserErrors that mean "the bucket is unreachable or refuses us", not "this checkpoint is bad".
 _ACCESS_ERRORS = ("cannot reach", "no bucket credentials", "bucket storage at", "bucket '")
@@ -113,6 +118,13 @@ class CheckpointSync:
         self.retry_pause = retry_pause or float(os.environ.get("LLMFT_SYNC_RETRY_PAUSE", "10"))
         self.settings = settings or background_settings()
         self._uploader: BackgroundUploader | None = None
+        logs_remote = os.environ.get(LOGS_REMOTE_ENV)
+        # TensorBoard logs go to `logsRemote` when the chart sets it, else next to the checkpoints.
+        self.logs_remote = parse_remote(logs_remote, "logsRemote") if logs_remote else None
+        self.skip_download = os.environ.get(SKIP_DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
+
+    def _tree_location(self, name: str):
+        return self.logs_remote if name == "logs" and self.logs_remote is not None else self.remote.child(name)
 
     @property
     def staging_root(self) -> Path:
@@ -146,6 +158,10 @@ class CheckpointSync:
     def _restore_here(self) -> RestoreResult:
         staging.discard(self.staging_root)
         result = RestoreResult(remote=str(self.remote))
+        if self.skip_download:
+            log.warning("debug.skip_checkpoint_download is set: not resuming from %s; training starts from step 0 "
+                        "and its checkpoints are uploaded there", self.remote)
+            return result
         run = scan(self.remote, self.settings)
         finished, why = run.finished()
         if finished:
@@ -239,7 +255,7 @@ class CheckpointSync:
         for name in PROGRESS_TREES:
             if (self.output_dir / name).is_dir():
                 copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
-                upload_verified_tree(copy, self.remote.child(name), settings, label=f"upload {name}")
+                upload_verified_tree(copy, self._tree_location(name), settings, label=f"upload {name}")
         for name in PROGRESS_FILES:
             if (self.output_dir / name).is_file():
                 copy = staging.copy_snapshot(self.output_dir / name, scratch / name)
@@ -274,8 +290,13 @@ class CheckpointSync:
             folder = self.output_dir / name
             if folder.is_dir():
                 source = staging.copy_snapshot(folder, scratch / name) if name in PROGRESS_TREES else folder
-                upload_verified_tree(source, self.remote.child(name), self.settings, label=f"upload {name}")
-                trees.append(name)
+                upload_verified_tree(source, self._tree_location(name), self.settings, label=f"upload {name}")
+                if self._tree_location(name) == self.remote.child(name):
+                    trees.append(name)
+        if {"checkpoint-final", "checkpoint-final-adapter"} <= set(trees):
+            # LoRA with merge: checkpoint-final is the merged model; publish it under the tutorial's name too.
+            copy_remote_tree(self.remote.child("checkpoint-final"), self.remote.child(MERGED_ALIAS), self.settings)
+            trees.append(MERGED_ALIAS)
         for name in FINAL_FILES:
             path = self.output_dir / name
             if path.is_file():
@@ -292,6 +313,8 @@ class CheckpointSync:
             "files": files,
             "checkpoints_uploaded": [f"checkpoint-{s}" for s in uploaded_steps],
         }
+        if self.logs_remote is not None:
+            marker["logs_remote"] = str(self.logs_remote)
         write_object(marker_location, json.dumps(marker, indent=1).encode(), self.settings)
         echoed = read_object(marker_location, missing_ok=True, settings=self.settings)
         if echoed is None or json.loads(echoed) != marker:
