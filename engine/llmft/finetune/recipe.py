@@ -40,9 +40,12 @@ def start_run(config: CommonConfig) -> Run | None:
 
     Returns None when the run already finished (nothing to do).
     """
+    import datasets
     import torch
     from accelerate import PartialState
 
+    # trl's dataset passes would print progress bars of their own; the recipe logs its own progress lines.
+    datasets.disable_progress_bars()
     modeling.check_machine(config)
     # Without a GPU, processes started by `accelerate launch` join one (gloo) group only with cpu=True.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -189,6 +192,7 @@ def common_training_kwargs(config: CommonConfig, plan: Plan, output_dir: Path) -
         bf16=plan.dtype == "bf16",
         fp16=plan.dtype == "fp16",
         use_cpu=not _cuda_available(),  # with several CPU processes: the gloo group start_run joined
+        dataloader_pin_memory=_cuda_available(),  # pinning needs a GPU (and warns on every epoch without one)
         disable_tqdm=True,
     )
 
@@ -248,6 +252,9 @@ def write_finals(config: CommonConfig, trainer, model_dir: Path, output_dir: Pat
         trainer.save_model(str(final))  # gathers sharded weights on every process, writes on the main one
         if is_main:
             outputs.save_model_extras(final, tokenizer, generation_config)
+            if config.run_conf.merge_adapter:
+                log.info("run_conf.merge_adapter has nothing to merge in full-parameter training: "
+                         "checkpoint-final is the trained model")
         return {"final_model": outputs.FINAL, "adapter": None, "merged": False}
     trainer.save_model(str(adapter))
     written = {"final_model": None, "adapter": outputs.FINAL_ADAPTER, "merged": False}
