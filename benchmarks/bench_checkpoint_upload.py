@@ -101,7 +101,7 @@ def _training_overhead(work: Path, quick: bool) -> dict:
 
     from llmft.sync import CheckpointSync
 
-    hidden, layers, steps, save_steps, repeats = (64, 2, 12, 4, 2) if quick else (256, 4, 40, 10, 2)
+    hidden, layers, steps, save_steps, repeats = (64, 2, 12, 4, 2) if quick else (256, 4, 40, 10, 3)
     config = LlamaConfig(vocab_size=4096, hidden_size=hidden, intermediate_size=hidden * 3,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=128)

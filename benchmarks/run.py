@@ -12,6 +12,7 @@ import argparse
 import datetime
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -26,8 +27,19 @@ def available() -> list[str]:
     return [name for name in BENCHMARKS if (HERE / f"bench_{name}.py").is_file()]
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_all(names: list[str], quick: bool) -> dict:
     results, failures = {}, {}
+    load_before = os.getloadavg()
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"== {name} ({'quick' if quick else 'full'})", flush=True)
@@ -40,8 +52,10 @@ def run_all(names: list[str], quick: bool) -> dict:
             print(failures[name], file=sys.stderr)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    # Other processes' load: ratios of interleaved runs tolerate it, absolute times do not.
+                    "load_average_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}},
         "quick": quick,
         "results": results,
         "failures": failures,
@@ -49,7 +63,10 @@ def run_all(names: list[str], quick: bool) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Measured {report['date']} on {report['machine']['cpus']} CPUs ({report['machine']['platform']})"
+    machine = report["machine"]
+    load = machine["load_average_1min"]
+    lines = [f"Measured {report['date']} on {machine['cpus']} CPUs ({machine['processor']}, {machine['platform']}; "
+             f"1-minute load average {load['start']} at the start, {load['end']} at the end)"
              + (" - QUICK MODE, sizes too small to mean anything" if report["quick"] else "") + ".", "",
              "| benchmark | ratio | value | target | met |", "| --- | --- | ---: | --- | --- |"]
     for name, outcome in report["results"].items():
