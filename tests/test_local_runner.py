@@ -126,6 +126,10 @@ def test_s3_env_points_other_commands_at_the_embedded_server(tmp_path):
     script = (f"set -e; PATH={Path(sys.executable).parent}:$PATH; " + 'eval "$(python -m llmft local s3 env)"; echo hi > f.txt; '
               'python -m llmft storage cp ./f.txt default-bucket/x/f.txt; python -m llmft storage ls default-bucket/x; '
               'python -m llmft local s3 stop')
-    result = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    try:
+        result = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)
+    finally:  # never leave the server running, whatever failed
+        subprocess.run([sys.executable, "-m", "llmft", "local", "s3", "stop"], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert "f.txt" in result.stdout and "stopped the embedded S3 server" in result.stdout
