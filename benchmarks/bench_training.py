@@ -40,7 +40,7 @@ SIZES = {
     True: dict(hidden=64, layers=2, heads=4, intermediate=128, max_len=96, batch=4, median_len=24,
                samples=48, warmup=1, steps={"packed": 3, "padded": 3}, repeats=1),
     False: dict(hidden=512, layers=4, heads=8, intermediate=1536, max_len=256, batch=8, median_len=40,
-                samples=600, warmup=1, steps={"packed": 4, "padded": 6}, repeats=2),
+                samples=600, warmup=1, steps={"packed": 4, "padded": 6}, repeats=2, max_repeats=6, budget_s=240),
 }
 SIGMA = 1.0  # lognormal shape: median `median_len`, mean ~1.6x the median, ~3% of samples above 4x the median
 LEARNING_RATE = 1e-4
@@ -165,9 +165,9 @@ def run_engine(model_dir: Path, data: Path, output: Path, size: dict, packing: b
 def run_plain_trl(model_dir: Path, data: Path, output: Path, size: dict) -> dict:
     """trl's SFTTrainer as a user would call it, with the engine's model settings and hyperparameters.
 
-    trl's SFTConfig changes some TrainingArguments defaults (gradient checkpointing on, bf16 on);
-    they are set back to what the engine runs (its config defaults: off, fp32) so that only our
-    layers differ.
+    trl's SFTConfig and transformers change some defaults (gradient checkpointing on, bf16 on,
+    optimizer adamw_torch_fused); they are set to what the engine runs (its config defaults: off,
+    fp32, adamw_torch) so that only our layers differ.
     """
     import torch
     from datasets import load_dataset
@@ -183,7 +183,7 @@ def run_plain_trl(model_dir: Path, data: Path, output: Path, size: dict) -> dict
                      learning_rate=LEARNING_RATE, lr_scheduler_type="constant", max_steps=steps, logging_steps=5,
                      save_strategy="no", report_to="none", seed=SEED, use_cpu=True, disable_tqdm=True,
                      max_length=size["max_len"], packing=False, dataloader_num_workers=0,
-                     gradient_checkpointing=False, bf16=False, fp16=False)
+                     gradient_checkpointing=False, bf16=False, fp16=False, optim="adamw_torch")
     trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
                          processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[clock])
     trainer.train()
@@ -216,7 +216,8 @@ def run(quick: bool) -> dict:
                 run_engine(model_dir, data, work / "out", size, packing=False)),
             "c. plain trl": lambda: runs["c. plain trl"].append(run_plain_trl(model_dir, data, work / "out", size)),
         }
-        wall = interleaved(candidates, size["repeats"])
+        wall = interleaved(candidates, size["repeats"], budget_s=size.get("budget_s"),
+                           max_repeats=size.get("max_repeats"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -251,7 +252,7 @@ def run(quick: bool) -> dict:
         f"lengths (median {lengths[len(lengths) // 2]}, p90 {lengths[int(0.9 * len(lengths))]}, max "
         f"{lengths[-1]} tokens; max_seq_length {size['max_len']}), batch {size['batch']}, AdamW lr "
         f"{LEARNING_RATE}; {size['warmup']} warm-up step then {size['steps']['packed']} (packed) / "
-        f"{size['steps']['padded']} (padded) timed steps; median of {size['repeats']} alternating runs",
+        f"{size['steps']['padded']} (padded) timed steps; median of {len(wall['c. plain trl'])} alternating runs",
     )
 
 

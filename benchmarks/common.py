@@ -14,13 +14,25 @@ from collections.abc import Callable
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
-                setup: Callable[[str], object] | None = None) -> dict[str, list[float]]:
+                setup: Callable[[str], object] | None = None, budget_s: float | None = None,
+                max_repeats: int | None = None) -> dict[str, list[float]]:
     """Time each candidate `repeats` times, alternating A B A B ..., returning seconds per run.
 
-    `setup(name)` runs untimed before each measurement (clearing a bucket, say).
+    `setup(name)` runs untimed before each measurement (clearing a bucket, say). With
+    `budget_s`, more rounds follow (up to `max_repeats`) while the rounds so far took less than
+    the budget: a quiet machine gets more samples, a busy one still finishes in time.
     """
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_index in range(repeats):
+    started_all = time.perf_counter()
+
+    def another_round(done: int) -> bool:
+        if done < repeats:
+            return True
+        return budget_s is not None and done < (max_repeats or repeats) and \
+            time.perf_counter() - started_all < budget_s
+
+    round_index = 0
+    while another_round(round_index):
         order = list(candidates) if round_index % 2 == 0 else list(reversed(candidates))
         for name in order:
             if setup is not None:
@@ -28,6 +40,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
             started = time.perf_counter()
             candidates[name]()
             times[name].append(time.perf_counter() - started)
+        round_index += 1
     return times
 
 

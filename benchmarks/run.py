@@ -95,7 +95,7 @@ def charts(report: dict, out_dir: Path) -> list[Path]:
         figures = outcome["figures"]
         if not figures:
             continue
-        fig, axes = plt.subplots(figsize=(8, 0.6 * len(figures) + 1.6), dpi=110)
+        fig, axes = plt.subplots(figsize=(12, 0.6 * len(figures) + 1.6), dpi=110)
         labels = [f["name"] for f in figures]
         values = [f["value"] for f in figures]
         colors = ["tab:green" if f["meets"] else ("tab:red" if f["meets"] is False else "tab:gray") for f in figures]
@@ -105,8 +105,8 @@ def charts(report: dict, out_dir: Path) -> list[Path]:
                                                                      if fig_data["target"] else ""), va="center")
         axes.axvline(1.0, color="black", linewidth=0.8, linestyle=":")
         axes.set_xlabel("ratio (1.0 = same as the baseline)")
-        axes.set_title(outcome["title"])
-        axes.set_xlim(0, max(values + [1.0]) * 1.45)
+        axes.set_title(outcome["title"], fontsize=10)
+        axes.set_xlim(0, max(values + [1.0]) * 1.8)
         axes.invert_yaxis()
         fig.tight_layout()
         path = out_dir / f"{name}.png"
