@@ -56,8 +56,11 @@ done
 
 step "3. Full-parameter training, interrupted once on purpose, then relaunched: it resumes from the bucket"
 name="tiny-full-$run_id"
+# A longer run than the override's 40 steps, so there is time to interrupt it after its first upload.
 full_run=(llmft local charts/llm-finetune --values overrides/llm-finetune/tiny-model-full-param.yaml
-          --name-template "$name" --set "checkpointsRemote=default-bucket/experiments/$name")
+          --name-template "$name" --set "checkpointsRemote=default-bucket/experiments/$name"
+          --set finetuning_config.training_args.max_steps=300 --set finetuning_config.training_args.save_steps=50
+          --set finetuning_config.training_args.eval_steps=100 --set finetuning_config.training_args.logging_steps=25)
 echo "\$ ${full_run[*]} &"
 "${full_run[@]}" &
 runner=$!
@@ -69,6 +72,9 @@ done
 echo "A checkpoint is complete in the bucket; stopping the run as if its pod were evicted:"
 show llmft storage ls "default-bucket/experiments/$name"
 kill -TERM "$runner"; wait "$runner" || true
+if llmft storage ls "default-bucket/experiments/$name" | grep "fine-tuning run is complete" >/dev/null; then
+  echo "(This machine finished the run before it could be interrupted: the relaunch finds it complete.)"
+fi
 echo "Relaunching the same command (the pod's local disk is gone; the bucket is not):"
 show "${full_run[@]}"
 
