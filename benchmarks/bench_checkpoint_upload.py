@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import figure, interleaved, median, result
+from benchmarks.common import bench_bucket, figure, interleaved, median, result
 
 MIB = 1024 * 1024
 
@@ -146,27 +146,13 @@ def _training_overhead(work: Path, quick: bool) -> dict:
 
 
 def run(quick: bool) -> dict:
-    from llmft.storage.seaweed import SeaweedServer
-
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-sync-"))
-    server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                           secret_key=secrets.token_hex(16), log_path=work / "weed.log")
-    saved = {name: os.environ.get(name) for name in ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY",
-                                                     "BUCKET_STORAGE_SECRET_KEY")}
     try:
-        server.start()
-        server.create_bucket("bench")
-        os.environ.update(server.environment())
-        upload = _upload_throughput(work, quick)
-        shutil.rmtree(work / "checkpoint-100", ignore_errors=True)
-        overhead = _training_overhead(work, quick)
+        with bench_bucket(work):
+            upload = _upload_throughput(work, quick)
+            shutil.rmtree(work / "checkpoint-100", ignore_errors=True)
+            overhead = _training_overhead(work, quick)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     t = upload["median_s"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import figure, interleaved, median, result
+from benchmarks.common import bench_bucket, figure, interleaved, median, result
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024 ** 3
@@ -95,74 +94,61 @@ def run(quick: bool) -> dict:
     from llmft.finetune.config import load_config
     from llmft.finetune.sft import run_sft
     from llmft.storage import download_tree, parse_location
-    from llmft.storage.seaweed import SeaweedServer
     from llmft.storage.transfer import delete_object
     from llmft.sync import RUN_COMPLETE_MARKER, background_settings
     from llmft.tiny_model import build_tiny_model
 
     size = SIZES[quick]
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-resume-"))
-    server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                           secret_key=secrets.token_hex(16), log_path=work / "weed.log")
-    saved = {name: os.environ.get(name) for name in ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY",
-                                                     "BUCKET_STORAGE_SECRET_KEY")}
     try:
-        server.start()
-        server.create_bucket("bench")
-        os.environ.update(server.environment())
-        model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
-                                     heads=size["heads"], kv_heads=size["heads"],
-                                     intermediate_size=size["intermediate"], max_positions=256)
-        data = work / "chat.jsonl"
-        data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                                         {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
-                                for i in range(8)))
-        # One step, checkpoint-1 streamed to the bucket; then the marker goes: a pod that died after its save.
-        if run_sft(load_config(_config(model_dir, data, work / "first", max_steps=1))) != 0:
-            raise RuntimeError("the run that writes the checkpoint failed")
-        shutil.rmtree(work / "first")
-        delete_object(parse_location(f"{REMOTE}/{RUN_COMPLETE_MARKER}"))
-        checkpoint = parse_location(f"{REMOTE}/checkpoint-1")
-        config_path = work / "resume.json"
-        config_path.write_text(json.dumps(_config(model_dir, data, work / "resumed", max_steps=2)))
-        checkpoint_bytes = [0]
+        with bench_bucket(work):
+            model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
+                                         heads=size["heads"], kv_heads=size["heads"],
+                                         intermediate_size=size["intermediate"], max_positions=256)
+            data = work / "chat.jsonl"
+            data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                                             {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
+                                    for i in range(8)))
+            # One step, checkpoint-1 streamed to the bucket; then the marker goes: a pod that died after its save.
+            if run_sft(load_config(_config(model_dir, data, work / "first", max_steps=1))) != 0:
+                raise RuntimeError("the run that writes the checkpoint failed")
+            shutil.rmtree(work / "first")
+            delete_object(parse_location(f"{REMOTE}/{RUN_COMPLETE_MARKER}"))
+            checkpoint = parse_location(f"{REMOTE}/checkpoint-1")
+            config_path = work / "resume.json"
+            config_path.write_text(json.dumps(_config(model_dir, data, work / "resumed", max_steps=2)))
+            checkpoint_bytes = [0]
 
-        child_stamps: list[dict] = []
-        phases: dict[str, list[float]] = {"download alone": [], "model load alone": []}
+            child_stamps: list[dict] = []
+            phases: dict[str, list[float]] = {"download alone": [], "model load alone": []}
 
-        def resume():
-            stamp = work / "stamp.json"
-            started = time.time()
-            subprocess.run([sys.executable, "-m", "benchmarks.bench_resume", str(config_path), str(stamp)],
-                           cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stamps = json.loads(stamp.read_text())
-            if stamps["resumed_step"] != 1:
-                raise RuntimeError(f"the child did not resume from checkpoint-1: {stamps}")
-            child_stamps.append({key: (value - started if key not in ("resumed_step", "global_step") else value)
-                                 for key, value in stamps.items()})
+            def resume():
+                stamp = work / "stamp.json"
+                started = time.time()
+                subprocess.run([sys.executable, "-m", "benchmarks.bench_resume", str(config_path), str(stamp)],
+                               cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stamps = json.loads(stamp.read_text())
+                if stamps["resumed_step"] != 1:
+                    raise RuntimeError(f"the child did not resume from checkpoint-1: {stamps}")
+                child_stamps.append({key: (value - started if key not in ("resumed_step", "global_step") else value)
+                                     for key, value in stamps.items()})
 
-        def download_and_load():
-            target = work / "baseline" / "checkpoint-1"
-            started = time.perf_counter()
-            download_tree(checkpoint, target, background_settings(), label="download checkpoint-1")
-            middle = time.perf_counter()
-            AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, attn_implementation="sdpa")
-            phases["download alone"].append(middle - started)
-            phases["model load alone"].append(time.perf_counter() - middle)
-            checkpoint_bytes[0] = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+            def download_and_load():
+                target = work / "baseline" / "checkpoint-1"
+                started = time.perf_counter()
+                download_tree(checkpoint, target, background_settings(), label="download checkpoint-1")
+                middle = time.perf_counter()
+                AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, attn_implementation="sdpa")
+                phases["download alone"].append(middle - started)
+                phases["model load alone"].append(time.perf_counter() - middle)
+                checkpoint_bytes[0] = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
-        def setup(name: str) -> None:  # nothing local survives between attempts: like a new pod
-            shutil.rmtree(work / "resumed", ignore_errors=True)
-            shutil.rmtree(work / "baseline", ignore_errors=True)
+            def setup(name: str) -> None:  # nothing local survives between attempts: like a new pod
+                shutil.rmtree(work / "resumed", ignore_errors=True)
+                shutil.rmtree(work / "baseline", ignore_errors=True)
 
-        times = interleaved({"resume": resume, "download + load": download_and_load}, size["repeats"], setup)
+            times = interleaved({"resume": resume, "download + load": download_and_load}, size["repeats"], setup)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     resume_s = median([stamps["first_step"] for stamps in child_stamps])

@@ -8,9 +8,13 @@ times, and reports the ratio of medians. Each `bench_<name>.py` module has
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
@@ -57,3 +61,29 @@ def figure(name: str, value: float, target: str | None = None, meets: bool | Non
 def result(title: str, figures: list[dict], measurements: dict, setup: str) -> dict:
     """What `run()` returns: the ratios, the raw medians they come from, and how it was measured."""
     return {"title": title, "figures": figures, "measurements": measurements, "setup": setup}
+
+
+@contextlib.contextmanager
+def bench_bucket(work: Path, bucket: str = "bench"):
+    """A SeaweedFS server for one benchmark: `bucket` created, BUCKET_STORAGE_* pointing at it, all undone after."""
+    from llmft.storage.seaweed import SeaweedServer
+
+    server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
+                           secret_key=secrets.token_hex(16), log_path=work / "weed.log")
+    saved = {name: os.environ.get(name) for name in server_variables()}
+    try:
+        server.start()
+        server.create_bucket(bucket)
+        os.environ.update(server.environment())
+        yield server
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+def server_variables() -> tuple[str, ...]:
+    return ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")
