@@ -53,6 +53,13 @@ class LengthReport:
     longest_left_out: int = 0
     examples: list[str] = field(default_factory=list)  # file:line of the first few left out
 
+    def left_out(self, length: int, where: str) -> None:
+        """Count a sample left out for being `length` tokens long (never truncated)."""
+        self.too_long += 1
+        self.longest_left_out = max(self.longest_left_out, length)
+        if len(self.examples) < 5:
+            self.examples.append(where)
+
     def as_dict(self) -> dict:
         return {"kept": self.kept, "left_out_too_long": self.too_long,
                 "longest_left_out_tokens": self.longest_left_out, "first_left_out": self.examples}
@@ -190,10 +197,7 @@ def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_se
         progress.update(1)
         length = len(example["input_ids"])
         if length > max_seq_length:
-            report.too_long += 1
-            report.longest_left_out = max(report.longest_left_out, length)
-            if len(report.examples) < 5:
-                report.examples.append(record.where)
+            report.left_out(length, record.where)
             continue
         examples.append(example)
     progress.close()

@@ -89,10 +89,7 @@ def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: in
         length = max(_token_count(tokenizer, record.prompt + answer) for answer in (record.chosen, record.rejected))
         progress.update(1)
         if length > max_length:
-            report.too_long += 1
-            report.longest_left_out = max(report.longest_left_out, length)
-            if len(report.examples) < 5:
-                report.examples.append(record.where)
+            report.left_out(length, record.where)
             continue
         rows.append({"prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected})
     progress.close()
