@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmft.local.state import state_dir
-from llmft.storage.seaweed import SeaweedServer
+from llmft.storage.seaweed import SeaweedServer, server_client
 
 log = logging.getLogger("llmft.local.s3")
 
@@ -95,12 +95,7 @@ def start(buckets: tuple[str, ...] = DEFAULT_BUCKETS) -> EmbeddedS3:
 
 
 def _ensure_buckets(server: EmbeddedS3, buckets: tuple[str, ...]) -> None:
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                          aws_secret_access_key=server.secret_key, region_name="us-east-1",
-                          config=Config(s3={"addressing_style": "path"}))
+    client = server_client(server.endpoint, server.access_key, server.secret_key)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for name in buckets:
         if name not in existing:

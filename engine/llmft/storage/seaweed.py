@@ -35,6 +35,17 @@ def weed_binary() -> str:
     return found
 
 
+def server_client(endpoint: str, access_key: str, secret_key: str, probing: bool = False):
+    """A boto3 client for a SeaweedFS server (path-style); `probing` fails fast while it starts."""
+    import boto3
+    from botocore.config import Config
+
+    options = {"retries": {"max_attempts": 1}, "connect_timeout": 2} if probing else {}
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"}, **options))
+
+
 def free_ports(count: int) -> list[int]:
     sockets, ports = [], []
     try:
@@ -96,14 +107,7 @@ class SeaweedServer:
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
-        )
+        client = server_client(self.endpoint, self.access_key, self.secret_key, probing=True)
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
@@ -137,15 +141,7 @@ class SeaweedServer:
         self.start(timeout, keep_ports=True)
 
     def create_bucket(self, name: str) -> None:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
-        client.create_bucket(Bucket=name)
+        server_client(self.endpoint, self.access_key, self.secret_key).create_bucket(Bucket=name)
 
     def environment(self) -> dict[str, str]:
         """The variables that point `llmft` workloads at this server."""
