@@ -3,7 +3,6 @@ the JSON Schema is self-contained and agrees with the models, the docs are gener
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
