@@ -192,6 +192,10 @@ class TrainingArgs(Section):
                     "`<output_dir>/logs/`), `mlflow` (see `tracking`). Empty or `none`: nowhere else.")
     seed: int = Field(42, description="Seed for weights init (LoRA), data order and dropout.")
     data_seed: int | None = Field(None, description="Seed for the data order only (default: `seed`).")
+    full_determinism: bool = Field(
+        False, description="Deterministic algorithms on GPUs (`torch.use_deterministic_algorithms`, cuDNN "
+                           "deterministic, fixed cuBLAS workspace): two runs give the same weights, at some "
+                           "speed cost. On the CPU runs are bit-identical without it.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on long sequences.")
     dataloader_num_workers: Annotated[int, Field(ge=0)] = Field(0, description="Data loading worker processes.")
     run_name: str | None = Field(None, description="Run name shown by trackers.")

@@ -56,6 +56,7 @@ def run_dpo(config: DpoConfig, callbacks: list | tuple = ()) -> int:
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=config.training_args.gradient_checkpointing)
 
+    recipe.seed_everything(config)  # LoRA's initial weights (TRL wraps the model inside its constructor)
     trainer = build_trainer(model, tokenizer, args, train_pairs, eval_pairs, peft_config)
     recipe.attach_callbacks(trainer, config, run, plan, tokenizer, generation_config, callbacks)
     result, runtime = recipe.train(trainer, run)

@@ -135,13 +135,32 @@ def plan_batches(config: CommonConfig, run: Run) -> Plan:
     return Plan(batch, learning_rate, dtype)
 
 
+def seed_everything(config: CommonConfig) -> None:
+    """Seed every random generator (Python, NumPy, torch on every device) from `training_args.seed`.
+
+    Called right before each step that draws random numbers outside the Trainer (loading weights a
+    checkpoint lacks, the rows of resized embeddings, LoRA's initial weights), so that what it draws
+    depends on the seed alone and not on whatever ran before in the process. With
+    `training_args.full_determinism` it also switches PyTorch to its deterministic algorithms (GPUs).
+    """
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    seed = config.training_args.seed
+    if config.training_args.full_determinism:
+        enable_full_determinism(seed)
+    else:
+        set_seed(seed)
+
+
 def load_model(model_dir: Path, config: CommonConfig, dtype: str, tokenizer, setup):
     """The base model with embeddings grown for added tokens and a generation_config ending each turn.
 
     Returns (model, resized, generation_config). LoRA is applied by the recipe (SFT wraps the model,
     DPO hands the LoRA config to TRL so the reference is the base model with the adapter disabled).
     """
+    seed_everything(config)
     model = modeling.load_model(model_dir, config, dtype)
+    seed_everything(config)  # the new embedding rows are drawn from the seeded generator
     resized = modeling.resize_embeddings(model, tokenizer)
     modeling.set_generation_config(model, tokenizer, setup.chat_format)
     return model, resized, model.generation_config
@@ -187,6 +206,7 @@ def common_training_kwargs(config: CommonConfig, plan: Plan, output_dir: Path) -
         run_name=t.run_name,
         seed=t.seed,
         data_seed=t.data_seed,
+        full_determinism=t.full_determinism,
         gradient_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=t.dataloader_num_workers,
         bf16=plan.dtype == "bf16",

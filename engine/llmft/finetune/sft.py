@@ -39,11 +39,9 @@ def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
     args = training_arguments(config, plan, run.output_dir)
 
     # The model.
-    from transformers import set_seed
-
     model, resized, generation_config = recipe.load_model(model_dir, config, plan.dtype, tokenizer, setup)
     if config.peft_conf.lora() is not None:
-        set_seed(config.training_args.seed)  # LoRA's initial weights
+        recipe.seed_everything(config)  # LoRA's initial weights
         model = modeling.apply_lora(model, config, resized)
 
     trainer = build_trainer(config, model, tokenizer, args, train_examples, eval_examples)
