@@ -33,9 +33,11 @@ bench: setup
 chart-files: setup
 	$(PY) -m llmft.chart_files charts
 
-# Regenerate docs/config-reference.md from the fine-tuning config models (a test checks it is current).
+# Regenerate docs/config-reference.md from the fine-tuning config models and docs/settings.md from
+# llmft.settings (tests check both are current).
 docs: setup
 	$(PY) -m llmft config-reference > docs/config-reference.md
+	$(PY) -m llmft settings-reference > docs/settings.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,14 +18,18 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from llmft.errors import UserError
-from llmft.storage import MANIFEST_NAME, list_objects, parse_location, read_manifest, upload_tree
+from llmft.storage import (
+    MANIFEST_NAME,
+    list_objects,
+    parse_location,
+    read_manifest,
+    upload_tree,
+)
 from llmft.storage.client import s3_client
 from llmft.storage.seaweed import SeaweedServer
 from llmft.storage.transfer import TransferSettings, write_object
-from llmft.sync import RUN_COMPLETE_MARKER, CheckpointSync, scan
-from llmft.sync.layout import parse_remote
+from llmft.sync import RUN_COMPLETE_MARKER, CheckpointSync, parse_remote, scan
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "tests" / "fixtures" / "sync" / "train_tiny.py"
@@ -237,15 +241,15 @@ def test_merged_lora_run_is_also_published_as_checkpoint_final_merged(bucket, tm
     assert remote_bytes(location.child("checkpoint-final-merged")) == remote_bytes(location.child("checkpoint-final"))
 
 
-def test_logs_remote_and_skip_download_from_the_chart(bucket, tmp_path, monkeypatch):
-    """`logsRemote` moves logs/ elsewhere; `debug.skip_checkpoint_download` starts fresh despite a checkpoint."""
+def test_logs_remote_and_skip_download_from_the_chart(bucket, tmp_path):
+    """`logsRemote` moves logs/ elsewhere; `debug.skip_checkpoint_download` starts fresh despite a checkpoint
+    (the chart renders them as run_conf.logs_remote and run_conf.skip_checkpoint_download)."""
     remote = f"{bucket}/runs/chart-debug"
-    monkeypatch.setenv("LLMFT_LOGS_REMOTE", f"{bucket}/tensorboard/chart-debug")
     output = tmp_path / "out"
     final_outputs(output)
     (output / "logs").mkdir(exist_ok=True)
     (output / "logs" / "events.out.tfevents.1").write_bytes(b"event")
-    sync = CheckpointSync(remote, output, settings=FAST)
+    sync = CheckpointSync(remote, output, settings=FAST, logs_remote=f"{bucket}/tensorboard/chart-debug")
     sync.enqueue(fake_checkpoint(output, 3), 3)
     marker = sync.finish()
     assert "logs" not in marker["trees"] and marker["logs_remote"].endswith("tensorboard/chart-debug")
@@ -255,6 +259,5 @@ def test_logs_remote_and_skip_download_from_the_chart(bucket, tmp_path, monkeypa
     client = s3_client()
     client.delete_object(Bucket=bucket, Key=f"runs/chart-debug/{RUN_COMPLETE_MARKER}")
     assert CheckpointSync(remote, tmp_path / "o3", settings=FAST).restore().step == 3
-    monkeypatch.setenv("LLMFT_SKIP_CHECKPOINT_DOWNLOAD", "1")
-    fresh = CheckpointSync(remote, tmp_path / "o4", settings=FAST).restore()
+    fresh = CheckpointSync(remote, tmp_path / "o4", settings=FAST, skip_download=True).restore()
     assert fresh.checkpoint is None and not (tmp_path / "o4" / "checkpoint-3").exists()

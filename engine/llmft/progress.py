@@ -1,16 +1,17 @@
 """Progress for long steps: bytes or items done, rate and ETA.
 
 On a terminal the line is redrawn in place; elsewhere (`kubectl logs`, CI) a log
-line is written every `interval` seconds, so logs stay readable and short.
+line is written every `LLMFT_PROGRESS_INTERVAL` seconds, so logs stay readable and short.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
+
+from llmft import settings
 
 log = logging.getLogger("llmft.progress")
 
@@ -33,13 +34,13 @@ def human_duration(seconds: float) -> str:
 class Progress:
     """Thread-safe progress counter for one long step (`label`) of `total` units."""
 
-    def __init__(self, label: str, total: float | None, unit: str = "bytes", interval: float | None = None):
+    def __init__(self, label: str, total: float | None, unit: str = "bytes"):
         self.label = label
         self.total = total
         self.unit = unit
         self.done = 0.0
         self.started = time.monotonic()
-        self.interval = interval if interval is not None else float(os.environ.get("LLMFT_PROGRESS_INTERVAL", "10"))
+        self.interval = settings.current().progress_interval
         self._last_report = self.started
         self._lock = threading.Lock()
         self._tty = sys.stderr.isatty()
@@ -73,7 +74,7 @@ class Progress:
         if self._tty:
             sys.stderr.write("\r" + text + ("\n" if final else "\x1b[K"))
             sys.stderr.flush()
-        elif final or self.interval >= 0:
+        else:
             log.info(text)
 
     def close(self) -> None:

@@ -34,8 +34,8 @@ def _cp(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     from llmft.errors import UserError
     from llmft.progress import human_bytes
-    from llmft.storage import MANIFEST_NAME, list_objects, parse_location
-    from llmft.sync.layout import RUN_COMPLETE_MARKER
+    from llmft.run_layout import MANIFEST_NAME, RUN_COMPLETE_MARKER
+    from llmft.storage import list_objects, parse_location
 
     location = parse_location(args.location)
     if location.is_local:

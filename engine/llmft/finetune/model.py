@@ -16,7 +16,6 @@ from llmft.finetune.templates import ChatFormat, apply_chat_format
 log = logging.getLogger("llmft.finetune.model")
 
 PREFIX = "finetuning_config"
-CACHE_ENV = "LLMFT_CACHE_DIR"
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -69,9 +68,9 @@ def resolve_dtype(config: CommonConfig) -> str:
 
 
 def cache_root() -> Path:
-    import os
+    from llmft import settings
 
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llmft")
+    return settings.current().cache_dir or Path.home() / ".cache" / "llmft"
 
 
 def fetch_model(location: str, what: str = f"{PREFIX}.run_conf.model", marker: str = "config.json") -> Path:

@@ -1,16 +1,8 @@
 """What a run leaves in its output folder, and the progress lines it logs.
 
-```
-<output_dir>/
-  checkpoint-<step>/          resumable Trainer checkpoints (+ tokenizer, generation_config.json)
-  checkpoint-final/           the model to serve: the full model, or base + LoRA merged
-  checkpoint-final-adapter/   LoRA runs: the adapter (+ tokenizer, generation_config.json)
-  logs/                       TensorBoard event files (report_to: tensorboard)
-  metrics.jsonl               one JSON object per logging or evaluation step
-  summary.json                written last: status "complete", losses, steps, tokens, throughput, config
-```
-
-A run is finished exactly when summary.json says `"status": "complete"`.
+The folder's names (`checkpoint-<step>/`, `checkpoint-final/`, `metrics.jsonl`, `summary.json`, ...)
+are `llmft.run_layout`'s. Locally, a run is finished exactly when summary.json says
+`"status": "complete"`.
 """
 
 from __future__ import annotations
@@ -18,21 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
 from llmft.progress import human_duration
+from llmft.run_layout import (  # noqa: F401 - FINAL, FINAL_ADAPTER: recipe.py reads them as outputs.*
+    FINAL,
+    FINAL_ADAPTER,
+    METRICS,
+    SUMMARY,
+    TRAINER_STATE,
+    checkpoint_name,
+    checkpoint_step,
+)
 
 log = logging.getLogger("llmft.finetune")
 
-FINAL = "checkpoint-final"
-FINAL_ADAPTER = "checkpoint-final-adapter"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-LOGS = "logs"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
 # Trainer log keys that metrics.jsonl carries under its own names (or not at all: per-session totals).
 # trl's `num_tokens` sums the attention mask, which is meaningless for packing's block-diagonal mask;
 # `tokens_seen` is the count that holds in every mode.
@@ -45,9 +38,9 @@ def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     found = []
     if output_dir.is_dir():
         for child in output_dir.iterdir():
-            match = CHECKPOINT_PATTERN.match(child.name)
-            if match and child.is_dir() and (child / TRAINER_STATE).is_file():
-                found.append((int(match.group(1)), child))
+            step = checkpoint_step(child.name)
+            if step is not None and child.is_dir() and (child / TRAINER_STATE).is_file():
+                found.append((step, child))
     return sorted(found)
 
 
@@ -145,7 +138,7 @@ def make_callbacks(output_dir: Path, is_main: bool, tokenizer, generation_config
         def on_save(self, args, state, control, **kwargs):
             if not is_main:
                 return
-            folder = output_dir / f"checkpoint-{state.global_step}"
+            folder = output_dir / checkpoint_name(state.global_step)
             if folder.is_dir():
                 save_model_extras(folder, tokenizer, generation_config)
 

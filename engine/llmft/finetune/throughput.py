@@ -31,7 +31,6 @@ s = the mean computed sequence length (slots per row). MFU = FLOPs/token x effec
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -218,15 +217,11 @@ def device_peak() -> tuple[str, float | None, str | None]:
     import torch
 
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    override = os.environ.get(PEAK_FLOPS_ENV)
-    if override:
-        try:
-            return name, float(override), PEAK_FLOPS_ENV
-        except ValueError:
-            from llmft.errors import UserError
+    from llmft import settings
 
-            raise UserError(f"{PEAK_FLOPS_ENV} must be a number of FLOP/s per device (e.g. 9.89e14), "
-                            f"got {override!r}") from None
+    override = settings.current().peak_flops
+    if override:
+        return name, override, PEAK_FLOPS_ENV
     peak = peak_flops_for(name) if name != "cpu" else None
     return name, peak, ("dense bf16 table" if peak else None)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from llmft import settings
+
 
 def state_dir() -> Path:
-    explicit = os.environ.get("LLMFT_STATE_DIR")
+    explicit = settings.current().state_dir
     if explicit:
-        root = Path(explicit)
+        root = explicit
     else:
         base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
         root = Path(base) / "llmft"

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmft.errors import UserError
-from llmft.storage import MANIFEST_NAME, Location, download_file, parse_location, read_manifest
+from llmft.storage import (
+    MANIFEST_NAME,
+    Location,
+    download_file,
+    parse_location,
+    read_manifest,
+)
 from llmft.storage.location import safe_join
 from llmft.storage.manifest import FileEntry
 from llmft.storage.transfer import TransferSettings, list_objects, sha256_file
@@ -139,8 +145,8 @@ class BucketSource(Source):
                     raise UserError(f"source {self.location} is incomplete: it has files but no manifest "
                                     f"({MANIFEST_NAME}), so its upload did not finish; upload it again")
                 raise UserError(f"source {self.location} does not exist or is empty")
-        except UserError as error:
-            raise UserError(f"{error}{self._hint()}") from None
+        except UserError as error:  # keep the type (e.g. BucketNotFound), add the hint
+            raise type(error)(f"{error}{self._hint()}") from None
         for relative in self.manifest.files:
             safe_join(Path("/model"), relative)  # refuse keys that would escape the scratch folder
         return [SourceFile(relative, entry.size, entry.sha256) for relative, entry in self.manifest.files.items()]

@@ -1,10 +1,13 @@
-"""S3 client settings from the environment, and one-line errors for what goes wrong.
+"""S3 client settings from the environment, and typed one-line errors for what goes wrong.
 
 Endpoint and credentials come from `BUCKET_STORAGE_HOST`, `BUCKET_STORAGE_ACCESS_KEY`
 and `BUCKET_STORAGE_SECRET_KEY` (the tutorial's names), falling back to the standard
 `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`. With a custom
 endpoint (MinIO, SeaweedFS, Ceph) path-style addressing is used; with none, boto3's
 AWS defaults apply.
+
+The client never retries on its own (botocore's retries are off): `llmft.storage.transfer.retrying`
+is the one retry layer, so one request is tried exactly as often as the settings say.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import os
 import threading
 from dataclasses import dataclass
 
-from llmft.errors import UserError
+from llmft.storage.errors import (
+    AccessDenied,
+    BucketNotFound,
+    BucketUnreachable,
+    StorageError,
+)
 
 _DEFAULT_REGION = "us-east-1"
 
@@ -81,7 +89,9 @@ def _make_client(settings: StorageSettings):
 
     config = Config(
         region_name=settings.region,
-        retries={"mode": "standard", "max_attempts": 3},
+        # One attempt per call: `transfer.retrying` is the only retry layer (with botocore's on top, one
+        # failed request became attempts x 3 tries).
+        retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=10,
         read_timeout=120,
         max_pool_connections=32,
@@ -104,29 +114,38 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
 
 
 def _unwrap(error: BaseException) -> BaseException:
-    """boto3's transfer manager wraps the real botocore error (S3UploadFailedError); find it."""
+    """Find the real botocore error inside boto3's and s3transfer's wrappers.
+
+    `S3UploadFailedError` chains it; the transfer manager's `RetriesExceededError` (a download
+    whose body broke off) keeps it as `last_exception`.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    seen = error
-    while seen is not None and not isinstance(seen, (ClientError, BotoCoreError)):
-        seen = seen.__cause__ or seen.__context__
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, (ClientError, BotoCoreError, OSError)):
+        seen = getattr(seen, "last_exception", None) or seen.__cause__ or seen.__context__
     return seen or error
 
 
 def is_transient(error: BaseException) -> bool:
-    """Errors worth retrying: the server is down, slow, or answered 5xx."""
+    """Errors worth retrying: the server is down, slow, answered 5xx, or a response broke off."""
     error = _unwrap(error)
     from botocore.exceptions import (
         ClientError,
         ConnectionClosedError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        IncompleteReadError,
         ReadTimeoutError,
+        ResponseStreamingError,
     )
-    from s3transfer.exceptions import RetriesExceededError
+    from s3transfer.exceptions import (
+        RetriesExceededError,  # s3transfer gives up only on broken streams
+    )
 
-    if isinstance(error, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
-                          ReadTimeoutError, RetriesExceededError, ConnectionError, TimeoutError)):
+    if isinstance(error, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+                          IncompleteReadError, ResponseStreamingError, RetriesExceededError,
+                          ConnectionError, TimeoutError)):
         return True
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -135,26 +154,28 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def user_error(error: BaseException, location: object, settings: StorageSettings | None = None) -> UserError | None:
-    """Translate a botocore error into a one-line `UserError`, or None if it is not a user problem."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+def storage_error(error: BaseException, location: object,
+                  settings: StorageSettings | None = None) -> StorageError | None:
+    """Translate a botocore error into a typed one-line `StorageError`, or None if it is not the user's to fix."""
+    from botocore.exceptions import ClientError, NoCredentialsError
 
     settings = settings or StorageSettings.from_env()
     error = _unwrap(error)
     where = settings.endpoint_label
     if isinstance(error, NoCredentialsError):
-        return UserError(
+        return AccessDenied(
             f"no bucket credentials for {where}: set BUCKET_STORAGE_ACCESS_KEY and BUCKET_STORAGE_SECRET_KEY"
         )
-    if isinstance(error, EndpointConnectionError) or (is_transient(error) and not isinstance(error, ClientError)):
-        return UserError(
+    if is_transient(error) and not isinstance(error, ClientError):
+        return BucketUnreachable(
             f"cannot reach bucket storage at {where} ({type(error).__name__}): "
             f"check {settings.endpoint_variable} and that the server is running"
         )
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _CREDENTIAL_CODES:
-            return UserError(
+            return AccessDenied(
                 f"bucket storage at {where} rejected the credentials ({code}) for {location}: "
                 f"check {settings.credential_variables}"
             )
@@ -164,8 +185,13 @@ def user_error(error: BaseException, location: object, settings: StorageSettings
             local_twin = f"{bucket}/{getattr(location, 'key', '')}".rstrip("/")
             if os.path.exists(bucket) or os.path.exists(local_twin):
                 hint = f"; a local path {local_twin!r} exists: write ./{local_twin} to use it"
-            return UserError(
+            return BucketNotFound(
                 f"bucket {bucket!r} does not exist at {where} (location {location}): "
                 f"create it or fix the path{hint}"
+            )
+        if is_transient(error):
+            return BucketUnreachable(
+                f"bucket storage at {where} kept failing for {location} (HTTP {status} {code}): "
+                "check that the server is healthy, then run again"
             )
     return None

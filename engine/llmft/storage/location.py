@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmft.errors import UserError
+from llmft.storage.errors import UnsafeKey
 
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
 
@@ -84,13 +85,8 @@ def safe_join(root: Path, relative: str) -> Path:
     absolute path must never write outside the download folder.
     """
     parts = relative.replace("\\", "/").split("/")
-    if relative.startswith("/") or any(part in ("..",) for part in parts) or not relative.strip("/"):
-        raise UserError(
-            f"refusing to download key {relative!r}: it would escape the target folder {root}"
-        )
     target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise UserError(
-            f"refusing to download key {relative!r}: it would escape the target folder {root}"
-        )
+    if (relative.startswith("/") or ".." in parts or not relative.strip("/")
+            or not target.is_relative_to(root.resolve())):
+        raise UnsafeKey(f"refusing to download key {relative!r}: it would escape the target folder {root}")
     return target

@@ -11,9 +11,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from llmft.run_layout import MANIFEST_NAME
+from llmft.storage.errors import ManifestCorrupt
 from llmft.storage.location import Location
 
-MANIFEST_NAME = ".llmft-manifest.json"
 MANIFEST_VERSION = 1
 
 
@@ -62,7 +63,13 @@ def read_manifest(location: Location) -> Manifest | None:
     from llmft.storage.transfer import read_object
 
     data = read_object(location.child(MANIFEST_NAME), missing_ok=True)
-    return Manifest.from_json(data) if data is not None else None
+    if data is None:
+        return None
+    try:
+        return Manifest.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ManifestCorrupt(f"{location.child(MANIFEST_NAME)} is not a readable manifest ({error}): "
+                              "upload the tree again") from None
 
 
 def is_complete(location: Location) -> bool:

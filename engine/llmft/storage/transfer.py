@@ -4,6 +4,11 @@ Upload of a tree: hash and upload every file in parallel (multipart above the
 threshold), skip files whose remote copy already matches, then write the manifest
 last. Download of a tree: trust only the manifest, download every listed file in
 parallel to a `.part` file, verify size and sha256, then rename into place.
+
+Retries: `retrying` is the one retry layer. botocore's retries are off (`client.py`) and
+so are s3transfer's download retries (`num_download_attempts=1`), so one operation (a
+request, or one file's whole transfer) is attempted exactly `TransferSettings.attempts`
+times. A failed part of a multipart transfer therefore restarts that file, not the tree.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
+from llmft import settings as engine_settings
 from llmft.errors import UserError
 from llmft.progress import Progress, human_bytes
-from llmft.storage.client import is_transient, s3_client, user_error
+from llmft.storage.client import is_transient, s3_client, storage_error
+from llmft.storage.errors import CorruptObject, IncompleteTree, ObjectNotFound
 from llmft.storage.location import Location, parse_location, safe_join
 from llmft.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
 
@@ -34,19 +42,22 @@ MIB = 1024 * 1024
 SHA256_METADATA_KEY = "sha256"
 
 
+def _knob(name: str):
+    """A field whose default is the engine setting `name` when the object is made (see `llmft.settings`)."""
+    return field(default_factory=lambda: getattr(engine_settings.current(), name))
+
+
 @dataclass(frozen=True)
 class TransferSettings:
-    """Tuning knobs. Defaults suit a pod next to MinIO; tests lower the thresholds."""
+    """Transfer knobs: unset fields come from the `LLMFT_TRANSFER_*`/`LLMFT_MULTIPART_*` settings."""
 
-    workers: int = int(os.environ.get("LLMFT_TRANSFER_WORKERS", "8"))
-    multipart_threshold: int = int(os.environ.get("LLMFT_MULTIPART_THRESHOLD", str(64 * MIB)))
-    multipart_chunksize: int = int(os.environ.get("LLMFT_MULTIPART_CHUNKSIZE", str(32 * MIB)))
-    attempts: int = int(os.environ.get("LLMFT_TRANSFER_ATTEMPTS", "6"))
-    backoff_seconds: float = float(os.environ.get("LLMFT_TRANSFER_BACKOFF", "1.0"))
+    workers: int = _knob("transfer_workers")
+    multipart_threshold: int = _knob("multipart_threshold")
+    multipart_chunksize: int = _knob("multipart_chunksize")
+    attempts: int = _knob("transfer_attempts")
+    backoff_seconds: float = _knob("transfer_backoff")
     max_backoff_seconds: float = 30.0
-    # Bytes per second per transfer (None: unlimited); keeps a background upload off a shared link.
-    max_bandwidth: int | None = int(os.environ["LLMFT_TRANSFER_MAX_BANDWIDTH"]) if os.environ.get(
-        "LLMFT_TRANSFER_MAX_BANDWIDTH") else None
+    max_bandwidth: int | None = _knob("transfer_max_bandwidth")
 
     def boto_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -57,6 +68,7 @@ class TransferSettings:
             max_concurrency=max(2, self.workers // 2),
             use_threads=True,
             max_bandwidth=self.max_bandwidth,
+            num_download_attempts=1,  # `retrying` retries the whole file; see the module docstring
         )
 
 
@@ -77,9 +89,11 @@ def sha256_file(path: Path, chunk: int = 8 * MIB) -> str:
 
 
 def retrying(action: Callable[[], T], what: str, settings: TransferSettings, location: object) -> T:
-    """Run `action`, retrying transient errors with exponential backoff and jitter.
+    """Run `action` up to `settings.attempts` times, retrying transient errors with exponential backoff
+    and jitter: the one retry layer of bucket access.
 
-    Non-transient S3 errors that are the user's to fix become one-line `UserError`s.
+    What still fails after the last attempt, or is not worth retrying, becomes a typed one-line
+    `StorageError` when the user can fix it (`client.storage_error`); anything else is re-raised.
     """
     delay = settings.backoff_seconds
     for attempt in range(1, settings.attempts + 1):
@@ -94,7 +108,7 @@ def retrying(action: Callable[[], T], what: str, settings: TransferSettings, loc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, settings.max_backoff_seconds)
                 continue
-            translated = user_error(error, location)
+            translated = storage_error(error, location)
             if translated is not None:
                 raise translated from None
             raise
@@ -114,7 +128,7 @@ def read_object(location: Location, missing_ok: bool = False, settings: Transfer
         except client.exceptions.NoSuchKey:
             if missing_ok:
                 return None
-            raise UserError(f"{location} does not exist") from None
+            raise ObjectNotFound(f"{location} does not exist") from None
 
     return retrying(fetch, f"read {location}", settings, location)
 
@@ -228,7 +242,7 @@ def download_file(source: Location, path: Path, expected: FileEntry | None = Non
     if expected is None:
         head = head_object(source, settings)
         if head is None:
-            raise UserError(f"{source} does not exist")
+            raise ObjectNotFound(f"{source} does not exist")
         recorded = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
         expected = FileEntry(int(head["ContentLength"]), recorded) if recorded else None
 
@@ -253,7 +267,7 @@ def download_file(source: Location, path: Path, expected: FileEntry | None = Non
     digest = sha256_file(partial)
     if expected is not None and (size != expected.size or digest != expected.sha256):
         partial.unlink(missing_ok=True)
-        raise UserError(
+        raise CorruptObject(
             f"corrupted download of {source}: expected {expected.size} bytes sha256 {expected.sha256[:12]}..., "
             f"got {size} bytes sha256 {digest[:12]}...; the bucket copy is damaged, upload it again"
         )
@@ -331,11 +345,11 @@ def download_tree(source: Location, root: Path, settings: TransferSettings | Non
     manifest = read_manifest(source)
     if manifest is None:
         if list_objects(source, settings):
-            raise UserError(
+            raise IncompleteTree(
                 f"{source} is incomplete: it has files but no manifest ({MANIFEST_NAME}), so its upload "
                 "did not finish; upload it again"
             )
-        raise UserError(f"{source} does not exist or is empty")
+        raise ObjectNotFound(f"{source} does not exist or is empty")
     targets = {relative: safe_join(root, relative) for relative in manifest.files}
     report = TransferReport(manifest=manifest)
     progress = Progress(label or f"download {source}", manifest.total_bytes)
@@ -370,7 +384,7 @@ def copy_remote_tree(source: Location, destination: Location, settings: Transfer
     settings = settings or TransferSettings()
     manifest = read_manifest(source)
     if manifest is None:
-        raise UserError(f"{source} is incomplete (no manifest): refusing to copy it")
+        raise IncompleteTree(f"{source} is incomplete (no manifest): refusing to copy it")
     client = s3_client()
     if read_manifest(destination) is not None:
         delete_object(destination.child(MANIFEST_NAME), settings)
@@ -429,7 +443,7 @@ def copy(source: str | Location, destination: str | Location, settings: Transfer
         target = dst.path / src.name if (dst.path.is_dir() or str(dst.key).endswith("/")) else dst.path
         head = head_object(src, settings)
         if head is None:
-            raise UserError(f"{src} does not exist")
+            raise ObjectNotFound(f"{src} does not exist")
         entry = download_file(src, target, None, Progress(f"download {src}", int(head["ContentLength"])), settings)
         return TransferReport(transferred=[src.name], bytes_transferred=entry.size)
     with tempfile.TemporaryDirectory(prefix="llmft-copy-") as scratch:

@@ -10,8 +10,13 @@ the bucket is not trained again. See ARCHITECTURE.md, "Checkpoint lifecycle".
 Importing this package does not import transformers or boto3.
 """
 
-from llmft.sync.checkpoint_sync import CheckpointSync, RestoreResult, background_settings
-from llmft.sync.layout import RUN_COMPLETE_MARKER, RemoteRun, parse_remote, scan
+from llmft.run_layout import RUN_COMPLETE_MARKER
+from llmft.sync.checkpoint_sync import (
+    CheckpointSync,
+    RestoreResult,
+    background_settings,
+)
+from llmft.sync.remote_run import RemoteRun, parse_remote, scan
 
 __all__ = [
     "RUN_COMPLETE_MARKER",

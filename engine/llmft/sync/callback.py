@@ -7,6 +7,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from llmft.run_layout import checkpoint_name
+
 log = logging.getLogger("llmft.sync")
 
 
@@ -29,7 +31,7 @@ class SyncCallback(TrainerCallback):
             PartialState().wait_for_everyone()
         if not state.is_world_process_zero:
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / checkpoint_name(state.global_step)
         if not folder.is_dir():
             log.warning("the Trainer reported a save but %s does not exist; nothing to upload", folder)
             return

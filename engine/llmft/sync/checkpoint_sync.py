@@ -21,54 +21,55 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmft import settings as engine_settings
 from llmft.errors import UserError
-from llmft.storage import MANIFEST_NAME, download_tree
-from llmft.storage.transfer import TransferSettings, copy_remote_tree, delete_object, read_object, write_object
-from llmft.sync import staging
-from llmft.sync.layout import (
+from llmft.run_layout import (
+    FINAL,
+    FINAL_ADAPTER,
     FINAL_FILES,
+    FINAL_MERGED,
+    FINAL_MODELS,
     FINAL_TREES,
+    LOGS,
+    MANIFEST_NAME,
     PROGRESS_FILES,
     PROGRESS_TREES,
+    RESTORE_RESULT_FILE,
     RUN_COMPLETE_MARKER,
+    SYNC_STAGING_DIR,
+    checkpoint_name,
     checkpoint_step,
-    parse_remote,
-    scan,
 )
+from llmft.storage import BucketAccessError, download_tree
+from llmft.storage.transfer import (
+    TransferSettings,
+    copy_remote_tree,
+    delete_object,
+    read_object,
+    write_object,
+)
+from llmft.sync import staging
 from llmft.sync.remote_ops import (
     VerificationError,
     remove_incomplete_checkpoints,
     upload_verified_file,
     upload_verified_tree,
 )
+from llmft.sync.remote_run import parse_remote, scan
 from llmft.sync.uploader import BackgroundUploader
 
 log = logging.getLogger("llmft.sync")
-
-# At least one of these: the full (or merged) model, or a LoRA adapter alone.
-FINAL_MODELS = ("checkpoint-final", "checkpoint-final-adapter")
-# A merged LoRA run's model is also published under the name the original tutorial serves.
-MERGED_ALIAS = "checkpoint-final-merged"
-# Set by the finetune chart: `logsRemote`, and `debug.skip_checkpoint_download`.
-LOGS_REMOTE_ENV = "LLMFT_LOGS_REMOTE"
-SKIP_DOWNLOAD_ENV = "LLMFT_SKIP_CHECKPOINT_DOWNLOAD"
-_RESTORE_RESULT_FILE = ".llmft-restore.json"
-# UserErrors that mean "the bucket is unreachable or refuses us", not "this checkpoint is bad".
-_ACCESS_ERRORS = ("cannot reach", "no bucket credentials", "bucket storage at", "bucket '")
 
 
 def background_settings() -> TransferSettings:
     """Transfer settings patient enough to ride out an S3 outage of a few minutes.
 
-    12 attempts per request with backoff doubling from 2 s up to 30 s: about four minutes
-    of retrying before one request gives up (and the checkpoint is then tried again).
+    By default 12 attempts per request with backoff doubling from 2 s up to 30 s: about four
+    minutes of retrying before one request gives up (and the checkpoint is then tried again).
     """
-    return dataclasses.replace(
-        TransferSettings(),
-        attempts=int(os.environ.get("LLMFT_SYNC_ATTEMPTS", "12")),
-        backoff_seconds=float(os.environ.get("LLMFT_SYNC_BACKOFF", "2.0")),
-        max_backoff_seconds=float(os.environ.get("LLMFT_SYNC_MAX_BACKOFF", "30.0")),
-    )
+    knobs = engine_settings.current()
+    return TransferSettings(attempts=knobs.sync_attempts, backoff_seconds=knobs.sync_backoff,
+                            max_backoff_seconds=knobs.sync_max_backoff)
 
 
 @dataclass
@@ -107,28 +108,29 @@ class CheckpointSync:
     def __init__(self, remote: str, output_dir: str | os.PathLike, save_total_limit: int | None = None,
                  max_pending_uploads: int | None = None, progress_interval: float | None = None,
                  settings: TransferSettings | None = None, retry_pause: float | None = None,
-                 key_path: str = "run_conf.checkpoints_remote"):
+                 key_path: str = "run_conf.checkpoints_remote", logs_remote: str | None = None,
+                 skip_download: bool = False):
         self.remote = parse_remote(remote, key_path)
         self.output_dir = Path(output_dir)
         self.save_total_limit = save_total_limit
-        self.max_pending = max_pending_uploads or int(os.environ.get("LLMFT_SYNC_MAX_PENDING", "2"))
+        knobs = engine_settings.current()
+        self.max_pending = max_pending_uploads or knobs.sync_max_pending
         if self.max_pending < 1:
             raise UserError(f"max_pending_uploads must be at least 1, got {self.max_pending}")
-        self.progress_interval = progress_interval or float(os.environ.get("LLMFT_SYNC_INTERVAL", "60"))
-        self.retry_pause = retry_pause or float(os.environ.get("LLMFT_SYNC_RETRY_PAUSE", "10"))
+        self.progress_interval = progress_interval or knobs.sync_interval
+        self.retry_pause = retry_pause if retry_pause is not None else knobs.sync_retry_pause
         self.settings = settings or background_settings()
         self._uploader: BackgroundUploader | None = None
-        logs_remote = os.environ.get(LOGS_REMOTE_ENV)
-        # TensorBoard logs go to `logsRemote` when the chart sets it, else next to the checkpoints.
-        self.logs_remote = parse_remote(logs_remote, "logsRemote") if logs_remote else None
-        self.skip_download = os.environ.get(SKIP_DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
+        # TensorBoard logs go to run_conf.logs_remote when set, else next to the checkpoints.
+        self.logs_remote = parse_remote(logs_remote, "run_conf.logs_remote") if logs_remote else None
+        self.skip_download = skip_download
 
     def _tree_location(self, name: str):
-        return self.logs_remote if name == "logs" and self.logs_remote is not None else self.remote.child(name)
+        return self.logs_remote if name == LOGS and self.logs_remote is not None else self.remote.child(name)
 
     @property
     def staging_root(self) -> Path:
-        return self.output_dir / staging.STAGING_DIR_NAME
+        return self.output_dir / SYNC_STAGING_DIR
 
     # ------------------------------------------------------------------ restore
 
@@ -143,7 +145,7 @@ class CheckpointSync:
         from accelerate import PartialState
 
         state = PartialState()
-        result_file = self.output_dir / _RESTORE_RESULT_FILE
+        result_file = self.output_dir / RESTORE_RESULT_FILE
         with state.local_main_process_first():
             if state.is_local_main_process:
                 result = self._restore_here()
@@ -173,17 +175,17 @@ class CheckpointSync:
         if run.marker is not None:
             log.warning("%s has a run-complete marker but %s; resuming training to rebuild them", self.remote, why)
         for step in sorted(run.incomplete, reverse=True):
-            note = (f"checkpoint-{step} ({run.incomplete[step]} files, no manifest: its upload did not finish)")
+            note = f"{checkpoint_name(step)} ({run.incomplete[step]} files, no manifest: its upload did not finish)"
             result.skipped.append(note)
             log.warning("ignoring incomplete remote %s", note)
         for step in sorted(run.complete, reverse=True):
-            name = f"checkpoint-{step}"
+            name = checkpoint_name(step)
             target = self.output_dir / name
             try:
                 report = download_tree(self.remote.child(name), target, self.settings, label=f"download {name}")
-            except UserError as error:
-                if str(error).startswith(_ACCESS_ERRORS):
-                    raise
+            except BucketAccessError:
+                raise  # the bucket itself fails: an older checkpoint cannot be read either
+            except UserError as error:  # this checkpoint is bad (corrupted, incomplete, unsafe keys)
                 result.skipped.append(f"{name} (could not be restored: {error})")
                 log.error("remote %s could not be restored (%s); trying an older checkpoint", name, error)
                 continue
@@ -208,11 +210,11 @@ class CheckpointSync:
             return
         log.info("resuming from %s/checkpoint-%d (step %d), restored into %s%s", self.remote, result.step,
                  result.step, result.checkpoint, skipped)
-        newer = sorted(step for path in self.output_dir.glob("checkpoint-*")
+        newer = sorted(step for path in self.output_dir.iterdir()
                        if (step := checkpoint_step(path.name)) is not None and step > result.step)
         if newer:
             log.warning("local checkpoints newer than the bucket's exist in %s (%s); they were never uploaded "
-                        "completely", self.output_dir, ", ".join(f"checkpoint-{s}" for s in newer))
+                        "completely", self.output_dir, ", ".join(checkpoint_name(s) for s in newer))
 
     # ------------------------------------------------------------------ during training
 
@@ -293,10 +295,10 @@ class CheckpointSync:
                 upload_verified_tree(source, self._tree_location(name), self.settings, label=f"upload {name}")
                 if self._tree_location(name) == self.remote.child(name):
                     trees.append(name)
-        if {"checkpoint-final", "checkpoint-final-adapter"} <= set(trees):
+        if {FINAL, FINAL_ADAPTER} <= set(trees):
             # LoRA with merge: checkpoint-final is the merged model; publish it under the tutorial's name too.
-            copy_remote_tree(self.remote.child("checkpoint-final"), self.remote.child(MERGED_ALIAS), self.settings)
-            trees.append(MERGED_ALIAS)
+            copy_remote_tree(self.remote.child(FINAL), self.remote.child(FINAL_MERGED), self.settings)
+            trees.append(FINAL_MERGED)
         for name in FINAL_FILES:
             path = self.output_dir / name
             if path.is_file():
@@ -311,7 +313,7 @@ class CheckpointSync:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "trees": trees,
             "files": files,
-            "checkpoints_uploaded": [f"checkpoint-{s}" for s in uploaded_steps],
+            "checkpoints_uploaded": [checkpoint_name(s) for s in uploaded_steps],
         }
         if self.logs_remote is not None:
             marker["logs_remote"] = str(self.logs_remote)

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from llmft.progress import human_bytes
-from llmft.storage import MANIFEST_NAME, Location, Manifest, read_manifest, upload_tree
+from llmft.run_layout import MANIFEST_NAME, checkpoint_name
+from llmft.storage import Location, Manifest, read_manifest, upload_tree
 from llmft.storage.transfer import (
     SHA256_METADATA_KEY,
     TransferSettings,
@@ -22,7 +23,7 @@ from llmft.storage.transfer import (
     sha256_file,
     upload_file,
 )
-from llmft.sync.layout import scan
+from llmft.sync.remote_run import scan
 
 log = logging.getLogger("llmft.sync")
 
@@ -87,7 +88,7 @@ def apply_retention(remote: Location, newest: int, limit: int | None, settings: 
         doomed += [step for step in run.complete if step < newest and step not in kept]
     removed = []
     for step in sorted(doomed):
-        name = f"checkpoint-{step}"
+        name = checkpoint_name(step)
         delete_tree(remote.child(name), settings)
         removed.append(name)
         why = "incomplete (an interrupted upload)" if step in run.incomplete else f"save_total_limit={limit}"
@@ -100,7 +101,7 @@ def remove_incomplete_checkpoints(remote: Location, settings: TransferSettings) 
     run = scan(remote, settings)
     removed = []
     for step in sorted(run.incomplete):
-        delete_tree(remote.child(f"checkpoint-{step}"), settings)
-        removed.append(f"checkpoint-{step}")
+        delete_tree(remote.child(checkpoint_name(step)), settings)
+        removed.append(checkpoint_name(step))
         log.info("removed incomplete checkpoint-%d from %s (an interrupted upload)", step, remote)
     return removed

@@ -18,8 +18,6 @@ import os
 import shutil
 from pathlib import Path
 
-STAGING_DIR_NAME = ".llmft-sync-staging"
-
 Snapshot = dict[str, tuple[int, int]]
 
 

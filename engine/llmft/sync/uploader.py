@@ -19,10 +19,12 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from llmft import settings as engine_settings
+from llmft.run_layout import checkpoint_name
 from llmft.storage import Location
 from llmft.storage.transfer import TransferSettings
 from llmft.sync import staging
@@ -39,14 +41,13 @@ class _Job:
     queued_at: float
 
 
-def _lower_priority() -> None:
+def _lower_priority(increment: int) -> None:
     """Give this thread (and the transfer threads it starts, which inherit it) a lower CPU priority.
 
     On Linux, nice is per thread: hashing and sending checkpoints then yields the CPU to the
     training loop (data loading, the optimizer step on CPU) instead of competing with it.
-    `LLMFT_SYNC_NICE` (default 10) sets the increment; 0 turns it off.
+    `increment` is `LLMFT_SYNC_NICE` (default 10); 0 turns it off.
     """
-    increment = int(os.environ.get("LLMFT_SYNC_NICE", "10"))
     if increment <= 0 or not hasattr(os, "setpriority"):
         return
     try:
@@ -71,6 +72,7 @@ class BackgroundUploader:
         self.progress_interval = progress_interval
         self.sync_progress = sync_progress
         self.retry_pause = retry_pause
+        self.nice_increment = engine_settings.current().sync_nice  # read here: a bad value fails the caller
         self.uploaded: list[int] = []    # steps complete in the bucket, in order
         self.dropped: list[int] = []     # steps given up (superseded or failed at close)
         self.failed: dict[int, str] = {}  # step -> last error, for those given up at close
@@ -110,7 +112,7 @@ class BackgroundUploader:
                 if waited_since is None or now - waited_since >= 60:
                     log.info("upload queue full (%d pending: %s); the save of checkpoint-%d waits for an upload "
                              "to finish", self.max_pending,
-                             ", ".join(f"checkpoint-{s}" for s in self._pending_steps()), step)
+                             ", ".join(checkpoint_name(s) for s in self._pending_steps()), step)
                     waited_since = waited_since or now
                 self._cond.wait(timeout=5)
             self._reserved += 1
@@ -146,7 +148,7 @@ class BackgroundUploader:
         if thread is not None:
             if self._pending_steps():
                 log.info("waiting for %d pending checkpoint upload(s): %s", len(self._pending_steps()),
-                         ", ".join(f"checkpoint-{s}" for s in self._pending_steps()))
+                         ", ".join(checkpoint_name(s) for s in self._pending_steps()))
             thread.join(timeout)
             if thread.is_alive():
                 raise RuntimeError(f"checkpoint uploads still running after {timeout}s")
@@ -154,7 +156,7 @@ class BackgroundUploader:
     # ------------------------------------------------------------------ worker side
 
     def _run(self) -> None:
-        _lower_priority()
+        _lower_priority(self.nice_increment)
         next_progress = time.monotonic() + self.progress_interval
         while True:
             with self._cond:
@@ -185,7 +187,7 @@ class BackgroundUploader:
             log.warning("syncing logs and metrics to %s failed (%s); will try again later", self.remote, error)
 
     def _process(self, job: _Job) -> None:
-        name = f"checkpoint-{job.step}"
+        name = checkpoint_name(job.step)
         rounds = 0
         while True:
             rounds += 1
@@ -218,7 +220,7 @@ class BackgroundUploader:
                         name, error)
 
     def _upload(self, job: _Job) -> None:
-        name = f"checkpoint-{job.step}"
+        name = checkpoint_name(job.step)
         while True:
             upload_verified_tree(job.staged, self.remote.child(name), self.settings, label=f"upload {name}")
             now = staging.snapshot(job.staged)

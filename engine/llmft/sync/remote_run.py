@@ -1,13 +1,6 @@
-"""The layout of a run in the bucket, and a scan of what is there.
+"""A run in the bucket: where it is (`parse_remote`) and what one listing shows (`scan`).
 
-```
-<remote>/checkpoint-<step>/        resumable Trainer checkpoints (complete = manifest present)
-<remote>/checkpoint-final/         the final model            \\
-<remote>/checkpoint-final-adapter/ the LoRA adapter (LoRA runs)  } uploaded by `finish()`
-<remote>/logs/  metrics.jsonl  summary.json                    /  (logs and metrics also during training)
-<remote>/.llmft-run-complete.json  written LAST by `finish()`: the run is done
-```
-
+The names (checkpoint folders, finals, the run-complete marker) are `llmft.run_layout`'s.
 A tree counts only when its manifest exists (see `llmft.storage.manifest`); the run
 counts as finished only when the marker exists and every tree it lists is complete.
 """
@@ -15,27 +8,12 @@ counts as finished only when the marker exists and every tree it lists is comple
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 from llmft.errors import UserError
-from llmft.storage import MANIFEST_NAME, Location, parse_location
+from llmft.run_layout import MANIFEST_NAME, RUN_COMPLETE_MARKER, checkpoint_step
+from llmft.storage import Location, parse_location
 from llmft.storage.transfer import TransferSettings, list_objects, read_object
-
-RUN_COMPLETE_MARKER = ".llmft-run-complete.json"
-CHECKPOINT_PREFIX = "checkpoint-"
-FINAL_TREES = ("checkpoint-final", "checkpoint-final-adapter", "logs")
-FINAL_FILES = ("metrics.jsonl", "summary.json")
-PROGRESS_TREES = ("logs",)
-PROGRESS_FILES = ("metrics.jsonl",)
-
-_STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoint_step(name: str) -> int | None:
-    """The step of a `checkpoint-<step>` folder name, None for anything else (e.g. checkpoint-final)."""
-    match = _STEP_DIR.match(name)
-    return int(match.group(1)) if match else None
 
 
 def parse_remote(text: str, key_path: str = "run_conf.checkpoints_remote") -> Location:
