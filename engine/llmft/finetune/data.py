@@ -17,7 +17,16 @@ from pathlib import Path
 from llmft.dataformats import apply_column_map, problems_for, read_jsonl, to_dpo
 from llmft.errors import UserError
 from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
-from llmft.finetune.templates import ChatFormat, assistant_spans
+from llmft.finetune.templates import (
+    ChatFormat,
+    TemplateRefusal,
+    assistant_spans,
+    check_system_placement,
+    fold_system_message,
+    generation_marked_tokens,
+    has_generation_markers,
+    render,
+)
 from llmft.progress import Progress
 
 log = logging.getLogger("llmft.finetune.data")
@@ -168,39 +177,93 @@ def split_validation(train: list, data_conf: DataConf, workdir: Path, kind: str 
             [r for i, r in enumerate(train) if i in held_out])
 
 
-def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions_only: bool) -> dict:
-    """Token ids and labels for one conversation.
+def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions_only: bool,
+           system_message_handling: str = "keep") -> dict:
+    """Token ids and labels for one conversation, exactly as training sees it.
 
-    With `completions_only`, a token carries loss only when it starts inside an assistant turn
-    (its content plus its end-of-turn token); every other label is -100.
+    With `completions_only`, a token carries loss only when it overlaps an assistant turn (what the
+    template made of its content plus its end-of-turn token; see `llmft.finetune.templates`); every
+    other label is -100. A template that cannot render the conversation raises `TemplateRefusal`.
     """
-    text, spans = assistant_spans(tokenizer, chat_format, messages)
+    if system_message_handling == "fold-into-first-user":
+        messages = fold_system_message(messages)
+    check_system_placement(tokenizer, messages)
+    if completions_only and has_generation_markers(chat_format.template):
+        return _encode_with_generation_markers(tokenizer, messages)
+    if completions_only:
+        text, spans = assistant_spans(tokenizer, chat_format, messages)
+    else:
+        text, spans = render(tokenizer, messages), []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
     if not completions_only:
         return {"input_ids": ids, "labels": list(ids)}
     labels = [
-        token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
+        token if any(start < offset[1] and offset[0] < end for start, end in spans) else IGNORE_INDEX
         for token, offset in zip(ids, encoded["offset_mapping"])
     ]
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
-               completions_only: bool, label: str) -> tuple[list[dict], LengthReport]:
-    """Encode every record; leave out (and count) those longer than `max_seq_length`."""
-    report = LengthReport()
-    examples = []
-    progress = Progress(f"tokenize {label}", len(records), unit="samples")
+def _encode_with_generation_markers(tokenizer, messages: list[dict]) -> dict:
+    """The template marks what is trained with `{% generation %}` (transformers' assistant mask)."""
+    ids, mask = generation_marked_tokens(tokenizer, messages)
+    return {"input_ids": ids, "labels": [token if marked else IGNORE_INDEX for token, marked in zip(ids, mask)]}
+
+
+@dataclass
+class Encoded:
+    """One record after tokenisation: its example, or why it is left out."""
+
+    record: Record
+    example: dict | None
+    left_out: str | None = None  # the reason, for the log and `llmft preview-data`
+    refused: bool = False  # the chat template refused it (an error in training, not a silent skip)
+
+
+def encode_records(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
+                   completions_only: bool, system_message_handling: str = "keep"):
+    """Yield an `Encoded` per record, in order: the one tokenisation path of training and preview-data."""
     for record in records:
-        example = encode(tokenizer, chat_format, record.messages, completions_only)
-        progress.update(1)
+        try:
+            example = encode(tokenizer, chat_format, record.messages, completions_only, system_message_handling)
+        except TemplateRefusal as error:
+            yield Encoded(record, None, str(error), refused=True)
+            continue
         length = len(example["input_ids"])
         if length > max_seq_length:
-            report.left_out(length, record.where)
+            yield Encoded(record, example, f"{length} tokens, longer than sft_args.max_seq_length={max_seq_length}")
             continue
-        examples.append(example)
+        yield Encoded(record, example)
+
+
+def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
+               completions_only: bool, label: str,
+               system_message_handling: str = "keep") -> tuple[list[dict], LengthReport]:
+    """Encode every record; leave out (and count) those longer than `max_seq_length`.
+
+    Conversations the chat template refuses fail the run, every one of them listed with file:line.
+    """
+    report = LengthReport()
+    examples, refused = [], []
+    progress = Progress(f"tokenize {label}", len(records), unit="samples")
+    for item in encode_records(records, tokenizer, chat_format, max_seq_length, completions_only,
+                               system_message_handling):
+        progress.update(1)
+        if item.refused:
+            refused.append(f"{item.record.where}: {item.left_out}")
+        elif item.left_out:
+            report.left_out(len(item.example["input_ids"]), item.record.where)
+        else:
+            examples.append(item.example)
     progress.close()
+    if refused:
+        shown = refused[:MAX_PROBLEMS_PER_FILE]
+        if len(refused) > len(shown):
+            shown.append(f"... and {len(refused) - len(shown)} more ({len(refused)} in all); "
+                         "`llmft preview-data CONFIG` lists them")
+        raise UserError(f"the chat template cannot render {len(refused)} {label} conversation(s):\n  "
+                        + "\n  ".join(shown))
     report.kept = len(examples)
     if report.too_long:
         log.warning("%s: left out %d of %d samples longer than sft_args.max_seq_length=%d tokens (longest %d; "
