@@ -1,261 +1,88 @@
-"""A small runner for helm-unittest suites (`charts/<chart>/tests/*_test.yaml`) on the real Helm engine.
+"""A runner for helm-unittest suites (`charts/<chart>/tests/*_test.yaml`) on the real Helm engine.
 
-Users with the plugin run the same files with `helm unittest charts/<chart>`; here, where the plugin cannot
-be installed, pytest runs them through this module (see tests/test_chart_suites.py). Rendering goes through
-`llmft.charts.render_chart` (Helm's own engine, schema validation and `fail`).
+Users with the plugin run the same files with `helm unittest charts/<chart>`; here, where the plugin cannot be
+installed (it needs Go), pytest runs them through this module (tests/test_chart_suites.py). Charts are rendered
+by Helm's own engine through helm-python-sdk, in process, with the chart loaded once and reused.
 
-The semantics follow helm-unittest's DOCUMENT.md and its validators (pkg/unittest/validators):
+It follows helm-unittest 1.1 (its DOCUMENT.md and pkg/unittest), and is proven against the plugin's own fixtures
+and recorded verdicts by tests/test_helm_unittest_fidelity.py. A test job:
 
-- A test job renders the chart with only the suite's `templates` (plus partials `_*`/`*.tpl`), the values
-  files (relative to the suite file), then the suite's `set`, then the test's `set` (dotted `--set`-style
-  paths whose values may be any YAML; maps merge, a list element given as null keeps the old element).
-- Each assertion runs on every template it selects (its own `template`, else the test's `template(s)`, else
-  the suite's `templates`) and every selected document (`documentIndex` / `documentSelector`); it passes only
-  if it passes on all of them. `not: true` inverts it; `notX` types are the antonyms of `x`.
-- If rendering fails, only `failedTemplate` can pass; a `fail` message is matched on its own (Helm's
-  "execution error at (file:line:col): " prefix removed), any other error (schema, release name) whole.
+- renders the chart with the release (name `RELEASE-NAME`, namespace `NAMESPACE`, revision 0 unless set),
+  capabilities (Kubernetes 1.35 unless `majorVersion`/`minorVersion` say otherwise, plus `apiVersions`) and
+  chart `version`/`appVersion` of the test, else of the suite;
+- keeps only the suite's `templates` (wildcards allowed, `templates/` optional, `charts/<sub>/templates/...`
+  for a subchart's) minus its `excludeTemplates`, plus every partial (a file whose name starts with `_`), in
+  the chart and its subcharts alike; no `templates` keeps them all;
+- takes values from the values files (relative to the suite file), then the suite's `set`, then the test's
+  `set`: each merged over the previous as Helm's MergeTables does (maps merge, anything else, lists included,
+  is replaced); a `set` path may index lists (`a.b[1].c` builds a list whose other elements are null) and
+  escape dotted keys (`a.[x.y/z]`); a suite in a subchart's tests/ gets its values scoped to that subchart;
+- if rendering fails, `fail`/`required` errors become the failed template's only document (its message under
+  `raw`), which `failedTemplate` checks; other errors (schema, invalid release name) are matched whole;
+- runs each assertion on its templates (its own `template`, else the test's `template(s)`, else the suite's)
+  and their documents selected by `documentIndex` / `documentSelector` (`path`, optional `value`, `matchMany`,
+  `skipEmptyTemplates`); an assertion passes only if it passes on every selected template.
 
-Where the plugin's code is looser than its documentation, this runner takes the stricter reading, so a suite
-that passes here also passes with the plugin:
-- `isNotNullOrEmpty`/`isNotEmpty` fail on a missing path (a missing value is null);
-- `lengthEqual` checks every document, and `count` also with `paths`;
-- a test without `release.name` is an error (the plugin's default `RELEASE-NAME` is not a valid Helm release
-  name, and every chart here rejects it);
-- unknown keys in a suite, a test or an assertion's parameters, and assertion types this runner does not
-  implement, are errors rather than silently ignored.
-
-Paths use helm-unittest's JSONPath-like syntax: `a.b[0].c`, `a["dotted.key"]`, `a[*]`, `a.*` and filters
-`a[?(@.name == "x")]` (also `!=`, and `[?(@.name)]` for presence).
+A file may hold several suites separated by `---`. `skip` (with `reason`, or a `minimumVersion` above 1.1.0)
+skips a suite or a test. Known differences from the plugin, all loud: unknown keys in a suite, a test or an
+assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects, `postRenderer`
+and `includeCrds` are not implemented and fail the suite. One silent difference: Helm's built-in API versions
+stay available to `.Capabilities.APIVersions.Has` (the plugin offers only the listed `apiVersions`).
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
-import fnmatch
+import json
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import yaml
+from helm_unittest_asserts import (ASSERT_TYPES, RAW, AssertType, Context, Snapshots, SuiteError, deep_equal,
+                                   find, load_yaml, load_yaml_all)
 
-from llmft.charts import load_values_file, render_chart
-from llmft.errors import UserError
+PLUGIN_VERSION = (1, 1, 0)       # the helm-unittest release whose behaviour this runner reproduces
+DEFAULT_KUBE_VERSION = ("1", "35")  # helm-unittest 1.1 is built with Helm 3.20 / client-go 0.35
 
-RAW = "raw"  # the key under which a text template (NOTES.txt) or a `fail` message is stored, as in the plugin
-
-
-class SuiteError(Exception):
-    """A suite this runner cannot run as written: malformed, or uses something it does not implement."""
+__all__ = ["ASSERT_TYPES", "SuiteError", "Suite", "Case", "CaseResult", "build_set_value", "merge_tables",
+           "discover_suites", "load_suites", "run_case", "run_suite", "find"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Values equality with Go's reflect.DeepEqual over YAML-decoded values: bool, int and float differ.
-# --------------------------------------------------------------------------------------------------
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "map"
-    return type(value).__name__
-
-
-def deep_equal(a: Any, b: Any) -> bool:
-    if _kind(a) != _kind(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(deep_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(deep_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-def _is_subset(actual: dict, content: dict) -> bool:
-    """helm-unittest's validateSubset: every key of `content` deep-equals the same key of `actual`."""
-    return all(key in actual and deep_equal(actual[key], value) for key, value in content.items())
-
-
-def _uniform(text: str) -> str:
-    """The plugin strips spaces before line ends of an actual string before comparing it."""
-    return re.sub(r"[ ]+\r?\n", "\n", text)
-
-
-def _dump(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=False, sort_keys=False).rstrip()
-    return text[:-len("\n...")] if text.endswith("\n...") else text
-
-
-# --------------------------------------------------------------------------------------------------
-# Paths: the JSONPath-like syntax of helm-unittest (vmware-labs/yaml-jsonpath), the subset we support.
-# --------------------------------------------------------------------------------------------------
-
-_LITERAL = r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'|(?P<num>-?\d+(?:\.\d+)?)|(?P<bool>true|false)|(?P<null>null))"""
-_FILTER = re.compile(r"\?\(\s*@(?P<sub>(?:\.[^\s=!)]+|\[[^\]]*\])*)\s*(?:(?P<op>==|!=)\s*" + _LITERAL + r")?\s*\)$")
-
-
-def _literal(match: re.Match) -> Any:
-    if match.group("dq") is not None:
-        return bytes(match.group("dq"), "utf-8").decode("unicode_escape")
-    if match.group("sq") is not None:
-        return bytes(match.group("sq"), "utf-8").decode("unicode_escape")
-    if match.group("num") is not None:
-        text = match.group("num")
-        return float(text) if "." in text else int(text)
-    if match.group("bool") is not None:
-        return match.group("bool") == "true"
-    return None
-
-
-def parse_path(path: str) -> list[tuple[str, Any]]:
-    """Split a path into steps: ("key", name), ("index", n), ("all", None), ("filter", (subpath, op, value))."""
-    steps: list[tuple[str, Any]] = []
-    text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
-    i = 0
-    expect_key = True  # at the start, a bare key may follow without a dot
-    while i < len(text):
-        char = text[i]
-        if char == ".":
-            if text[i + 1:i + 2] == ".":
-                raise SuiteError(f"path {path!r}: recursive descent '..' is not supported by this runner")
-            i += 1
-            expect_key = True
-            continue
-        if char == "[":
-            end = _closing_bracket(text, i, path)
-            inner = text[i + 1:end].strip()
-            steps.append(_bracket_step(inner, path))
-            i = end + 1
-            expect_key = False
-            continue
-        if not expect_key:
-            raise SuiteError(f"path {path!r}: expected '.' or '[' at position {i}")
-        j = i
-        while j < len(text) and text[j] not in ".[":
-            j += 1
-        name = text[i:j]
-        steps.append(("all", None) if name == "*" else ("key", name))
-        i = j
-        expect_key = False
-    return steps
-
-
-def _closing_bracket(text: str, start: int, path: str) -> int:
-    depth, quote = 0, None
-    for k in range(start, len(text)):
-        char = text[k]
-        if quote:
-            if char == "\\":
-                continue
-            if char == quote:
-                quote = None
-        elif char in "\"'":
-            quote = char
-        elif char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                return k
-    raise SuiteError(f"path {path!r}: unclosed '['")
-
-
-def _bracket_step(inner: str, path: str) -> tuple[str, Any]:
-    if inner == "*":
-        return ("all", None)
-    if re.fullmatch(r"\d+", inner):
-        return ("index", int(inner))
-    quoted = re.fullmatch(r"""(["'])(.*)\1""", inner)
-    if quoted:
-        return ("key", quoted.group(2))
-    filt = _FILTER.match(inner)
-    if filt:
-        sub = parse_path(filt.group("sub").lstrip(".")) if filt.group("sub") else []
-        op = filt.group("op")
-        return ("filter", (sub, op, _literal(filt) if op else None))
-    raise SuiteError(f"path {path!r}: '[{inner}]' is not supported by this runner "
-                     "(use [N], [*], [\"key\"] or [?(@.field == \"value\")])")
-
-
-def find(document: Any, path: str) -> list[Any]:
-    """Every value `path` selects in `document` (empty when nothing matches); '' selects the document."""
-    if path == "":
-        return [document]
-    return _walk([document], parse_path(path))
-
-
-def _walk(nodes: list[Any], steps: list[tuple[str, Any]]) -> list[Any]:
-    for kind, arg in steps:
-        found: list[Any] = []
-        for node in nodes:
-            if kind == "key":
-                if isinstance(node, dict) and arg in node:
-                    found.append(node[arg])
-            elif kind == "index":
-                if isinstance(node, list) and arg < len(node):
-                    found.append(node[arg])
-            elif kind == "all":
-                if isinstance(node, list):
-                    found.extend(node)
-                elif isinstance(node, dict):
-                    found.extend(node.values())
-            elif kind == "filter" and isinstance(node, list):
-                sub, op, literal = arg
-                for item in node:
-                    values = _walk([item], sub)
-                    if (op is None and values) or (op == "==" and any(deep_equal(v, literal) for v in values)) \
-                            or (op == "!=" and any(not deep_equal(v, literal) for v in values)):
-                        found.append(item)
-        nodes = found
-    return nodes
-
-
-# --------------------------------------------------------------------------------------------------
-# `set`: helm-unittest's BuildValueOfSetPath + MergeValues.
+# `set`: helm-unittest's BuildValueOfSetPath, and Helm's MergeTables.
 # --------------------------------------------------------------------------------------------------
 
 def build_set_value(path: str, value: Any) -> dict:
     """`a.b[1].c` + v -> {"a": {"b": [None, {"c": v}]}}; `a.[x.y]` addresses a key containing dots."""
-    cursors: list[str | int] = []
-    i = 0
     if not path:
         raise SuiteError("set: empty path")
+    cursors: list[str | int] = []
+    i = 0
     while i < len(path):
         if path[i] == "[":
             end = path.find("]", i)
             if end < 0:
                 raise SuiteError(f"set {path!r}: unclosed '['")
             inner = path[i + 1:end]
-            if re.fullmatch(r"\d+", inner) and cursors:
-                cursors.append(int(inner))
-            elif i == 0 or path[i - 1] == ".":
+            if i == 0 or path[i - 1] == ".":
                 cursors.append(inner)  # escaped key: a.[kueue.x-k8s.io/queue-name]
+            elif re.fullmatch(r"\d+", inner):
+                cursors.append(int(inner))
             else:
                 raise SuiteError(f"set {path!r}: invalid index [{inner}]")
             i = end + 1
-            if i < len(path) and path[i] == ".":
-                i += 1
+            if i < len(path) and path[i] not in ".[":
+                raise SuiteError(f"set {path!r}: expected '.' or '[' after ']'")
+            i += 1 if i < len(path) and path[i] == "." else 0
             continue
         j = i
         while j < len(path) and path[j] not in ".[":
             j += 1
-        if j == i:
-            raise SuiteError(f"set {path!r}: empty key at position {i}")
+        if j == i or any(c in path[i:j] for c in ",{}="):
+            raise SuiteError(f"set {path!r}: invalid key at position {i}")
         cursors.append(path[i:j])
         i = j + 1 if j < len(path) and path[j] == "." else j
     built: dict = {}
@@ -272,19 +99,14 @@ def build_set_value(path: str, value: Any) -> dict:
     return built
 
 
-def merge_values(dst: dict, src: dict) -> dict:
-    """helm-unittest's merge: maps merge; a list merges element-wise where the new element is null."""
-    out = dict(dst)
-    for key, new in src.items():
-        old = out.get(key)
-        if new is None:
-            out[key] = None
-        elif isinstance(new, dict) and isinstance(old, dict):
-            out[key] = merge_values(old, new)
-        elif isinstance(new, list) and isinstance(old, list):
-            out[key] = [old[i] if item is None and i < len(old) else item for i, item in enumerate(new)]
-        else:
-            out[key] = new
+def merge_tables(new: dict, base: dict) -> dict:
+    """Helm's chartutil.MergeTables(new, base): `new` wins; maps present in both merge; lists are replaced."""
+    out = dict(new)
+    for key, old in base.items():
+        if key not in out:
+            out[key] = old
+        elif isinstance(out[key], dict) and isinstance(old, dict):
+            out[key] = merge_tables(out[key], old)
     return out
 
 
@@ -292,20 +114,42 @@ def merge_values(dst: dict, src: dict) -> dict:
 # Suites and cases.
 # --------------------------------------------------------------------------------------------------
 
-SUITE_KEYS = {"suite", "templates", "values", "set", "release", "tests"}
+SUITE_KEYS = {"suite", "values", "set", "templates", "excludeTemplates", "release", "capabilities", "chart",
+              "skip", "tests", "snapshotId", "includeCrds", "kubernetesProvider", "postRenderer"}
 TEST_KEYS = {"it", "values", "set", "template", "templates", "documentIndex", "documentSelector", "release",
-             "asserts", "skip"}
-RELEASE_KEYS = {"name", "namespace"}
+             "capabilities", "chart", "skip", "asserts", "kubernetesProvider", "postRenderer"}
+NOT_IMPLEMENTED_KEYS = {"includeCrds", "kubernetesProvider", "postRenderer"}
+RELEASE_KEYS = {"name", "namespace", "revision", "upgrade"}
+CAPABILITY_KEYS = {"majorVersion", "minorVersion", "apiVersions"}
+CHART_KEYS = {"version", "appVersion"}
+SELECTOR_KEYS = {"path", "value", "matchMany", "skipEmptyTemplates"}
 ASSERT_OPTIONS = {"not", "template", "documentIndex", "documentSelector"}
+
+_SUITE_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")  # helm-unittest's (and Helm's) document splitter
 
 
 @dataclass
 class Suite:
-    path: Path
-    chart_dir: Path
+    path: Path          # the suite file
+    chart_dir: Path     # the chart rendered (for a suite in a subchart's tests/: the top chart)
+    route: str          # where the suite's chart sits: "top" or "top/charts/sub"
     name: str
     spec: dict
+    position: int = 0   # its place among the suites of its file
     cases: list["Case"] = field(default_factory=list)
+
+    @property
+    def skip_reason(self) -> str | None:
+        skip = self.spec.get("skip") or {}
+        if skip.get("reason"):
+            return str(skip["reason"])
+        minimum = skip.get("minimumVersion")
+        if minimum and _version(str(minimum)) > PLUGIN_VERSION:
+            return f"requires helm-unittest {minimum}; this runner follows {'.'.join(map(str, PLUGIN_VERSION))}"
+        tests = self.spec["tests"]
+        if all((t.get("skip") or {}).get("reason") for t in tests):
+            return "all tests are skipped"
+        return None
 
 
 @dataclass
@@ -314,6 +158,7 @@ class Case:
     index: int
     name: str
     spec: dict
+    assertions: list["ParsedAssertion"]
 
     @property
     def id(self) -> str:
@@ -325,6 +170,7 @@ class AssertionResult:
     index: int
     type: str
     passed: bool
+    skipped: bool = False
     messages: list[str] = field(default_factory=list)
 
 
@@ -335,9 +181,10 @@ class CaseResult:
     assertions: list[AssertionResult] = field(default_factory=list)
     error: str | None = None
     skipped: str | None = None
+    new_snapshots: int = 0
 
     def report(self) -> str:
-        lines = [f"{self.case.id}: {'PASS' if self.passed else 'FAIL'}"]
+        lines = [f"{self.case.id}: {'SKIPPED' if self.skipped else 'PASS' if self.passed else 'FAIL'}"]
         if self.error:
             lines.append(f"  error: {self.error}")
         for result in self.assertions:
@@ -347,502 +194,99 @@ class CaseResult:
         return "\n".join(lines)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text.split("-")[0])
+    return tuple(int(p) for p in (parts + ["0", "0", "0"])[:3])
+
+
 def discover_suites(charts_dir: Path) -> list[Path]:
     """Every helm-unittest suite file of every chart, as the plugin finds them by default."""
     return sorted(Path(charts_dir).glob("*/tests/*_test.yaml"))
 
 
-def load_suite(path: Path) -> Suite:
+def _route(path: Path, chart_dir: Path) -> str:
+    """The suite's chart route: the top chart's name, then /charts/<name> per subchart level above tests/."""
+    route = _chart_meta(chart_dir)["name"]
+    relative = path.parent.resolve().relative_to(chart_dir.resolve()).parts
+    for i in range(0, len(relative) - 1, 2):
+        if relative[i] != "charts":
+            break
+        sub = chart_dir.joinpath(*relative[:i + 2])
+        if not (sub / "Chart.yaml").is_file():
+            break
+        route += f"/charts/{_chart_meta(sub)['name']}"
+    return route
+
+
+def load_suites(path: Path, chart_dir: Path | None = None) -> list[Suite]:
+    """The suites of one file (several may be separated by `---`).
+
+    `chart_dir` is the chart the plugin was pointed at; by default the suite file's grandparent. A suite under
+    `<chart_dir>/charts/<sub>/tests/` tests that subchart within its parent, as `helm unittest --with-subchart`.
+    """
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SuiteError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(spec, dict):
-        raise SuiteError(f"{path}: a suite must be a mapping")
-    unknown = set(spec) - SUITE_KEYS
-    if unknown:
-        raise SuiteError(f"{path}: keys {sorted(unknown)} are not supported by this runner (known: {sorted(SUITE_KEYS)})")
-    chart_dir = path.parent.parent
+    chart_dir = Path(chart_dir) if chart_dir else path.parent.parent
     if not (chart_dir / "Chart.yaml").is_file():
         raise SuiteError(f"{path}: no Chart.yaml in {chart_dir} (suites live in <chart>/tests/)")
+    route = _route(path, chart_dir)
+    suites = []
+    for part in _SUITE_SEPARATOR.split(path.read_text()):
+        if not part.strip():
+            continue
+        try:
+            spec = load_yaml(part)
+        except Exception as error:  # noqa: BLE001 - any YAML error is the suite's
+            raise SuiteError(f"{path}: not valid YAML: {error}") from None
+        if spec is None:
+            continue
+        suites.append(_parse_suite(path, chart_dir, route, spec, len(suites)))
+    if not suites:
+        raise SuiteError(f"{path}: no suite in this file")
+    return suites
+
+
+def _keys(mapping: Any, known: set[str], where: str) -> dict:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise SuiteError(f"{where}: must be a mapping")
+    unknown = set(mapping) - known
+    if unknown:
+        raise SuiteError(f"{where}: keys {sorted(unknown)} are not supported by this runner (known: {sorted(known)})")
+    not_implemented = sorted(k for k in set(mapping) & NOT_IMPLEMENTED_KEYS if mapping[k])
+    if not_implemented:
+        raise SuiteError(f"{where}: {not_implemented} are helm-unittest keys this runner does not implement")
+    return mapping
+
+
+def _parse_suite(path: Path, chart_dir: Path, route: str, spec: Any, position: int) -> Suite:
+    where = f"{path}" + (f" (suite {position + 1})" if position else "")
+    spec = _keys(spec, SUITE_KEYS, where)
     tests = spec.get("tests")
     if not isinstance(tests, list) or not tests:
-        raise SuiteError(f"{path}: 'tests' must be a non-empty list")
-    suite = Suite(path=path, chart_dir=chart_dir, name=str(spec.get("suite") or path.stem), spec=spec)
-    _check_release(spec.get("release"), f"{path}: release")
-    seen: set[str] = set()
+        raise SuiteError(f"{where}: no tests found ('tests' must be a non-empty list)")
+    for key in ("templates", "excludeTemplates", "values"):
+        if spec.get(key) is not None and not isinstance(spec[key], list):
+            raise SuiteError(f"{where}: '{key}' must be a list")
+    for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
+                       ("skip", {"reason", "minimumVersion"})):
+        _keys(spec.get(key), known, f"{where}: {key}")
+    suite = Suite(path=path, chart_dir=chart_dir, route=route, name=str(spec.get("suite") or ""), spec=spec,
+                  position=position)
     for index, test in enumerate(tests):
-        where = f"{path}: tests[{index}]"
-        if not isinstance(test, dict):
-            raise SuiteError(f"{where}: must be a mapping")
-        unknown = set(test) - TEST_KEYS
-        if unknown:
-            raise SuiteError(f"{where}: keys {sorted(unknown)} are not supported by this runner (known: {sorted(TEST_KEYS)})")
+        at = f"{where}: tests[{index}]"
+        test = _keys(test, TEST_KEYS, at)
+        for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
+                           ("skip", {"reason"})):
+            _keys(test.get(key), known, f"{at}.{key}")
+        if test.get("documentSelector") is not None:
+            _check_selector(test["documentSelector"], at)
         if not isinstance(test.get("asserts"), list) or not test["asserts"]:
-            raise SuiteError(f"{where}: 'asserts' must be a non-empty list")
-        _check_release(test.get("release"), f"{where}.release")
-        for a_index, assertion in enumerate(test["asserts"]):
-            _parse_assertion(assertion, f"{where}.asserts[{a_index}]")
-        name = str(test.get("it") or f"test {index}")
-        if name in seen:
-            raise SuiteError(f"{where}: duplicate test name {name!r}")
-        seen.add(name)
-        suite.cases.append(Case(suite=suite, index=index, name=name, spec=test))
+            raise SuiteError(f"{at}: no asserts found ('asserts' must be a non-empty list)")
+        assertions = [_parse_assertion(a, f"{at}.asserts[{i}]") for i, a in enumerate(test["asserts"])]
+        suite.cases.append(Case(suite=suite, index=index, name=str(test.get("it") or ""), spec=test,
+                                assertions=assertions))
     return suite
-
-
-def _check_release(release: Any, where: str) -> None:
-    if release is None:
-        return
-    if not isinstance(release, dict):
-        raise SuiteError(f"{where}: must be a mapping")
-    unknown = set(release) - RELEASE_KEYS
-    if unknown:
-        raise SuiteError(f"{where}: keys {sorted(unknown)} are not supported by this runner (known: {sorted(RELEASE_KEYS)})")
-
-
-# --------------------------------------------------------------------------------------------------
-# Rendering a test job.
-# --------------------------------------------------------------------------------------------------
-
-_filtered_charts: dict[tuple[Path, tuple[str, ...]], Path] = {}
-_scratch = None
-
-
-def _template_file(name: str) -> str:
-    name = name.lstrip("./")
-    return name if name.startswith("templates/") else f"templates/{name}"
-
-
-def _chart_name(chart_dir: Path) -> str:
-    return str(yaml.safe_load((chart_dir / "Chart.yaml").read_text())["name"])
-
-
-def _suite_templates(suite: Suite) -> list[str]:
-    """The suite's `templates`, expanded (wildcards) to chart-relative paths like templates/deployment.yaml."""
-    patterns = suite.spec.get("templates") or []
-    if not isinstance(patterns, list):
-        raise SuiteError(f"{suite.path}: 'templates' must be a list")
-    available = sorted(str(p.relative_to(suite.chart_dir)) for p in (suite.chart_dir / "templates").rglob("*")
-                       if p.is_file())
-    selected: list[str] = []
-    for pattern in patterns:
-        wanted = _template_file(str(pattern))
-        matches = [t for t in available if fnmatch.fnmatchcase(t, wanted)]
-        if not matches:
-            raise SuiteError(f"{suite.path}: template {pattern!r} matches no file in {suite.chart_dir / 'templates'}")
-        selected.extend(m for m in matches if m not in selected)
-    return selected or [t for t in available if not Path(t).name.startswith("_") and not t.endswith(".tpl")]
-
-
-def _render_dir(suite: Suite) -> Path:
-    """A copy of the chart holding only the suite's templates and the partials, as the plugin renders it."""
-    global _scratch
-    if not suite.spec.get("templates"):
-        return suite.chart_dir
-    templates = tuple(_suite_templates(suite))
-    key = (suite.chart_dir.resolve(), templates)
-    if key not in _filtered_charts:
-        if _scratch is None:
-            _scratch = tempfile.mkdtemp(prefix="helm-unittest-")
-            atexit.register(shutil.rmtree, _scratch, True)
-        target = Path(_scratch) / str(len(_filtered_charts)) / suite.chart_dir.name
-        keep = set(templates)
-
-        def ignore(directory: str, names: list[str]) -> set[str]:
-            skipped = set()
-            for name in names:
-                relative = str((Path(directory) / name).relative_to(suite.chart_dir))
-                full = Path(directory) / name
-                if relative.startswith("templates/") and full.is_file() and relative not in keep \
-                        and not name.startswith("_") and not name.endswith(".tpl"):
-                    skipped.add(name)
-            return skipped
-
-        shutil.copytree(suite.chart_dir, target, ignore=ignore)
-        _filtered_charts[key] = target
-    return _filtered_charts[key]
-
-
-def _values_for(case: Case) -> dict:
-    suite, test = case.suite, case.spec
-    values: dict = {}
-    for source, where in ((suite.spec.get("values"), "suite"), (test.get("values"), f"test {case.name!r}")):
-        for name in source or []:
-            file = Path(name) if Path(name).is_absolute() else suite.path.parent / name
-            try:
-                values = merge_values(values, load_values_file(file))
-            except UserError as error:
-                raise SuiteError(f"{suite.path}: {where} values: {error}") from None
-    for source in (suite.spec.get("set"), test.get("set")):
-        if source is None:
-            continue
-        if not isinstance(source, dict):
-            raise SuiteError(f"{suite.path}: 'set' must be a mapping of paths to values")
-        for path, value in source.items():
-            values = merge_values(values, build_set_value(str(path), value))
-    return values
-
-
-_EXECUTION_ERROR = re.compile(r"^execution error at \((?P<file>[^)]+?):\d+:\d+\): (?P<message>.*)$", re.S)
-
-
-@dataclass
-class RenderOutcome:
-    ok: bool
-    outputs: dict[str, list[dict]]        # template path (chart/templates/x.yaml) -> documents
-    error: str | None = None              # the error when it could not be attributed to one template
-
-
-def render_case(case: Case) -> tuple[RenderOutcome, str]:
-    """Render the chart for one test job; returns the outcome and the chart name (template path prefix)."""
-    suite, test = case.suite, case.spec
-    release = {**(suite.spec.get("release") or {}), **(test.get("release") or {})}
-    name = release.get("name")
-    if not name:
-        raise SuiteError(
-            f"{suite.path}: test {case.name!r} has no release.name; helm-unittest's default 'RELEASE-NAME' is not a "
-            "valid Helm release name (and the charts reject it): set release.name in the suite or the test")
-    chart_dir = _render_dir(suite)
-    chart = _chart_name(chart_dir)
-    try:
-        rendered = render_chart(chart_dir, values=_values_for(case), release_name=str(name),
-                                namespace=str(release.get("namespace") or "NAMESPACE"))
-    except UserError as error:
-        message = str(error)
-        for prefix in (f"helm template {chart_dir}: ", f"release name {str(name)!r} is invalid: "):
-            if message.startswith(prefix):
-                message = message[len(prefix):]
-        failed = _EXECUTION_ERROR.match(message)
-        if failed:
-            file, text = failed.group("file"), failed.group("message")
-            if Path(file).name.startswith("_"):
-                targets = [f"{chart}/{t}" for t in _suite_templates(suite)]
-            else:
-                targets = [file]
-            return RenderOutcome(ok=False, outputs={t: [{RAW: text}] for t in targets}), chart
-        return RenderOutcome(ok=False, outputs={}, error=message), chart
-    outputs: dict[str, list[dict]] = {}
-    for path, text in rendered.templates.items():
-        if path.endswith(".txt"):
-            outputs[path] = [{RAW: text}]
-        elif path.endswith((".yaml", ".yml", ".tpl")):
-            outputs[path] = [doc for doc in yaml.safe_load_all(text) if doc]
-    return RenderOutcome(ok=True, outputs=outputs), chart
-
-
-# --------------------------------------------------------------------------------------------------
-# Assertions.
-# --------------------------------------------------------------------------------------------------
-
-@dataclass
-class Context:
-    docs: list[dict]          # every document the template rendered
-    selected: list[dict]      # the documents selected by documentIndex / documentSelector
-    negative: bool
-    render_error: str | None
-
-
-Validator = Callable[[dict, Context], tuple[bool, list[str]]]
-
-
-@dataclass
-class AssertType:
-    validator: Validator
-    params: dict[str, bool]   # parameter name -> required
-    antonym: bool = False
-    requires_render: bool = True
-
-
-def _per_document(check: Callable[[dict, int, Context], tuple[bool, list[str]]],
-                  empty_passes_when_negative: bool = True) -> Callable[[Context], tuple[bool, list[str]]]:
-    """Run `check` on every selected document; all must pass. With no document: the plugin's rule."""
-    def run(ctx: Context) -> tuple[bool, list[str]]:
-        if not ctx.selected:
-            if ctx.negative and empty_passes_when_negative:
-                return True, []
-            return False, ["no manifest found"]
-        passed, messages = True, []
-        for index, document in enumerate(ctx.selected):
-            ok, why = check(document, index, ctx)
-            if not ok:
-                passed = False
-                messages.append(f"DocumentIndex {index}:")
-                messages.extend(f"  {line}" for text in why for line in str(text).splitlines())
-        return passed, messages
-    return run
-
-
-def _v_equal(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path, expected = params["path"], params.get("value")
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        actuals = find(document, path)
-        if not actuals:
-            return (True, []) if ctx.negative else (False, [f"unknown path {path}"])
-        for actual in actuals:
-            if isinstance(actual, str):
-                if params.get("decodeBase64"):
-                    actual = base64.b64decode(actual).decode()
-                actual = _uniform(actual)
-            if deep_equal(expected, actual) == ctx.negative:
-                verb = "NOT to equal" if ctx.negative else "to equal"
-                return False, [f"path {path}: expected {verb}:", _dump(expected), "actual:", _dump(actual)]
-        return True, []
-    return _per_document(check)(ctx)
-
-
-def _v_exists(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path = params["path"]
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        exists = bool(find(document, path))
-        if exists == ctx.negative:
-            return False, [f"path {path} expected to {'NOT ' if ctx.negative else ''}exist"]
-        return True, []
-    return _per_document(check, empty_passes_when_negative=False)(ctx)
-
-
-def _is_empty(value: Any) -> bool:
-    """helm-unittest's "null or empty": null, false, 0, "", [] and {}."""
-    if value is None or isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value == 0
-    if isinstance(value, (str, list, dict)):
-        return len(value) == 0
-    return False
-
-
-def _v_null_or_empty(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path = params["path"]
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        actuals = find(document, path)
-        if not actuals:
-            return False, [f"unknown path {path} (a missing value is null)"]
-        for actual in actuals:
-            if _is_empty(actual) == ctx.negative:
-                return False, [f"path {path}: expected {'NOT ' if ctx.negative else ''}to be null or empty, got:",
-                               _dump(actual)]
-        return True, []
-    return _per_document(check)(ctx)
-
-
-def _v_contains(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path, content, count, any_ = params["path"], params.get("content"), params.get("count"), params.get("any", False)
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
-        raise SuiteError(f"contains: count must be an integer, got {count!r}")
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        actuals = find(document, path)
-        if not actuals:
-            return False, [f"unknown path {path}"]
-        actual = actuals if isinstance(actuals[0], str) else actuals[0]
-        if not isinstance(actual, list):
-            return False, [f"expect '{path}' to be an array, got:", _dump(actual)]
-        if any_:
-            matches = sum(1 for item in actual if isinstance(item, dict) and isinstance(content, dict)
-                          and _is_subset(item, content))
-        else:
-            matches = sum(1 for item in actual if deep_equal(item, content))
-        if ctx.negative:
-            ok = matches != count if count is not None else matches == 0
-        else:
-            ok = matches == count if count is not None else matches > 0
-        if not ok:
-            wanted = f"{'NOT ' if ctx.negative else ''}to contain" + (f" {count} time(s)" if count is not None else "")
-            return False, [f"path {path}: expected {wanted} (found {matches}):", _dump([content]), "actual:", _dump(actual)]
-        return True, []
-    return _per_document(check, empty_passes_when_negative=False)(ctx)
-
-
-def _v_subset(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path, content = params["path"], params.get("content")
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        actuals = find(document, path)
-        if not actuals:
-            return (True, []) if ctx.negative else (False, [f"unknown path {path}"])
-        for actual in actuals:
-            if not isinstance(actual, dict) or not isinstance(content, dict):
-                return False, [f"expect '{path}' to be an object, got:", _dump(actual)]
-            if _is_subset(actual, content) == ctx.negative:
-                return False, [f"path {path}: expected {'NOT ' if ctx.negative else ''}to contain:", _dump(content),
-                               "actual:", _dump(actual)]
-        return True, []
-    return _per_document(check)(ctx)
-
-
-def _v_field_is(field_name: str, label: str) -> Validator:
-    def validator(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-        expected = params["of"]
-
-        def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-            actual = document.get(field_name)
-            if (isinstance(actual, str) and actual == expected) == ctx.negative:
-                return False, [f"expected {'NOT ' if ctx.negative else ''}to be {label} {expected}, got {actual!r}"]
-            return True, []
-        return _per_document(check)(ctx)
-    return validator
-
-
-def _v_has_documents(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    count = params["count"]
-    actual = len(ctx.selected if params.get("filterAware") else ctx.docs)
-    if (actual == count) != ctx.negative:
-        return True, []
-    return False, [f"expected documents count {'NOT ' if ctx.negative else ''}to be {count}, got {actual}"]
-
-
-def _compile(pattern: Any) -> re.Pattern:
-    if not isinstance(pattern, str) or not pattern:
-        raise SuiteError(f"pattern must be a non-empty string, got {pattern!r}")
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise SuiteError(f"pattern {pattern!r} is not a valid regular expression: {error}") from None
-
-
-def _v_match_regex(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path, pattern = params["path"], _compile(params["pattern"])
-
-    def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-        actuals = find(document, path)
-        if not actuals:
-            return (True, []) if ctx.negative else (False, [f"unknown path {path}"])
-        for actual in actuals:
-            if not isinstance(actual, str):
-                return False, [f"expect '{path}' to be a string, got:", _dump(actual)]
-            if params.get("decodeBase64"):
-                actual = base64.b64decode(actual).decode()
-            if bool(pattern.search(actual)) == ctx.negative:
-                return False, [f"path {path}: expected {'NOT ' if ctx.negative else ''}to match {pattern.pattern!r}:",
-                               actual]
-        return True, []
-    return _per_document(check)(ctx)
-
-
-def _v_raw(matcher: str) -> Validator:
-    def validator(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-        if matcher == "regex":
-            pattern = _compile(params["pattern"])
-            test, label = (lambda text: bool(pattern.search(text))), f"match {pattern.pattern!r}"
-        else:
-            value = params["value"]
-            test, label = (lambda text: _uniform(text) == value), f"equal {value!r}"
-
-        def check(document: dict, _index: int, ctx: Context) -> tuple[bool, list[str]]:
-            text = document.get(RAW)
-            if not isinstance(text, str):
-                return False, ["not a text template (NOTES.txt); use a non-raw assertion"]
-            if test(text) == ctx.negative:
-                return False, [f"expected {'NOT ' if ctx.negative else ''}to {label}:", text]
-            return True, []
-        return _per_document(check)(ctx)
-    return validator
-
-
-def _v_length_equal(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    path, paths, count = params.get("path"), params.get("paths"), params.get("count")
-    if path and paths:
-        raise SuiteError("lengthEqual: 'paths' cannot be used with 'path'")
-    if path and count is None:
-        raise SuiteError("lengthEqual: 'count' must be set if 'path' is used")
-    if not path and not paths:
-        raise SuiteError("lengthEqual: set 'path' (with 'count') or 'paths'")
-    all_ok, messages = bool(ctx.selected), [] if ctx.selected else ["no manifest found"]
-    for index, document in enumerate(ctx.selected):
-        lengths = {}
-        for one in ([path] if path else list(paths)):
-            found = find(document, one)
-            if not found or not isinstance(found[0], list):
-                all_ok = False
-                messages.append(f"DocumentIndex {index}: {one} is not an array")
-                continue
-            lengths[one] = len(found[0])
-        if len(set(lengths.values())) > 1:
-            all_ok = False
-            messages.append(f"DocumentIndex {index}: lengths differ: {lengths}")
-        elif count is not None and lengths and set(lengths.values()) != {count}:
-            all_ok = False
-            messages.append(f"DocumentIndex {index}: expected length {count}, got {lengths}")
-    if all_ok == ctx.negative:
-        return False, messages or [f"expected lengths NOT to be equal to {count}"]
-    return True, []
-
-
-def _v_failed_template(params: dict, ctx: Context) -> tuple[bool, list[str]]:
-    message, pattern = params.get("errorMessage"), params.get("errorPattern")
-    if message and pattern:
-        raise SuiteError("failedTemplate: set 'errorMessage' or 'errorPattern', not both")
-
-    def matches(text: str) -> bool:
-        if pattern:
-            try:
-                if re.search(pattern, text):
-                    return True
-            except re.error:
-                pass
-            return re.escape(pattern) != pattern and pattern in text  # the plugin retries a pattern literally
-        if message:
-            return text == message
-        return True
-
-    if ctx.negative:  # notFailedTemplate: only reached when rendering succeeded
-        return True, []
-    if ctx.render_error is not None:
-        if matches(ctx.render_error):
-            return True, []
-        return False, [f"expected the error to {'match ' + repr(pattern) if pattern else 'equal ' + repr(message)}, got:",
-                       ctx.render_error]
-    if not ctx.selected:
-        return False, ["no failed document in this template"]
-    for document in ctx.selected:
-        text = document.get(RAW)
-        if isinstance(text, str) and not matches(text):
-            return False, [f"expected the error to {'match ' + repr(pattern) if pattern else 'equal ' + repr(message)}, got:",
-                           text]
-    return True, []
-
-
-ASSERT_TYPES: dict[str, AssertType] = {
-    "equal": AssertType(_v_equal, {"path": True, "value": True, "decodeBase64": False}),
-    "notEqual": AssertType(_v_equal, {"path": True, "value": True, "decodeBase64": False}, antonym=True),
-    "exists": AssertType(_v_exists, {"path": True}),
-    "notExists": AssertType(_v_exists, {"path": True}, antonym=True),
-    "isNotNull": AssertType(_v_exists, {"path": True}),                 # documented alias of exists
-    "isNull": AssertType(_v_exists, {"path": True}, antonym=True),      # documented alias of notExists
-    "isNullOrEmpty": AssertType(_v_null_or_empty, {"path": True}),
-    "isEmpty": AssertType(_v_null_or_empty, {"path": True}),
-    "isNotNullOrEmpty": AssertType(_v_null_or_empty, {"path": True}, antonym=True),
-    "isNotEmpty": AssertType(_v_null_or_empty, {"path": True}, antonym=True),
-    "contains": AssertType(_v_contains, {"path": True, "content": True, "count": False, "any": False}),
-    "notContains": AssertType(_v_contains, {"path": True, "content": True, "count": False, "any": False},
-                              antonym=True),
-    "isSubset": AssertType(_v_subset, {"path": True, "content": True}),
-    "isNotSubset": AssertType(_v_subset, {"path": True, "content": True}, antonym=True),
-    "isKind": AssertType(_v_field_is("kind", "kind"), {"of": True}),
-    "isAPIVersion": AssertType(_v_field_is("apiVersion", "apiVersion"), {"of": True}),
-    "hasDocuments": AssertType(_v_has_documents, {"count": True, "filterAware": False}),
-    "matchRegex": AssertType(_v_match_regex, {"path": True, "pattern": True, "decodeBase64": False}),
-    "notMatchRegex": AssertType(_v_match_regex, {"path": True, "pattern": True, "decodeBase64": False},
-                                antonym=True),
-    "matchRegexRaw": AssertType(_v_raw("regex"), {"pattern": True}),
-    "notMatchRegexRaw": AssertType(_v_raw("regex"), {"pattern": True}, antonym=True),
-    "equalRaw": AssertType(_v_raw("equal"), {"value": True}),
-    "notEqualRaw": AssertType(_v_raw("equal"), {"value": True}, antonym=True),
-    "lengthEqual": AssertType(_v_length_equal, {"path": False, "paths": False, "count": False}),
-    "notLengthEqual": AssertType(_v_length_equal, {"path": False, "paths": False, "count": False}, antonym=True),
-    "failedTemplate": AssertType(_v_failed_template, {"errorMessage": False, "errorPattern": False},
-                                 requires_render=False),
-    "notFailedTemplate": AssertType(_v_failed_template, {}, antonym=True),
-}
-
-# Assertion types helm-unittest has but this runner does not implement: named in the error message.
-NOT_IMPLEMENTED = {"containsDocument", "matchSnapshot", "matchSnapshotRaw", "isType", "isNotType",
-                   "greaterOrEqual", "notGreaterOrEqual", "lessOrEqual", "notLessOrEqual"}
 
 
 @dataclass
@@ -852,7 +296,7 @@ class ParsedAssertion:
     definition: AssertType
     negate: bool
     template: str | None
-    document_index: int | None
+    document_index: int
     document_selector: dict | None
 
 
@@ -864,8 +308,7 @@ def _parse_assertion(assertion: Any, where: str) -> ParsedAssertion:
         raise SuiteError(f"{where}: exactly one assertion type per assertion, got {types or 'none'}")
     name = types[0]
     if name not in ASSERT_TYPES:
-        hint = " (a helm-unittest type this runner does not implement)" if name in NOT_IMPLEMENTED else ""
-        raise SuiteError(f"{where}: unknown assertion type {name!r}{hint}; known: {sorted(ASSERT_TYPES)}")
+        raise SuiteError(f"{where}: unknown assertion type {name!r}; known: {sorted(ASSERT_TYPES)}")
     definition = ASSERT_TYPES[name]
     params = assertion[name] if assertion[name] is not None else {}
     if not isinstance(params, dict):
@@ -879,117 +322,405 @@ def _parse_assertion(assertion: Any, where: str) -> ParsedAssertion:
     negate = assertion.get("not", False)
     if not isinstance(negate, bool):
         raise SuiteError(f"{where}: 'not' must be true or false")
-    index = assertion.get("documentIndex")
-    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+    index = assertion.get("documentIndex", -1)
+    if isinstance(index, bool) or not isinstance(index, int):
         raise SuiteError(f"{where}: documentIndex must be an integer")
     selector = assertion.get("documentSelector")
     if selector is not None:
         _check_selector(selector, where)
-    return ParsedAssertion(type=name, params=params, definition=definition, negate=negate,
-                           template=assertion.get("template"), document_index=index, document_selector=selector)
+    template = assertion.get("template")
+    if template is not None and not isinstance(template, str):
+        raise SuiteError(f"{where}: template must be a string")
+    return ParsedAssertion(type=name, params=params, definition=definition, negate=negate, template=template,
+                           document_index=index, document_selector=selector)
 
 
 def _check_selector(selector: Any, where: str) -> None:
-    if not isinstance(selector, dict) or not isinstance(selector.get("path"), str) or selector.get("value") is None:
-        raise SuiteError(f"{where}: documentSelector needs 'path' (string) and a non-null 'value'")
-    unknown = set(selector) - {"path", "value", "matchMany", "skipEmptyTemplates"}
-    if unknown:
-        raise SuiteError(f"{where}: documentSelector: unknown keys {sorted(unknown)}")
+    _keys(selector, SELECTOR_KEYS, f"{where}: documentSelector")
+    if not isinstance(selector.get("path"), str) or not selector["path"]:
+        raise SuiteError(f"{where}: documentSelector needs a 'path' (string)")
 
 
-def _select(documents: dict[str, list[dict] | None], index: int | None,
+# --------------------------------------------------------------------------------------------------
+# The chart a test job renders: templates filtered as the plugin does, metadata overridden.
+# --------------------------------------------------------------------------------------------------
+
+_meta_cache: dict[Path, dict] = {}
+_render_dirs: dict[tuple, Path] = {}
+_loaded: dict[Path, Any] = {}
+_scratch: str | None = None
+
+
+def _chart_meta(chart_dir: Path) -> dict:
+    key = Path(chart_dir).resolve()
+    if key not in _meta_cache:
+        _meta_cache[key] = load_yaml((key / "Chart.yaml").read_text()) or {}
+    return _meta_cache[key]
+
+
+def template_file_name(name: str) -> str:
+    """The plugin's getTemplateFileName: `templates/` is prepended unless the name is already chart-relative."""
+    if name.startswith(("templates", "charts", "crds", "**")):
+        return name
+    return f"templates/{name}"
+
+
+def _name_pattern(name: str) -> re.Pattern:
+    """The plugin's getTemplateFileNamePattern: `**` and `*` match path characters; found anywhere in the name."""
+    pattern = name.replace(".", r"\.").replace("+", r"\+").replace("[", r"\[").replace("]", r"\]")
+    pattern = pattern.replace("**", r"[0-9a-zA-Z_\-/\.]+").replace("*", r"[0-9a-zA-Z_\-_/\.]*")
+    for char in "?(|){}^$":
+        pattern = pattern.replace(char, "\\" + char)
+    return re.compile(pattern)
+
+
+def _selected(route: str, names: list[str]) -> list[re.Pattern]:
+    return [_name_pattern(f"{route}/{template_file_name(str(n))}") for n in names]
+
+
+def _keep_template(full_name: str, include: list[re.Pattern], exclude: list[re.Pattern]) -> bool:
+    if Path(full_name).name.startswith("_"):
+        return True
+    return any(p.search(full_name) for p in include) and not any(p.search(full_name) for p in exclude)
+
+
+def _filter_chart(chart_dir: Path, route: str, include: list[re.Pattern], exclude: list[re.Pattern],
+                  overrides: dict) -> None:
+    """In a copied chart: drop unselected templates (recursively into subcharts), expand packaged subcharts,
+    apply `version`/`appVersion` to this chart (and, as the plugin does, to its direct subcharts)."""
+    import helm_python
+
+    templates = chart_dir / "templates"
+    if templates.is_dir():
+        for file in sorted(templates.rglob("*")):
+            if file.is_file() and not _keep_template(f"{route}/{file.relative_to(chart_dir)}", include, exclude):
+                file.unlink()
+    if overrides:
+        _override_metadata(chart_dir, overrides)
+    charts = chart_dir / "charts"
+    if not charts.is_dir():
+        return
+    for archive in sorted(charts.glob("*.tgz")):
+        helm_python.expand(str(charts), str(archive))
+        archive.unlink()
+    for sub in sorted(p for p in charts.iterdir() if (p / "Chart.yaml").is_file()):
+        name = load_yaml((sub / "Chart.yaml").read_text())["name"]
+        _filter_chart(sub, f"{route}/charts/{name}", include, exclude, {})
+        if overrides:
+            _override_metadata(sub, overrides)
+
+
+def _override_metadata(chart_dir: Path, overrides: dict) -> None:
+    meta = load_yaml((chart_dir / "Chart.yaml").read_text())
+    meta.update(overrides)
+    (chart_dir / "Chart.yaml").write_text(json.dumps(meta))
+
+
+def render_dir(suite: Suite, chart_overrides: dict) -> Path:
+    """A copy of the chart holding what the plugin renders for this suite (cached); the chart itself if all."""
+    global _scratch
+    include = [str(t) for t in suite.spec.get("templates") or []] or ["**"]
+    exclude = [str(t) for t in suite.spec.get("excludeTemplates") or []]
+    key = (suite.chart_dir.resolve(), suite.route, tuple(include), tuple(exclude),
+           tuple(sorted(chart_overrides.items())))
+    if include == ["**"] and not exclude and not chart_overrides:
+        return suite.chart_dir
+    if key not in _render_dirs:
+        if _scratch is None:
+            _scratch = tempfile.mkdtemp(prefix="helm-unittest-")
+            atexit.register(shutil.rmtree, _scratch, True)
+        target = Path(_scratch) / str(len(_render_dirs)) / suite.chart_dir.name
+        shutil.copytree(suite.chart_dir, target, ignore=shutil.ignore_patterns("tests", "tests_*", "__snapshot__"))
+        top = _chart_meta(suite.chart_dir)["name"]
+        _filter_chart(target, top, _selected(suite.route, include), _selected(suite.route, exclude),
+                      chart_overrides)
+        _render_dirs[key] = target
+    return _render_dirs[key]
+
+
+def _load_chart(chart_dir: Path) -> Any:
+    import helm_python
+
+    key = chart_dir.resolve()
+    if key not in _loaded:
+        _loaded[key] = helm_python.Chart.load(str(key))
+        atexit.register(_loaded[key].close)
+    return _loaded[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering a test job.
+# --------------------------------------------------------------------------------------------------
+
+# helm-unittest's parseRenderError, its (?msU) regex with the quantifiers made lazy for Python.
+_RENDER_ERROR = re.compile(r"^(?:.+?: |.+? \()(?:(.+?):\d+:\d+).+?(?:.+?>)*?: (.+?)$", re.M | re.S)
+
+
+@dataclass
+class RenderOutcome:
+    ok: bool
+    outputs: dict[str, list[dict]]  # template path (chart/templates/x.yaml) -> documents
+    error: str | None = None        # an error not attributed to a template: failedTemplate matches it whole
+    exec_error: str | None = None   # an error that stops the job (values file unreadable, output not YAML)
+
+
+def _merged(case: Case) -> dict:
+    """Values files, then the suite's `set`, then the test's, as helm-unittest's getUserValues merges them."""
+    suite, test = case.suite, case.spec
+    routes = suite.route.split("/")[::2]
+    values: dict = {}
+    for name in list(suite.spec.get("values") or []) + list(test.get("values") or []):
+        file = Path(name) if Path(name).is_absolute() else suite.path.parent / name
+        try:
+            loaded = load_yaml(file.read_text()) or {}
+        except OSError as error:
+            raise _ExecError(f"values file {file}: {error.strerror}") from None
+        except Exception as error:  # noqa: BLE001 - any YAML error
+            raise _ExecError(f"failed to parse {name}: {error}") from None
+        values = merge_tables(_scoped(routes, loaded), values)
+    for source in (suite.spec.get("set"), test.get("set")):
+        if source is None:
+            continue
+        if not isinstance(source, dict):
+            raise SuiteError(f"{suite.path}: 'set' must be a mapping of paths to values")
+        for path, value in source.items():
+            values = merge_tables(_scoped(routes, build_set_value(str(path), value)), values)
+    return values
+
+
+def _scoped(routes: list[str], values: dict) -> dict:
+    """scopeValuesWithRoutes: values for a subchart's suite are nested under its name, `global` kept on top."""
+    while len(routes) > 1:
+        nested = {"global": values["global"]} if "global" in values else {}
+        nested[routes[-1]] = values
+        values, routes = nested, routes[:-1]
+    return values
+
+
+class _ExecError(Exception):
+    pass
+
+
+def _settings(case: Case) -> tuple[dict, dict, dict]:
+    """Release options, capabilities and chart metadata of a job: the test's, else the suite's."""
+    suite_spec, test = case.suite.spec, case.spec
+    s_rel, t_rel = suite_spec.get("release") or {}, test.get("release") or {}
+    release = {key: t_rel.get(key) or s_rel.get(key) for key in RELEASE_KEYS}
+    s_cap, t_cap = suite_spec.get("capabilities") or {}, test.get("capabilities") or {}
+    major = str(t_cap.get("majorVersion") or s_cap.get("majorVersion") or DEFAULT_KUBE_VERSION[0])
+    minor = str(t_cap.get("minorVersion") or s_cap.get("minorVersion") or DEFAULT_KUBE_VERSION[1])
+    if "apiVersions" in t_cap:
+        listed = t_cap["apiVersions"]
+        api = [v for v in listed if isinstance(v, str)] if isinstance(listed, list) else []
+        if isinstance(listed, list):  # `apiVersions:` left empty (null) drops the suite's list as well
+            api += list(s_cap.get("apiVersions") or [])
+    else:
+        api = list(s_cap.get("apiVersions") or [])
+    s_chart, t_chart = suite_spec.get("chart") or {}, test.get("chart") or {}
+    chart = {key: str(t_chart.get(key) or s_chart.get(key)) for key in CHART_KEYS
+             if t_chart.get(key) or s_chart.get(key)}
+    return release, {"kube_version": f"v{major}.{minor}.0", "api_versions": api}, chart
+
+
+def render_case(case: Case) -> tuple[RenderOutcome, bool]:
+    """Render the chart for one test job: the outcome, and whether the whole render must succeed."""
+    import helm_python
+    from helm_python import _native  # Chart.render does not expose kube_version / api_versions
+
+    require_success = all(a.definition.requires_render for a in case.assertions)
+    release, capabilities, chart_overrides = _settings(case)
+    name = release["name"] or "RELEASE-NAME"
+    try:
+        values = _merged(case)
+    except _ExecError as error:
+        return RenderOutcome(ok=False, outputs={}, exec_error=str(error)), require_success
+    if release["name"]:
+        try:
+            helm_python.validate_release_name(str(name))
+        except helm_python.HelmError as error:
+            return RenderOutcome(ok=False, outputs={}, error=str(error)), require_success
+    chart = _load_chart(render_dir(case.suite, chart_overrides))
+    options = {"name": str(name), "namespace": str(release["namespace"] or "NAMESPACE"),
+               "revision": int(release["revision"] or 0), "is_upgrade": bool(release["upgrade"]),
+               "is_install": not release["upgrade"], **capabilities}
+    try:
+        rendered = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values),
+                                                  json.dumps(options)))
+    except helm_python.HelmValuesError as error:
+        return RenderOutcome(ok=False, outputs={}, error=str(error)), require_success
+    except helm_python.HelmError as error:
+        message = _helm3_message(str(error))
+        parsed = _RENDER_ERROR.search(message)
+        if require_success or not parsed:
+            return RenderOutcome(ok=False, outputs={}, error=message), require_success
+        lines = message.split("\n", 1)
+        text = lines[1] if len(lines) > 1 else parsed.group(2)
+        file = parsed.group(1)
+        if Path(file).name.startswith("_"):
+            targets = [f"{case.suite.route}/{template_file_name(t)}" for t in case.suite.spec.get("templates") or ["**"]]
+        else:
+            targets = [file]
+        return RenderOutcome(ok=False, outputs={t: [{RAW: text}] for t in targets}), require_success
+    outputs: dict[str, list[dict]] = {}
+    try:
+        for path, text in rendered.items():
+            if path.endswith(".txt"):
+                outputs[path] = [{RAW: text}]
+            elif path.endswith((".yaml", ".yml", ".tpl")):
+                outputs[path] = _documents(text, path)
+    except _ExecError as error:
+        return RenderOutcome(ok=False, outputs={}, exec_error=str(error)), require_success
+    return RenderOutcome(ok=True, outputs=outputs), require_success
+
+
+_HELM4_LOCATION = re.compile(r"^[^\s:]+:\d+:\d+$")
+
+
+def _helm3_message(message: str) -> str:
+    """Helm 4 splits a template execution error over indented lines; put it back in Helm 3's one-line form
+    (`template: FILE:L:C: executing "FILE" at <...>: cause`), which the plugin parses and suites match."""
+    lines = message.split("\n")
+    if len(lines) < 2 or not _HELM4_LOCATION.match(lines[0]):
+        return message
+    return f"template: {lines[0]}: " + " ".join(line.strip() for line in lines[1:])
+
+
+def _documents(text: str, path: str) -> list[dict]:
+    try:
+        documents = load_yaml_all(_SUITE_SEPARATOR.sub("\n---\n", text))
+    except Exception as error:  # noqa: BLE001 - any YAML error
+        raise _ExecError(f"{path}: rendered output is not valid YAML: {error}") from None
+    for document in documents:
+        if document is not None and not isinstance(document, dict):
+            raise _ExecError(f"{path}: a rendered document is not a mapping")
+    return [doc for doc in documents if doc]
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a test job.
+# --------------------------------------------------------------------------------------------------
+
+def _select(documents: dict[str, list[dict] | None], index: int,
             selector: dict | None) -> dict[str, list[dict]]:
-    if selector:
+    """Documents per template by documentSelector, else documentIndex (-1: all); AssertionError if none fit."""
+    if selector and selector.get("path"):
         selected: dict[str, list[dict]] = {}
         total = 0
         for template, docs in documents.items():
-            matching = [doc for doc in docs or [] if any(deep_equal(selector["value"], v)
-                                                         for v in find(doc, selector["path"]))]
+            matching = []
+            for doc in docs or []:
+                values = find(doc, selector["path"])
+                if any(selector.get("value") is None or deep_equal(selector["value"], v) for v in values):
+                    if matching and not selector.get("matchMany"):
+                        raise AssertionError("multiple indexes found")
+                    matching.append(doc)
+            if not matching and not selector.get("skipEmptyTemplates"):
+                raise AssertionError("document not found")
             total += len(matching)
             if not selector.get("matchMany") and total > 1:
-                raise AssertionError("documentSelector: multiple documents found")
-            if not matching and not selector.get("skipEmptyTemplates"):
-                raise AssertionError(f"documentSelector: no document with {selector['path']} == "
-                                     f"{selector['value']!r} in {template}")
+                raise AssertionError("multiple indexes found")
             if matching or not selector.get("skipEmptyTemplates"):
                 selected[template] = matching
         return selected
-    if index is not None and index != -1:
+    if index != -1:
         selected = {}
         for template, docs in documents.items():
             if index >= len(docs or []):
-                raise AssertionError(f"document index {index} is out of range in {template}")
+                raise AssertionError(f"document index {index} is out of range")
             selected[template] = [(docs or [])[index]]
         return selected
     return {template: list(docs or []) for template, docs in documents.items()}
 
 
-def run_assertion(parsed: ParsedAssertion, templates: list[str], outcome: RenderOutcome,
-                  test_index: int | None, test_selector: dict | None) -> tuple[bool, list[str]]:
-    index = test_index if test_index is not None else parsed.document_index
-    selector = parsed.document_selector or test_selector
-    documents = {template: outcome.outputs.get(template) for template in templates}
+def _assertion_templates(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome) -> list[str]:
+    """The templates an assertion checks, as chart-route paths (polishAssertionsTemplate)."""
+    route, test = case.suite.route, case.spec
+    if parsed.template:
+        names = [parsed.template]
+    elif test.get("templates"):
+        names = [str(t) for t in test["templates"]]
+    elif test.get("template"):
+        names = [str(test["template"])]
+    else:
+        names = [str(t) for t in case.suite.spec.get("templates") or []] or ["**"]
+        if any("*" in n for n in names):
+            return list(outcome.outputs)
+    return [f"{route}/{template_file_name(n)}" for n in names]
+
+
+def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
+                  snapshots: Snapshots) -> AssertionResult:
+    test = case.spec
+    result = AssertionResult(index=0, type=parsed.type, passed=False)
+    index = test["documentIndex"] if test.get("documentIndex") is not None else parsed.document_index
+    selector = parsed.document_selector or test.get("documentSelector")
+    templates = {t: outcome.outputs.get(t) for t in _assertion_templates(case, parsed, outcome)}
     try:
-        selected = _select(documents, index, selector)
+        selected = _select(templates, index, selector)
     except AssertionError as error:
-        return False, [str(error)]
-    negative = parsed.negate != parsed.definition.antonym
+        result.messages = [f"Error: {error}"]
+        return result
     requires = parsed.definition.requires_render
+    negative = parsed.negate != parsed.definition.antonym
     if not selected:
+        if (test.get("documentSelector") or {}).get("skipEmptyTemplates"):
+            result.passed, result.skipped = True, True
+            return result
         if requires != outcome.ok:
-            return False, ["rendered manifest is empty"]
-        return parsed.definition.validator(parsed.params, Context([], [], negative, outcome.error))
-    passed, messages = True, []
+            result.messages = ["rendered manifest is empty"]
+            return result
+        result.passed, result.messages = parsed.definition.validator(
+            parsed.params, Context([], [], negative, outcome.error, snapshots))
+        return result
+    result.passed = True
     for template in sorted(selected):
         rendered = outcome.outputs.get(template)
         if rendered is None and requires:
-            return False, [f"template {template!r} does not exist or is not selected in the test suite"]
-        if requires != outcome.ok:
-            if outcome.ok:
-                return False, ["the chart rendered without error"]
-            return False, [f"rendering failed: {outcome.error or (rendered or [{}])[0].get(RAW)}"]
-        ok, why = parsed.definition.validator(parsed.params, Context(rendered or [], selected[template], negative,
-                                                                     outcome.error))
+            ok, why = False, [f'template "{template}" not exists or not selected in test suite']
+        elif requires != outcome.ok:
+            ok, why = False, [f"Invalid rendering: {rendered[0].get(RAW)}" if rendered else
+                              f"rendered manifest is empty{': ' + outcome.error if outcome.error else ''}"]
+        else:
+            ok, why = parsed.definition.validator(parsed.params, Context(rendered or [], selected[template],
+                                                                         negative, outcome.error, snapshots))
         if not ok:
-            passed = False
-            messages.append(f"Template: {template}")
-            messages.extend(why)
-    return passed, messages
+            result.passed = False
+            result.messages.append(f"Template: {template}")
+            result.messages.extend(why)
+    return result
+
+
+_snapshot_files: dict[Path, dict] = {}
+
+
+def _snapshot_cache(suite: Suite) -> dict:
+    """The recorded snapshots of a suite file: `__snapshot__/<file>.snap` (`<file>_<n>` for a rendered suite)."""
+    path = suite.path.parent / "__snapshot__" / f"{suite.path.name}.snap"
+    if path not in _snapshot_files:
+        _snapshot_files[path] = (load_yaml(path.read_text()) or {}) if path.is_file() else {}
+    return _snapshot_files[path]
 
 
 def run_case(case: Case) -> CaseResult:
     """Render the chart for one test job and evaluate its assertions, as `helm unittest` does."""
-    test = case.spec
-    skip = test.get("skip")
-    if skip:
-        reason = skip.get("reason") if isinstance(skip, dict) else None
-        if not reason:
-            raise SuiteError(f"{case.suite.path}: test {case.name!r}: skip needs a 'reason'")
+    reason = case.suite.skip_reason or (case.spec.get("skip") or {}).get("reason")
+    if reason:
         return CaseResult(case=case, passed=True, skipped=str(reason))
-    where = f"{case.suite.path}: tests[{case.index}]"
-    assertions = [_parse_assertion(a, f"{where}.asserts[{i}]") for i, a in enumerate(test["asserts"])]
-    test_index = test.get("documentIndex")
-    test_selector = test.get("documentSelector")
-    if test_selector is not None:
-        _check_selector(test_selector, where)
-    outcome, chart = render_case(case)
-    if not outcome.ok and all(a.definition.requires_render for a in assertions):
-        error = outcome.error or next(iter(outcome.outputs.values()))[0][RAW]
-        return CaseResult(case=case, passed=False, error=f"rendering failed: {error}")
-    if test.get("templates"):
-        default = [_template_file(str(t)) for t in test["templates"]]
-    elif test.get("template"):
-        default = [_template_file(str(test["template"]))]
-    else:
-        default = _suite_templates(case.suite)
+    outcome, require_success = render_case(case)
+    if outcome.exec_error:
+        return CaseResult(case=case, passed=False, error=outcome.exec_error)
+    snapshots = Snapshots(cached=_snapshot_cache(case.suite), test=case.name)
     result = CaseResult(case=case, passed=True)
-    for a_index, parsed in enumerate(assertions):
-        templates = [_template_file(parsed.template)] if parsed.template else default
-        ok, messages = run_assertion(parsed, [f"{chart}/{t}" for t in templates], outcome, test_index, test_selector)
-        result.assertions.append(AssertionResult(index=a_index, type=parsed.type, passed=ok, messages=messages))
-        result.passed = result.passed and ok
+    if not outcome.ok and require_success:
+        result.error = f"rendering failed: {outcome.error}"
+    for a_index, parsed in enumerate(case.assertions):
+        assertion = run_assertion(case, parsed, outcome, snapshots)
+        assertion.index = a_index
+        result.assertions.append(assertion)
+        result.passed = result.passed and assertion.passed
+    result.new_snapshots = snapshots.new
     return result
 
 
-def run_suite(path: Path) -> list[CaseResult]:
-    return [run_case(case) for case in load_suite(path).cases]
+def run_suite(path: Path, chart_dir: Path | None = None) -> list[CaseResult]:
+    return [run_case(case) for suite in load_suites(path, chart_dir) for case in suite.cases]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from harness import CHARTS
-from helm_unittest import SuiteError, discover_suites, load_suite, run_case
+from helm_unittest import SuiteError, discover_suites, load_suites, run_case
 
 
 def _params():
@@ -18,11 +18,12 @@ def _params():
     for path in discover_suites(CHARTS):
         suite_id = f"{path.parent.parent.name}/{path.name}"
         try:
-            suite = load_suite(path)
+            suites = load_suites(path)
         except SuiteError as error:
             params.append(pytest.param(None, str(error), id=f"{suite_id}::(cannot load)"))
             continue
-        params.extend(pytest.param(case, None, id=f"{suite_id}::{case.name}") for case in suite.cases)
+        params.extend(pytest.param(case, None, id=f"{suite_id}::{case.name}") for suite in suites
+                      for case in suite.cases)
     return params
 
 

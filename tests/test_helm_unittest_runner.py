@@ -1,8 +1,10 @@
 """The helm-unittest runner itself, on a fixture chart: each assertion type passes and fails as the plugin's do.
 
 The fixture suites live in tests/fixtures/helm-unittest/demo/tests/: `passing_test.yaml` and `scoped_test.yaml`
-must pass case by case, every case of `failing_test.yaml` must fail. Malformed suites (unknown assertion types,
-unknown parameters) are written to a copy of the chart here and must be rejected loudly.
+must pass case by case, every case of `failing_test.yaml` must fail (their snapshots are in `__snapshot__/`).
+Malformed suites (unknown assertion types, unknown parameters) and suites using what the runner does not
+implement are written to a copy of the chart here and must be rejected loudly. That the verdicts are
+helm-unittest's own is proven on the plugin's fixtures by tests/test_helm_unittest_fidelity.py.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helm_unittest import (ASSERT_TYPES, SuiteError, build_set_value, find, load_suite, merge_values, run_case)
+from helm_unittest import (ASSERT_TYPES, SuiteError, build_set_value, find, load_suites, merge_tables, run_case)
 
 DEMO = Path(__file__).parent / "fixtures" / "helm-unittest" / "demo"
 PASSING = [DEMO / "tests" / "passing_test.yaml", DEMO / "tests" / "scoped_test.yaml"]
 FAILING = DEMO / "tests" / "failing_test.yaml"
 
 
+def _cases_of(path):
+    return [case for suite in load_suites(path) for case in suite.cases]
+
+
 def _cases(paths):
     return [pytest.param(case, id=f"{case.suite.path.stem}::{case.name}") for path in paths
-            for case in load_suite(path).cases]
+            for case in _cases_of(path)]
 
 
 @pytest.mark.parametrize("case", _cases(PASSING))
@@ -55,13 +61,13 @@ def test_every_assertion_type_is_exercised_passing_and_failing():
 
 
 def test_skipped_case_reports_its_reason():
-    case = next(c for c in load_suite(PASSING[0]).cases if c.spec.get("skip"))
+    case = next(c for c in _cases_of(PASSING[0]) if c.spec.get("skip"))
     result = run_case(case)
     assert result.skipped == "demonstrates skip"
 
 
 def test_failure_report_names_path_expected_and_actual():
-    case = next(c for c in load_suite(FAILING).cases if c.name == "equal fails on a different value")
+    case = next(c for c in _cases_of(FAILING) if c.name == "equal fails on a different value")
     report = run_case(case).report()
     assert "asserts[0] equal failed" in report
     assert "demo/templates/deployment.yaml" in report
@@ -85,7 +91,7 @@ def _write_suite(chart: Path, tests: list, **suite) -> Path:
 
 @pytest.mark.parametrize("assertion, message", [
     ({"isFoo": {"path": "kind"}}, "unknown assertion type 'isFoo'"),
-    ({"matchSnapshot": {"path": "spec"}}, "helm-unittest type this runner does not implement"),
+    ({"lessThan": {"path": "spec", "value": 1}}, "unknown assertion type 'lessThan'"),
     ({"equal": {"path": "kind", "vaule": "Deployment"}}, r"unknown parameters \['vaule'\]"),
     ({"equal": {"path": "kind"}}, r"missing parameters \['value'\]"),
     ({"exists": {"path": "kind"}, "notExists": {"path": "kind"}}, "exactly one assertion type"),
@@ -94,29 +100,72 @@ def _write_suite(chart: Path, tests: list, **suite) -> Path:
 def test_malformed_assertion_fails_loudly(chart_copy, assertion, message):
     path = _write_suite(chart_copy, [{"it": "x", "asserts": [assertion]}])
     with pytest.raises(SuiteError, match=message):
-        load_suite(path)
+        load_suites(path)
 
 
-def test_unsupported_suite_keys_fail_loudly(chart_copy):
-    path = _write_suite(chart_copy, [{"it": "x", "capabilities": {"majorVersion": 1},
-                                      "asserts": [{"exists": {"path": "kind"}}]}])
-    with pytest.raises(SuiteError, match="capabilities"):
-        load_suite(path)
+@pytest.mark.parametrize("test, message", [
+    ({"kubernetesProvider": {"objects": [{"kind": "Pod"}]}}, "does not implement"),
+    ({"postRenderer": {"cmd": "yq"}}, "does not implement"),
+    ({"capabilitis": {"majorVersion": 1}}, r"keys \['capabilitis'\] are not supported"),
+    ({"release": {"nmae": "x"}}, r"keys \['nmae'\] are not supported"),
+])
+def test_unsupported_or_misspelt_keys_fail_loudly(chart_copy, test, message):
+    path = _write_suite(chart_copy, [{"it": "x", **test, "asserts": [{"exists": {"path": "kind"}}]}])
+    with pytest.raises(SuiteError, match=message):
+        load_suites(path)
 
 
-def test_missing_release_name_is_an_error_not_a_pass(chart_copy):
-    path = _write_suite(chart_copy, [{"it": "x", "asserts": [{"exists": {"path": "kind"}}]}], release={})
-    case = load_suite(path).cases[0]
-    with pytest.raises(SuiteError, match="release.name"):
-        run_case(case)
+def test_default_release_is_helm_unittests(chart_copy):
+    """No release in the suite: RELEASE-NAME in NAMESPACE, as the plugin renders (and does not validate) it."""
+    path = _write_suite(chart_copy, [{"it": "x", "asserts": [
+        {"equal": {"path": "metadata.name", "value": "RELEASE-NAME-demo"}},
+        {"equal": {"path": "metadata.namespace", "value": "NAMESPACE"}}]}], release={})
+    result = run_case(_cases_of(path)[0])
+    assert result.passed, result.report()
 
 
-def test_unknown_template_in_suite_fails_loudly(chart_copy):
+def test_several_suites_in_one_file_and_capabilities(chart_copy):
+    """Suites separated by `---` each run; capabilities reach .Capabilities; chart overrides reach .Chart."""
+    (chart_copy / "templates" / "caps.yaml").write_text(
+        "kind: Caps\nkube: {{ .Capabilities.KubeVersion.Version }}\n"
+        "custom: {{ .Capabilities.APIVersions.Has \"example.com/v9\" }}\nversion: {{ .Chart.Version }}\n")
+    first = {"suite": "one", "templates": ["caps.yaml"], "tests": [{"it": "defaults", "asserts": [
+        {"equal": {"path": "kube", "value": "v1.35.0"}}, {"equal": {"path": "custom", "value": False}}]}]}
+    second = {"suite": "two", "templates": ["caps.yaml"], "capabilities": {"minorVersion": 20},
+              "chart": {"version": "9.9.9"}, "tests": [{"it": "overridden", "capabilities": {
+                  "apiVersions": ["example.com/v9"]}, "asserts": [
+                      {"equal": {"path": "kube", "value": "v1.20.0"}}, {"equal": {"path": "custom", "value": True}},
+                      {"equal": {"path": "version", "value": "9.9.9"}}]}]}
+    path = chart_copy / "tests" / "multi_test.yaml"
+    path.write_text(yaml.safe_dump(first) + "---\n" + yaml.safe_dump(second))
+    suites = load_suites(path)
+    assert [s.name for s in suites] == ["one", "two"]
+    for suite in suites:
+        result = run_case(suite.cases[0])
+        assert result.passed, result.report()
+
+
+def test_unknown_template_in_suite_fails_the_assertion(chart_copy):
     path = _write_suite(chart_copy, [{"it": "x", "asserts": [{"exists": {"path": "kind"}}]}],
                         templates=["deploymnet.yaml"])
-    case = load_suite(path).cases[0]
-    with pytest.raises(SuiteError, match="deploymnet.yaml"):
-        run_case(case)
+    result = run_case(_cases_of(path)[0])
+    assert not result.passed
+    assert 'template "demo/templates/deploymnet.yaml" not exists' in result.report()
+
+
+def test_subchart_templates_are_selected_and_filtered(chart_copy):
+    """A subchart's template is addressed as charts/<sub>/templates/x.yaml; others are not rendered."""
+    (chart_copy / "values.schema.json").unlink()  # it allows no values key for a subchart
+    sub = chart_copy / "charts" / "sub"
+    (sub / "templates").mkdir(parents=True)
+    (sub / "Chart.yaml").write_text("apiVersion: v2\nname: sub\nversion: 0.1.0\n")
+    (sub / "templates" / "cm.yaml").write_text("kind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-sub\n")
+    (sub / "templates" / "other.yaml").write_text("kind: Secret\n")
+    path = _write_suite(chart_copy, [{"it": "x", "asserts": [
+        {"equal": {"path": "metadata.name", "value": "r-sub"}}, {"hasDocuments": {"count": 1}}]}],
+        templates=["charts/sub/templates/cm.yaml"])
+    result = run_case(_cases_of(path)[0])
+    assert result.passed, result.report()
 
 
 DOC = {
@@ -159,6 +208,7 @@ def test_set_paths_build_values_like_helm_unittest():
     assert build_set_value("labels.[kueue.x-k8s.io/queue-name]", "q") == {"labels": {"kueue.x-k8s.io/queue-name": "q"}}
     assert build_set_value("resources", {"limits": {"cpu": 1}}) == {"resources": {"limits": {"cpu": 1}}}
     base = {"a": {"x": 1, "list": [{"k": 1}, {"k": 2}]}}
-    merged = merge_values(base, build_set_value("a.list[1]", {"k": 9}))
-    assert merged == {"a": {"x": 1, "list": [{"k": 1}, {"k": 9}]}}
-    assert merge_values(base, {"a": {"x": None}}) == {"a": {"x": None, "list": [{"k": 1}, {"k": 2}]}}
+    # Helm's MergeTables: maps merge, a list is replaced whole (its unset elements stay null).
+    merged = merge_tables(build_set_value("a.list[1]", {"k": 9}), base)
+    assert merged == {"a": {"x": 1, "list": [None, {"k": 9}]}}
+    assert merge_tables({"a": {"x": None}}, base) == {"a": {"x": None, "list": [{"k": 1}, {"k": 2}]}}

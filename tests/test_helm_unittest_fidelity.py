@@ -1,0 +1,132 @@
+"""The helm-unittest runner (tests/helm_unittest.py) gives helm-unittest's own verdicts on helm-unittest's fixtures.
+
+tests/fixtures/helm-unittest-upstream/ holds charts and suites of helm-unittest's test/data/v3 and, in expected/,
+the verdict lines of the plugin's runner snapshots (pkg/unittest/.snapshots/TestV3Runner*): which suites pass,
+fail or are skipped, which tests fail and which of their assertions fail. Every suite file named there must load,
+and for every test the runner's verdict (pass / fail / skipped) and, for a failing test, the set of failing
+assertions must equal the plugin's. `python tests/test_helm_unittest_fidelity.py` prints the figures.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helm_unittest import SuiteError, load_suites, run_case  # noqa: E402
+
+UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
+
+
+@dataclass
+class ExpectedSuite:
+    name: str
+    verdict: str                                        # PASS, FAIL or SKIP
+    failed: dict[str, set[int]] = field(default_factory=dict)  # failing test -> its failing assertions
+    skipped: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ExpectedRun:
+    source: str                                         # the upstream snapshot it comes from
+    chart: Path
+    suites: dict[Path, list[ExpectedSuite]] = field(default_factory=dict)
+
+
+def expected_runs() -> list[ExpectedRun]:
+    runs = []
+    for file in sorted((UPSTREAM / "expected").glob("*.txt")):
+        run, current, test = None, None, None
+        for line in file.read_text().splitlines():
+            if line.startswith("### Chart"):
+                run = ExpectedRun(source=file.stem, chart=UPSTREAM / line.rsplit(" ", 1)[1])
+                runs.append(run)
+            elif m := re.match(r"^ (PASS|FAIL|SKIP)  (.*)\t(\S+)$", line):
+                current = ExpectedSuite(name=m.group(2), verdict=m.group(1))
+                run.suites.setdefault(UPSTREAM / m.group(3), []).append(current)
+            elif m := re.match(r"^\t- SKIPPED '(.*)'$", line):
+                current.skipped.add(m.group(1))
+            elif m := re.match(r"^\t- (.*)$", line):
+                test = m.group(1)
+                current.failed[test] = set()
+            elif m := re.match(r"^\t\t- asserts\[(\d+)\] `\w+` fail$", line):
+                current.failed[test].add(int(m.group(1)))
+    return runs
+
+
+@dataclass
+class Comparison:
+    suites: int = 0
+    loaded: int = 0
+    tests: int = 0
+    assertions: int = 0
+    disagreements: list[str] = field(default_factory=list)
+
+
+def compare(run: ExpectedRun, path: Path, into: Comparison) -> None:
+    """Run every suite of one file and record each verdict that differs from the plugin's."""
+    expected = run.suites[path]
+    into.suites += len(expected)
+    try:
+        suites = load_suites(path, run.chart)
+    except SuiteError as error:
+        into.disagreements.append(f"{path.relative_to(UPSTREAM)}: cannot load: {error}")
+        return
+    into.loaded += len(suites)
+    unmatched = list(expected)
+    for suite in suites:
+        want = next((e for e in unmatched if e.name == suite.name), None)
+        if want is None:
+            into.disagreements.append(f"{path.relative_to(UPSTREAM)}: suite {suite.name!r} not in {run.source}")
+            continue
+        unmatched.remove(want)
+        for case in suite.cases:
+            result = run_case(case)
+            where = f"{path.relative_to(UPSTREAM)}: {suite.name!r} / {case.name!r}"
+            got = "skip" if result.skipped else "pass" if result.passed else "fail"
+            wanted = "skip" if case.name in want.skipped or want.verdict == "SKIP" else \
+                "fail" if case.name in want.failed else "pass"
+            into.tests += 1
+            if got != wanted:
+                into.disagreements.append(f"{where}: helm-unittest says {wanted}, the runner {got}\n{result.report()}")
+                continue
+            if got == "fail":
+                failing = {a.index for a in result.assertions if not a.passed}
+                into.assertions += len(case.assertions)
+                if result.error is None and failing != want.failed[case.name] and want.failed[case.name]:
+                    into.disagreements.append(f"{where}: failing assertions {sorted(failing)}, helm-unittest's "
+                                              f"{sorted(want.failed[case.name])}\n{result.report()}")
+    into.disagreements.extend(f"{path.relative_to(UPSTREAM)}: suite {e.name!r} not loaded" for e in unmatched)
+
+
+def _params():
+    return [pytest.param(run, path, id=f"{run.source}:{path.relative_to(run.chart)}")
+            for run in expected_runs() for path in run.suites]
+
+
+@pytest.mark.parametrize("run, path", _params())
+def test_verdicts_equal_helm_unittest(run, path):
+    comparison = Comparison()
+    compare(run, path, comparison)
+    assert comparison.loaded == comparison.suites
+    assert not comparison.disagreements, "\n\n".join(comparison.disagreements)
+
+
+def main() -> None:
+    comparison = Comparison()
+    for run in expected_runs():
+        for path in run.suites:
+            compare(run, path, comparison)
+    print("\n\n".join(comparison.disagreements))
+    print(f"suites loaded: {comparison.loaded}/{comparison.suites}; test verdicts compared: {comparison.tests}; "
+          f"assertion verdicts of failing tests compared: {comparison.assertions}; "
+          f"disagreements: {len(comparison.disagreements)}")
+
+
+if __name__ == "__main__":
+    main()
