@@ -125,6 +125,12 @@ class DataConf(Section):
                     "`<|im_start|>role ... <|im_end|>` turns. `llama-3`: `<|start_header_id|>role"
                     "<|end_header_id|> ... <|eot_id|>` turns. Tokens a template needs are added to the tokenizer "
                     "and the embeddings resized.")
+    system_message_handling: Literal["keep", "fold-into-first-user"] = Field(
+        "keep",
+        description="`keep`: system messages go to the chat template as they are. `fold-into-first-user`: a "
+                    "leading system message becomes the start of the first user turn (a blank line between), for "
+                    "templates that refuse a system role (Gemma 2) or place it after the assistant turns "
+                    "(Mistral v0.3). See docs/chat-templates.md.")
     missing_pad_token_strategy: Literal["bos-repurpose", "eos-repurpose", "unk-repurpose", "add-new"] = Field(
         "bos-repurpose",
         description="What to pad with when the tokenizer has no pad token: reuse the bos, eos or unk token, or "

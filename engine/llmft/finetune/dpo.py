@@ -20,7 +20,7 @@ import logging
 from llmft.errors import UserError
 from llmft.finetune import data, model as modeling, recipe, throughput
 from llmft.finetune.dpo_config import DpoConfig
-from llmft.finetune.templates import render
+from llmft.finetune.templates import TemplateRefusal, fold_system_message, render
 
 log = logging.getLogger("llmft.finetune.dpo")
 
@@ -39,8 +39,9 @@ def run_dpo(config: DpoConfig, callbacks: list | tuple = ()) -> int:
     train_records, eval_records = recipe.read_data(config, kind="dpo")
     model_dir, tokenizer, setup = recipe.prepare_tokenizer(config, run)
     max_length = config.dpo_args.max_length
-    train_pairs, train_report = encode_pairs(train_records, tokenizer, max_length, "training data")
-    eval_pairs, eval_report = encode_pairs(eval_records, tokenizer, max_length, "validation data")
+    handling = config.data_conf.system_message_handling
+    train_pairs, train_report = encode_pairs(train_records, tokenizer, max_length, "training data", handling)
+    eval_pairs, eval_report = encode_pairs(eval_records, tokenizer, max_length, "validation data", handling)
 
     plan = recipe.plan_batches(config, run)
     args = training_arguments(config, plan, run.output_dir)
@@ -74,12 +75,13 @@ def run_dpo(config: DpoConfig, callbacks: list | tuple = ()) -> int:
     return recipe.finish(run, trainer, summary)
 
 
-def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: int,
-                 label: str) -> tuple[list[dict], data.LengthReport]:
+def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: int, label: str,
+                 system_message_handling: str = "keep") -> tuple[list[dict], data.LengthReport]:
     """TRL's conversational rows (`prompt`, `chosen`, `rejected` message lists) for the pairs that fit.
 
     A pair is left out (counted, reported) when its prompt plus chosen or plus rejected answer, as the
-    chat template renders it, is longer than `max_length` tokens; TRL then never truncates.
+    chat template renders it, is longer than `max_length` tokens; TRL then never truncates. A pair the
+    template refuses fails the run with its file:line.
     """
     from llmft.progress import Progress
 
@@ -87,12 +89,17 @@ def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: in
     rows = []
     progress = Progress(f"tokenize {label}", len(records), unit="pairs")
     for record in records:
-        length = max(_token_count(tokenizer, record.prompt + answer) for answer in (record.chosen, record.rejected))
+        prompt = fold_system_message(record.prompt) if system_message_handling == "fold-into-first-user" \
+            else record.prompt
+        try:
+            length = max(_token_count(tokenizer, prompt + answer) for answer in (record.chosen, record.rejected))
+        except TemplateRefusal as error:
+            raise error.at(record.where) from None
         progress.update(1)
         if length > max_length:
             report.left_out(length, record.where)
             continue
-        rows.append({"prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected})
+        rows.append({"prompt": prompt, "chosen": record.chosen, "rejected": record.rejected})
     progress.close()
     report.kept = len(rows)
     if report.too_long:

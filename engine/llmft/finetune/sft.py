@@ -30,10 +30,10 @@ def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
     sft_args = config.sft_args
     train_examples, train_report = data.encode_all(
         train_records, tokenizer, setup.chat_format, sft_args.max_seq_length, sft_args.train_on_completions_only,
-        "training data")
+        "training data", config.data_conf.system_message_handling)
     eval_examples, eval_report = data.encode_all(
         eval_records, tokenizer, setup.chat_format, sft_args.max_seq_length, sft_args.train_on_completions_only,
-        "validation data")
+        "validation data", config.data_conf.system_message_handling)
 
     plan = recipe.plan_batches(config, run)
     args = training_arguments(config, plan, run.output_dir)
