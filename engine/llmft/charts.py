@@ -83,15 +83,10 @@ def apply_set(values: dict, expression: str, kind: str = "set") -> dict:
 
 
 def load_values_file(path: Path) -> dict:
+    from llmft.yamlfile import read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"values file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    data = read_yaml(path, "values file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -488,17 +488,10 @@ def _read_source(source: str | os.PathLike | dict) -> dict:
     if isinstance(source, dict):
         data = copy.deepcopy(source)
     else:
-        import yaml
+        from llmft.yamlfile import read_yaml
 
         path = Path(source)
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+        data = read_yaml(path, "config file")
         if data is None:
             raise UserError(f"config file {path} is empty")
     if not isinstance(data, dict):

@@ -220,8 +220,9 @@ def validate_accelerate_config(path: Path, check_files: bool = True) -> dict:
     options), an unknown `distributed_type`, and, with `check_files`, a
     `deepspeed_config_file` that does not exist.
     """
-    import yaml
     from accelerate.commands.config.config_args import ClusterConfig
+
+    from llmft.yamlfile import read_yaml
     from accelerate.utils import DistributedType
 
     path = Path(path)
@@ -229,12 +230,7 @@ def validate_accelerate_config(path: Path, check_files: bool = True) -> dict:
     if not path.is_file():
         raise UserError(f"{where}: file not found; give the path of an accelerate config YAML "
                         f"(e.g. one written by `accelerate config` or `llmft accelerate-config`)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    data = read_yaml(path, where)
     if not isinstance(data, dict):
         raise UserError(f"{where}: must be a YAML mapping of accelerate settings, got {type(data).__name__}")
     if data.get("compute_environment", "LOCAL_MACHINE") != "LOCAL_MACHINE":

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from llmft.charts import render_chart
 from llmft.errors import UserError
 from llmft.local import s3
@@ -30,9 +28,9 @@ _SCRUBBED = ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE
 def load_secrets_file(path: Path | None) -> dict[str, dict[str, str]]:
     if path is None:
         return {}
-    if not Path(path).is_file():
-        raise UserError(f"secrets file {path} does not exist")
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    from llmft.yamlfile import read_yaml
+
+    data = read_yaml(Path(path), "secrets file") or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise UserError(f"secrets file {path}: expected a mapping of Secret name to {{key: value}}")
     return data
