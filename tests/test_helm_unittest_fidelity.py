@@ -4,7 +4,9 @@ tests/fixtures/helm-unittest-upstream/ holds charts and suites of helm-unittest'
 the verdict lines of the plugin's runner snapshots (pkg/unittest/.snapshots/TestV3Runner*): which suites pass,
 fail or are skipped, which tests fail and which of their assertions fail. Every suite file named there must load,
 and for every test the runner's verdict (pass / fail / skipped) and, for a failing test, the set of failing
-assertions must equal the plugin's. `python tests/test_helm_unittest_fidelity.py` prints the figures.
+assertions must equal the plugin's; a file the plugin refuses to load must be refused too. expected/ also holds
+the verdicts the plugin's Go tests pin for single jobs (test_job_test.go) and for the charts of its
+pkg/unittest/testdata (utils_test.go), restated as suites. `python tests/test_helm_unittest_fidelity.py` prints the figures.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
 @dataclass
 class ExpectedSuite:
     name: str
-    verdict: str                                        # PASS, FAIL or SKIP
+    verdict: str                                        # PASS, FAIL, SKIP, or ERROR (the file does not load)
     failed: dict[str, set[int]] = field(default_factory=dict)  # failing test -> its failing assertions
     skipped: set[str] = field(default_factory=set)
 
@@ -46,7 +48,7 @@ def expected_runs() -> list[ExpectedRun]:
             if line.startswith("### Chart"):
                 run = ExpectedRun(source=file.stem, chart=UPSTREAM / line.rsplit(" ", 1)[1])
                 runs.append(run)
-            elif m := re.match(r"^ (PASS|FAIL|SKIP)  (.*)\t(\S+)$", line):
+            elif m := re.match(r"^ (PASS|FAIL|SKIP|ERROR) +(.*)\t(\S+)$", line):
                 current = ExpectedSuite(name=m.group(2), verdict=m.group(1))
                 run.suites.setdefault(UPSTREAM / m.group(3), []).append(current)
             elif m := re.match(r"^\t- SKIPPED '(.*)'$", line):
@@ -72,10 +74,18 @@ def compare(run: ExpectedRun, path: Path, into: Comparison) -> None:
     """Run every suite of one file and record each verdict that differs from the plugin's."""
     expected = run.suites[path]
     into.suites += len(expected)
+    refused = [e for e in expected if e.verdict == "ERROR"]
     try:
         suites = load_suites(path, run.chart)
     except SuiteError as error:
-        into.disagreements.append(f"{path.relative_to(UPSTREAM)}: cannot load: {error}")
+        if refused:  # helm-unittest refuses it too: an agreement
+            into.loaded += len(expected)
+            into.tests += 1
+        else:
+            into.disagreements.append(f"{path.relative_to(UPSTREAM)}: cannot load: {error}")
+        return
+    if refused:
+        into.disagreements.append(f"{path.relative_to(UPSTREAM)}: helm-unittest refuses this file, the runner loads it")
         return
     into.loaded += len(suites)
     unmatched = list(expected)
