@@ -1,0 +1,130 @@
+"""One trial: its folder, its finetune config, and the training process that runs it.
+
+```
+<experiment>/
+  spec.yaml            the spec the experiment was started with
+  study.journal        the Optuna study (the default local storage)
+  experiment.json      the trials as a table (also <checkpointsRemote>/experiment.json)
+  trial-<n>/
+    config.yaml        the base config with this trial's values, output_dir and checkpoints_remote set
+    tune-trial.json    what the training process needs to report to the study (no secrets)
+    train.log          the training process's output (appended on every attempt)
+    output/            training_args.output_dir: checkpoint-<step>/, checkpoint-final/, metrics.jsonl, summary.json
+```
+
+A trial is an ordinary finetune run: `llmft train config.yaml` resumes from its newest checkpoint
+(locally or in `<checkpointsRemote>/trial-<n>/`) when started again, like any run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmft.finetune.config import load_config
+from llmft.finetune.outputs import write_json
+from llmft.tune import keypath
+from llmft.tune.spec import STORAGE_ENV, TuneSpec
+
+CONFIG = "config.yaml"
+TRIAL_FILE = "tune-trial.json"
+LOG = "train.log"
+OUTPUT = "output"
+TRIAL_ENV = "LLMFT_TUNE_TRIAL"  # the training process reads its trial file from here
+PRUNED_MARKER = "tune-pruned.json"  # written into output/ by the pruning callback
+
+
+def trial_dir(experiment_dir: Path, number: int) -> Path:
+    return experiment_dir / f"trial-{number}"
+
+
+def remote_dir(spec: TuneSpec, number: int) -> str | None:
+    return f"{spec.checkpointsRemote.rstrip('/')}/trial-{number}" if spec.checkpointsRemote else None
+
+
+def trial_config(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir: Path) -> dict:
+    """The base config with the trial's values at their keys, and the trial's own output folders."""
+    paths = dict(zip([p.label for p in spec.tune.search_space], spec.parameter_paths()))
+    config = keypath.with_values(spec.base_config(), {paths[name]: value for name, value in values.items()})
+    config.setdefault("training_args", {})["output_dir"] = str(trial_dir(experiment_dir, number) / OUTPUT)
+    run = config.setdefault("run_conf", {})
+    run.setdefault("resume_from_checkpoint", "auto")
+    remote = remote_dir(spec, number)
+    if remote:
+        run["checkpoints_remote"] = remote
+    return config
+
+
+@dataclass
+class Prepared:
+    folder: Path
+    config_path: Path
+    command: list[str]
+
+
+def prepare(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir: Path) -> Prepared:
+    """Write the trial's config and trial file; the engine validates the config (UserError if it rejects it)."""
+    folder = trial_dir(experiment_dir, number)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = trial_config(spec, number, values, experiment_dir)
+    load_config(config)  # every problem of this combination of values, before a process starts
+    config_path = folder / CONFIG
+    config_path.write_text(f"# trial {number} of experiment {spec.name}: {json.dumps(values)}\n"
+                           + yaml.safe_dump(config, sort_keys=False))
+    source = spec.objective_source()
+    write_json(folder / TRIAL_FILE, {
+        "study": spec.name,
+        "trial_number": number,
+        "report": source.step_key or source.name,
+        "early_stopping": spec.tune.early_stopping.model_dump(mode="json"),
+    })
+    processes = max(1, spec.tune.resources_per_trial.gpus) if _has_gpus() else 1
+    command = [sys.executable, "-m", "llmft", "train", str(config_path), "--num-processes", str(processes)]
+    return Prepared(folder, config_path, command)
+
+
+def _has_gpus() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def start(prepared: Prepared, storage_url: str, environment: dict[str, str]) -> subprocess.Popen:
+    """Start the training process: its own session (Ctrl-C reaches only the tuner), gone with the tuner."""
+    env = dict(os.environ, **environment)
+    env[TRIAL_ENV] = str(prepared.folder / TRIAL_FILE)
+    env[STORAGE_ENV] = storage_url
+    log_file = open(prepared.folder / LOG, "ab")  # noqa: SIM115 - the child owns it; closed below
+    try:
+        return subprocess.Popen(prepared.command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    finally:
+        log_file.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: the trial gets SIGTERM when the tuner dies, so a relaunched tuner never races an orphan."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def was_pruned(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / OUTPUT / PRUNED_MARKER).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,285 @@
+"""`llmft tune`: spec checks, and real experiments of the tiny model (trials are real training processes,
+the study a real Optuna journal, the multi-worker study in a real S3 bucket's experiment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmft.cli import main
+from llmft.errors import UserError
+from llmft.tune.spec import load_spec
+
+QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
+      ("Who wrote Hamlet?", "Shakespeare.")]
+LR_KEY = "finetuning_config.training_args.learning_rate"
+RANK_KEY = "finetuning_config.peft_conf.peft_kwargs.r"
+DROPOUT_KEY = "finetuning_config.peft_conf.peft_kwargs.lora_dropout"
+
+
+def write_data(path: Path, repeat: int = 6) -> Path:
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows * repeat))
+    return path
+
+
+def make_spec(model: str, data: str, name: str = "tiny-search", max_steps: int = 12, **tune) -> dict:
+    """Learning rate (log), LoRA rank (int) and dropout (categorical); lr below ~1e-5 barely trains."""
+    settings = {
+        "objective": {"metric": "eval_loss", "direction": "minimize", "additional_metrics": ["loss"]},
+        "search_space": [
+            {"key": LR_KEY, "type": "double", "min": 1e-7, "max": 3e-2, "log": True},
+            {"key": RANK_KEY, "type": "int", "min": 2, "max": 16},
+            {"key": DROPOUT_KEY, "type": "categorical", "values": [0.0, 0.1]},
+        ],
+        "algorithm": {"name": "tpe", "seed": 13, "settings": {"n_startup_trials": 10}},
+        "early_stopping": {"name": "median", "settings": {"min_trials_required": 1, "start_step": 4}},
+        "max_trial_count": 4,
+        "parallel_trial_count": 2,
+    }
+    settings.update(tune)
+    return {
+        "name": name,
+        "basemodel": model,
+        "mergeAdapter": True,
+        "finetuning_config": {
+            "method": "sft",
+            "data_conf": {"training_data": {"datasets": [{"path": data}]},
+                          "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.2}},
+            "training_args": {"learning_rate": 1e-3, "lr_scheduler_type": "constant", "max_steps": max_steps,
+                              "logging_steps": 2, "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2,
+                              "report_to": []},
+            "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
+            "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}},
+            "sft_args": {"max_seq_length": 128},
+        },
+        "tune": settings,
+    }
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    return write_data(tmp_path / "train.jsonl")
+
+
+def spec_errors(spec: dict) -> str:
+    with pytest.raises(UserError) as caught:
+        load_spec(spec)
+    return str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------ spec checks
+
+
+def test_a_good_spec_loads_with_its_defaults(tiny_model_dir, data_file):
+    spec = load_spec(make_spec(str(tiny_model_dir), str(data_file)))
+    assert spec.tune.max_trial_count == 4 and spec.tune.max_failed_trial_count == 3
+    assert [p.label for p in spec.tune.search_space] == ["learning_rate", "r", "lora_dropout"]
+    assert spec.base_config()["run_conf"] == {"model": str(tiny_model_dir), "merge_adapter": True}
+
+
+def test_bad_specs_fail_at_start_with_every_key_path_and_fix(tiny_model_dir, data_file):
+    spec = make_spec(str(tiny_model_dir), str(data_file))
+    space = spec["tune"]["search_space"]
+    space[0]["key"] = "finetuning_config.training_args.lerning_rate"
+    space[1].update(min=20, max=4)
+    space.append({"key": "finetuning_config.training_args.weight_decay", "type": "double", "min": 0.0, "max": 0.1,
+                  "log": True})
+    space.append({"key": "finetuning_config.peft_conf.peft_kwargs.lora_alpha", "type": "int", "min": 0, "max": 8})
+    spec["tune"]["objective"]["metric"] = "rewards/margins"
+    spec["tune"]["algorithm"]["settings"] = {"n_startup": 2}
+    message = spec_errors(spec)
+    assert message.startswith("invalid experiment spec (6 problems):")
+    assert ("tune.search_space[0].key: unknown key path: 'lerning_rate' is not a key of training_args "
+            "(did you mean learning_rate?") in message
+    assert "tune.search_space[1].min: is larger than max (4); swap them, got 20" in message
+    assert "tune.search_space[3].min: must be above 0 on a log scale (log: true)" in message
+    assert ("tune.search_space[4].min: the engine rejects finetuning_config.peft_conf.peft_kwargs.lora_alpha = 0: "
+            "must be a number greater than 0") in message
+    assert "tune.objective.metric: a run with method: sft never writes this metric, got \"rewards/margins\"" in message
+    assert "tune.algorithm.settings.n_startup: unknown setting for Optuna's TPESampler" in message
+
+
+def test_an_empty_space_unknown_keys_and_a_metric_without_evaluation_fail(tiny_model_dir, data_file):
+    spec = make_spec(str(tiny_model_dir), str(data_file), search_space=[])
+    assert "tune.search_space: is empty; add at least one parameter" in spec_errors(spec)
+
+    spec = make_spec(str(tiny_model_dir), str(data_file), max_trials=3)
+    assert "tune.max_trials: unknown key" in spec_errors(spec)
+
+    spec = make_spec(str(tiny_model_dir), str(data_file))
+    spec["finetuning_config"]["training_args"]["eval_strategy"] = "no"
+    spec["finetuning_config"]["data_conf"]["validation_data"] = {"type": "NONE"}
+    assert "tune.objective.metric: is written only when the run evaluates, got \"eval_loss\"" in spec_errors(spec)
+
+    spec = make_spec(str(tiny_model_dir), str(data_file), objective={"metric": "tokens_per_second",
+                                                                     "direction": "maximize"})
+    assert "tune.early_stopping.name: needs intermediate values" in spec_errors(spec)
+
+
+def test_the_cli_prints_spec_errors_without_a_traceback(tiny_model_dir, data_file, tmp_path, capsys):
+    spec = make_spec(str(tiny_model_dir), str(data_file))
+    spec["tune"]["search_space"][0]["key"] = "training_args.learning_rate"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["tune", str(path), "--dir", str(tmp_path / "exp")]) == 2
+    error = capsys.readouterr().err
+    assert "tune.search_space[0].key: must start with finetuning_config." in error
+    assert "Traceback" not in error and not (tmp_path / "exp").exists()
+
+
+def test_every_algorithm_and_pruner_builds_from_the_spec(tiny_model_dir, data_file):
+    import optuna
+
+    from llmft.tune import study as studies
+
+    for algorithm in ("random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"):
+        settings = {"grid_points": 3} if algorithm == "grid" else {}
+        for pruner in ({"name": "median"}, {"name": "successive-halving"}, {"name": "hyperband"}, {"name": "none"}):
+            spec = load_spec(make_spec(str(tiny_model_dir), str(data_file), early_stopping=pruner,
+                                       algorithm={"name": algorithm, "seed": 1, "settings": settings}))
+            sampler, _ = studies.sampler_and_pruner(spec)
+            study = optuna.create_study(sampler=sampler)
+            trial = study.ask()
+            assert 1e-7 <= trial.suggest_float("learning_rate", 1e-7, 3e-2, log=True) <= 3e-2
+    grid = load_spec(make_spec(str(tiny_model_dir), str(data_file),
+                               algorithm={"name": "grid", "settings": {"grid_points": 3}}))
+    assert studies.sampler_and_pruner(grid)[0]._search_space["learning_rate"][0] == pytest.approx(1e-7)
+    assert len(studies.sampler_and_pruner(grid)[0]._all_grids) == 3 * 15 * 2
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def tune_process(spec_path: Path, experiment: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    log = open(experiment.parent / f"tuner-{experiment.name}-{time.time_ns()}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "llmft", "tune", str(spec_path), "--dir", str(experiment), *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
+
+
+def trial_pids(experiment: Path) -> dict[int, int]:
+    """The training processes of an experiment (their command line names the trial's config)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            for part in command:
+                if part.startswith(str(experiment)) and part.endswith("/config.yaml"):
+                    found[int(Path(part).parent.name.split("-")[1])] = int(proc.name)
+    return found
+
+
+def read_results(experiment: Path) -> dict:
+    return json.loads((experiment / "experiment.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_planned_trials(
+        tiny_model_dir, data_file, tmp_path, capsys):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(make_spec(str(tiny_model_dir), str(data_file))))
+    experiment = tmp_path / "experiment"
+
+    # Kill the tuner (SIGKILL: no cleanup) and one training process once a trial has saved a checkpoint.
+    tuner = tune_process(spec_path, experiment)
+    deadline = time.monotonic() + 240
+    while not list(experiment.glob("trial-*/output/checkpoint-4")):
+        assert tuner.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.5)
+    victims = trial_pids(experiment)
+    tuner.kill()
+    tuner.wait()
+    for pid in victims.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already ended by the tuner's death signal
+    interrupted = {int(p.parent.parent.name.split("-")[1]) for p in experiment.glob("trial-*/output/checkpoint-*")}
+    assert interrupted and read_results(experiment)["state"] == "running"
+
+    # The same command again continues the same study.
+    assert tune_process(spec_path, experiment).wait(timeout=400) == 0
+    results = read_results(experiment)
+    trials = results["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 2, 3] and results["state"] == "completed"
+    assert all(t["state"] in ("complete", "pruned") for t in trials)
+    assert len(list(experiment.glob("trial-*"))) == 4
+    for number in interrupted:
+        log = (experiment / f"trial-{number}" / "train.log").read_text()
+        assert "resuming from" in log, f"trial {number} started again from scratch"
+        # One fresh start per trial: each attempt logs its batch plan once; every later one resumed.
+        assert log.count("batch: total") - log.count("resuming from") == 1
+        assert trials[number]["params"]  # the same values as before the crash (the config is unchanged)
+
+    # A clearly worse trial (learning rate ~3e-6 against 2e-3..2e-2) was stopped early, its checkpoint kept.
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned and all(t["params"]["learning_rate"] < 1e-4 for t in pruned)
+    for trial in pruned:
+        output = experiment / f"trial-{trial['number']}" / "output"
+        assert trial["pruned_at"]["step"] < 12 and list(output.glob("checkpoint-*"))
+
+    # The best trial's merged model loads and generates.
+    best = results["best"]
+    assert best is not None and trials[best]["value"] == min(t["value"] for t in trials if t["value"] is not None)
+    final = Path(trials[best]["checkpoint_final"])
+    assert final.is_dir()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert model.generate(**tokenizer("Paris", return_tensors="pt"), max_new_tokens=2).shape[1] >= 2
+
+    # status, best and report read the experiment.
+    assert main(["tune", "status", str(experiment)]) == 0
+    table = capsys.readouterr().out
+    assert "experiment tiny-search: completed; 4 of 4 trials" in table and "(best)" in table and "pruned at step" in table
+    assert main(["tune", "best", str(experiment)]) == 0
+    text = capsys.readouterr().out
+    assert f"best trial of tiny-search: trial {best}" in text and f"servable model: {final}" in text
+    assert main(["report", str(experiment), "--out", str(tmp_path / "report")]) == 0
+    for name in ("history.png", "parallel.png", "intermediate.png", "report.md"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000 or name == "report.md"
+    assert "| trial | state |" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_file, tmp_path, bucket, capsys):
+    remote = f"{bucket}/experiments/shared"
+    spec = make_spec(str(tiny_model_dir), str(data_file), name="two-workers", max_steps=4, max_trial_count=3,
+                     parallel_trial_count=2, early_stopping={"name": "none"})
+    spec["checkpointsRemote"] = remote
+    spec["tune"]["storage"] = f"journal://{tmp_path / 'shared' / 'study.journal'}"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    # Two workers (as two pods of the Indexed Job would be), each with its own folder and one slot.
+    workers = [tune_process(spec_path, tmp_path / f"worker-{index}", "--slots", "1",
+                            env={"JOB_COMPLETION_INDEX": str(index)}) for index in (1, 0)]
+    assert [worker.wait(timeout=400) for worker in workers] == [0, 0]
+
+    import optuna
+
+    from llmft.tune.study import OWNER, open_storage
+
+    study = optuna.load_study(study_name="two-workers", storage=open_storage(spec["tune"]["storage"]))
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+    assert {t.system_attrs[OWNER] for t in trials} == {"0", "1"}
+    assert len({t.params["learning_rate"] for t in trials}) == 3  # each worker samples its own values
+
+    # Results from the bucket alone: the last worker to finish published all three trials there.
+    assert main(["tune", "status", remote]) == 0
+    table = capsys.readouterr().out
+    assert "experiment two-workers: completed; 3 of 3 trials (3 complete)" in table
+    assert f"{remote}/trial-" in table and "/checkpoint-final" in table
