@@ -10,17 +10,21 @@ checkpoint, and the real Trainer callback.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from llmft.errors import UserError
 from llmft.storage import (
     MANIFEST_NAME,
+    BucketUnreachable,
     list_objects,
     parse_location,
     read_manifest,
@@ -157,6 +161,67 @@ def test_restore_falls_back_to_an_older_checkpoint_when_the_newest_is_corrupted(
     restored = CheckpointSync(str(remote), tmp_path / "out", settings=FAST).restore()
     assert restored.step == 10
     assert restored.skipped[0].startswith("checkpoint-20 (could not be restored: corrupted download")
+
+
+def test_restore_skips_a_checkpoint_whose_manifest_is_unreadable(bucket, tmp_path):
+    remote = parse_location(f"{bucket}/runs/r4")
+    source = tmp_path / "src"
+    for step in (10, 20):
+        upload_tree(fake_checkpoint(source, step), remote.child(f"checkpoint-{step}"), FAST)
+    write_object(remote.child(f"checkpoint-20/{MANIFEST_NAME}"), b"{not json")
+
+    restored = CheckpointSync(str(remote), tmp_path / "out", settings=FAST).restore()
+    assert restored.step == 10
+    assert restored.skipped[0].startswith("checkpoint-20 (could not be restored: ")
+    assert "is not a readable manifest" in restored.skipped[0]
+
+
+class _FailObjectReads(BaseHTTPRequestHandler):
+    """A proxy in front of the real S3 server: listings pass, every object read answers 503."""
+
+    def do_GET(self):
+        if "list-type=" not in self.path:
+            self.server.failed.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        upstream.request("GET", self.path, headers=dict(self.headers))  # same Host: the signature holds
+        response = upstream.getresponse()
+        body = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_restore_stops_when_the_bucket_fails_instead_of_trying_older_checkpoints(bucket, s3_env, tmp_path,
+                                                                                 monkeypatch):
+    """A bucket that lists but cannot serve objects must not make the run start from step 0."""
+    remote = parse_location(f"{bucket}/runs/r5")
+    source = tmp_path / "src"
+    for step in (10, 20):
+        upload_tree(fake_checkpoint(source, step), remote.child(f"checkpoint-{step}"), FAST)
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _FailObjectReads)
+    proxy.upstream = s3_env["BUCKET_STORAGE_HOST"].removeprefix("http://")
+    proxy.failed = []
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("BUCKET_STORAGE_HOST", f"http://127.0.0.1:{proxy.server_address[1]}")
+        with pytest.raises(BucketUnreachable, match="kept failing"):
+            CheckpointSync(str(remote), tmp_path / "out", settings=FAST).restore()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert len(proxy.failed) == FAST.attempts, "one object read, attempted exactly FAST.attempts times"
+    assert not (tmp_path / "out" / "checkpoint-10").exists()
 
 
 def test_restore_of_an_empty_remote_starts_fresh(bucket, tmp_path):

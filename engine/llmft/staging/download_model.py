@@ -109,7 +109,7 @@ class _Copier:
 
     def read_destination(self) -> None:
         """The destination's manifest and objects (this is also where an unreachable bucket fails)."""
-        self.previous = read_manifest(self.destination)
+        self.previous = read_manifest(self.destination, self.settings)
         self.remote_sizes = list_objects(self.destination, self.settings)
 
     def already_there(self, relative: str, entry: FileEntry) -> bool:

@@ -107,7 +107,7 @@ def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool 
     files = data_files(folder)
     previous = None
     if not dest.is_local:
-        previous = read_manifest(dest)  # fails now, not after validating, if the bucket is unreachable
+        previous = read_manifest(dest, settings)  # fails now, not after validating, if the bucket is unreachable
     counter: TokenCounter | None = load_token_counter(tokenizer) if tokenizer else None
     report = PrepareReport()
     for path in files:
@@ -162,7 +162,7 @@ def _keep_earlier_entries(dest, previous: Manifest | None, stale: set[str], sett
         delete_object(dest.child(name), settings)
     if previous is None:
         return
-    current = read_manifest(dest)
+    current = read_manifest(dest, settings)
     kept = {name: entry for name, entry in previous.files.items()
             if name not in current.files and name not in stale and sizes.get(name) == entry.size}
     if kept:

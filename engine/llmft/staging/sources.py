@@ -139,7 +139,7 @@ class BucketSource(Source):
 
     def list_files(self) -> list[SourceFile]:
         try:
-            self.manifest = read_manifest(self.location)
+            self.manifest = read_manifest(self.location, self.settings)
             if self.manifest is None:
                 if list_objects(self.location, self.settings):
                     raise UserError(f"source {self.location} is incomplete: it has files but no manifest "

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmft.run_layout import MANIFEST_NAME
 from llmft.storage.errors import ManifestCorrupt
 from llmft.storage.location import Location
+
+if TYPE_CHECKING:
+    from llmft.storage.transfer import TransferSettings
 
 MANIFEST_VERSION = 1
 
@@ -55,14 +59,14 @@ class Manifest:
         )
 
 
-def read_manifest(location: Location) -> Manifest | None:
+def read_manifest(location: Location, settings: TransferSettings | None = None) -> Manifest | None:
     """The manifest of the tree at `location`, or None when the tree is incomplete or absent."""
     if location.is_local:
         path = location.path / MANIFEST_NAME
         return Manifest.from_json(path.read_text()) if path.is_file() else None
     from llmft.storage.transfer import read_object
 
-    data = read_object(location.child(MANIFEST_NAME), missing_ok=True)
+    data = read_object(location.child(MANIFEST_NAME), missing_ok=True, settings=settings)
     if data is None:
         return None
     try:

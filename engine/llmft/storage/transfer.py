@@ -299,7 +299,7 @@ def upload_tree(root: Path, destination: Location, settings: TransferSettings | 
         raise UserError(f"{root} is not a folder")
     relatives = _local_files(root)
     sizes = {relative: (root / relative).stat().st_size for relative in relatives}
-    previous = read_manifest(destination)
+    previous = read_manifest(destination, settings)
     remote_sizes = list_objects(destination, settings)
     if previous is not None:
         delete_object(destination.child(MANIFEST_NAME), settings)
@@ -342,7 +342,7 @@ def download_tree(source: Location, root: Path, settings: TransferSettings | Non
     """Download a complete tree (one with a manifest) into `root`, verifying every file."""
     settings = settings or TransferSettings()
     root = Path(root)
-    manifest = read_manifest(source)
+    manifest = read_manifest(source, settings)
     if manifest is None:
         if list_objects(source, settings):
             raise IncompleteTree(
@@ -382,11 +382,11 @@ def copy_remote_tree(source: Location, destination: Location, settings: Transfer
     then the source's manifest is written last at the destination.
     """
     settings = settings or TransferSettings()
-    manifest = read_manifest(source)
+    manifest = read_manifest(source, settings)
     if manifest is None:
         raise IncompleteTree(f"{source} is incomplete (no manifest): refusing to copy it")
     client = s3_client()
-    if read_manifest(destination) is not None:
+    if read_manifest(destination, settings) is not None:
         delete_object(destination.child(MANIFEST_NAME), settings)
 
     def one(relative: str) -> None:

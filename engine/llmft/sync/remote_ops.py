@@ -34,7 +34,7 @@ class VerificationError(RuntimeError):
 
 def verify_tree(destination: Location, expected: Manifest, settings: TransferSettings) -> None:
     """Read the remote manifest back and check every listed object exists with its size."""
-    remote = read_manifest(destination)
+    remote = read_manifest(destination, settings)
     if remote is None or remote.files != expected.files:
         raise VerificationError(f"{destination}: the manifest in the bucket does not match the upload")
     sizes = list_objects(destination, settings)
