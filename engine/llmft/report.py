@@ -127,6 +127,14 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
 
 
 def report(patterns: list[str], out_dir: Path, title: str = "Training and evaluation loss") -> tuple[Path, Path, str]:
+    if len(patterns) == 1:  # an experiment of `llmft tune`: its own pictures (llmft.tune.plots)
+        from llmft.tune.results import experiment_at
+
+        experiment = experiment_at(patterns[0])
+        if experiment is not None:
+            from llmft.tune.plots import report as experiment_report
+
+            return experiment_report(experiment, out_dir)
     locations = expand(patterns)
     if not locations:
         raise UserError("no runs given")

@@ -35,10 +35,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.config}: valid {args.method} config")
         return 0
+    # A trial of `llmft tune` (LLMFT_TUNE_TRIAL set) reports to its study and stops when pruned.
+    from llmft.tune.pruning import callbacks_from_environment
+
+    callbacks = callbacks_from_environment()
     if args.method == "dpo":
         from llmft.finetune.dpo import run_dpo
 
-        return run_dpo(config)
+        return run_dpo(config, callbacks=callbacks)
     from llmft.finetune.sft import run_sft
 
-    return run_sft(config)
+    return run_sft(config, callbacks=callbacks)
