@@ -1,4 +1,5 @@
-"""Every chart in charts/ with every values file in overrides/<chart>/ (a chart without any: its defaults).
+"""Every application chart in charts/ with every values file in overrides/<chart>/ (a chart without any: its
+defaults).
 
 For each: it renders with the real Helm engine (release name from the file name), `helm lint` is clean, every
 manifest passes strict Kubernetes 1.33 schema validation, every pod meets Pod Security "restricted", every
@@ -33,6 +34,8 @@ def _cases():
     cases = []
     for chart_yaml in sorted(CHARTS.glob("*/Chart.yaml")):
         chart = chart_yaml.parent.name
+        if yaml.safe_load(chart_yaml.read_text()).get("type") == "library":
+            continue  # renders nothing on its own; every application chart above uses it
         files = sorted(p for p in (OVERRIDES / chart).glob("*") if p.suffix in (".yaml", ".yml"))
         for file in files or [None]:
             cases.append(pytest.param(chart, file, id=f"{chart}/{file.name if file else 'defaults'}"))

@@ -361,9 +361,10 @@ def test_llmft_sft_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir)
             "peft_conf": {"peft_type": "NO_PEFT"},
             "run_conf": {"model": str(tiny_model_dir)},
             "sft_args": {"max_seq_length": 96},
+            "launch_conf": {"num_processes": processes, "distributed_type": preset},
         }))
         launch_config = write_launch_files(preset, tmp_path / f"launch-{processes}", num_processes=processes)[0]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", dist.PRESET_ENV: preset}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         result = subprocess.run(
             [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config),
              "--main_process_port", str(_free_port()), "-m", "llmft.cli", "sft", str(config)],

@@ -48,11 +48,16 @@ def test_chart_keys_fill_the_engine_config_and_command():
     rendered = render_valid(CHART, release_name="full", set_values=[
         "basemodel=default-bucket/models/m", "mergeAdapter=true", "finetuningGpus=8",
         "distributedType=auto-deepspeed-stage3", "gpuResourceName=amd.com/gpu", "memoryPerGpu=32"])
-    run_conf = engine_config(rendered)["run_conf"]
+    config = engine_config(rendered)
+    run_conf = config["run_conf"]
     assert run_conf["model"] == "default-bucket/models/m" and run_conf["merge_adapter"] is True
+    assert config["launch_conf"] == {"num_processes": 8, "distributed_type": "auto-deepspeed-stage3",
+                                     "accelerate_config": "/config/accelerate_config.yaml"}
+    assert config["training_args"]["output_dir"] == "/checkpoints"
     container = rendered.one("Job")["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:3] == ["llmft", "train", "/config/finetuning_config.yaml"]
-    assert container["command"][container["command"].index("--num-processes") + 1] == "8"
+    # The one config file is the whole interface: no chart setting travels as an argument or env variable.
+    assert container["command"] == ["llmft", "train", "/config/finetuning_config.yaml"]
+    assert {item["name"] for item in container["env"] if item["name"].startswith("LLMFT_")} == {"LLMFT_CACHE_DIR"}
     assert container["resources"]["limits"]["amd.com/gpu"] == "8"
     assert container["resources"]["limits"]["memory"] == "256Gi"
     data = rendered.one("ConfigMap")["data"]
@@ -62,7 +67,7 @@ def test_chart_keys_fill_the_engine_config_and_command():
 
 def test_secrets_only_as_secret_refs_and_scratch_volumes():
     rendered = render_valid(CHART, release_name="sec", set_values=[
-        "hfTokenSecret.name=hf", "storageClass=fast-ssd", "checkpointsRemote=b/x"])
+        "hfTokenSecret.name=hf", "storageClass=fast-ssd", "checkpointsRemote=default-bucket/x"])
     spec = rendered.one("Job")["spec"]["template"]["spec"]
     env = {item["name"]: item for item in spec["containers"][0]["env"]}
     for name in ("BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "HF_TOKEN"):

@@ -4,6 +4,7 @@ the JSON Schema is self-contained and agrees with the models, the docs are gener
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,7 @@ def contract() -> dict:
     return yaml.safe_load(CONTRACT)
 
 
-def test_contract_config_loads_as_written(tmp_path, monkeypatch):
-    monkeypatch.delenv("LLMFT_OUTPUT_DIR", raising=False)
+def test_contract_config_loads_as_written(tmp_path):
     path = tmp_path / "sft.yaml"
     path.write_text(CONTRACT)
     config = load_config(path)
@@ -90,9 +90,20 @@ def test_dataset_and_model_locations_in_every_form(location):
     assert load_config(data).data_conf.training_data.datasets[0].path == location
 
 
-def test_output_dir_from_environment(monkeypatch):
-    monkeypatch.setenv("LLMFT_OUTPUT_DIR", "/tmp/from-env")
-    assert load_config(contract()).training_args.output_dir == "/tmp/from-env"
+def test_output_dir_is_read_from_the_config_only(monkeypatch):
+    monkeypatch.setenv("LLMFT_OUTPUT_DIR", "/tmp/from-env")  # the environment variable of earlier versions
+    assert load_config(contract()).training_args.output_dir == "./checkpoints"
+
+
+@pytest.mark.parametrize("location, problem", [
+    ("not a path", "run_conf.checkpoints_remote: 'not a path' is not a bucket name"),
+    ("default-bucket/../etc", "run_conf.checkpoints_remote: '..' is not allowed in a bucket key"),
+])
+def test_bad_bucket_locations_fail_naming_the_key_and_the_fix(location, problem):
+    data = contract()
+    data["run_conf"]["checkpoints_remote"] = location
+    with pytest.raises(UserError, match=re.escape(problem)):
+        load_config(data)
 
 
 def _set(data: dict, path: str, value) -> None:

@@ -46,8 +46,7 @@ def container(rendered) -> dict:
 
 
 def num_processes(rendered) -> int:
-    command = container(rendered)["command"]
-    return int(command[command.index("--num-processes") + 1])
+    return load_config(config_of(rendered)).launch_conf.num_processes
 
 
 def test_the_documented_recipes_exist():

@@ -6,25 +6,9 @@ Names: the tutorial's `kubectl port-forward services/llm-inference-vllm-$name` a
 llm-inference-vllm-{{ .Release.Name }}
 {{- end -}}
 
-{{- define "llm-inference-vllm.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end -}}
-
+{{/* Labels of the Deployment, its pods and the Service: the suite's, then the user's (a Kueue queue name, ...). */}}
 {{- define "llm-inference-vllm.labels" -}}
-{{ include "llm-inference-vllm.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: inference
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-{{- end -}}
-
-{{/* Labels of the Deployment and its pods: the chart's, then the user's (a Kueue queue name, ...). */}}
-{{- define "llm-inference-vllm.allLabels" -}}
-{{ include "llm-inference-vllm.labels" . }}
-{{- with .Values.labels }}
-{{ toYaml . }}
-{{- end }}
+{{ include "llmft-common.labels" (dict "context" . "component" "inference") }}
 {{- end -}}
 
 {{/* True when .Values.model is a Hugging Face Hub id (hf://org/name): vLLM downloads it itself. */}}
@@ -37,28 +21,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if include "llm-inference-vllm.isHubModel" . }}{{ trimPrefix "hf://" .Values.model }}{{ else }}/models/model{{ end -}}
 {{- end -}}
 
-{{/*
-Checks a bucket location the way llmft reads it (s3://bucket/key or bucket/key; a leading /, ./, ../ or ~ is
-local). Called with (list $what $value); fails naming the value and the fix.
-*/}}
-{{- define "llm-inference-vllm.checkBucketPath" -}}
-{{- $what := index . 0 -}}
-{{- $value := index . 1 -}}
-{{- if or (hasPrefix "/" $value) (hasPrefix "./" $value) (hasPrefix "../" $value) (hasPrefix "~" $value) -}}
-{{- fail (printf "%s %q is a local path, which the pod cannot see: upload it with `llmft storage cp %s s3://BUCKET/PATH` and give that bucket path" $what $value $value) -}}
-{{- end -}}
-{{- $path := trimPrefix "s3://" $value -}}
-{{- if not (regexMatch "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.*[^/].*$" $path) -}}
-{{- fail (printf "%s %q is not a bucket folder: use s3://BUCKET/path/to/folder or BUCKET/path/to/folder (a bucket name, then the folder's key)" $what $value) -}}
-{{- end -}}
-{{- end -}}
-
 {{/* Every check that needs more than the schema; runs before anything renders. */}}
 {{- define "llm-inference-vllm.validate" -}}
-{{- $name := .Release.Name -}}
-{{- if or (gt (len $name) 44) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name)) -}}
-{{- fail (printf "release name %q is invalid: use lowercase letters, digits and '-' (at most 44 characters, so that the Service name llm-inference-vllm-%s fits Kubernetes' 63)" $name $name) -}}
-{{- end -}}
+{{- include "llmft-common.validateReleaseName" (dict "context" . "maxLength" 44 "why" (printf "so that the Service name %s fits Kubernetes' 63" (include "llm-inference-vllm.fullname" .))) -}}
 {{- $model := .Values.model -}}
 {{- if not $model -}}
 {{- fail "model is required: --set model=s3://BUCKET/path/to/model (a folder uploaded by llmft, e.g. s3://default-bucket/experiments/NAME/checkpoint-final) or model=hf://org/name (a Hugging Face Hub model)" -}}
@@ -68,7 +33,7 @@ local). Called with (list $what $value); fails naming the value and the fix.
 {{- fail (printf "model %q is not a Hugging Face Hub id: use hf://org/name, e.g. hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0" $model) -}}
 {{- end -}}
 {{- else -}}
-{{- include "llm-inference-vllm.checkBucketPath" (list "model" $model) -}}
+{{- include "llmft-common.checkBucketLocation" (list "model" $model) -}}
 {{- end -}}
 {{- range $adapter, $path := .Values.adapters -}}
 {{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$" $adapter) -}}
@@ -77,7 +42,7 @@ local). Called with (list $what $value); fails naming the value and the fix.
 {{- if hasPrefix "hf://" $path -}}
 {{- fail (printf "adapters.%s %q: adapters are served from the bucket; upload it with `llmft storage cp` and give its bucket path" $adapter $path) -}}
 {{- end -}}
-{{- include "llm-inference-vllm.checkBucketPath" (list (printf "adapters.%s" $adapter) $path) -}}
+{{- include "llmft-common.checkBucketLocation" (list (printf "adapters.%s" $adapter) $path) -}}
 {{- end -}}
 {{- $owned := dict "model" "set the top-level `model` value" "host" "the chart listens on all interfaces" "port" "the chart sets it from containerPort" "tensor_parallel_size" "set `gpus`, which sets the GPU request too" "lora_modules" "set `adapters` (name: bucket path)" -}}
 {{- range $key, $_ := .Values.vllm_engine_args -}}
@@ -149,30 +114,6 @@ order (true -> bare flag, false -> omitted, list -> the flag and each item, map 
 {{- $name -}}
 {{- end -}}
 
-{{/* Bucket endpoint and credentials of the download init containers; the keys only through secretKeyRef. */}}
-{{- define "llm-inference-vllm.bucketEnv" -}}
-- name: BUCKET_STORAGE_HOST
-  value: {{ .Values.bucketStorageHost | quote }}
-- name: BUCKET_STORAGE_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.bucketCredentialsSecret.name }}
-      key: {{ .Values.bucketCredentialsSecret.accessKeyKey }}
-- name: BUCKET_STORAGE_SECRET_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.bucketCredentialsSecret.name }}
-      key: {{ .Values.bucketCredentialsSecret.secretKeyKey }}
-{{- end -}}
-
-{{- define "llm-inference-vllm.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-capabilities:
-  drop: [ALL]
-{{- end -}}
-
 {{- define "llm-inference-vllm.downloaderImage" -}}
-{{- $repository := .Values.downloaderImage.repository | default .Values.image.repository -}}
-{{- $tag := .Values.downloaderImage.tag | default .Values.image.tag -}}
-{{ $repository }}:{{ $tag }}
+{{- include "llmft-common.image" (dict "repository" (.Values.downloaderImage.repository | default .Values.image.repository) "tag" (.Values.downloaderImage.tag | default .Values.image.tag)) -}}
 {{- end -}}

@@ -2,8 +2,10 @@
 
 Validates the config once (a mistake fails here, before any process or model is
 started), then runs `llmft sft|dpo CONFIG` (per `method`) in this process, or
-under `accelerate launch` with the chart's accelerate config when it needs several
-processes or DeepSpeed / FSDP.
+under `accelerate launch` when `launch_conf` asks for several processes or
+DeepSpeed / FSDP. Everything it needs is in the config file: the finetune chart
+renders `launch_conf` from its values (finetuningGpus, distributedType). On a
+laptop, `--num-processes` and `--accelerate-config` replace those two settings.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="validate a fine-tuning config and run it (multi-process via accelerate)")
-    parser.add_argument("config", help="fine-tuning config YAML (method: sft or dpo)")
-    parser.add_argument("--num-processes", type=int, default=1, help="processes (GPUs) on this node")
-    parser.add_argument("--accelerate-config", help="accelerate config YAML (from `llmft accelerate-config`)")
+    parser.add_argument("config", help="fine-tuning config YAML (method: sft or dpo; launch_conf: processes)")
+    parser.add_argument("--num-processes", type=int, help="processes (GPUs) on this node, instead of "
+                        "launch_conf.num_processes")
+    parser.add_argument("--accelerate-config", help="accelerate config YAML, instead of launch_conf.accelerate_config")
     parser.set_defaults(func=_run)
 
 
@@ -29,15 +32,29 @@ def _run(args: argparse.Namespace) -> int:
     from llmft.finetune.config import load_config
 
     config = load_config(args.config)
-    if args.num_processes < 1:
-        raise UserError(f"--num-processes must be at least 1, got {args.num_processes}")
-    accelerate = _read_accelerate_config(Path(args.accelerate_config)) if args.accelerate_config else None
+    launch = config.launch_conf
+    if args.num_processes is not None:
+        if args.num_processes < 1:
+            raise UserError(f"--num-processes must be at least 1, got {args.num_processes}")
+        launch.num_processes = args.num_processes
+    accelerate_path = None
+    if args.accelerate_config:
+        accelerate_path = Path(args.accelerate_config)
+    elif launch.accelerate_config:
+        accelerate_path = Path(launch.accelerate_config).expanduser()
+        if not accelerate_path.is_absolute():
+            accelerate_path = Path(args.config).parent / accelerate_path
+    accelerate = _read_accelerate_config(accelerate_path) if accelerate_path else None
     distributed = (accelerate or {}).get("distributed_type", "NO")
-    if args.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
+    if launch.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
         return main([config.method, args.config])
-    resolved = _resolved_accelerate_file(accelerate, Path(args.accelerate_config), args.num_processes)
+    if accelerate_path is None:
+        raise UserError(f"finetuning_config.launch_conf.accelerate_config: required with num_processes "
+                        f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
+                        "(or pass --accelerate-config)")
+    resolved = _resolved_accelerate_file(accelerate, accelerate_path, launch.num_processes)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolved),
-               "--num_processes", str(args.num_processes), "-m", "llmft", config.method, args.config]
+               "--num_processes", str(launch.num_processes), "-m", "llmft", config.method, args.config]
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
     return 0  # not reached

@@ -17,14 +17,15 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmft.errors import UserError
+from llmft.finetune.distributed import PRESETS as DISTRIBUTED_PRESETS
 
-OUTPUT_DIR_ENV = "LLMFT_OUTPUT_DIR"
 DEFAULT_KEY_PREFIX = "finetuning_config"
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -40,16 +41,44 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _check_location(value: str | None) -> str | None:
-    """Apply the one location rule early so a bad scheme is a config error, not a runtime one."""
-    if value is None or value.startswith("hf://"):
-        return value
+# What a bucket location must look like beyond `llmft.storage.location`'s parse rule: a bucket name S3
+# accepts, and a key without `..` segments (a key names an object; it cannot climb out of a folder).
+# `llmft.chart_files` generates the charts' render-time location check from these and that module.
+BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+PARENT_SEGMENT_PATTERN = r"(^|/)[.][.](/|$)"
+HUB_SCHEME = "hf://"
+
+
+def location_problem(value: str) -> str | None:
+    """What is wrong with a location under the engine's rule, with the fix; None when it is fine.
+
+    hf:// ids and local paths are fine here; whether a setting takes them is the setting's call.
+    """
+    if value.startswith(HUB_SCHEME):
+        return None
     from llmft.storage.location import parse_location
 
     try:
-        parse_location(value)
+        location = parse_location(value)
     except UserError as error:
-        raise ValueError(str(error)) from None
+        return str(error)
+    if location.is_local:
+        return None
+    if not re.match(BUCKET_NAME_PATTERN, location.bucket):
+        return (f"{location.bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
+                "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /")
+    if re.search(PARENT_SEGMENT_PATTERN, location.key):
+        return "'..' is not allowed in a bucket key: write the full path from the bucket, e.g. bucket/datasets/train.jsonl"
+    return None
+
+
+def _check_location(value: str | None) -> str | None:
+    """Apply the one location rule early so a bad location is a config error, not a runtime one."""
+    if value is None:
+        return value
+    problem = location_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -149,8 +178,8 @@ class TrainingArgs(Section):
 
     output_dir: str = Field(
         "./checkpoints",
-        description=f"Local folder for checkpoints and outputs. The environment variable `{OUTPUT_DIR_ENV}` "
-                    "overrides it when set (the finetune chart sets it).")
+        description="Local folder for checkpoints and outputs (the finetune chart sets `/checkpoints`, its scratch "
+                    "volume).")
     learning_rate: PositiveFloat = Field(5e-5, description="Peak learning rate (see also `overrides`).")
     num_train_epochs: PositiveFloat = Field(1.0, description="Epochs to train when `max_steps` is -1.")
     max_steps: int = Field(-1, ge=-1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs.")
@@ -308,8 +337,13 @@ class RunConf(Section):
     checkpoints_remote: str | None = Field(
         None, description="Stream checkpoints to this bucket location (`bucket/path` or `s3://...`) while "
                           "training and resume from it when the job restarts.")
+    logs_remote: str | None = Field(
+        None, description="Bucket location for the TensorBoard event files (`logs/`); default "
+                          "`<checkpoints_remote>/logs`. Only with `checkpoints_remote`.")
+    skip_checkpoint_download: bool = Field(
+        False, description="Start fresh instead of resuming from `checkpoints_remote` (uploads continue).")
 
-    _locations = field_validator("model", "tokenizer", "checkpoints_remote")(_check_location)
+    _locations = field_validator("model", "tokenizer", "checkpoints_remote", "logs_remote")(_check_location)
 
     @field_validator("resume_from_checkpoint")
     @classmethod
@@ -318,6 +352,20 @@ class RunConf(Section):
             return value
         raise ValueError("must be `auto`, `none` or a local path to a checkpoint folder (starting with /, ./ "
                          "or ../); to resume from the bucket use run_conf.checkpoints_remote")
+
+
+class LaunchConf(Section):
+    """How `llmft train` starts the run's processes (the finetune chart fills this section)."""
+
+    num_processes: PositiveInt = Field(
+        1, description="Processes on this node, one per GPU (the chart: `finetuningGpus`, at least 1). More than "
+                       "one runs under `accelerate launch` with `accelerate_config`.")
+    distributed_type: Literal[DISTRIBUTED_PRESETS] | None = Field(  # type: ignore[valid-type]
+        None, description="The preset `accelerate_config` was generated from (the chart: `distributedType`); each "
+                          "process checks that the launch really engaged it (DeepSpeed, FSDP, one process group).")
+    accelerate_config: str | None = Field(
+        None, description="The accelerate config YAML (`llmft accelerate-config`; a relative path is relative to "
+                          "this config file). Needed for several processes, DeepSpeed or FSDP.")
 
 
 class SftArgs(Section):
@@ -374,6 +422,7 @@ class CommonConfig(Section):
         None, description="MLflow tracking (off unless set). metrics.jsonl is always written; TensorBoard is "
                           "`training_args.report_to: [tensorboard]`.")
     overrides: Overrides = Field(default_factory=Overrides, description="Learning-rate and epoch overrides.")
+    launch_conf: LaunchConf = Field(default_factory=LaunchConf, description="Processes and distributed launch.")
 
     def problems(self) -> list[tuple[tuple, str, Any]]:
         """Cross-field problems: (key path, what is wrong and the fix, the value at fault)."""
@@ -419,6 +468,9 @@ class CommonConfig(Section):
         if peft.peft_type == "NO_PEFT" and peft.peft_kwargs is not None:
             found.append((("peft_conf", "peft_kwargs"), "only used with peft_type LORA; remove it for "
                           "full-parameter training (NO_PEFT)", peft.peft_kwargs.model_dump()))
+        if self.run_conf.logs_remote and not self.run_conf.checkpoints_remote:
+            found.append((("run_conf", "logs_remote"), "only used with run_conf.checkpoints_remote (logs stream with "
+                          "the checkpoints)", self.run_conf.logs_remote))
         if quant.quantization_type == "bits-and-bytes":
             if quant.load_in_4bit == quant.load_in_8bit:
                 found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
@@ -505,7 +557,6 @@ def load_config(source: str | os.PathLike | dict, key_prefix: str = DEFAULT_KEY_
     """Validate a config file or dict; raise one UserError listing every problem.
 
     Each problem reads `<key_prefix>.<key.path>: <what is wrong>, got <value>` with what is allowed.
-    `LLMFT_OUTPUT_DIR`, when set, replaces `training_args.output_dir`.
     """
     data = _read_source(source)
     method = data.get("method", "sft")
@@ -520,9 +571,6 @@ def load_config(source: str | os.PathLike | dict, key_prefix: str = DEFAULT_KEY_
     problems = config.problems()
     if problems:
         raise UserError(_format_problems(problems, key_prefix))
-    env_output = os.environ.get(OUTPUT_DIR_ENV)
-    if env_output:
-        config.training_args.output_dir = env_output
     return config
 
 

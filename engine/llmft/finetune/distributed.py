@@ -47,8 +47,6 @@ DEEPSPEED_STAGES = {ZERO1: 1, ZERO2: 2, ZERO3: 3}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
 ACCELERATE_FILE = "accelerate_config.yaml"
-# The preset a launched run was started with (the finetune chart sets it), read by `check_launch`.
-PRESET_ENV = "LLMFT_DISTRIBUTED_TYPE"
 DEEPSPEED_FILE = "deepspeed_config.json"
 
 
@@ -220,9 +218,8 @@ def validate_accelerate_config(path: Path, check_files: bool = True) -> dict:
     options), an unknown `distributed_type`, and, with `check_files`, a
     `deepspeed_config_file` that does not exist.
     """
-    from accelerate.commands.config.config_args import ClusterConfig
-
     from llmft.yamlfile import read_yaml
+    from accelerate.commands.config.config_args import ClusterConfig
     from accelerate.utils import DistributedType
 
     path = Path(path)
@@ -310,17 +307,14 @@ def check_launch(preset: str | None, distributed_type: str, num_processes: int,
     """Refuse a run whose processes did not form the setup the preset asked for.
 
     Call it with the live accelerator's values (`str(accelerator.distributed_type)`,
-    `accelerator.num_processes`) before training; `preset` None reads `$LLMFT_DISTRIBUTED_TYPE`
-    (unset: only the process-group check). Catches the silent fallbacks
+    `accelerator.num_processes`) before training; `preset` is the config's `launch_conf.distributed_type`
+    (None: only the process-group check). Catches the silent fallbacks
     measured with accelerate 1.15: processes that were launched but never joined
     one group (each would train alone on the full batch, e.g. a MULTI_GPU config
     on a machine without GPUs unless TrainingArguments.use_cpu is set), and
     DeepSpeed/FSDP plugins that accelerate ignored (FSDP is GPU-only: on the CPU
     the run silently becomes plain multi-process data parallel).
     """
-    import os
-
-    preset = os.environ.get(PRESET_ENV) if preset is None else preset
     world_size = launched_world_size() if world_size is None else world_size
     kind = str(distributed_type).rsplit(".", 1)[-1]
     if world_size > 1 and num_processes != world_size:

@@ -27,12 +27,14 @@ log = logging.getLogger("llmft.finetune.recipe")
 
 @dataclass
 class Run:
-    """A started run: the process state, where outputs go, the checkpoint sync and the resume point."""
+    """A started run: the process state, where outputs go, the checkpoint sync, the resume point and the
+    distributed preset the launch must have engaged (`launch_conf.distributed_type`)."""
 
     state: Any  # accelerate.PartialState
     output_dir: Path
     sync: Any | None  # llmft.sync.CheckpointSync when run_conf.checkpoints_remote is set
     resume_from: Path | None
+    distributed_type: str | None = None
 
 
 def start_run(config: CommonConfig) -> Run | None:
@@ -50,6 +52,9 @@ def start_run(config: CommonConfig) -> Run | None:
     # Without a GPU, processes started by `accelerate launch` join one (gloo) group only with cpu=True.
     state = PartialState(cpu=not torch.cuda.is_available())
     output_dir = Path(config.training_args.output_dir).expanduser()
+    if output_dir.is_file():
+        raise UserError(f"finetuning_config.training_args.output_dir: {output_dir} is a file; give the path of "
+                        "a folder")
     output_dir.mkdir(parents=True, exist_ok=True)
     run_conf = config.run_conf
 
@@ -59,7 +64,8 @@ def start_run(config: CommonConfig) -> Run | None:
         from llmft.sync import CheckpointSync
 
         sync = CheckpointSync(remote=run_conf.checkpoints_remote, output_dir=output_dir,
-                              save_total_limit=config.training_args.save_total_limit or None)
+                              save_total_limit=config.training_args.save_total_limit or None,
+                              logs_remote=run_conf.logs_remote, skip_download=run_conf.skip_checkpoint_download)
         restored = sync.restore()
         if restored.final_complete:
             log.info("the run already finished in %s; nothing to do", run_conf.checkpoints_remote)
@@ -70,7 +76,7 @@ def start_run(config: CommonConfig) -> Run | None:
         log.info("%s/summary.json says this run finished; nothing to do (resume_from_checkpoint: none starts over)",
                  output_dir)
         return None
-    return Run(state, output_dir, sync, resume_from)
+    return Run(state, output_dir, sync, resume_from, config.launch_conf.distributed_type)
 
 
 def resume_checkpoint(setting: str, output_dir: Path) -> Path | str | None:
@@ -253,7 +259,7 @@ def train(trainer, run: Run):
     from llmft.finetune.distributed import check_launch
 
     # Refuse silent fallbacks: processes that never joined one group, an ignored DeepSpeed/FSDP plugin.
-    check_launch(None, str(trainer.accelerator.distributed_type), trainer.accelerator.num_processes)
+    check_launch(run.distributed_type, str(trainer.accelerator.distributed_type), trainer.accelerator.num_processes)
     if run.resume_from:
         log.info("resuming from %s", run.resume_from)
     started = time.monotonic()

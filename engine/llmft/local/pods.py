@@ -143,11 +143,13 @@ def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource)
         plan.init_containers.append(_container(container, config_maps, secrets, mapper, init=True))
     for container in spec.get("containers", []):
         plan.containers.append(_container(container, config_maps, secrets, mapper, init=False))
-    plan.configmap_files = _configmap_files(spec, config_maps, volumes)
+    plan.configmap_files = _configmap_files(spec, config_maps, volumes, mapper)
     return plan
 
 
-def _configmap_files(spec: dict, config_maps: dict, volumes: dict[str, Path]) -> dict[Path, str]:
+def _configmap_files(spec: dict, config_maps: dict, volumes: dict[str, Path], mapper: PathMapper) -> dict[Path, str]:
+    """The files of ConfigMap volumes, with container paths rewritten like command and env (the finetune
+    chart's engine config names /checkpoints and /config/accelerate_config.yaml)."""
     files: dict[Path, str] = {}
     for volume in spec.get("volumes", []):
         source = volume.get("configMap")
@@ -160,7 +162,7 @@ def _configmap_files(spec: dict, config_maps: dict, volumes: dict[str, Path]) ->
             raise UserError(f"volume {volume['name']!r} refers to ConfigMap {source['name']!r}, which is not rendered")
         items = source.get("items") or [{"key": key, "path": key} for key in data]
         for item in items:
-            files[volumes[volume["name"]] / item["path"]] = data[item["key"]]
+            files[volumes[volume["name"]] / item["path"]] = mapper(data[item["key"]])
     return files
 
 
