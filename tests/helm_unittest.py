@@ -41,14 +41,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helm_unittest_asserts import (ASSERT_TYPES, RAW, AssertType, Context, Snapshots, SuiteError, deep_equal,
-                                   find, load_yaml, load_yaml_all)
+from helm_unittest_asserts import (
+    ASSERT_TYPES,
+    RAW,
+    AssertType,
+    Context,
+    Snapshots,
+    SuiteError,
+    deep_equal,
+    find,
+    load_yaml,
+    load_yaml_all,
+)
 
 PLUGIN_VERSION = (1, 1, 0)       # the helm-unittest release whose behaviour this runner reproduces
 DEFAULT_KUBE_VERSION = ("1", "35")  # helm-unittest 1.1 is built with Helm 3.20 / client-go 0.35
 
-__all__ = ["ASSERT_TYPES", "SuiteError", "Suite", "Case", "CaseResult", "build_set_value", "merge_tables",
-           "discover_suites", "load_suites", "run_case", "run_suite", "find"]
+__all__ = [
+    "ASSERT_TYPES",
+    "Case",
+    "CaseResult",
+    "Suite",
+    "SuiteError",
+    "build_set_value",
+    "discover_suites",
+    "find",
+    "load_suites",
+    "merge_tables",
+    "run_case",
+    "run_suite",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +158,7 @@ class Suite:
     name: str
     spec: dict
     position: int = 0   # its place among the suites of its file
-    cases: list["Case"] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
 
     @property
     def skip_reason(self) -> str | None:
@@ -158,7 +180,7 @@ class Case:
     index: int
     name: str
     spec: dict
-    assertions: list["ParsedAssertion"]
+    assertions: list[ParsedAssertion]
 
     @property
     def id(self) -> str:
@@ -400,7 +422,7 @@ def _filter_chart(chart_dir: Path, route: str, include: list[re.Pattern], exclud
             if file.is_file() and not _keep_template(f"{route}/{file.relative_to(chart_dir)}", include, exclude):
                 file.unlink()
     if overrides:
-        _override_metadata(chart_dir, overrides)
+        _override_metadata(chart_dir, overrides, top=True)
     charts = chart_dir / "charts"
     if not charts.is_dir():
         return
@@ -414,9 +436,14 @@ def _filter_chart(chart_dir: Path, route: str, include: list[re.Pattern], exclud
             _override_metadata(sub, overrides)
 
 
-def _override_metadata(chart_dir: Path, overrides: dict) -> None:
+def _override_metadata(chart_dir: Path, overrides: dict, top: bool = False) -> None:
+    """The plugin sets the version after Helm resolved the dependencies: so that an aliased subchart whose
+    version changes is still found, the top chart's dependency entries ask for that version."""
     meta = load_yaml((chart_dir / "Chart.yaml").read_text())
     meta.update(overrides)
+    if top and "version" in overrides:
+        for dependency in meta.get("dependencies") or []:
+            dependency["version"] = overrides["version"]
     (chart_dir / "Chart.yaml").write_text(json.dumps(meta))
 
 
@@ -449,7 +476,7 @@ def render_dir(suite: Suite, chart_overrides: dict) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 # helm-unittest's parseRenderError, its (?msU) regex with the quantifiers made lazy for Python.
-_RENDER_ERROR = re.compile(r"^(?:.+?: |.+? \()(?:(.+?):\d+:\d+).+?(?:.+?>)*?: (.+?)$", re.M | re.S)
+_RENDER_ERROR = re.compile(r"^(?:.+?: |.+? \()(?:(.+?):\d+:\d+).+?(?:.+?>)*?: (.+?)$", re.MULTILINE | re.DOTALL)
 
 
 @dataclass
@@ -521,7 +548,9 @@ def _settings(case: Case) -> tuple[dict, dict, dict]:
 def render_case(case: Case) -> tuple[RenderOutcome, bool]:
     """Render the chart for one test job: the outcome, and whether the whole render must succeed."""
     import helm_python
-    from helm_python import _native  # Chart.render does not expose kube_version / api_versions
+    from helm_python import (
+        _native,  # Chart.render does not expose kube_version / api_versions
+    )
 
     require_success = all(a.definition.requires_render for a in case.assertions)
     release, capabilities, chart_overrides = _settings(case)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -57,20 +58,20 @@ for _tag, _pattern, _first in [
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = loader.construct_scalar(node)
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    return int(text, 0) if text.startswith("0x") else int(text, 10)
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)
 
 
 Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a safe loader subclass
+    return yaml.load(text, Loader=Yaml12Loader)
 
 
 def load_yaml_all(text: str) -> list[Any]:
-    return list(yaml.load_all(text, Loader=Yaml12Loader))  # noqa: S506 - a safe loader subclass
+    return list(yaml.load_all(text, Loader=Yaml12Loader))
 
 
 def dump_yaml(value: Any) -> str:
@@ -184,8 +185,7 @@ def parse_path(path: str) -> list[tuple[str, Any]]:
     """Split a path into steps: ("key", name), ("index", n), ("all", None), ("filter", (subpath, op, value))."""
     steps: list[tuple[str, Any]] = []
     text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
+    text = text.removeprefix("$")
     i = 0
     expect_key = True  # at the start, a bare key may follow without a dot
     while i < len(text):
@@ -520,8 +520,8 @@ def v_field_is(field_name: str) -> Validator:
         def check(document: dict) -> Result:
             actual = document.get(field_name)
             if (isinstance(actual, str) and actual == params.get("of")) == ctx.negative:
-                return False, [f"expected {field_name} {'NOT ' if ctx.negative else ''}to be {params.get('of')}, "
-                               f"got {actual!r}"]
+                wanted = f"{'NOT ' if ctx.negative else ''}to be {params.get('of')}"
+                return False, [f"expected {field_name} {wanted}, got {actual!r}"]
             return True, []
         return _each_document(params, ctx, check)
     return validator
@@ -603,8 +603,8 @@ def v_length_equal(params: dict, ctx: Context) -> Result:
             if reference is None:
                 reference = counts[one]
             elif (reference == counts[one]) == ctx.negative:
-                return False, [f"path {one}: length {counts[one]} {'equals' if ctx.negative else 'differs from'} "
-                               f"{reference}"]
+                relation = "equals" if ctx.negative else "differs from"
+                return False, [f"path {one}: length {counts[one]} {relation} {reference}"]
         return reference is not None, messages
     return _each_document(params, ctx, check)
 

@@ -12,15 +12,11 @@ pkg/unittest/testdata (utils_test.go), restated as suites. `python tests/test_he
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helm_unittest import SuiteError, load_suites, run_case  # noqa: E402
+from helm_unittest import SuiteError, load_suites, run_case
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
 

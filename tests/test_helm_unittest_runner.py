@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from helm_unittest import (ASSERT_TYPES, SuiteError, build_set_value, find, load_suites, merge_tables, run_case)
+from helm_unittest import (
+    ASSERT_TYPES,
+    SuiteError,
+    build_set_value,
+    find,
+    load_suites,
+    merge_tables,
+    run_case,
+)
 
 DEMO = Path(__file__).parent / "fixtures" / "helm-unittest" / "demo"
 PASSING = [DEMO / "tests" / "passing_test.yaml", DEMO / "tests" / "scoped_test.yaml"]
