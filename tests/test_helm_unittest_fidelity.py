@@ -98,6 +98,8 @@ def compare(run: ExpectedRun, path: Path, into: Comparison) -> None:
             wanted = "skip" if case.name in want.skipped or want.verdict == "SKIP" else \
                 "fail" if case.name in want.failed else "pass"
             into.tests += 1
+            if result.new_snapshots:  # the plugin's runs found every snapshot recorded: none may be missing here
+                into.disagreements.append(f"{where}: {result.new_snapshots} snapshot(s) not found in __snapshot__/")
             if got != wanted:
                 into.disagreements.append(f"{where}: helm-unittest says {wanted}, the runner {got}\n{result.report()}")
                 continue
