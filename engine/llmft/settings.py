@@ -37,8 +37,8 @@ class EngineSettings(BaseSettings):
     threads for its parts (at least 2)."""
 
     transfer_attempts: int = Field(6, ge=1, le=100)
-    """Attempts per bucket request (or per whole file) in commands and staging before giving up. This is
-    the only retry layer: boto3's own retries are off."""
+    """Attempts per bucket operation (one request, or one file's whole transfer) in commands and staging
+    before giving up. The only retry layer: botocore's and s3transfer's own retries are off."""
 
     transfer_backoff: float = Field(1.0, ge=0, le=600)
     """Seconds before the first retry of a failed bucket request; doubles with every retry up to 30 s

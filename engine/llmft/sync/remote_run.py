@@ -42,10 +42,6 @@ class RemoteRun:
     trees_complete: dict[str, bool] = field(default_factory=dict)  # final tree -> manifest present
     files_present: set[str] = field(default_factory=set)           # top-level files
 
-    @property
-    def newest_complete(self) -> int | None:
-        return max(self.complete) if self.complete else None
-
     def finished(self) -> tuple[bool, str]:
         """(True, "") when the marker exists and every output it lists is complete, else (False, why)."""
         if self.marker is None:

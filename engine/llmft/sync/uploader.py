@@ -74,7 +74,6 @@ class BackgroundUploader:
         self.retry_pause = retry_pause
         self.nice_increment = engine_settings.current().sync_nice  # read here: a bad value fails the caller
         self.uploaded: list[int] = []    # steps complete in the bucket, in order
-        self.dropped: list[int] = []     # steps given up (superseded or failed at close)
         self.failed: dict[int, str] = {}  # step -> last error, for those given up at close
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
@@ -85,10 +84,6 @@ class BackgroundUploader:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ producer side
-
-    def pending(self) -> list[int]:
-        with self._cond:
-            return self._pending_steps()
 
     def _pending_steps(self) -> list[int]:
         steps = [job.step for job in self._jobs]
@@ -202,11 +197,9 @@ class BackgroundUploader:
                 if superseded:
                     log.error("upload of %s to %s failed (%s); a newer checkpoint is queued, so %s is dropped",
                               name, self.remote, error, name)
-                    self.dropped.append(job.step)
                     return
                 if closing and rounds >= 2:
                     log.error("upload of %s to %s failed (%s); giving up", name, self.remote, error)
-                    self.dropped.append(job.step)
                     self.failed[job.step] = str(error)
                     return
                 log.error("upload of %s to %s failed (%s); training continues, next try in %.0fs",
