@@ -49,8 +49,9 @@ Called with (list "key.path" $value); fails naming the key, the value and the fi
 {{- end -}}
 
 {{/*
-A folder in the bucket (what a pod can reach): not a local path, not the Hub, not a whole bucket.
-Called with (list "key.path" $value); fails naming the key, the value and the fix.
+A folder in the bucket (what a pod can reach): not a local path, not the Hub, and not a whole bucket unless
+called with a third element "bucket". Called with (list "key.path" $value); fails naming the key, the value
+and the fix.
 */}}
 {{- define "llmft-common.checkBucketLocation" -}}
 {{- $key := index . 0 -}}
@@ -63,7 +64,7 @@ Called with (list "key.path" $value); fails naming the key, the value and the fi
 {{- end -}}
 {{- include "llmft-common.checkLocation" (list $key $value) -}}
 {{- $rest := trimPrefix "s3://" $value -}}
-{{- if not (trimAll "/" (splitn "/" 2 $rest)._1) -}}
+{{- if and (lt (len .) 3) (not (trimAll "/" (splitn "/" 2 $rest)._1)) -}}
 {{- fail (printf "%s: %q names a whole bucket; give a folder in it, e.g. %s/path/to/folder" $key $value (trimSuffix "/" $value)) -}}
 {{- end -}}
 {{- end -}}
