@@ -448,27 +448,26 @@ def _override_metadata(chart_dir: Path, overrides: dict, top: bool = False) -> N
 
 
 def render_dir(suite: Suite, chart_overrides: dict) -> Path:
-    """A copy of the chart holding what the plugin renders for this suite (cached); the chart itself if all."""
+    """A copy of the chart holding what the plugin renders for this suite (made once per selection).
+
+    Copying also resolves symlinked subcharts and unpacks packaged ones, so that their templates are filtered
+    like the chart's own."""
     global _scratch
     include = [str(t) for t in suite.spec.get("templates") or []] or ["**"]
     exclude = [str(t) for t in suite.spec.get("excludeTemplates") or []]
     key = (suite.chart_dir.resolve(), suite.route, tuple(include), tuple(exclude),
            tuple(sorted(chart_overrides.items())))
-    if include == ["**"] and not exclude and not chart_overrides:
-        return suite.chart_dir
     if key not in _render_dirs:
         if _scratch is None:
             _scratch = tempfile.mkdtemp(prefix="helm-unittest-")
             atexit.register(shutil.rmtree, _scratch, True)
         target = Path(_scratch) / str(len(_render_dirs)) / suite.chart_dir.name
-        shutil.copytree(suite.chart_dir, target, ignore=shutil.ignore_patterns("tests", "tests_*", "__snapshot__"))
+        shutil.copytree(suite.chart_dir, target)
         top = _chart_meta(suite.chart_dir)["name"]
         _filter_chart(target, top, _selected(suite.route, include), _selected(suite.route, exclude),
                       chart_overrides)
         _render_dirs[key] = target
     return _render_dirs[key]
-
-
 
 
 # --------------------------------------------------------------------------------------------------

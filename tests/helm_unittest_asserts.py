@@ -371,7 +371,10 @@ def v_equal(params: dict, ctx: Context) -> Result:
 
     def check(actual: Any) -> Result:
         if isinstance(actual, str):
-            actual = uniform(_decode(actual, params))
+            try:
+                actual = uniform(_decode(actual, params))
+            except ValueError:
+                return False, [f"unable to decode base64 expected content {actual}"]
         if deep_equal(expected, actual) == ctx.negative:
             verb = "NOT to equal" if ctx.negative else "to equal"
             return False, [f"path {params.get('path', '')}: expected {verb}:", dump_yaml(expected), "actual:",
@@ -486,7 +489,10 @@ def v_match_regex(params: dict, ctx: Context) -> Result:
     def check(actual: Any) -> Result:
         if not isinstance(actual, str):
             return False, [f"expect '{params.get('path')}' to be a string, got:", dump_yaml(actual)]
-        text = _decode(actual, params)
+        try:
+            text = _decode(actual, params)
+        except ValueError:
+            return False, [f"unable to decode base64 expected content {actual}"]
         if bool(pattern.search(text)) == ctx.negative:
             return False, [f"expected {'NOT ' if ctx.negative else ''}to match {pattern.pattern!r}:", text]
         return True, []
