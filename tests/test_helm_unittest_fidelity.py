@@ -6,7 +6,8 @@ fail or are skipped, which tests fail and which of their assertions fail. Every 
 and for every test the runner's verdict (pass / fail / skipped) and, for a failing test, the set of failing
 assertions must equal the plugin's; a file the plugin refuses to load must be refused too. expected/ also holds
 the verdicts the plugin's Go tests pin for single jobs (test_job_test.go) and for the charts of its
-pkg/unittest/testdata (utils_test.go), restated as suites. `python tests/test_helm_unittest_fidelity.py` prints the figures.
+pkg/unittest/testdata (utils_test.go), restated as suites; validators.yaml restates single-validator cases of
+its pkg/unittest/validators tests. `python tests/test_helm_unittest_fidelity.py` prints the figures.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helm_unittest import SuiteError, load_suites, run_case
+import yaml
+
+from helm_unittest import ASSERT_TYPES, SuiteError, load_suites, run_case
+from helm_unittest_asserts import Context, Snapshots, load_yaml
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
 
@@ -123,6 +127,25 @@ def test_verdicts_equal_helm_unittest(run, path):
     compare(run, path, comparison)
     assert comparison.loaded == comparison.suites
     assert not comparison.disagreements, "\n\n".join(comparison.disagreements)
+
+
+def _validator_cases():
+    data = yaml.safe_load((UPSTREAM / "validators.yaml").read_text())
+    documents = {name: load_yaml(text) for name, text in data["documents"].items()}
+    return [pytest.param(case, [documents[d] for d in case["docs"]], id=case["source"]) for case in data["cases"]]
+
+
+@pytest.mark.parametrize("case, docs", _validator_cases())
+def test_validator_verdicts(case, docs):
+    """One validator on given documents passes exactly when the plugin's validator test says it does (a path
+    the plugin cannot parse fails its assertion; this runner refuses it, which is no pass either)."""
+    definition = ASSERT_TYPES[case["assert"]]
+    negative = bool(case.get("not")) != definition.antonym
+    try:
+        passed, why = definition.validator(case["params"], Context(docs, docs, negative, None, Snapshots({}, "")))
+    except SuiteError as error:
+        passed, why = False, [str(error)]
+    assert passed == case["pass"], why
 
 
 def main() -> None:
