@@ -69,7 +69,10 @@ def _texts(record: dict, kind: str) -> dict[str, list[dict]]:
 
 
 class TokenCounter:
-    """Token lengths with a tokenizer: through its chat template when it has one, as in training."""
+    """Token lengths with a tokenizer: through its chat template when it has one, as in training.
+
+    A conversation the template refuses raises `llmft.finetune.templates.TemplateRefusal`.
+    """
 
     def __init__(self, tokenizer, name: str):
         self.tokenizer = tokenizer
@@ -78,10 +81,9 @@ class TokenCounter:
 
     def __call__(self, messages: list[dict]) -> int:
         if self.templated:
-            ids = self.tokenizer.apply_chat_template(messages, tokenize=True)
-            if hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            return len(ids)
+            from llmft.finetune.templates import render
+
+            return len(self.tokenizer(render(self.tokenizer, messages), add_special_tokens=False)["input_ids"])
         return len(self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
 
 
@@ -121,11 +123,22 @@ def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounte
         if problems:
             report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
             continue
-        _count(report, line.number, line.record, tokens)
+        _count(report, line, tokens)
     return report
 
 
-def _count(report: FileReport, number: int, record: dict, tokens: TokenCounter | None) -> None:
+def _count(report: FileReport, line, tokens: TokenCounter | None) -> None:
+    """Count a valid record; one its tokenizer's chat template refuses is an invalid line instead."""
+    number, record = line.number, line.record
+    lengths = {}
+    if tokens is not None:
+        from llmft.finetune.templates import TemplateRefusal
+
+        try:
+            lengths = {name: tokens(messages) for name, messages in _texts(record, report.kind).items()}
+        except TemplateRefusal as error:
+            report.invalid.append(Invalid(line.where, number, str(error)))
+            return
     report.records += 1
     report.valid_lines.append(number)
     for messages in ([record["messages"]] if report.kind == "sft" else
@@ -133,8 +146,8 @@ def _count(report: FileReport, number: int, record: dict, tokens: TokenCounter |
         report.roles.update(m["role"] for m in messages)
     for name, messages in _texts(record, report.kind).items():
         report.chars.setdefault(name, []).append(sum(len(m["content"]) for m in messages))
-        if tokens is not None:
-            report.tokens.setdefault(name, []).append(tokens(messages))
+        if name in lengths:
+            report.tokens.setdefault(name, []).append(lengths[name])
 
 
 def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
@@ -175,7 +188,7 @@ def load_token_counter(location: str) -> TokenCounter:
     if where.is_local:
         return TokenCounter(_load_tokenizer(where.path, location), location)
     folder = Path(tempfile.mkdtemp(prefix="llmft-tokenizer-"))
-    _download_tokenizer_files(where, folder)
+    download_tokenizer_files(where, folder)
     return TokenCounter(_load_tokenizer(folder, location), location)
 
 
@@ -184,7 +197,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "config.json")
 
 
-def _download_tokenizer_files(where, folder: Path) -> None:
+def download_tokenizer_files(where, folder: Path) -> None:
     from llmft.storage import download_file, read_manifest
 
     manifest = read_manifest(where)
