@@ -32,55 +32,55 @@ class EngineSettings(BaseSettings):
                                       frozen=True, use_attribute_docstrings=True)
 
     # ------------------------------------------------------------------ bucket transfers
-    transfer_workers: int = Field(8, ge=1, le=256)
+    transfer_workers: int = Field(default=8, ge=1, le=256)
     """Files transferred at once in a tree upload or download; a multipart file uses half as many
     threads for its parts (at least 2)."""
 
-    transfer_attempts: int = Field(6, ge=1, le=100)
+    transfer_attempts: int = Field(default=6, ge=1, le=100)
     """Attempts per bucket operation (one request, or one file's whole transfer) in commands and staging
     before giving up. The only retry layer: botocore's and s3transfer's own retries are off."""
 
-    transfer_backoff: float = Field(1.0, ge=0, le=600)
+    transfer_backoff: float = Field(default=1.0, ge=0, le=600)
     """Seconds before the first retry of a failed bucket request; doubles with every retry up to 30 s
     (each wait jittered between half and one and a half times)."""
 
-    transfer_max_bandwidth: int | None = Field(None, gt=0)
+    transfer_max_bandwidth: int | None = Field(default=None, gt=0)
     """Bytes per second per file transfer (unset: unlimited); keeps a background upload off a shared link."""
 
-    multipart_threshold: int = Field(64 * MIB, ge=5 * MIB)
+    multipart_threshold: int = Field(default=64 * MIB, ge=5 * MIB)
     """Files of at least this many bytes go up and down in parts."""
 
-    multipart_chunksize: int = Field(32 * MIB, ge=5 * MIB, le=5 * 1024 * MIB)
+    multipart_chunksize: int = Field(default=32 * MIB, ge=5 * MIB, le=5 * 1024 * MIB)
     """Bytes per part of a multipart transfer (S3 allows 5 MiB to 5 GiB)."""
 
     # ------------------------------------------------------------------ checkpoint sync
-    sync_attempts: int = Field(12, ge=1, le=1000)
+    sync_attempts: int = Field(default=12, ge=1, le=1000)
     """Attempts per bucket request of checkpoint sync (replaces `LLMFT_TRANSFER_ATTEMPTS` there): with the
     defaults about four minutes of retrying before a checkpoint upload round fails."""
 
-    sync_backoff: float = Field(2.0, ge=0, le=600)
+    sync_backoff: float = Field(default=2.0, ge=0, le=600)
     """Seconds before checkpoint sync's first retry of a request; doubles up to `LLMFT_SYNC_MAX_BACKOFF`."""
 
-    sync_max_backoff: float = Field(30.0, ge=0, le=3600)
+    sync_max_backoff: float = Field(default=30.0, ge=0, le=3600)
     """The longest wait between two retries of a checkpoint sync request, in seconds."""
 
-    sync_max_pending: int = Field(2, ge=1, le=100)
+    sync_max_pending: int = Field(default=2, ge=1, le=100)
     """Checkpoints staged but not yet uploaded before a save waits for an upload (training blocks only then)."""
 
-    sync_interval: float = Field(60.0, gt=0)
+    sync_interval: float = Field(default=60.0, gt=0)
     """Seconds between uploads of `logs/` and `metrics.jsonl` while training runs."""
 
-    sync_retry_pause: float = Field(10.0, ge=0)
+    sync_retry_pause: float = Field(default=10.0, ge=0)
     """Seconds between two rounds of a checkpoint upload that failed after all its request retries."""
 
-    sync_nice: int = Field(10, ge=0, le=19)
+    sync_nice: int = Field(default=10, ge=0, le=19)
     """CPU niceness added to the upload threads so they yield to training (0: same priority)."""
 
     # ------------------------------------------------------------------ logs and reports
-    progress_interval: float = Field(10.0, gt=0)
+    progress_interval: float = Field(default=10.0, gt=0)
     """Seconds between two progress lines of a long step when the output is not a terminal."""
 
-    peak_flops: float | None = Field(None, gt=0)
+    peak_flops: float | None = Field(default=None, gt=0)
     """Peak FLOP/s per device for the MFU estimate in summary.json, when the device is not in the engine's
     table of GPUs (e.g. `9.89e14`; unset: MFU is null for unknown devices)."""
 

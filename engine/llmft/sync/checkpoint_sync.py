@@ -166,7 +166,7 @@ class CheckpointSync:
             return result
         run = scan(self.remote, self.settings)
         finished, why = run.finished()
-        if finished:
+        if finished and run.marker is not None:
             outputs = ", ".join(run.marker.get("trees", []) + run.marker.get("files", []))
             log.info("%s already holds a finished run (completed %s; outputs: %s): nothing to train",
                      self.remote, run.marker.get("finished", "?"), outputs)
@@ -189,6 +189,7 @@ class CheckpointSync:
                 result.skipped.append(f"{name} (could not be restored: {error})")
                 log.error("remote %s could not be restored (%s); trying an older checkpoint", name, error)
                 continue
+            assert report.manifest is not None  # download_tree returns the manifest it followed
             self._remove_extras(target, set(report.manifest.files))
             result.checkpoint, result.step = target, step
             break
@@ -205,7 +206,7 @@ class CheckpointSync:
 
     def _log_restore(self, result: RestoreResult) -> None:
         skipped = f"; skipped: {'; '.join(result.skipped)}" if result.skipped else ""
-        if result.checkpoint is None:
+        if result.checkpoint is None or result.step is None:
             log.info("no complete checkpoint in %s: training starts from step 0%s", self.remote, skipped)
             return
         log.info("resuming from %s/checkpoint-%d (step %d), restored into %s%s", self.remote, result.step,

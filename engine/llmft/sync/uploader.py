@@ -171,11 +171,12 @@ class BackgroundUploader:
                     with self._cond:
                         self._active = None
                         self._cond.notify_all()
-            if self.sync_progress is not None:  # after a checkpoint, on the timer, or on request
-                self._sync_progress_quietly()
+            self._sync_progress_quietly()  # after a checkpoint, on the timer, or on request
             next_progress = time.monotonic() + self.progress_interval
 
     def _sync_progress_quietly(self) -> None:
+        if self.sync_progress is None:
+            return
         try:
             self.sync_progress()
         except Exception as error:  # noqa: BLE001 - progress is best effort; the final sync is verified
