@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helm_unittest import ASSERT_TYPES, SuiteError, load_suites, run_case
 from helm_unittest_asserts import Context, Snapshots, load_yaml
 
@@ -135,16 +134,21 @@ def _validator_cases():
     return [pytest.param(case, [documents[d] for d in case["docs"]], id=case["source"]) for case in data["cases"]]
 
 
+def validator_verdict(case: dict, docs: list) -> tuple[bool, list[str]]:
+    definition = ASSERT_TYPES[case["assert"]]
+    negative = bool(case.get("not")) != definition.antonym
+    try:
+        context = Context(docs, docs, negative, case.get("render_error"), Snapshots({}, ""))
+        return definition.validator(case["params"], context)
+    except SuiteError as error:
+        return False, [str(error)]
+
+
 @pytest.mark.parametrize("case, docs", _validator_cases())
 def test_validator_verdicts(case, docs):
     """One validator on given documents passes exactly when the plugin's validator test says it does (a path
     the plugin cannot parse fails its assertion; this runner refuses it, which is no pass either)."""
-    definition = ASSERT_TYPES[case["assert"]]
-    negative = bool(case.get("not")) != definition.antonym
-    try:
-        passed, why = definition.validator(case["params"], Context(docs, docs, negative, None, Snapshots({}, "")))
-    except SuiteError as error:
-        passed, why = False, [str(error)]
+    passed, why = validator_verdict(case, docs)
     assert passed == case["pass"], why
 
 
@@ -153,9 +157,13 @@ def main() -> None:
     for run in expected_runs():
         for path in run.suites:
             compare(run, path, comparison)
+    validators = [p.values for p in _validator_cases()]
+    wrong = [case["source"] for case, docs in validators if validator_verdict(case, docs)[0] != case["pass"]]
+    comparison.disagreements.extend(f"validator case {source}" for source in wrong)
     print("\n\n".join(comparison.disagreements))
     print(f"suites loaded: {comparison.loaded}/{comparison.suites}; test verdicts compared: {comparison.tests}; "
           f"assertion verdicts of failing tests compared: {comparison.assertions}; "
+          f"single-validator verdicts compared: {len(validators)}; "
           f"disagreements: {len(comparison.disagreements)}")
 
 
