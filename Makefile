@@ -38,6 +38,7 @@ chart-files: setup
 docs: setup
 	$(PY) -m llmft config-reference > docs/config-reference.md
 	$(PY) -m llmft settings-reference > docs/settings.md
+	$(PY) -m llmft tune reference > docs/tune-reference.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ("training", "checkpoint_upload", "staging", "resume")
+BENCHMARKS = ("training", "checkpoint_upload", "staging", "resume", "tune")
 HERE = Path(__file__).resolve().parent
 
 

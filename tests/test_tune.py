@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llmft.cli import main
 from llmft.errors import UserError
 from llmft.tune.spec import load_spec
@@ -138,7 +137,6 @@ def test_the_cli_prints_spec_errors_without_a_traceback(tiny_model_dir, data_fil
 
 def test_every_algorithm_and_pruner_builds_from_the_spec(tiny_model_dir, data_file):
     import optuna
-
     from llmft.tune import study as studies
 
     for algorithm in ("random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"):
@@ -256,7 +254,7 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_file, tmp_path, bucket, capsys):
     remote = f"{bucket}/experiments/shared"
-    spec = make_spec(str(tiny_model_dir), str(data_file), name="two-workers", max_steps=4, max_trial_count=3,
+    spec = make_spec(str(tiny_model_dir), str(data_file), name="two-workers", max_steps=4, max_trial_count=2,
                      parallel_trial_count=2, early_stopping={"name": "none"})
     spec["checkpointsRemote"] = remote
     spec["tune"]["storage"] = f"journal://{tmp_path / 'shared' / 'study.journal'}"
@@ -269,17 +267,41 @@ def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_
     assert [worker.wait(timeout=400) for worker in workers] == [0, 0]
 
     import optuna
-
     from llmft.tune.study import OWNER, open_storage
 
     study = optuna.load_study(study_name="two-workers", storage=open_storage(spec["tune"]["storage"]))
     trials = study.get_trials()
-    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
     assert {t.system_attrs[OWNER] for t in trials} == {"0", "1"}
-    assert len({t.params["learning_rate"] for t in trials}) == 3  # each worker samples its own values
+    assert len({t.params["learning_rate"] for t in trials}) == 2  # each worker samples its own values
 
-    # Results from the bucket alone: the last worker to finish published all three trials there.
+    # Results from the bucket alone: the last worker to finish published both trials there.
     assert main(["tune", "status", remote]) == 0
     table = capsys.readouterr().out
-    assert "experiment two-workers: completed; 3 of 3 trials (3 complete)" in table
+    assert "experiment two-workers: completed; 2 of 2 trials (2 complete)" in table
     assert f"{remote}/trial-" in table and "/checkpoint-final" in table
+
+
+def test_the_reference_is_generated_from_the_spec_models_and_its_example_is_valid():
+    from harness import REPO
+    from llmft.tune.reference import EXAMPLE, tune_reference
+
+    assert (REPO / "docs" / "tune-reference.md").read_text() == tune_reference(), "run `make docs`"
+    spec = load_spec(yaml.safe_load(EXAMPLE))
+    assert spec.tune.early_stopping.settings == {"min_trials_required": 3, "start_step": 40}
+
+
+def test_the_schema_holds_the_engine_config_and_rejects_unknown_keys(capsys):
+    import jsonschema
+
+    assert main(["tune", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["additionalProperties"] is False
+    config = schema["properties"]["finetuning_config"]
+    assert config["else"]["properties"]["method"]["const"] == "sft"
+    assert config["then"]["properties"]["method"]["const"] == "dpo"
+    good = yaml.safe_load(__import__("llmft.tune.reference", fromlist=["EXAMPLE"]).EXAMPLE)
+    jsonschema.validate(good, schema)
+    good["tune"]["max_trials"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(good, schema)

@@ -125,7 +125,8 @@ def _show(args: argparse.Namespace, action: str, where: str) -> int:
 
 def _live_results(path):
     """From the study itself when the experiment folder (or its spec) is here and its storage can be opened."""
-    from llmft.tune import results, study as studies
+    from llmft.tune import results
+    from llmft.tune import study as studies
     from llmft.tune.spec import load_spec
     from llmft.tune.worker import default_experiment_dir
 

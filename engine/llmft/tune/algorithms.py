@@ -65,7 +65,7 @@ def grid_values(parameter, grid_points: int) -> list:
         step = int(parameter.step or 1)
         return list(range(int(parameter.min), int(parameter.max) + 1, step))
     if parameter.step:
-        count = int(math.floor((parameter.max - parameter.min) / parameter.step + 1e-9)) + 1
+        count = math.floor((parameter.max - parameter.min) / parameter.step + 1e-9) + 1
         return [round(parameter.min + index * parameter.step, 12) for index in range(count)]
     if grid_points == 1:
         return [parameter.min]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import re
 from typing import Any
 
@@ -76,7 +77,7 @@ def with_values(data: dict, values: dict[tuple, Any]) -> dict:
     result = copy.deepcopy(data)
     for parts, value in values.items():
         node = result
-        for part, following in zip(parts, parts[1:]):
+        for part, following in itertools.pairwise(parts):
             if isinstance(part, int):
                 node = node[part]
                 continue

@@ -145,7 +145,11 @@ def _save(figure, path: Path) -> None:
 def importances(data: dict) -> dict[str, float] | None:
     """fANOVA importances of the parameters over the completed trials (None with fewer than 3)."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     space = {}
     for parameter in data.get("search_space", []):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmft.errors import UserError
@@ -59,7 +59,7 @@ def collect(study, spec: TuneSpec, experiment_dir: Path) -> dict:
     best = min(complete, key=lambda row: sign * row["value"]) if complete else None
     return {
         "name": spec.name,
-        "updated": _time(datetime.now(timezone.utc)),
+        "updated": _time(datetime.now(UTC)),
         "objective": spec.tune.objective.model_dump(mode="json"),
         "algorithm": spec.tune.algorithm.name,
         "early_stopping": spec.tune.early_stopping.name,

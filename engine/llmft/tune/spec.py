@@ -29,18 +29,24 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmft.errors import UserError
 from llmft.finetune.config import (
-    DEFAULT_KEY_PREFIX, METHODS, _format_problems, _inline_refs, _pydantic_problems, config_json_schema, config_model,
+    DEFAULT_KEY_PREFIX,
+    METHODS,
+    _format_problems,
+    _inline_refs,
+    _pydantic_problems,
+    config_json_schema,
+    config_model,
 )
 from llmft.tune import algorithms, keypath, metrics
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 # Keys the tuner sets in every trial's config; a search over them makes no sense.
 TUNER_KEYS = {
     ("training_args", "output_dir"): "each trial writes to its own folder, <experiment>/trial-<n>/",
@@ -228,7 +234,6 @@ STORAGE_ENV = "LLMFT_TUNE_STORAGE"
 def _problems(spec: TuneSpec) -> list[tuple]:
     """Every problem beyond types: (path, message, value[, fix])."""
     found: list[tuple] = []
-    tune = spec.tune
     method = spec.method
     if method not in METHODS:
         return [(("finetuning_config", "method"), f"must be one of {', '.join(METHODS)}", method)]
@@ -380,7 +385,7 @@ def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
             found.append((where, f"a run with method: {spec.method} never writes this metric", name,
                           (f"did you mean {close[0]}? " if close else "") + f"it writes: {', '.join(available)}"))
         elif source.needs_evaluation and not evaluates:
-            found.append((where, f"is written only when the run evaluates", name,
+            found.append((where, "is written only when the run evaluates", name,
                           "set finetuning_config.training_args.eval_strategy: steps (with eval_steps) and "
                           "data_conf.validation_data"))
     source = available.get(objective.metric)
@@ -472,16 +477,14 @@ def _format_spec_problems(problems: list[tuple]) -> str:
 
 
 def spec_json_schema() -> dict:
-    """The spec's self-contained JSON Schema; finetuning_config is one of the engine's config schemas."""
+    """The spec's self-contained JSON Schema; finetuning_config is the engine's, as the finetune chart embeds it."""
+    from llmft.chart_files import (
+        _finetuning_config_schema,  # the finetune chart's: run_conf.model from basemodel
+    )
+
     schema = _inline_refs(TuneSpec.model_json_schema())
-    configs = []
-    for method in METHODS:
-        try:
-            configs.append(config_json_schema(method))
-        except UserError:
-            continue  # a method this build does not have
     description = schema["properties"]["finetuning_config"].get("description")
-    schema["properties"]["finetuning_config"] = {"anyOf": configs, "description": description}
+    schema["properties"]["finetuning_config"] = dict(_finetuning_config_schema(), description=description)
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     return schema
 

@@ -64,7 +64,7 @@ def open_storage(url: str):
             return optuna.storages.RDBStorage(url)
     except UserError:
         raise
-    except Exception as error:  # a driver missing, a server unreachable, a bad URL: say which storage
+    except Exception as error:  # noqa: BLE001 - a driver missing, a server unreachable, a bad URL: say which storage
         raise UserError(f"cannot open the study storage {masked(url)}: {error}") from None
     raise UserError(f"storage {masked(url)}: expected journal://PATH, grpc://HOST:PORT, sqlite:///PATH, "
                     "postgresql://... or mysql://...")
@@ -141,7 +141,7 @@ def _check_same_spec(study, spec: TuneSpec) -> None:
 
 
 def trial_id(study, number: int) -> int:
-    storage = study._storage  # noqa: SLF001 - the study's own storage object; ids are not on FrozenTrial's API
+    storage = study._storage
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
@@ -158,7 +158,7 @@ def claim(study, worker: str) -> int | None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage  # noqa: SLF001
+    storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         identifier = trial_id(study, trial.number)
         try:
@@ -193,7 +193,7 @@ def finish(study, number: int, state: str, value: float | None = None, attrs: di
     """Record a trial's end: complete (with value), pruned or failed, plus what we learned about it."""
     from optuna.trial import TrialState
 
-    storage = study._storage  # noqa: SLF001
+    storage = study._storage
     for key, item in (attrs or {}).items():
         storage.set_trial_user_attr(trial_id(study, number), key, item)
     states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}

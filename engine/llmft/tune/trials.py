@@ -108,7 +108,8 @@ def start(prepared: Prepared, storage_url: str, environment: dict[str, str]) -> 
     log_file = open(prepared.folder / LOG, "ab")  # noqa: SIM115 - the child owns it; closed below
     try:
         return subprocess.Popen(prepared.command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - no thread of the tuner runs here
     finally:
         log_file.close()
 

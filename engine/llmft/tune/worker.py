@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 from llmft.errors import UserError
-from llmft.tune import metrics, results, study as studies, trials
+from llmft.tune import metrics, results, trials
+from llmft.tune import study as studies
 from llmft.tune.spec import TuneSpec
 
 log = logging.getLogger("llmft.tune")
