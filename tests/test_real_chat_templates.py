@@ -294,6 +294,19 @@ def test_dpo_reports_a_refused_pair_with_file_line(gemma2_model, tmp_path, capsy
     assert f"{dataset}:1: the chat template refused this conversation: System role not supported" in error
 
 
+def test_dpo_folds_the_system_message_into_the_prompt_when_asked(tiny_model_dir):
+    from llmft.finetune.data import PreferenceRecord
+    from llmft.finetune.dpo import encode_pairs
+
+    tokenizer, _ = setup_family(tiny_model_dir, "gemma-2")
+    record = PreferenceRecord([SYSTEM, TURNS[0]], [TURNS[1]], [{"role": "assistant", "content": "Lyon."}], "p.jsonl:7")
+    with pytest.raises(UserError, match="^p.jsonl:7: the chat template refused this conversation: System role"):
+        encode_pairs([record], tokenizer, 256, "training data")
+    rows, report = encode_pairs([record], tokenizer, 256, "training data", FOLD)
+    assert report.kept == 1
+    assert rows[0]["prompt"] == [{"role": "user", "content": f"{SYSTEM['content']}\n\n{TURNS[0]['content']}"}]
+
+
 def test_validate_data_with_a_tokenizer_lists_refused_conversations_as_invalid_lines(gemma2_model, tmp_path,
                                                                                        capsys):
     dataset = tmp_path / "train.jsonl"
@@ -303,6 +316,22 @@ def test_validate_data_with_a_tokenizer_lists_refused_conversations_as_invalid_l
     assert "Traceback" not in captured.err
     assert f"{dataset}:2: the chat template refused this conversation: System role not supported" in captured.err
     assert "SFT, 1 valid record(s), 1 invalid line(s)" in captured.out
+
+
+def test_prepare_data_refuses_or_sets_aside_conversations_the_template_refuses(gemma2_model, tmp_path):
+    from llmft.staging.prepare_data import prepare_data
+
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(chat_lines(TURNS[:2], [SYSTEM, *TURNS[:2]]))
+    with pytest.raises(UserError) as failed:
+        prepare_data(folder, str(tmp_path / "dest"), tokenizer=str(gemma2_model))
+    assert (f"{folder / 'train.jsonl'}:2: the chat template refused this conversation: System role not supported"
+            in str(failed.value))
+    assert not (tmp_path / "dest").exists()  # nothing delivered
+    report = prepare_data(folder, str(tmp_path / "dest"), tokenizer=str(gemma2_model), skip_invalid=True)
+    assert report.rejects == ["train.rejects.jsonl"]
+    assert (tmp_path / "dest" / "train.jsonl").read_text() == chat_lines(TURNS[:2])
 
 
 def test_preview_data_shows_what_training_trains_without_the_model_weights(gemma2_model, tmp_path, capsys):
