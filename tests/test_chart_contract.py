@@ -204,3 +204,46 @@ def test_every_chart_uses_the_library_and_keeps_only_its_own_helpers():
                        "allowPrivilegeEscalation", "regexMatch \"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\""):
             assert shared not in text, f"{chart.name}: {shared!r} belongs in llmft-common"
         assert (chart / "values.yaml").read_text().startswith("# yaml-language-server: $schema=values.schema.json\n")
+
+
+RELATION_CASES = {
+    "peft_kwargs without LoRA": {"peft_conf": {"peft_type": "NO_PEFT", "peft_kwargs": {"r": 8}}},
+    "ratio without AUTO_SPLIT": {"data_conf": {"validation_data": {"ratio": 0.5}}},
+    "CONCATENATION without datasets": {"data_conf": {"validation_data": {"type": "CONCATENATION"}}},
+    "evaluation without validation data": {"training_args": {"eval_strategy": "steps"}},
+    "sampling_weight in a concatenation": {"data_conf": {"training_data": {"datasets": [
+        {"path": "default-bucket/a.jsonl"}, {"path": "default-bucket/b.jsonl", "sampling_weight": 2}]}}},
+    "both warmups": {"training_args": {"warmup_steps": 3, "warmup_ratio": 0.1}},
+    "best checkpoint without evaluation": {"training_args": {"save_strategy": "best"}},
+    "4-bit without bits-and-bytes": {"quant_conf": {"load_in_4bit": True}},
+    "quantized full training": {"peft_conf": {"peft_type": "NO_PEFT"},
+                                "quant_conf": {"quantization_type": "bits-and-bytes", "load_in_4bit": True}},
+    "column_map with DPO": {"method": "dpo", "data_conf": {"training_data": {"datasets": [
+        {"path": "default-bucket/a.jsonl", "column_map": {"input": "question"}}]}}},
+}
+
+
+@pytest.mark.parametrize("override", RELATION_CASES.values(), ids=RELATION_CASES)
+def test_rules_between_keys_fail_at_helm_template_as_in_the_engine(override, tmp_path):
+    """Each relation of the engine's models (`RELATIONS`) fails the render with the engine's own words."""
+    from llmft.charts import merge_maps
+
+    values = {"finetuning_config": override}
+    with pytest.raises(UserError) as failure:
+        render_chart(FINETUNE, values, release_name="bad")
+    rendered_problem = re.search(r"finetuning_config\.\S+: .*?(?=, got )", str(failure.value)).group(0)
+    config = merge_maps(load_values_file(FINETUNE / "values.yaml")["finetuning_config"], override)
+    config["run_conf"] = {"model": "default-bucket/models/m"}
+    with pytest.raises(UserError) as engine:
+        load_config(config)
+    assert rendered_problem in str(engine.value)
+
+
+def test_every_rule_between_keys_is_generated():
+    from llmft.chart_files import finetune_checks
+    from llmft.finetune.config import METHODS, config_model
+
+    generated = finetune_checks()
+    for method in METHODS:
+        for relation in config_model(method).RELATIONS:
+            assert relation.message.format(other="%v").replace("%", "%%").replace("%%v", "%v") in generated

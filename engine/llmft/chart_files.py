@@ -316,18 +316,84 @@ def _walk_template(path: tuple, root: str, body) -> str:
     return "\n".join(lines)
 
 
+def _schema_default(schema: dict, path: tuple):
+    """The default the engine's model gives the key at `path` (None when it has none)."""
+    node = schema
+    for key in path:
+        node = next((option["properties"][key] for option in node.get("anyOf", [node])
+                     if key in option.get("properties", {})), {})
+    return node.get("default")
+
+
+def _dig(path: tuple, default: str, root: str) -> str:
+    keys = " ".join(json.dumps(key) for key in path)
+    return f"(dig {keys} {default} {root})"
+
+
+def _condition(value: str, condition) -> str:
+    """Template code true when `value` matches a relation condition (SET, UNSET or a tuple of values)."""
+    from llmft.finetune.config import SET, UNSET
+
+    if condition == SET:
+        return f"(include \"llm-finetune.isSet\" {value})"
+    if condition == UNSET:
+        return f"(not (include \"llm-finetune.isSet\" {value}))"
+    words = " ".join(json.dumps(json.dumps(item) if isinstance(item, bool) else str(item)) for item in condition)
+    return f"(has (toString {value}) (list {words}))"
+
+
+def _relation_template(relation, methods: list[str], all_methods: list[str], schema: dict) -> str:
+    """Template code failing like `relation_problems` does for one Relation of the engine's models."""
+    default = _schema_default(schema, relation.other)
+    other = _dig(relation.other, json.dumps(default) if default is not None else "nil", "$config")
+    message = relation.message.replace("%", "%%").format(other="%v")
+    other_arg = " $other" if "{other}" in relation.message else ""
+    lines = []
+    if methods != all_methods:
+        lines.append(f"{{{{- if has $method (list {' '.join(json.dumps(m) for m in methods)}) }}}}")
+    lines.append(f"{{{{- $other := {other} }}}}")
+    if "[]" in relation.field:
+        split = relation.field.index("[]")
+        items, rest = relation.field[:split], relation.field[split + 1:]
+        if "[]" in rest or relation.report is not None:
+            raise RuntimeError(f"{relation.field}: one list level, reported at the field, is all this generates")
+        key_format = "finetuning_config." + ".".join(items) + "[%d]." + ".".join(rest)
+        lines.append(f"{{{{- range $index, $item := {_dig(items, '(list)', '$config')} }}}}")
+        lines.append(f"{{{{- $value := {_dig(rest, 'nil', '$item')} }}}}")
+        lines.append(f"{{{{- $key := printf {json.dumps(key_format)} $index }}}}")
+    else:
+        lines.append(f"{{{{- $value := {_dig(relation.field, 'nil', '$config')} }}}}")
+        report = relation.report or relation.field
+        lines.append(f"{{{{- $key := {json.dumps('finetuning_config.' + '.'.join(report))} }}}}")
+        if relation.report is not None:
+            lines.append(f"{{{{- $reported := {_dig(relation.report, 'nil', '$config')} }}}}")
+    reported = "$reported" if relation.report is not None else "$value"
+    lines.append(f"{{{{- if and {_condition('$value', relation.when)} (not {_condition('$other', relation.allowed)}) }}}}")
+    lines.append(f"{{{{- fail (printf {json.dumps('%s: ' + message + ', got %s')} $key{other_arg} (toJson {reported})) }}}}")
+    lines.append("{{- end }}")
+    if "[]" in relation.field:
+        lines.append("{{- end }}")
+    if methods != all_methods:
+        lines.append("{{- end }}")
+    return "\n".join(lines)
+
+
 def finetune_checks() -> str:
     """The llm-finetune chart's generated checks (`llm-finetune.generatedChecks`)."""
-    from llmft.finetune.config import METHODS, _describe, config_json_schema, config_model
+    from llmft.finetune.config import DEFAULT_METHOD, METHODS, _describe, config_json_schema, config_model
 
     numeric: dict[tuple, tuple[list[dict], dict]] = {}
     locations: list[tuple] = []
+    relations: dict = {}  # Relation -> (methods that have it, the schema its defaults come from)
     for method in METHODS:
-        for path, (options, node) in _numeric_fields(config_json_schema(method)).items():
+        schema = config_json_schema(method)
+        for path, (options, node) in _numeric_fields(schema).items():
             if path in numeric and numeric[path][0] != options:
                 raise RuntimeError(f"finetuning_config.{'.'.join(path)}: bounds differ between methods")
             numeric.setdefault(path, (options, node))
         locations.extend(_location_fields(config_model(method)))
+        for relation in config_model(method).RELATIONS:
+            relations.setdefault(relation, ([], schema))[0].append(method)
     blocks = []
     for path, (options, node) in numeric.items():
         allowed = _describe(node)
@@ -337,6 +403,8 @@ def finetune_checks() -> str:
     for path in dict.fromkeys(locations):
         blocks.append(_walk_template(path, "$config", lambda key, value: (
             f"{{{{- if {value} }}}}{{{{ include \"llmft-common.checkLocation\" (list {key} {value}) }}}}{{{{ end }}}}")))
+    for relation, (methods, schema) in relations.items():
+        blocks.append(_relation_template(relation, methods, list(METHODS), schema))
     return GENERATED_HEADER + """
 {{/*
 A decimal that `--set` left as a string, held to the bounds of the engine's model: fails naming the key, what
@@ -363,9 +431,18 @@ is allowed and the value. Called with (list "key.path" $value $options "what is 
 {{- end -}}
 {{- end -}}
 
-{{/* Every check of finetuning_config that JSON Schema cannot do, from the engine's models. */}}
+{{/* "true" when a value is given: not absent, not null, not false, not an empty list (the engine's SET). */}}
+{{- define "llm-finetune.isSet" -}}
+{{- if not (or (kindIs "invalid" .) (and (kindIs "bool" .) (not .)) (and (kindIs "slice" .) (eq (len .) 0))) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Every check of finetuning_config that JSON Schema cannot do, from the engine's models: numeric strings held
+to their bounds, locations, and the rules between keys (`RELATIONS` of the config models).
+*/}}
 {{- define "llm-finetune.generatedChecks" -}}
 {{- $config := .Values.finetuning_config | default dict -}}
+{{- $method := dig "method" """ + json.dumps(DEFAULT_METHOD) + """ $config -}}
 """ + "\n".join(blocks) + """
 {{- end -}}
 """

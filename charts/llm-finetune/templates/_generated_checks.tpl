@@ -25,9 +25,18 @@ is allowed and the value. Called with (list "key.path" $value $options "what is 
 {{- end -}}
 {{- end -}}
 
-{{/* Every check of finetuning_config that JSON Schema cannot do, from the engine's models. */}}
+{{/* "true" when a value is given: not absent, not null, not false, not an empty list (the engine's SET). */}}
+{{- define "llm-finetune.isSet" -}}
+{{- if not (or (kindIs "invalid" .) (and (kindIs "bool" .) (not .)) (and (kindIs "slice" .) (eq (len .) 0))) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Every check of finetuning_config that JSON Schema cannot do, from the engine's models: numeric strings held
+to their bounds, locations, and the rules between keys (`RELATIONS` of the config models).
+*/}}
 {{- define "llm-finetune.generatedChecks" -}}
 {{- $config := .Values.finetuning_config | default dict -}}
+{{- $method := dig "method" "sft" $config -}}
 {{- if and (kindIs "map" $config) (hasKey $config "data_conf") }}
 {{- if and (kindIs "map" (index $config "data_conf")) (hasKey (index $config "data_conf") "training_data") }}
 {{- if and (kindIs "map" (index (index $config "data_conf") "training_data")) (hasKey (index (index $config "data_conf") "training_data") "datasets") }}
@@ -198,6 +207,97 @@ is allowed and the value. Called with (list "key.path" $value $options "what is 
 {{- if and (kindIs "map" $config) (hasKey $config "run_conf") }}
 {{- if and (kindIs "map" (index $config "run_conf")) (hasKey (index $config "run_conf") "logs_remote") }}
 {{- if (index (index $config "run_conf") "logs_remote") }}{{ include "llmft-common.checkLocation" (list "finetuning_config.run_conf.logs_remote" (index (index $config "run_conf") "logs_remote")) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $other := (dig "data_conf" "training_data" "type" "CONCATENATION" $config) }}
+{{- range $index, $item := (dig "data_conf" "training_data" "datasets" (list) $config) }}
+{{- $value := (dig "sampling_weight" nil $item) }}
+{{- $key := printf "finetuning_config.data_conf.training_data.datasets[%d].sampling_weight" $index }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "PRECOMPUTE_WEIGHTED_MIX"))) }}
+{{- fail (printf "%s: only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or change the type, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- end }}
+{{- $other := (dig "data_conf" "validation_data" "datasets" nil $config) }}
+{{- $value := (dig "data_conf" "validation_data" "type" nil $config) }}
+{{- $key := "finetuning_config.data_conf.validation_data.datasets" }}
+{{- $reported := (dig "data_conf" "validation_data" "datasets" nil $config) }}
+{{- if and (has (toString $value) (list "CONCATENATION")) (not (include "llm-finetune.isSet" $other)) }}
+{{- fail (printf "%s: required with validation_data.type CONCATENATION (a list of {path: ...}), got %s" $key (toJson $reported)) }}
+{{- end }}
+{{- $other := (dig "data_conf" "validation_data" "type" "NONE" $config) }}
+{{- $value := (dig "data_conf" "validation_data" "datasets" nil $config) }}
+{{- $key := "finetuning_config.data_conf.validation_data.datasets" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "CONCATENATION"))) }}
+{{- fail (printf "%s: only used with validation_data.type CONCATENATION, but the type is %v, got %s" $key $other (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "data_conf" "validation_data" "type" "NONE" $config) }}
+{{- $value := (dig "data_conf" "validation_data" "ratio" nil $config) }}
+{{- $key := "finetuning_config.data_conf.validation_data.ratio" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "AUTO_SPLIT"))) }}
+{{- fail (printf "%s: only used with validation_data.type AUTO_SPLIT, but the type is %v, got %s" $key $other (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "data_conf" "validation_data" "type" "NONE" $config) }}
+{{- $value := (dig "training_args" "eval_strategy" nil $config) }}
+{{- $key := "finetuning_config.training_args.eval_strategy" }}
+{{- if and (has (toString $value) (list "steps" "epoch")) (not (has (toString $other) (list "AUTO_SPLIT" "CONCATENATION"))) }}
+{{- fail (printf "%s: needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) or eval_strategy: no, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "training_args" "eval_strategy" "no" $config) }}
+{{- $value := (dig "training_args" "save_strategy" nil $config) }}
+{{- $key := "finetuning_config.training_args.save_strategy" }}
+{{- if and (has (toString $value) (list "best")) (not (has (toString $other) (list "steps" "epoch"))) }}
+{{- fail (printf "%s: picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation data), got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "training_args" "eval_strategy" "no" $config) }}
+{{- $value := (dig "training_args" "load_best_model_at_end" nil $config) }}
+{{- $key := "finetuning_config.training_args.load_best_model_at_end" }}
+{{- if and (has (toString $value) (list "true")) (not (has (toString $other) (list "steps" "epoch"))) }}
+{{- fail (printf "%s: picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation data), got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "training_args" "warmup_steps" nil $config) }}
+{{- $value := (dig "training_args" "warmup_ratio" nil $config) }}
+{{- $key := "finetuning_config.training_args.warmup_ratio" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (not (include "llm-finetune.isSet" $other))) }}
+{{- fail (printf "%s: set either warmup_steps or warmup_ratio, not both, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "peft_conf" "peft_type" nil $config) }}
+{{- $value := (dig "peft_conf" "peft_kwargs" nil $config) }}
+{{- $key := "finetuning_config.peft_conf.peft_kwargs" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "LORA"))) }}
+{{- fail (printf "%s: only used with peft_type LORA; remove it for full-parameter training (NO_PEFT), got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "run_conf" "checkpoints_remote" nil $config) }}
+{{- $value := (dig "run_conf" "logs_remote" nil $config) }}
+{{- $key := "finetuning_config.run_conf.logs_remote" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (include "llm-finetune.isSet" $other)) }}
+{{- fail (printf "%s: only used with run_conf.checkpoints_remote (logs stream with the checkpoints), got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "peft_conf" "peft_type" nil $config) }}
+{{- $value := (dig "quant_conf" "quantization_type" nil $config) }}
+{{- $key := "finetuning_config.quant_conf.quantization_type" }}
+{{- if and (has (toString $value) (list "bits-and-bytes")) (not (has (toString $other) (list "LORA"))) }}
+{{- fail (printf "%s: a quantized model cannot be trained in full; use peft_conf.peft_type: LORA (QLoRA) or quantization_type: no-quantization, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "quant_conf" "quantization_type" "no-quantization" $config) }}
+{{- $value := (dig "quant_conf" "load_in_4bit" nil $config) }}
+{{- $key := "finetuning_config.quant_conf.load_in_4bit" }}
+{{- if and (has (toString $value) (list "true")) (not (has (toString $other) (list "bits-and-bytes"))) }}
+{{- fail (printf "%s: only used with quantization_type: bits-and-bytes, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- $other := (dig "quant_conf" "quantization_type" "no-quantization" $config) }}
+{{- $value := (dig "quant_conf" "load_in_8bit" nil $config) }}
+{{- $key := "finetuning_config.quant_conf.load_in_8bit" }}
+{{- if and (has (toString $value) (list "true")) (not (has (toString $other) (list "bits-and-bytes"))) }}
+{{- fail (printf "%s: only used with quantization_type: bits-and-bytes, got %s" $key (toJson $value)) }}
+{{- end }}
+{{- if has $method (list "dpo") }}
+{{- $other := (dig "method" "dpo" $config) }}
+{{- range $index, $item := (dig "data_conf" "training_data" "datasets" (list) $config) }}
+{{- $value := (dig "column_map" nil $item) }}
+{{- $key := printf "finetuning_config.data_conf.training_data.datasets[%d].column_map" $index }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "sft"))) }}
+{{- fail (printf "%s: maps instruction rows to SFT chat messages; DPO data needs prompt_messages, chosen_messages and rejected_messages (or prompt, chosen, rejected): remove it, got %s" $key (toJson $value)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}

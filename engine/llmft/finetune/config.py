@@ -18,8 +18,9 @@ import importlib.util
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -405,6 +406,80 @@ class Overrides(Section):
                             "size (then `learning_rate` is the rate for a batch of one).")
 
 
+# ------------------------------------------------------------------------------------------ relations
+
+SET = "set"      # a value is given: not absent, not null, not false, not an empty list
+UNSET = "unset"  # the opposite of SET
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A rule between two keys: when `field` matches `when`, `other` must match `allowed`.
+
+    Paths are key tuples from the config root; "[]" in `field` means every item of that list. `when` and
+    `allowed` are SET, UNSET or a tuple of values. `message` may name `{other}` (the other key's value).
+    The problem is reported at `report` (default: `field`). One table serves both checks: `problems()` here
+    and the finetune chart's `helm template` checks that `llmft.chart_files` generates from it.
+    """
+
+    field: tuple
+    when: tuple | str
+    other: tuple
+    allowed: tuple | str
+    message: str
+    report: tuple | None = None
+
+
+def matches(value: Any, condition: tuple | str) -> bool:
+    given = value is not None and value is not False and value != []
+    if condition == SET:
+        return given
+    if condition == UNSET:
+        return not given
+    return value in condition
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _values_at(node: Any, path: tuple, where: tuple = ()) -> list[tuple[tuple, Any]]:
+    """(concrete key path, value) for every value at `path` ("[]" expands a list; absent: None)."""
+    if not path:
+        return [(where, node)]
+    head, rest = path[0], path[1:]
+    if head == "[]":
+        items = node if isinstance(node, list) else []
+        return [found for index, item in enumerate(items) for found in _values_at(item, rest, where + (index,))]
+    if isinstance(head, int):
+        child = node[head] if isinstance(node, list) and head < len(node) else None
+    else:
+        child = getattr(node, head, None) if node is not None else None
+    return _values_at(child, rest, where + (head,))
+
+
+def relation_problems(config: Section, relations: tuple[Relation, ...]) -> list[tuple[tuple, str, Any]]:
+    found = []
+    for relation in relations:
+        (_, other), = _values_at(config, relation.other)
+        for where, value in _values_at(config, relation.field):
+            if matches(value, relation.when) and not matches(other, relation.allowed):
+                report = where if relation.report is None else relation.report
+                (_, reported), = _values_at(config, report)
+                found.append((report, relation.message.format(other=other), _plain(reported)))
+    return found
+
+
+_WEIGHTED_MIX = ("data_conf", "training_data", "type")
+_VALIDATION = ("data_conf", "validation_data")
+_EVALUATES = ("steps", "epoch")
+_BEST_NEEDS_EVALUATION = ("picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation "
+                          "data)")
+
 # ------------------------------------------------------------------------------------------ the configs
 
 
@@ -424,64 +499,57 @@ class CommonConfig(Section):
     overrides: Overrides = Field(default_factory=Overrides, description="Learning-rate and epoch overrides.")
     launch_conf: LaunchConf = Field(default_factory=LaunchConf, description="Processes and distributed launch.")
 
+    RELATIONS: ClassVar[tuple[Relation, ...]] = (
+        Relation(("data_conf", "training_data", "datasets", "[]", "sampling_weight"), SET, _WEIGHTED_MIX,
+                 ("PRECOMPUTE_WEIGHTED_MIX",),
+                 "only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or change the type"),
+        Relation(_VALIDATION + ("type",), ("CONCATENATION",), _VALIDATION + ("datasets",), SET,
+                 "required with validation_data.type CONCATENATION (a list of {{path: ...}})",
+                 report=_VALIDATION + ("datasets",)),
+        Relation(_VALIDATION + ("datasets",), SET, _VALIDATION + ("type",), ("CONCATENATION",),
+                 "only used with validation_data.type CONCATENATION, but the type is {other}"),
+        Relation(_VALIDATION + ("ratio",), SET, _VALIDATION + ("type",), ("AUTO_SPLIT",),
+                 "only used with validation_data.type AUTO_SPLIT, but the type is {other}"),
+        Relation(("training_args", "eval_strategy"), _EVALUATES, _VALIDATION + ("type",),
+                 ("AUTO_SPLIT", "CONCATENATION"),
+                 "needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) or "
+                 "eval_strategy: no"),
+        Relation(("training_args", "save_strategy"), ("best",), ("training_args", "eval_strategy"), _EVALUATES,
+                 _BEST_NEEDS_EVALUATION),
+        Relation(("training_args", "load_best_model_at_end"), (True,), ("training_args", "eval_strategy"),
+                 _EVALUATES, _BEST_NEEDS_EVALUATION),
+        Relation(("training_args", "warmup_ratio"), SET, ("training_args", "warmup_steps"), UNSET,
+                 "set either warmup_steps or warmup_ratio, not both"),
+        Relation(("peft_conf", "peft_kwargs"), SET, ("peft_conf", "peft_type"), ("LORA",),
+                 "only used with peft_type LORA; remove it for full-parameter training (NO_PEFT)"),
+        Relation(("run_conf", "logs_remote"), SET, ("run_conf", "checkpoints_remote"), SET,
+                 "only used with run_conf.checkpoints_remote (logs stream with the checkpoints)"),
+        Relation(("quant_conf", "quantization_type"), ("bits-and-bytes",), ("peft_conf", "peft_type"), ("LORA",),
+                 "a quantized model cannot be trained in full; use peft_conf.peft_type: LORA (QLoRA) or "
+                 "quantization_type: no-quantization"),
+        Relation(("quant_conf", "load_in_4bit"), (True,), ("quant_conf", "quantization_type"), ("bits-and-bytes",),
+                 "only used with quantization_type: bits-and-bytes"),
+        Relation(("quant_conf", "load_in_8bit"), (True,), ("quant_conf", "quantization_type"), ("bits-and-bytes",),
+                 "only used with quantization_type: bits-and-bytes"),
+    )
+
     def problems(self) -> list[tuple[tuple, str, Any]]:
-        """Cross-field problems: (key path, what is wrong and the fix, the value at fault)."""
-        found: list[tuple[tuple, str, Any]] = []
-        data, args, peft, quant = self.data_conf, self.training_args, self.peft_conf, self.quant_conf
-        if data.training_data.type == "CONCATENATION":
-            for index, spec in enumerate(data.training_data.datasets):
-                if spec.sampling_weight is not None:
-                    found.append((("data_conf", "training_data", "datasets", index, "sampling_weight"),
-                                  "only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or "
-                                  "change the type", spec.sampling_weight))
-        validation = data.validation_data
-        if validation.type == "CONCATENATION" and not validation.datasets:
-            found.append((("data_conf", "validation_data", "datasets"),
-                          "required with validation_data.type CONCATENATION (a list of {path: ...})",
-                          validation.datasets))
-        if validation.type != "CONCATENATION" and validation.datasets is not None:
-            found.append((("data_conf", "validation_data", "datasets"),
-                          f"only used with validation_data.type CONCATENATION, but the type is {validation.type}",
-                          [d.path for d in validation.datasets]))
-        if validation.type != "AUTO_SPLIT" and validation.ratio is not None:
-            found.append((("data_conf", "validation_data", "ratio"),
-                          f"only used with validation_data.type AUTO_SPLIT, but the type is {validation.type}",
-                          validation.ratio))
-        evaluates = args.eval_strategy != "no"
-        if validation.type == "NONE" and evaluates:
-            found.append((("training_args", "eval_strategy"),
-                          "needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) "
-                          "or eval_strategy: no", args.eval_strategy))
-        if (args.save_strategy == "best" or args.load_best_model_at_end) and not evaluates:
-            key = "save_strategy" if args.save_strategy == "best" else "load_best_model_at_end"
-            found.append((("training_args", key), "picking the best checkpoint needs evaluation; set "
-                          "eval_strategy: steps (and validation data)", getattr(args, key)))
-        if args.warmup_steps is not None and args.warmup_ratio is not None:
-            found.append((("training_args", "warmup_ratio"), "set either warmup_steps or warmup_ratio, not both",
-                          args.warmup_ratio))
+        """Cross-field problems: (key path, what is wrong and the fix, the value at fault).
+
+        The rules between two keys are data (`RELATIONS`, also checked at `helm template`); the rest
+        (lists, counts) are code here.
+        """
+        found = relation_problems(self, self.RELATIONS)
+        args, quant = self.training_args, self.quant_conf
         targets = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to)
         if "none" in targets and len(targets) > 1:
             found.append((("training_args", "report_to"), "`none` cannot be combined with other targets", targets))
         if "mlflow" in targets and self.tracking is None:
             found.append((("tracking",), "required when training_args.report_to includes mlflow "
                           "(tracking.mlflow_server_uri)", None))
-        if peft.peft_type == "NO_PEFT" and peft.peft_kwargs is not None:
-            found.append((("peft_conf", "peft_kwargs"), "only used with peft_type LORA; remove it for "
-                          "full-parameter training (NO_PEFT)", peft.peft_kwargs.model_dump()))
-        if self.run_conf.logs_remote and not self.run_conf.checkpoints_remote:
-            found.append((("run_conf", "logs_remote"), "only used with run_conf.checkpoints_remote (logs stream with "
-                          "the checkpoints)", self.run_conf.logs_remote))
-        if quant.quantization_type == "bits-and-bytes":
-            if quant.load_in_4bit == quant.load_in_8bit:
-                found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
-                              "load_in_4bit or load_in_8bit to true", quant.load_in_4bit))
-            if peft.peft_type == "NO_PEFT":
-                found.append((("quant_conf", "quantization_type"), "a quantized model cannot be trained in full; "
-                              "use peft_conf.peft_type: LORA (QLoRA) or quantization_type: no-quantization",
-                              quant.quantization_type))
-        elif quant.load_in_4bit or quant.load_in_8bit:
-            key = "load_in_4bit" if quant.load_in_4bit else "load_in_8bit"
-            found.append((("quant_conf", key), "only used with quantization_type: bits-and-bytes", True))
+        if quant.quantization_type == "bits-and-bytes" and quant.load_in_4bit == quant.load_in_8bit:
+            found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
+                          "load_in_4bit or load_in_8bit to true", quant.load_in_4bit))
         return found
 
 
@@ -499,6 +567,8 @@ class SftConfig(CommonConfig):
         return found
 
 
+# The method of a config that names none.
+DEFAULT_METHOD = "sft"
 # Methods and where their config model lives. DPO registers itself by providing the module.
 METHODS: dict[str, str] = {
     "sft": "llmft.finetune.config:SftConfig",
@@ -559,7 +629,7 @@ def load_config(source: str | os.PathLike | dict, key_prefix: str = DEFAULT_KEY_
     Each problem reads `<key_prefix>.<key.path>: <what is wrong>, got <value>` with what is allowed.
     """
     data = _read_source(source)
-    method = data.get("method", "sft")
+    method = data.get("method", DEFAULT_METHOD)
     if not isinstance(method, str) or method not in METHODS:
         raise UserError(f"{key_prefix}.method: must be one of {', '.join(METHODS)}, got {json.dumps(method)}")
     model = config_model(method)

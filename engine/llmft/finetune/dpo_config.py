@@ -13,11 +13,11 @@ import ast
 import importlib.util
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from llmft.finetune.config import CommonConfig, PositiveFloat, PositiveInt, Section, TrainingArgs
+from llmft.finetune.config import SET, CommonConfig, PositiveFloat, PositiveInt, Relation, Section, TrainingArgs
 
 
 def _trl_source(relative: str) -> str | None:
@@ -91,6 +91,12 @@ class DpoConfig(CommonConfig):
         description="Optimizer, schedule, logging, evaluation, saving and DPO's beta and loss.")
     dpo_args: DpoArgs = Field(default_factory=DpoArgs, description="DPO settings.")
 
+    RELATIONS: ClassVar[tuple[Relation, ...]] = CommonConfig.RELATIONS + (
+        Relation(("data_conf", "training_data", "datasets", "[]", "column_map"), SET, ("method",), ("sft",),
+                 "maps instruction rows to SFT chat messages; DPO data needs prompt_messages, chosen_messages and "
+                 "rejected_messages (or prompt, chosen, rejected): remove it"),
+    )
+
     def problems(self) -> list[tuple[tuple, str, Any]]:
         found = super().problems()
         args = self.training_args
@@ -101,10 +107,4 @@ class DpoConfig(CommonConfig):
         if "exo_pair" in losses and args.label_smoothing == 0:
             found.append((("training_args", "label_smoothing"), "the exo_pair loss needs label_smoothing above 0 "
                           "(the EXO paper suggests 0.001)", args.label_smoothing))
-        for index, spec in enumerate(self.data_conf.training_data.datasets):
-            if spec.column_map is not None:
-                found.append((("data_conf", "training_data", "datasets", index, "column_map"),
-                              "maps instruction rows to SFT chat messages; DPO data needs prompt_messages, "
-                              "chosen_messages and rejected_messages (or prompt, chosen, rejected): remove it",
-                              spec.column_map.as_dict()))
         return found
