@@ -33,11 +33,12 @@ bench: setup
 chart-files: setup
 	$(PY) -m llmft.chart_files charts
 
-# Regenerate docs/config-reference.md from the fine-tuning config models and docs/settings.md from
-# llmft.settings (tests check both are current).
+# Regenerate docs/config-reference.md from the fine-tuning config models, docs/settings.md from
+# llmft.settings and docs/evaluate-reference.md from the evaluation spec (tests check all are current).
 docs: setup
 	$(PY) -m llmft config-reference > docs/config-reference.md
 	$(PY) -m llmft settings-reference > docs/settings.md
+	$(PY) -m llmft evaluate-reference > docs/evaluate-reference.md
 	$(PY) -m llmft tune reference > docs/tune-reference.md
 
 clean-venv:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.errors import UserError
+from llmft.evaluate.results import read_evaluations
 from llmft.storage import Location, download_file, list_objects, parse_location
 from llmft.storage.transfer import head_object
 
@@ -22,6 +23,7 @@ class Run:
     name: str
     records: list[dict]
     summary: dict = field(default_factory=dict)
+    evaluations: dict[str, dict[str, float]] = field(default_factory=dict)  # eval/<name>/results.json metrics
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
         points = [(r["step"], r[key]) for r in self.records if r.get(key) is not None and "step" in r]
@@ -75,15 +77,19 @@ def load_run(location: Location, scratch: Path) -> Run:
         raise UserError(f"{location} has no metrics.jsonl: is it a run folder (checkpointsRemote of a finetune run)?")
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     summary_text = _read_text(location.child("summary.json"), scratch)
-    return Run(location.name, records, json.loads(summary_text) if summary_text else {})
+    return Run(location.name, records, json.loads(summary_text) if summary_text else {},
+               read_evaluations(location, scratch))
 
 
 def markdown_table(runs: list[Run]) -> str:
     def fmt(value, digits=4):
         return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
-    lines = ["| run | steps | final train loss | final eval loss | best eval loss | tokens | runtime (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    # One column per evaluation metric any run has (`llmft evaluate`: <run>/eval/<name>/results.json).
+    scores = sorted({(name, metric) for run in runs for name, values in run.evaluations.items() for metric in values})
+    lines = ["| run | steps | final train loss | final eval loss | best eval loss | tokens | runtime (s) |"
+             + "".join(f" {name}: {metric} |" for name, metric in scores),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(scores)]
     for run in runs:
         steps = run.series("loss")[0] + run.series("eval_loss")[0]
         evals = run.series("eval_loss")[1]
@@ -93,7 +99,7 @@ def markdown_table(runs: list[Run]) -> str:
             fmt(min(evals) if evals else None),
             fmt(summary.get("tokens_seen")),
             fmt(summary.get("runtime_seconds"), 1),
-        ]) + " |")
+        ] + [fmt(run.evaluations.get(name, {}).get(metric)) for name, metric in scores]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,136 @@
+"""Where an evaluation's results live, and how a restarted evaluation picks up its scored samples.
+
+```
+<output>/   (default <run>/eval/<name>/, bucket or local)
+  samples.jsonl   one JSON object per scored sample: key, file:line, prediction, reference, scores
+  results.json    written last: the metrics (numbers only, what `llmft report` and `llmft tune` read),
+                  the counts behind them, the spec, when it finished
+```
+
+Every sample row carries the spec's fingerprint (`EvalSpec.fingerprint`); a restart keeps the rows whose
+key and fingerprint match and scores only the rest. In the bucket, samples.jsonl is uploaded every
+`FLUSH_SECONDS` while the evaluation runs and once at the end, so a killed pod loses at most that much work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from llmft.run_layout import EVAL, EVAL_RESULTS, EVAL_SAMPLES
+from llmft.storage import Location
+
+log = logging.getLogger("llmft.evaluate")
+
+FLUSH_SECONDS = 30.0
+
+
+class SampleStore:
+    """samples.jsonl of one evaluation: the rows of an earlier attempt, and appends with periodic upload."""
+
+    def __init__(self, output: Location, fingerprint: str):
+        self.output = output
+        self.fingerprint = fingerprint
+        self._scratch = None
+        if output.is_local:
+            output.path.mkdir(parents=True, exist_ok=True)
+            self.path = output.path / EVAL_SAMPLES
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="llmft-eval-")
+            self.path = Path(self._scratch.name) / EVAL_SAMPLES
+        self._last_flush = time.monotonic()
+
+    def load(self, keys: set[str]) -> dict[str, dict]:
+        """Rows already scored for these sample keys under this spec; the file is rewritten with only them."""
+        if not self.output.is_local:
+            from llmft.storage import download_file
+            from llmft.storage.transfer import head_object
+
+            remote = self.output.child(EVAL_SAMPLES)
+            if head_object(remote) is not None:
+                download_file(remote, self.path)
+        rows: dict[str, dict] = {}
+        stale = 0
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short when the earlier attempt was killed
+                if row.get("fingerprint") == self.fingerprint and row.get("key") in keys:
+                    rows[row["key"]] = row
+                else:
+                    stale += 1
+        if stale:
+            log.info("samples.jsonl: %d row(s) of an earlier attempt with another spec or other data are scored "
+                     "again", stale)
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
+        return rows
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({**row, "fingerprint": self.fingerprint}) + "\n")
+        if not self.output.is_local and time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.output.is_local:
+            from llmft.storage import upload_file
+
+            upload_file(self.path, self.output.child(EVAL_SAMPLES))
+        self._last_flush = time.monotonic()
+
+    def write_results(self, results: dict) -> None:
+        """samples.jsonl, then results.json last: results.json present means the evaluation finished."""
+        self.flush()
+        text = json.dumps(results, indent=2, default=_json_number) + "\n"
+        if self.output.is_local:
+            target = self.output.path / EVAL_RESULTS
+            partial = target.with_suffix(".json.part")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(target)
+        else:
+            from llmft.storage.transfer import write_object
+
+            write_object(self.output.child(EVAL_RESULTS), text.encode())
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+
+def _json_number(value):
+    return str(value)
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    """JSON has no infinity: an infinite perplexity is written as a very large number."""
+    return {key: (value if math.isfinite(value) else 1e308) for key, value in metrics.items()}
+
+
+def read_evaluations(run: Location, scratch: Path) -> dict[str, dict[str, float]]:
+    """Every finished evaluation of a run folder: `{name: {metric: value}}` from `<run>/eval/*/results.json`."""
+    if run.is_local:
+        found = {path.parent.name: path.read_text() for path in sorted((run.path / EVAL).glob(f"*/{EVAL_RESULTS}"))}
+    else:
+        from llmft.storage import download_file, list_objects
+
+        found = {}
+        for relative in list_objects(run.child(EVAL)):
+            name, _, rest = relative.partition("/")
+            if rest == EVAL_RESULTS:
+                target = scratch / run.bucket / run.key / EVAL / name / EVAL_RESULTS
+                download_file(run.child(f"{EVAL}/{relative}"), target)
+                found[name] = target.read_text()
+    evaluations = {}
+    for name, text in found.items():
+        try:
+            metrics = json.loads(text).get("metrics", {})
+        except json.JSONDecodeError:
+            continue
+        evaluations[name] = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+    return evaluations

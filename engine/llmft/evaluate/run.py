@@ -1,0 +1,183 @@
+"""`llmft evaluate SPEC`, top to bottom.
+
+1. The spec (every problem at once, `llmft.evaluate.spec`).
+2. Cheap checks of what is evaluated, before anything heavy: an endpoint answers `GET /models` (and the
+   judge's too); a checkpoint is complete (manifest) and its config.json is read.
+3. The data: every line checked (`llmft.evaluate.data`), classification labels checked against the classes.
+4. Resume: rows already in `<output>/samples.jsonl` for the same samples and spec are kept.
+5. Score the rest (model loaded only now, or requests in a thread pool), appending each row as it comes,
+   with progress (rate, ETA).
+6. Aggregate every row into metrics; write results.json last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from llmft.errors import UserError
+from llmft.evaluate import metrics as metric_functions
+from llmft.evaluate.data import Sample, read_samples
+from llmft.evaluate.endpoint import EndpointClient, RequestFailed, map_requests
+from llmft.evaluate.judge import judge_answer
+from llmft.evaluate.results import SampleStore, finite
+from llmft.evaluate.spec import EvalSpec, load_spec
+from llmft.evaluate.target import check_checkpoint, class_names, fetch_checkpoint, reference_label
+from llmft.progress import Progress
+
+log = logging.getLogger("llmft.evaluate")
+
+
+def evaluate(source: str | os.PathLike | dict | EvalSpec) -> dict:
+    """Run one evaluation; return what results.json holds."""
+    started = time.monotonic()
+    spec = load_spec(source)
+    from llmft.storage import parse_location
+
+    output = parse_location(spec.output_location())
+    client = judge = model_config = None
+    if spec.target.endpoint:
+        client = EndpointClient(spec.target.endpoint, spec.requests, "target.endpoint")
+        log.info("target: %s serves %r", spec.target.endpoint.url, client.check())
+    else:
+        model_config = check_checkpoint(spec)
+    if spec.judge:
+        judge = EndpointClient(spec.judge.endpoint, spec.requests, "judge.endpoint")
+        log.info("judge: %s serves %r", spec.judge.endpoint.url, judge.check())
+    samples = read_samples(spec.data)
+    names = _check_labels(spec, samples, model_config) if spec.data.format == "classification" else []
+
+    store = SampleStore(output, spec.fingerprint())
+    try:
+        rows = store.load({sample.key for sample in samples})
+        pending = [sample for sample in samples if sample.key not in rows]
+        log.info("evaluate %s: %d samples from %s; %d already scored in %s (skipped), %d to score", spec.name,
+                 len(samples), spec.data.path, len(rows), output.child("samples.jsonl"), len(pending))
+        if pending:
+            progress = Progress(f"evaluate {spec.name}", len(pending), unit="samples")
+
+            def record(row: dict) -> None:
+                rows[row["key"]] = row
+                store.append(row)
+                progress.update(1)
+
+            try:
+                if client:
+                    _score_with_endpoint(spec, pending, client, judge, record)
+                elif spec.data.format == "chat":
+                    _score_chat_checkpoint(spec, pending, judge, record)
+                else:
+                    _score_classifier(spec, pending, names, model_config, record)
+            finally:
+                progress.close()
+                store.flush()
+        ordered = [rows[sample.key] for sample in samples]
+        results = _results(spec, ordered, names, client, time.monotonic() - started)
+        store.write_results(results)
+    finally:
+        store.close()
+    shown = ", ".join(f"{key} {value:.4g}" for key, value in results["metrics"].items())
+    log.info("evaluate %s: %s -> %s", spec.name, shown, output.child("results.json"))
+    return results
+
+
+def evaluate_run(spec: str | os.PathLike | dict | EvalSpec) -> dict[str, float]:
+    """Evaluate and return only the metrics (`{"exact_match": 0.75, "loss": 1.2, ...}`): an HPO objective."""
+    return evaluate(spec)["metrics"]
+
+
+def _check_labels(spec: EvalSpec, samples: list[Sample], model_config: dict) -> list[str]:
+    names = class_names(spec, model_config)
+    unknown = [f"{sample.where}: label {sample.label!r} is not one of the classes {', '.join(names)}"
+               for sample in samples if reference_label(sample.label, names) is None]
+    if unknown:
+        fix = ("fix the labels" if spec.data.labels else
+               "set data.labels to the class names in the order of the model's outputs")
+        raise UserError(f"evaluation data has labels the model does not know ({fix}):\n  " + "\n  ".join(unknown[:20]))
+    return names
+
+
+def _chat_row(spec: EvalSpec, sample: Sample, prediction: str) -> dict:
+    text_metrics = [name for name in spec.metrics if name in metric_functions.TEXT_FUNCTIONS]
+    return {"key": sample.key, "where": sample.where, "reference": sample.reference, "prediction": prediction,
+            **metric_functions.text_scores(prediction, sample.reference, text_metrics)}
+
+
+def _needs_generation(spec: EvalSpec) -> bool:
+    return any(name in spec.metrics for name in (*metric_functions.TEXT_METRICS, "judge"))
+
+
+def _score_with_endpoint(spec: EvalSpec, pending: list[Sample], client: EndpointClient,
+                         judge: EndpointClient | None, record) -> None:
+    def score(sample: Sample) -> dict:
+        answer = client.chat(sample.prompt, spec.generation.max_new_tokens, spec.generation.temperature)
+        row = _chat_row(spec, sample, answer.strip())
+        if judge:
+            row.update(judge_answer(judge, spec.judge, sample.question, sample.reference, row["prediction"]))
+        return row
+
+    try:
+        for _, row in map_requests(score, pending, spec.requests.concurrency):
+            record(row)
+    except RequestFailed as error:
+        raise UserError(f"target.endpoint: a request to {client.base} failed: {error}; the samples scored so far "
+                        "are kept in samples.jsonl, run the evaluation again to go on") from None
+
+
+def _score_chat_checkpoint(spec: EvalSpec, pending: list[Sample], judge: EndpointClient | None, record) -> None:
+    from llmft.evaluate.checkpoint import CausalLM
+
+    model = CausalLM(fetch_checkpoint(spec), spec)
+    batch_size = spec.generation.batch_size if _needs_generation(spec) else spec.loss.batch_size
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        rows = [{"key": sample.key, "where": sample.where, "reference": sample.reference} for sample in batch]
+        if _needs_generation(spec):
+            rows = [_chat_row(spec, sample, answer) for sample, answer in zip(batch, model.generate(batch))]
+        if "loss" in spec.metrics or "perplexity" in spec.metrics:
+            for row, scored in zip(rows, model.loss(batch)):
+                row.update(scored)
+        if judge:
+            verdicts = dict(map_requests(
+                lambda index: judge_answer(judge, spec.judge, batch[index].question, batch[index].reference,
+                                           rows[index]["prediction"]),
+                range(len(batch)), spec.requests.concurrency))
+            for index, row in enumerate(rows):
+                row.update(verdicts[index])
+        for row in rows:
+            record(row)
+
+
+def _score_classifier(spec: EvalSpec, pending: list[Sample], names: list[str], model_config: dict, record) -> None:
+    from llmft.evaluate.checkpoint import Classifier
+
+    model = Classifier(fetch_checkpoint(spec), spec, names, model_config)
+    for start in range(0, len(pending), spec.generation.batch_size):
+        batch = pending[start:start + spec.generation.batch_size]
+        for sample, predicted in zip(batch, model.predict(batch)):
+            reference = reference_label(sample.label, names)
+            record({"key": sample.key, "where": sample.where, "reference": reference, "predicted": predicted,
+                    "correct": predicted == reference})
+
+
+def _results(spec: EvalSpec, rows: list[dict], names: list[str], client: EndpointClient | None,
+             seconds: float) -> dict:
+    if spec.data.format == "chat":
+        values, counts = metric_functions.aggregate_chat(rows, spec.metrics)
+    else:
+        values, counts = metric_functions.aggregate_classification(rows, spec.metrics, names)
+    target = ({"endpoint": spec.target.endpoint.url, "model": client.model} if client
+              else {"checkpoint": spec.checkpoint_location()})
+    return {
+        "name": spec.name,
+        "target": target,
+        "data": spec.data.path,
+        "format": spec.data.format,
+        "metrics": finite(values),
+        "counts": counts,
+        "spec": spec.model_dump(mode="json"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+    }

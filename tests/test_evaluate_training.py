@@ -1,0 +1,86 @@
+"""Acceptance: a tiny model fine-tuned on four facts scores higher than its base on them, evaluated from the
+bucket like a sweep's runs (`<run>/eval/<name>/`), and `llmft report` tables the scores next to the losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmft.errors import UserError
+from llmft.evaluate import evaluate_run
+from llmft.finetune.config import load_config
+from llmft.finetune.sft import run_sft
+from llmft.storage import parse_location, upload_file, upload_tree
+from llmft.storage.transfer import delete_object, read_object
+
+pytestmark = pytest.mark.slow
+
+FACTS = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
+         ("Who wrote Hamlet?", "Shakespeare."), ("How many legs has a spider?", "Eight.")]
+
+
+def facts(path: Path, repeat: int = 1) -> Path:
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows * repeat))
+    return path
+
+
+def publish_run(local: Path, remote: str) -> None:
+    """What checkpoint sync leaves in the bucket: checkpoint-final with its manifest, metrics and summary."""
+    upload_tree(local / "checkpoint-final", parse_location(f"{remote}/checkpoint-final"))
+    for name in ("metrics.jsonl", "summary.json"):
+        upload_file(local / name, parse_location(f"{remote}/{name}"))
+
+
+def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir, tmp_path, bucket, s3_env):
+    out = tmp_path / "run"
+    config = {
+        "method": "sft",
+        "data_conf": {"training_data": {"datasets": [{"path": str(facts(tmp_path / "train.jsonl", repeat=3))}]}},
+        "training_args": {"output_dir": str(out), "learning_rate": 1e-2, "lr_scheduler_type": "constant",
+                          "max_steps": 40, "logging_steps": 10, "save_steps": 40, "report_to": []},
+        "batchsize_conf": {"total_train_batch_size": 6, "max_per_device_train_batch_size": 6},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(tiny_model_dir)},
+        "sft_args": {"max_seq_length": 128},
+    }
+    assert run_sft(load_config(config)) == 0
+    run = f"{bucket}/experiments/facts-run"
+    publish_run(out, run)
+    upload_file(facts(tmp_path / "test.jsonl"), parse_location(f"{bucket}/datasets/facts.jsonl"))
+    metrics = ["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l"]
+
+    def spec(target: dict, **extra) -> dict:
+        return {"name": "facts", "target": target, "data": {"path": f"{bucket}/datasets/facts.jsonl"},
+                "metrics": metrics, "generation": {"max_new_tokens": 12}, **extra}
+
+    tuned = evaluate_run(spec({"run": run}))
+    base = evaluate_run(spec({"checkpoint": str(tiny_model_dir)}, output=str(tmp_path / "base-eval")))
+    assert tuned["exact_match"] == 1.0 and tuned["contains"] == 1.0 and tuned["rouge_l"] == 1.0
+    assert base["exact_match"] == 0.0 and base["contains"] == 0.0
+    assert tuned["token_f1"] > base["token_f1"] and tuned["loss"] < base["loss"] / 4
+    assert tuned["perplexity"] < base["perplexity"]
+
+    # Results next to the run in the bucket: results.json (metrics only numbers) and one row per sample.
+    results = json.loads(read_object(parse_location(f"{run}/eval/facts/results.json")))
+    assert results["metrics"] == tuned and results["target"] == {"checkpoint": f"{run}/checkpoint-final"}
+    rows = [json.loads(line) for line in read_object(parse_location(f"{run}/eval/facts/samples.jsonl")).splitlines()]
+    assert [row["prediction"] for row in rows] == [answer for _, answer in FACTS]
+
+    # `llmft report` puts the evaluation next to the losses.
+    report = subprocess.run([sys.executable, "-m", "llmft", "report", run, "--out", str(tmp_path / "report")],
+                            env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    header, _, row = report.stdout.splitlines()[:3]
+    assert "| facts: exact_match |" in header and "| facts: loss |" in header
+    assert row.startswith("| facts-run |") and "| 1.0000 |" in row
+
+    # A checkpoint whose upload did not finish (no manifest) is refused before any model loads.
+    delete_object(parse_location(f"{run}/checkpoint-final/.llmft-manifest.json"))
+    with pytest.raises(UserError, match=r"target.run: s3://.*/checkpoint-final is not complete \(no manifest"):
+        evaluate_run(spec({"run": run}))
