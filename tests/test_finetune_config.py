@@ -96,7 +96,7 @@ def test_output_dir_is_read_from_the_config_only(monkeypatch):
 
 
 @pytest.mark.parametrize("location, problem", [
-    ("not a path", "run_conf.checkpoints_remote: 'not a path' is not a bucket name"),
+    ("not a path", "run_conf.checkpoints_remote: \"not a path\" is not a bucket name"),
     ("default-bucket/../etc", "run_conf.checkpoints_remote: '..' is not allowed in a bucket key"),
 ])
 def test_bad_bucket_locations_fail_naming_the_key_and_the_fix(location, problem):

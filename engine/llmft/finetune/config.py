@@ -47,6 +47,10 @@ class Section(BaseModel):
 # `llmft.chart_files` generates the charts' render-time location check from these and that module.
 BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 PARENT_SEGMENT_PATTERN = r"(^|/)[.][.](/|$)"
+BUCKET_NAME_PROBLEM = ("{bucket} is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
+                       "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /")
+PARENT_SEGMENT_PROBLEM = ("'..' is not allowed in a bucket key: write the full path from the bucket, e.g. "
+                          "bucket/datasets/train.jsonl")
 HUB_SCHEME = "hf://"
 
 
@@ -66,10 +70,9 @@ def location_problem(value: str) -> str | None:
     if location.is_local:
         return None
     if not re.match(BUCKET_NAME_PATTERN, location.bucket):
-        return (f"{location.bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
-                "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /")
+        return BUCKET_NAME_PROBLEM.format(bucket=json.dumps(location.bucket))
     if re.search(PARENT_SEGMENT_PATTERN, location.key):
-        return "'..' is not allowed in a bucket key: write the full path from the bucket, e.g. bucket/datasets/train.jsonl"
+        return PARENT_SEGMENT_PROBLEM
     return None
 
 
