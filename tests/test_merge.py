@@ -107,3 +107,43 @@ def test_merge_adapter_command_with_bucket_locations(tiny_model_dir, tmp_path, b
 def test_merge_adapter_rejects_a_folder_that_is_not_an_adapter(tiny_model_dir, tmp_path, capsys):
     assert main(["merge-adapter", str(tiny_model_dir), str(tiny_model_dir), str(tmp_path / "x")]) == 2
     assert "expected a folder with adapter_config.json" in capsys.readouterr().err
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("out, message", [
+    ("{base}", "merge-adapter OUT: {base} is the BASE folder {base}; writing there would overwrite it"),
+    ("{base}/merged", "merge-adapter OUT: {base}/merged lies inside the BASE folder {base}"),
+    ("{adapter}", "merge-adapter OUT: {adapter} is the ADAPTER folder {adapter}"),
+    ("{full}", "merge-adapter OUT: {full} is not empty; choose a new folder, or pass --overwrite"),
+    ("{file}", "merge-adapter OUT: {file} is a file; give the path of a folder"),
+])
+def test_merge_adapter_refuses_an_out_that_would_destroy_files_before_loading_anything(
+        tiny_model_dir, tmp_path, capsys, out, message):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")  # never read: the refusal comes first
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    file = tmp_path / "file.bin"
+    file.write_text("mine")
+    names = {"base": base, "adapter": adapter, "full": full, "file": file}
+    before = {name: _tree(path) if path.is_dir() else path.read_bytes() for name, path in names.items()}
+    assert main(["merge-adapter", str(base), str(adapter), out.format(**names)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(**names) in err and "Traceback" not in err
+    assert before == {name: _tree(path) if path.is_dir() else path.read_bytes() for name, path in names.items()}
+
+
+def test_merge_adapter_overwrite_replaces_a_non_empty_out(tiny_model_dir, tmp_path):
+    adapter = make_adapter(tiny_model_dir, tmp_path / "adapter", grow_vocab=False)
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "stale.safetensors").write_text("an older merge")
+    assert main(["merge-adapter", str(tiny_model_dir), str(adapter), str(out), "--overwrite"]) == 0
+    assert not (out / "stale.safetensors").exists() and (out / "model.safetensors").is_file()

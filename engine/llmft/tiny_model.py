@@ -23,6 +23,9 @@ ZEPHYR_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
 
+# Written into every tiny model folder: what it is (and that a rebuild may overwrite it).
+MARKER = "llmft-tiny-model.json"
+
 _ARCHITECTURES = {
     "llama": ("LlamaConfig", {}),
     "qwen2": ("Qwen2Config", {"use_sliding_window": False}),
@@ -109,5 +112,5 @@ def build_tiny_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "llmft-tiny-model.json").write_text(json.dumps({"arch": arch, "seed": seed}) + "\n")
+    (out_dir / MARKER).write_text(json.dumps({"arch": arch, "seed": seed}) + "\n")
     return out_dir

@@ -8,6 +8,7 @@ is resized first and the adapter's saved embedding and output layers replace the
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from llmft.errors import UserError
@@ -19,8 +20,8 @@ def _has_tokenizer(folder: Path) -> bool:
     return (folder / "tokenizer_config.json").is_file()
 
 
-def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto") -> Path:
-    """Write base + adapter, merged, to `out` and return it."""
+def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto", replace: bool = False) -> Path:
+    """Write base + adapter, merged, to `out` and return it; `replace` first empties an existing `out`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -46,6 +47,8 @@ def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto") -> 
     generation_source = adapter if (adapter / "generation_config.json").is_file() else base
     if (generation_source / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(generation_source))
+    if replace and out.is_dir():
+        shutil.rmtree(out)  # the merge succeeded: only now is the old contents given up
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))

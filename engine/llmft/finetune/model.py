@@ -114,10 +114,15 @@ class TokenizerSetup:
     pad_strategy: str | None  # the strategy applied, None when the tokenizer had a pad token
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False):
+def load_tokenizer(path: Path, trust_remote_code: bool = False, what: str = f"{PREFIX}.run_conf.model"):
+    """The tokenizer in the local folder `path` (`what` names the setting it came from, for errors)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    from llmft.tokenizer_folder import check_tokenizer_folder
+
+    check_tokenizer_folder(path, what)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                              local_files_only=True)
     tokenizer.padding_side = "right"
     return tokenizer
 

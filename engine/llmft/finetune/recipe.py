@@ -116,7 +116,9 @@ def prepare_tokenizer(config: CommonConfig, run: Run):
         tokenizer_dir = modeling.fetch_model(
             run_conf.tokenizer, "finetuning_config.run_conf.tokenizer", marker="tokenizer_config.json") \
             if run_conf.tokenizer else model_dir
-    tokenizer = modeling.load_tokenizer(tokenizer_dir, run_conf.model_args.trust_remote_code)
+    tokenizer = modeling.load_tokenizer(
+        tokenizer_dir, run_conf.model_args.trust_remote_code,
+        "finetuning_config.run_conf.tokenizer" if run_conf.tokenizer else "finetuning_config.run_conf.model")
     setup = modeling.prepare_tokenizer(tokenizer, config.data_conf.chat_template_name,
                                        config.data_conf.missing_pad_token_strategy)
     return model_dir, tokenizer, setup

@@ -18,6 +18,7 @@ from typing import Any
 
 from llmft.dataformats import detect_kind, problems_for, read_jsonl, to_dpo
 from llmft.errors import UserError
+from llmft.tokenizer_folder import TOKENIZER_FILES, check_tokenizer_folder
 
 KINDS = ("sft", "dpo")
 PERCENTILES = (50, 90, 99)
@@ -186,15 +187,11 @@ def load_token_counter(location: str) -> TokenCounter:
 
     where = parse_location(location)
     if where.is_local:
+        check_tokenizer_folder(where.path, "--tokenizer")
         return TokenCounter(_load_tokenizer(where.path, location), location)
     folder = Path(tempfile.mkdtemp(prefix="llmft-tokenizer-"))
     download_tokenizer_files(where, folder)
     return TokenCounter(_load_tokenizer(folder, location), location)
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                   "config.json")
 
 
 def download_tokenizer_files(where, folder: Path) -> None:
@@ -217,6 +214,6 @@ def _load_tokenizer(folder: Path, location: str) -> Any:
     except ImportError:
         raise UserError("--tokenizer needs the `transformers` package in this image") from None
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load a tokenizer from {location}: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,118 @@
+"""The battery: every `llmft` subcommand given the mistakes users make. Each one ends with exit status 2,
+one message that names the file, key or argument and what to do (an invalid config lists each problem
+on a line of its own), and never a Python traceback.
+
+Runs `llmft.cli.main` in this process (what the console script calls); the bucket endpoint points at
+a closed local port, so nothing here reaches a server.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmft.cli import main
+
+# (arguments, text the one-line message must contain). Paths are relative to the fixture folder below.
+CASES = [
+    # fine-tuning configs
+    (["sft", "nope.yaml"], "config file nope.yaml does not exist"),
+    (["sft", "emptydir"], "config file emptydir is a folder, not a file"),
+    (["dpo", "latin1.yaml"], "latin1.yaml:2: not UTF-8 text"),
+    (["sft", "dupkey.yaml"], "dupkey.yaml:4: the key 'learning_rate' appears twice"),
+    (["sft", "broken.yaml"], "broken.yaml:3: not valid YAML"),
+    (["sft", "list.yaml"], "the config must be a mapping of sections"),
+    (["train", "nope.yaml"], "config file nope.yaml does not exist"),
+    (["train", "unknown-key.yaml"], "finetuning_config.training_args.learnign_rate"),
+    (["train", "unknown-key.yaml"], "did you mean learning_rate?"),
+    (["sft", "output-is-a-file.yaml"], "finetuning_config.training_args.output_dir: file.txt is a file"),
+    (["preview-data", "nope.yaml"], "config file nope.yaml does not exist"),
+    (["config-schema", "nope"], "invalid choice: 'nope'"),
+    # data
+    (["validate-data", "nope.jsonl"], "nope.jsonl does not exist"),
+    (["validate-data", "good.jsonl", "--tokenizer", "./nope"], "--tokenizer: nope is not a folder"),
+    (["validate-data", "good.jsonl", "--tokenizer", "./notok"], "--tokenizer: notok has no tokenizer files"),
+    (["validate-data", "good.jsonl", "--tokenizer", "./file.txt"], "--tokenizer: file.txt is not a folder"),
+    (["validate-data", "good.jsonl", "--kind", "nope"], "invalid choice: 'nope'"),
+    (["prepare-data", "nope", "default-bucket/x"], "nope is not a folder"),
+    (["prepare-data", "fulldir", "default-bucket/x"], "fulldir holds files that are not JSON lines"),
+    (["run-data-script", "nope.py", "--output-dir", "out"], "data script nope.py does not exist"),
+    # models
+    (["merge-adapter", "./nope", "./nope2", "./out"], "merge-adapter BASE: no model at nope"),
+    (["merge-adapter", "./notok", "./notok", "./notok"], "merge-adapter OUT: notok is the BASE folder"),
+    (["merge-adapter", "./notok", "./adapter", "./fulldir"], "merge-adapter OUT: fulldir is not empty"),
+    (["merge-adapter", "./notok", "./adapter", "./file.txt"], "merge-adapter OUT: file.txt is a file"),
+    (["merge-adapter", "./notok", "./adapter", "./notok/merged"], "lies inside the BASE folder"),
+    (["download-model", "./nope", "default-bucket/models/x"], "source folder nope does not exist"),
+    (["download-model", "./fulldir", "../etc"], "destination ../etc is a local path"),
+    (["tiny-model", "file.txt"], "tiny-model DIR: file.txt is a file"),
+    (["tiny-model", "fulldir"], "tiny-model DIR: fulldir is not empty"),
+    (["tiny-model", "out", "--arch", "nope"], "--arch 'nope' is not supported"),
+    (["serve", "./nope"], "nope is not a model folder"),
+    # storage
+    (["storage", "cp", "./nope", "default-bucket/x"], "nope does not exist"),
+    (["storage", "ls", "./local"], "is a local path; `llmft storage ls` lists bucket locations"),
+    (["storage", "ls", "default-bucket/x"], "cannot reach bucket storage at http://127.0.0.1:9"),
+    (["storage", "nope"], "invalid choice: 'nope'"),
+    # distributed helpers
+    (["estimate-memory", "--params", "abc"], "a parameter count such as 8e9, got 'abc'"),
+    (["estimate-memory", "--params", "-5"], "must be positive, got '-5'"),
+    (["accelerate-config", "nope", "--out", "x"], "invalid choice: 'nope'"),
+    # reports and the local runner
+    (["report", "./emptydir"], "./emptydir has no metrics.jsonl"),
+    (["local", "charts/nope", "-f", "x.yaml"], "charts/nope is not a chart folder (no Chart.yaml)"),
+    (["local", "{charts}/llm-finetune", "-f", "nope.yaml"], "values file nope.yaml does not exist"),
+    (["local", "{charts}/llm-finetune", "-f", "dupkey-values.yaml", "--dry-run"],
+     "dupkey-values.yaml:3: the key 'basemodel' appears twice"),
+]
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory):
+    """Files that users get wrong: a folder for a file, Latin-1 bytes, a key twice, broken YAML, ..."""
+    root = tmp_path_factory.mktemp("probe")
+    (root / "file.txt").write_text("x")
+    (root / "emptydir").mkdir()
+    (root / "fulldir").mkdir()
+    (root / "fulldir" / "a").write_text("hi")
+    (root / "notok").mkdir()
+    (root / "notok" / "config.json").write_text("{}")
+    (root / "adapter").mkdir()
+    (root / "adapter" / "adapter_config.json").write_text("{}")
+    (root / "latin1.yaml").write_bytes(b"method: dpo\n# caf\xe9\n")
+    (root / "dupkey.yaml").write_text("method: sft\ntraining_args:\n  learning_rate: 1.0e-4\n  learning_rate: 2\n")
+    (root / "broken.yaml").write_text("method: sft\ntraining_args: [1\n")
+    (root / "list.yaml").write_text("- method: sft\n")
+    (root / "unknown-key.yaml").write_text("method: sft\ntraining_args:\n  learnign_rate: 1.0e-4\n")
+    (root / "output-is-a-file.yaml").write_text(json.dumps({
+        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
+        "training_args": {"output_dir": "file.txt"}, "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": "./notok"}}))
+    (root / "dupkey-values.yaml").write_text("basemodel: a/b\ncheckpointsRemote: x/y\nbasemodel: c/d\n")
+    (root / "good.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                              {"role": "assistant", "content": "hello"}]}) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("arguments, expected", CASES, ids=[" ".join(args) for args, _ in CASES])
+def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, probe_dir, monkeypatch, capsys):
+    from harness import CHARTS
+
+    monkeypatch.chdir(probe_dir)
+    monkeypatch.setenv("BUCKET_STORAGE_HOST", "http://127.0.0.1:9")  # closed: nothing is reached
+    monkeypatch.setenv("BUCKET_STORAGE_ACCESS_KEY", "probe")
+    monkeypatch.setenv("BUCKET_STORAGE_SECRET_KEY", "probe-secret")
+    monkeypatch.setenv("LLMFT_TRANSFER_ATTEMPTS", "1")  # an unreachable endpoint fails at once
+    arguments = [argument.format(charts=CHARTS) for argument in arguments]
+    try:
+        status = main(arguments)
+    except SystemExit as exit:  # argparse's own usage errors
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    # One message: `error: ...` (a config's problems follow it one per line) or argparse's `llmft X: error: ...`.
+    messages = [line for line in err.splitlines() if line.startswith(("error:", "llmft"))]
+    assert len(messages) == 1, err
+    assert expected in err[err.index(messages[0]):], err
