@@ -18,13 +18,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chat_template_cases import FAMILIES, family_meta, family_tokenizer, write_family_model
-
+from chat_template_cases import (
+    FAMILIES,
+    family_meta,
+    family_tokenizer,
+    write_family_model,
+)
 from llmft.cli import main
+from llmft.errors import UserError
 from llmft.finetune.data import IGNORE_INDEX, encode
 from llmft.finetune.model import prepare_tokenizer
-from llmft.errors import UserError
-from llmft.finetune.templates import ChatFormat, TemplateRefusal, fold_system_message, render
+from llmft.finetune.templates import (
+    ChatFormat,
+    TemplateRefusal,
+    fold_system_message,
+    render,
+)
 
 SYSTEM = {"role": "system", "content": "You answer in one short sentence."}
 TURNS = [
@@ -348,7 +357,7 @@ def test_preview_data_shows_what_training_trains_without_the_model_weights(gemma
     shown = capsys.readouterr().out
     assert (f"--- sample 1 ({dataset}:1): " in shown and "[[The capital is Paris.<end_of_turn>]]" in shown
             and "[[Rome, of course!<end_of_turn>]]" in shown)
-    assert f"--- sample 2" not in shown  # -n 1
+    assert "--- sample 2" not in shown  # -n 1
     assert "training data: 3 samples, 2 kept:" in shown
     assert re.search(rf"{re.escape(str(dataset))}:3: \d+ tokens, longer than sft_args.max_seq_length=256", shown)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.errors import UserError
-from llmft.finetune import data, model as modeling
+from llmft.finetune import data
+from llmft.finetune import model as modeling
 from llmft.finetune.config import SftConfig
 
 TRAINED_OPEN, TRAINED_CLOSE = "[[", "]]"
@@ -94,8 +96,7 @@ def preview(config: SftConfig, count: int, out=print, json_path: str | None = No
         f"train_on_completions_only: {str(sft_args.train_on_completions_only).lower()}; trained text is shown "
         f"between {TRAINED_OPEN} and {TRAINED_CLOSE}")
     summaries = []
-    sink = open(json_path, "w", encoding="utf-8") if json_path else None
-    try:
+    with open(json_path, "w", encoding="utf-8") if json_path else nullcontext() as sink:
         for label, records in (("training data", train_records), ("validation data", eval_records)):
             summary = SplitSummary(label)
             for item in data.encode_records(records, tokenizer, setup.chat_format, sft_args.max_seq_length,
@@ -107,9 +108,6 @@ def preview(config: SftConfig, count: int, out=print, json_path: str | None = No
                 if sink:
                     sink.write(json.dumps(_row(tokenizer, label, item), ensure_ascii=False) + "\n")
             summaries.append(summary)
-    finally:
-        if sink:
-            sink.close()
     out("")
     for summary in summaries:
         for line in summary.lines():
