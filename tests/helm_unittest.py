@@ -26,14 +26,16 @@ and recorded verdicts by tests/test_helm_unittest_fidelity.py. A test job:
 A file may hold several suites separated by `---`. `skip` (with `reason`, or a `minimumVersion` above 1.1.0)
 skips a suite or a test. Known differences from the plugin, all loud: unknown keys in a suite, a test or an
 assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects, `postRenderer`
-and `includeCrds` are not implemented and fail the suite. One silent difference: Helm's built-in API versions
-stay available to `.Capabilities.APIVersions.Has` (the plugin offers only the listed `apiVersions`).
+and `includeCrds` are not implemented and fail the suite; a template asking `.Capabilities.APIVersions.Has` for
+one of Helm's built-in versions that the job does not list fails the job (the plugin offers only the listed
+`apiVersions`, this runner's Helm always has its built-in ones).
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -444,7 +446,16 @@ def _override_metadata(chart_dir: Path, overrides: dict, top: bool = False) -> N
     if top and "version" in overrides:
         for dependency in meta.get("dependencies") or []:
             dependency["version"] = overrides["version"]
+    (chart_dir / "Chart.yaml").unlink()  # maybe a hard link to the original
     (chart_dir / "Chart.yaml").write_text(json.dumps(meta))
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Copies are hard links where the file system allows (files are only removed or replaced, never edited)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def render_dir(suite: Suite, chart_overrides: dict) -> Path:
@@ -462,7 +473,7 @@ def render_dir(suite: Suite, chart_overrides: dict) -> Path:
             _scratch = tempfile.mkdtemp(prefix="helm-unittest-")
             atexit.register(shutil.rmtree, _scratch, True)
         target = Path(_scratch) / str(len(_render_dirs)) / suite.chart_dir.name
-        shutil.copytree(suite.chart_dir, target)
+        shutil.copytree(suite.chart_dir, target, copy_function=_link_or_copy)
         top = _chart_meta(suite.chart_dir)["name"]
         _filter_chart(target, top, _selected(suite.route, include), _selected(suite.route, exclude),
                       chart_overrides)
@@ -566,9 +577,10 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
     options = {"name": str(name), "namespace": str(release["namespace"] or "NAMESPACE"),
                "revision": int(release["revision"] or 0), "is_upgrade": bool(release["upgrade"]),
                "is_install": not release["upgrade"], **capabilities}
+    directory = render_dir(case.suite, chart_overrides)
     # Loaded for each job (about a millisecond): rendering drops the subcharts a condition disables from the
     # loaded chart, which must not leak into the next job.
-    chart = helm_python.Chart.load(str(render_dir(case.suite, chart_overrides)))
+    chart = helm_python.Chart.load(str(directory))
     try:
         rendered = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values),
                                                   json.dumps(options)))
@@ -599,6 +611,68 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
     except _ExecError as error:
         return RenderOutcome(ok=False, outputs={}, exec_error=str(error)), require_success
     return RenderOutcome(ok=True, outputs=outputs), require_success
+
+
+_API_CHECK = re.compile(r"""APIVersions\.Has\s+["'`]([^"'`]+)["'`]""")
+_api_checks: dict[Path, set[str]] = {}
+_builtin: list[set[str]] = []
+
+
+def _builtin_api_versions() -> set[str]:
+    """The API versions Helm always offers (`.Capabilities.APIVersions`), read once from a probe chart."""
+    import helm_python
+
+    if not _builtin:
+        with tempfile.TemporaryDirectory() as probe:
+            (Path(probe) / "templates").mkdir()
+            (Path(probe) / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+            (Path(probe) / "templates" / "v.yaml").write_text("{{ toJson .Capabilities.APIVersions }}")
+            chart = helm_python.Chart.load(probe)
+            try:
+                _builtin.append(set(json.loads(chart.render({}, name="probe")["probe/templates/v.yaml"])))
+            finally:
+                chart.close()
+    return _builtin[0]
+
+
+_template_lists: dict[Path, list[Path]] = {}
+
+
+def _template_files(directory: Path) -> list[Path]:
+    """Every file under a templates/ folder of the chart copy or its subcharts."""
+    if directory not in _template_lists:
+        _template_lists[directory] = [f for f in directory.rglob("*") if f.is_file()
+                                      and "templates" in f.relative_to(directory).parts]
+    return _template_lists[directory]
+
+
+def _api_versions_asked(file: Path) -> set[str]:
+    if file not in _api_checks:
+        _api_checks[file] = set(_API_CHECK.findall(file.read_text(errors="replace"))) if file.is_file() else set()
+    return _api_checks[file]
+
+
+def check_api_versions(case: Case) -> None:
+    """helm-unittest offers templates only the listed `apiVersions`; Helm here always has its built-in ones.
+    If a template the job asserts on (or any partial) asks for a built-in version the job does not list, the
+    answer would differ: refuse the job rather than give a verdict the plugin might not."""
+    _, capabilities, chart_overrides = _settings(case)
+    directory = render_dir(case.suite, chart_overrides)
+    top = case.suite.route.split("/")[0]
+    names = [n for a in case.assertions for n in _assertion_names(case, a)]
+    every = _template_files(directory)
+    if any("*" in n for n in names):
+        files = every
+    else:
+        files = [directory / t.split("/", 1)[1] for t in (f"{case.suite.route}/{template_file_name(n)}"
+                                                          for n in names) if t.startswith(f"{top}/")]
+        files += [f for f in every if f.name.startswith("_")]
+    asked = set().union(set(), *(_api_versions_asked(f) for f in files))
+    differing = sorted((asked & _builtin_api_versions()) - set(capabilities["api_versions"]))
+    if differing:
+        raise SuiteError(f"{case.suite.path}: test {case.name!r}: templates check .Capabilities.APIVersions.Has "
+                         f"{differing}, which helm-unittest answers false unless the test lists them under "
+                         "capabilities.apiVersions, and this runner's Helm answers true: list them")
 
 
 _HELM4_LOCATION = re.compile(r"^[^\s:]+:\d+:\d+$")
@@ -660,20 +734,26 @@ def _select(documents: dict[str, list[dict] | None], index: int,
     return {template: list(docs or []) for template, docs in documents.items()}
 
 
-def _assertion_templates(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome) -> list[str]:
-    """The templates an assertion checks, as chart-route paths (polishAssertionsTemplate)."""
-    route, test = case.suite.route, case.spec
+def _assertion_names(case: Case, parsed: ParsedAssertion) -> list[str]:
+    """The template names an assertion checks, as written: its own, else the test's, else the suite's."""
+    test = case.spec
     if parsed.template:
-        names = [parsed.template]
-    elif test.get("templates"):
-        names = [str(t) for t in test["templates"]]
-    elif test.get("template"):
-        names = [str(test["template"])]
-    else:
-        names = [str(t) for t in case.suite.spec.get("templates") or []] or ["**"]
-        if any("*" in n for n in names):
-            return list(outcome.outputs)
-    return [f"{route}/{template_file_name(n)}" for n in names]
+        return [parsed.template]
+    if test.get("templates"):
+        return [str(t) for t in test["templates"]]
+    if test.get("template"):
+        return [str(test["template"])]
+    return [str(t) for t in case.suite.spec.get("templates") or []] or ["**"]
+
+
+def _assertion_templates(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome) -> list[str]:
+    """The templates an assertion checks, as chart-route paths (polishAssertionsTemplate); a wildcard in the
+    suite's templates means every rendered one."""
+    names = _assertion_names(case, parsed)
+    if not (parsed.template or case.spec.get("templates") or case.spec.get("template")) \
+            and any("*" in n for n in names):
+        return list(outcome.outputs)
+    return [f"{case.suite.route}/{template_file_name(n)}" for n in names]
 
 
 def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
@@ -734,6 +814,7 @@ def run_case(case: Case) -> CaseResult:
     reason = case.suite.skip_reason or (case.spec.get("skip") or {}).get("reason")
     if reason:
         return CaseResult(case=case, passed=True, skipped=str(reason))
+    check_api_versions(case)
     outcome, require_success = render_case(case)
     if outcome.exec_error:
         return CaseResult(case=case, passed=False, error=outcome.exec_error)

@@ -40,8 +40,9 @@ class SuiteError(Exception):
 # YAML as Go's yaml.v3 reads it (the YAML 1.2 core schema): `on`/`yes` stay strings, dates stay strings.
 # --------------------------------------------------------------------------------------------------
 
-class Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 core-schema scalars, as helm-unittest decodes suites and manifests."""
+class Yaml12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (libyaml's parser when present) with YAML 1.2 core-schema scalars, as helm-unittest
+    decodes suites and manifests."""
 
 
 Yaml12Loader.yaml_implicit_resolvers = {}

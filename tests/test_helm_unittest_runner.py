@@ -152,6 +152,21 @@ def test_several_suites_in_one_file_and_capabilities(chart_copy):
         assert result.passed, result.report()
 
 
+def test_a_builtin_api_version_check_fails_loudly_unless_listed(chart_copy):
+    """helm-unittest answers APIVersions.Has "policy/v1" false unless listed; Helm here always says true."""
+    (chart_copy / "templates" / "pdb.yaml").write_text(
+        '{{- if .Capabilities.APIVersions.Has "policy/v1" }}\nkind: PodDisruptionBudget\n{{- end }}\n')
+    path = _write_suite(chart_copy, [
+        {"it": "unlisted", "asserts": [{"hasDocuments": {"count": 0}}]},
+        {"it": "listed", "capabilities": {"apiVersions": ["policy/v1"]}, "asserts": [{"hasDocuments": {"count": 1}}]},
+    ], templates=["pdb.yaml"])
+    unlisted, listed = _cases_of(path)
+    with pytest.raises(SuiteError, match="policy/v1"):
+        run_case(unlisted)
+    result = run_case(listed)
+    assert result.passed, result.report()
+
+
 def test_unknown_template_in_suite_fails_the_assertion(chart_copy):
     path = _write_suite(chart_copy, [{"it": "x", "asserts": [{"exists": {"path": "kind"}}]}],
                         templates=["deploymnet.yaml"])
