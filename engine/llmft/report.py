@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmft.errors import UserError
 from llmft.evaluate.results import read_evaluations
+from llmft.run_layout import METRICS, SUMMARY
 from llmft.storage import Location, download_file, list_objects, parse_location
 from llmft.storage.transfer import head_object
 
@@ -49,7 +50,7 @@ def expand(patterns: list[str]) -> list[Location]:
         parent_key, _, name_prefix = stem.key.rpartition("/")
         if stem.is_local:
             parent = Path(parent_key or ".")
-            found = sorted(p.name for p in parent.glob(f"{name_prefix}*") if (p / "metrics.jsonl").is_file())
+            found = sorted(p.name for p in parent.glob(f"{name_prefix}*") if (p / METRICS).is_file())
             runs += [Location(None, str(parent / name)) for name in found]
             continue
         parent = Location(stem.bucket, parent_key)
@@ -72,11 +73,11 @@ def _read_text(location: Location, scratch: Path) -> str | None:
 
 
 def load_run(location: Location, scratch: Path) -> Run:
-    text = _read_text(location.child("metrics.jsonl"), scratch)
+    text = _read_text(location.child(METRICS), scratch)
     if text is None:
         raise UserError(f"{location} has no metrics.jsonl: is it a run folder (checkpointsRemote of a finetune run)?")
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    summary_text = _read_text(location.child("summary.json"), scratch)
+    summary_text = _read_text(location.child(SUMMARY), scratch)
     return Run(location.name, records, json.loads(summary_text) if summary_text else {},
                read_evaluations(location, scratch))
 
