@@ -22,6 +22,7 @@ QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "
 LR_KEY = "finetuning_config.training_args.learning_rate"
 RANK_KEY = "finetuning_config.peft_conf.peft_kwargs.r"
 DROPOUT_KEY = "finetuning_config.peft_conf.peft_kwargs.lora_dropout"
+MODEL = "default-bucket/models/tiny"  # where checks never load a model (experiments use the tiny model)
 
 
 def write_data(path: Path, repeat: int = 6) -> Path:
@@ -78,15 +79,15 @@ def spec_errors(spec: dict) -> str:
 # ------------------------------------------------------------------------------------------ spec checks
 
 
-def test_a_good_spec_loads_with_its_defaults(tiny_model_dir, data_file):
-    spec = load_spec(make_spec(str(tiny_model_dir), str(data_file)))
+def test_a_good_spec_loads_with_its_defaults(data_file):
+    spec = load_spec(make_spec(MODEL, str(data_file)))
     assert spec.tune.max_trial_count == 4 and spec.tune.max_failed_trial_count == 3
     assert [p.label for p in spec.tune.search_space] == ["learning_rate", "r", "lora_dropout"]
-    assert spec.base_config()["run_conf"] == {"model": str(tiny_model_dir), "merge_adapter": True}
+    assert spec.base_config()["run_conf"] == {"model": MODEL, "merge_adapter": True}
 
 
-def test_bad_specs_fail_at_start_with_every_key_path_and_fix(tiny_model_dir, data_file):
-    spec = make_spec(str(tiny_model_dir), str(data_file))
+def test_bad_specs_fail_at_start_with_every_key_path_and_fix(data_file):
+    spec = make_spec(MODEL, str(data_file))
     space = spec["tune"]["search_space"]
     space[0]["key"] = "finetuning_config.training_args.lerning_rate"
     space[1].update(min=20, max=4)
@@ -107,25 +108,25 @@ def test_bad_specs_fail_at_start_with_every_key_path_and_fix(tiny_model_dir, dat
     assert "tune.algorithm.settings.n_startup: unknown setting for Optuna's TPESampler" in message
 
 
-def test_an_empty_space_unknown_keys_and_a_metric_without_evaluation_fail(tiny_model_dir, data_file):
-    spec = make_spec(str(tiny_model_dir), str(data_file), search_space=[])
+def test_an_empty_space_unknown_keys_and_a_metric_without_evaluation_fail(data_file):
+    spec = make_spec(MODEL, str(data_file), search_space=[])
     assert "tune.search_space: is empty; add at least one parameter" in spec_errors(spec)
 
-    spec = make_spec(str(tiny_model_dir), str(data_file), max_trials=3)
+    spec = make_spec(MODEL, str(data_file), max_trials=3)
     assert "tune.max_trials: unknown key" in spec_errors(spec)
 
-    spec = make_spec(str(tiny_model_dir), str(data_file))
+    spec = make_spec(MODEL, str(data_file))
     spec["finetuning_config"]["training_args"]["eval_strategy"] = "no"
     spec["finetuning_config"]["data_conf"]["validation_data"] = {"type": "NONE"}
     assert "tune.objective.metric: is written only when the run evaluates, got \"eval_loss\"" in spec_errors(spec)
 
-    spec = make_spec(str(tiny_model_dir), str(data_file), objective={"metric": "tokens_per_second",
+    spec = make_spec(MODEL, str(data_file), objective={"metric": "tokens_per_second",
                                                                      "direction": "maximize"})
     assert "tune.early_stopping.name: needs intermediate values" in spec_errors(spec)
 
 
-def test_the_cli_prints_spec_errors_without_a_traceback(tiny_model_dir, data_file, tmp_path, capsys):
-    spec = make_spec(str(tiny_model_dir), str(data_file))
+def test_the_cli_prints_spec_errors_without_a_traceback(data_file, tmp_path, capsys):
+    spec = make_spec(MODEL, str(data_file))
     spec["tune"]["search_space"][0]["key"] = "training_args.learning_rate"
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -135,20 +136,20 @@ def test_the_cli_prints_spec_errors_without_a_traceback(tiny_model_dir, data_fil
     assert "Traceback" not in error and not (tmp_path / "exp").exists()
 
 
-def test_every_algorithm_and_pruner_builds_from_the_spec(tiny_model_dir, data_file):
+def test_every_algorithm_and_pruner_builds_from_the_spec(data_file):
     import optuna
     from llmft.tune import study as studies
 
+    pruners = ["median", "successive-halving", "hyperband", "none"]
     for algorithm in ("random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"):
         settings = {"grid_points": 3} if algorithm == "grid" else {}
-        for pruner in ({"name": "median"}, {"name": "successive-halving"}, {"name": "hyperband"}, {"name": "none"}):
-            spec = load_spec(make_spec(str(tiny_model_dir), str(data_file), early_stopping=pruner,
-                                       algorithm={"name": algorithm, "seed": 1, "settings": settings}))
-            sampler, _ = studies.sampler_and_pruner(spec)
-            study = optuna.create_study(sampler=sampler)
-            trial = study.ask()
-            assert 1e-7 <= trial.suggest_float("learning_rate", 1e-7, 3e-2, log=True) <= 3e-2
-    grid = load_spec(make_spec(str(tiny_model_dir), str(data_file),
+        spec = load_spec(make_spec(MODEL, str(data_file), early_stopping={"name": pruners.pop() if pruners else "median"},
+                                   algorithm={"name": algorithm, "seed": 1, "settings": settings}))
+        sampler, pruner = studies.sampler_and_pruner(spec)
+        study = optuna.create_study(sampler=sampler, pruner=pruner)
+        trial = study.ask()
+        assert 1e-7 <= trial.suggest_float("learning_rate", 1e-7, 3e-2, log=True) <= 3e-2
+    grid = load_spec(make_spec(MODEL, str(data_file),
                                algorithm={"name": "grid", "settings": {"grid_points": 3}}))
     assert studies.sampler_and_pruner(grid)[0]._search_space["learning_rate"][0] == pytest.approx(1e-7)
     assert len(studies.sampler_and_pruner(grid)[0]._all_grids) == 3 * 15 * 2
@@ -305,3 +306,32 @@ def test_the_schema_holds_the_engine_config_and_rejects_unknown_keys(capsys):
     good["tune"]["max_trials"] = 3
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(good, schema)
+
+
+def test_the_study_holds_exactly_the_planned_trials_whoever_claims_them(data_file, tmp_path):
+    from llmft.tune import study as studies
+
+    spec_data = make_spec(MODEL, str(data_file), algorithm={"name": "grid",
+                                                                          "settings": {"grid_points": 2}})
+    spec = load_spec(spec_data)
+    storage = studies.open_storage(studies.journal_url(tmp_path))
+    study = studies.prepare(spec, storage, index=0)
+    other = studies.prepare(spec, studies.open_storage(studies.journal_url(tmp_path)), index=1)
+    claimed = [studies.claim(study if n % 2 else other, str(n % 2)) for n in range(4)]
+    assert sorted(claimed) == [0, 1, 2, 3] and studies.claim(study, "0") is None
+    assert studies.own_running(study, "1") == [claimed[1], claimed[3]]
+    seen = set()
+    for number in claimed:
+        values = studies.suggest(study, number, spec)
+        assert studies.suggest(other, number, spec) == values  # a resumed trial keeps its values
+        seen.add(tuple(values.values()))
+        studies.finish(study, number, "complete", value=float(number))  # the last one uses the grid up
+    assert len(seen) == 4 and {t.state.name for t in study.get_trials()} == {"COMPLETE"}
+
+    # A relaunch adds nothing; a larger budget tops up; a changed spec is refused.
+    assert len(studies.prepare(spec, storage, index=0).get_trials()) == 4
+    spec_data["tune"]["max_trial_count"] = 5
+    assert len(studies.prepare(load_spec(spec_data), storage, index=0).get_trials()) == 5
+    spec_data["tune"]["search_space"][1]["max"] = 32
+    with pytest.raises(UserError, match="started from a different spec"):
+        studies.prepare(load_spec(spec_data), storage, index=0)

@@ -197,4 +197,11 @@ def finish(study, number: int, state: str, value: float | None = None, attrs: di
     for key, item in (attrs or {}).items():
         storage.set_trial_user_attr(trial_id(study, number), key, item)
     states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
-    study.tell(number, value if state == "complete" else None, state=states[state], skip_if_finished=True)
+    try:
+        study.tell(number, value if state == "complete" else None, state=states[state], skip_if_finished=True)
+    except RuntimeError as error:
+        # GridSampler stops the study when its grid is used up, which Optuna allows only inside
+        # study.optimize. The trial's state is stored before that (tell stores it in a `finally`), and the
+        # fixed set of trials ends the experiment anyway.
+        if "Study.stop" not in str(error):
+            raise
