@@ -196,8 +196,8 @@ def test_a_template_that_places_the_system_message_after_the_answers_is_refused(
         "{% endfor %}")
     chat_format = prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose").chat_format
     assert refusal_for(tokenizer, chat_format, [SYSTEM, *TURNS[:2]]) == (
-        "the chat template refused this conversation: it places the system message after the first assistant turn "
-        "(in the last user turn), so the earlier turns would be trained without it; set "
+        "the chat template refused this conversation: it places the system message after the first assistant turn, "
+        "so the turns before it would be trained without it; set "
         "finetuning_config.data_conf.system_message_handling: fold-into-first-user (the system message becomes the "
         "start of the first user turn)")
     folded = encode(tokenizer, chat_format, [SYSTEM, *TURNS[:2]], True, FOLD)

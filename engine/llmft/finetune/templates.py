@@ -209,8 +209,8 @@ def check_system_placement(tokenizer, messages: list[dict]) -> None:
                               f"the rendered text, so no turn would be trained with it; {SYSTEM_FIX}")
     if answer_at >= 0 and system_at > answer_at:
         raise TemplateRefusal("the chat template refused this conversation: it places the system message after "
-                              "the first assistant turn (in the last user turn), so the earlier turns would be "
-                              f"trained without it; {SYSTEM_FIX}")
+                              "the first assistant turn, so the turns before it would be trained without it; "
+                              f"{SYSTEM_FIX}")
 
 
 def assistant_spans(tokenizer, chat_format: ChatFormat, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
