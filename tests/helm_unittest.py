@@ -219,9 +219,41 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in (parts + ["0", "0", "0"])[:3])
 
 
-def discover_suites(charts_dir: Path) -> list[Path]:
-    """Every helm-unittest suite file of every chart, as the plugin finds them by default."""
-    return sorted(Path(charts_dir).glob("*/tests/*_test.yaml"))
+def discover_suites(charts_dir: Path) -> list[tuple[Path, Path]]:
+    """Every suite file `helm unittest charts/<chart>` runs, with the chart it runs in: the chart's
+    tests/*_test.yaml, then (the plugin's default --with-subchart) those of its unpacked subcharts, recursively,
+    except a subchart whose `condition` or `tags` the top chart's values.yaml turns off."""
+    found = []
+    for chart in sorted(p.parent for p in Path(charts_dir).glob("*/Chart.yaml")):
+        values = load_yaml((chart / "values.yaml").read_text()) if (chart / "values.yaml").is_file() else {}
+        found.extend((path, chart) for path in _suites_of(chart, values or {}))
+    return found
+
+
+def _suites_of(chart: Path, values: dict) -> list[Path]:
+    paths = sorted(chart.glob("tests/*_test.yaml"))
+    dependencies = {d.get("alias") or d.get("name"): d for d in _chart_meta(chart).get("dependencies") or []}
+    for sub in sorted(p.parent for p in chart.glob("charts/*/Chart.yaml")):
+        dependency = dependencies.get(_chart_meta(sub)["name"]) or {}
+        if _enabled(dependency, values):
+            paths.extend(_suites_of(sub, values))
+    return paths
+
+
+def _enabled(dependency: dict, values: dict) -> bool:
+    """The plugin's isSubchartEnabled: the condition's path read in the values (true unless a bool says
+    false), else the tags (on if any listed tag is true; on when none is set)."""
+    if dependency.get("condition"):
+        current: Any = values
+        for part in str(dependency["condition"]).split("."):
+            if not isinstance(current, dict) or part not in current:
+                return True
+            current = current[part]
+        return current if isinstance(current, bool) else True
+    tags, given = dependency.get("tags") or [], values.get("tags")
+    if not tags or not isinstance(given, dict):
+        return True
+    return any(given.get(tag) is True for tag in tags)
 
 
 def _route(path: Path, chart_dir: Path) -> str:

@@ -1,4 +1,5 @@
-"""Every helm-unittest suite of every chart (charts/*/tests/*_test.yaml), one pytest case per test job.
+"""Every helm-unittest suite of every chart (charts/*/tests/*_test.yaml, and those of the subcharts unpacked
+in charts/<chart>/charts/, as the plugin runs them), one pytest case per test job.
 
 The same files run with the plugin: `helm unittest charts/<chart>`. Suites added later are picked up here
 without editing this file. A suite the runner cannot load (malformed, or using something it does not
@@ -14,10 +15,10 @@ from helm_unittest import SuiteError, discover_suites, load_suites, run_case
 
 def _params():
     params = []
-    for path in discover_suites(CHARTS):
-        suite_id = f"{path.parent.parent.name}/{path.name}"
+    for path, chart in discover_suites(CHARTS):
+        suite_id = f"{chart.name}/{path.relative_to(chart).as_posix().replace('tests/', '', 1)}"
         try:
-            suites = load_suites(path)
+            suites = load_suites(path, chart)
         except SuiteError as error:
             params.append(pytest.param(None, str(error), id=f"{suite_id}::(cannot load)"))
             continue
@@ -35,11 +36,10 @@ def test_chart_suite_case(case, load_error):
     assert result.passed, result.report()
 
 
-
 def test_every_chart_has_unit_test_suites():
     """A chart added to charts/ without helm-unittest suites (charts/<chart>/tests/*_test.yaml) fails here."""
     charts = {path.parent.name for path in CHARTS.glob("*/Chart.yaml")
               if "type: library" not in path.read_text()}  # a library chart is tested through its users
-    with_suites = {path.parent.parent.name for path in discover_suites(CHARTS)}
+    with_suites = {chart.name for _, chart in discover_suites(CHARTS)}
     assert charts, "no charts found"
     assert charts - with_suites == set(), f"charts without helm-unittest suites: {sorted(charts - with_suites)}"

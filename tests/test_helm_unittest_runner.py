@@ -18,6 +18,7 @@ from helm_unittest import (
     ASSERT_TYPES,
     SuiteError,
     build_set_value,
+    discover_suites,
     find,
     load_suites,
     merge_tables,
@@ -165,6 +166,25 @@ def test_a_builtin_api_version_check_fails_loudly_unless_listed(chart_copy):
         run_case(unlisted)
     result = run_case(listed)
     assert result.passed, result.report()
+
+
+def test_discovery_includes_enabled_subcharts_suites(tmp_path):
+    """As `helm unittest` (--with-subchart on by default): subcharts' suites run in their parent, unless the
+    parent's values turn the subchart off."""
+    top = tmp_path / "top"
+    for sub in ("on", "off"):
+        (top / "charts" / sub / "tests").mkdir(parents=True)
+        (top / "charts" / sub / "Chart.yaml").write_text(f"apiVersion: v2\nname: {sub}\nversion: 0.1.0\n")
+        (top / "charts" / sub / "tests" / "x_test.yaml").write_text("tests: []\n")
+    (top / "tests").mkdir()
+    (top / "tests" / "a_test.yaml").write_text("tests: []\n")
+    (top / "Chart.yaml").write_text(yaml.safe_dump({"apiVersion": "v2", "name": "top", "version": "0.1.0",
+                                                    "dependencies": [{"name": "on", "version": "0.1.0"},
+                                                                     {"name": "off", "version": "0.1.0",
+                                                                      "condition": "off.enabled"}]}))
+    (top / "values.yaml").write_text("off:\n  enabled: false\n")
+    found = [(path.relative_to(tmp_path).as_posix(), chart.name) for path, chart in discover_suites(tmp_path)]
+    assert found == [("top/tests/a_test.yaml", "top"), ("top/charts/on/tests/x_test.yaml", "top")]
 
 
 def test_unknown_template_in_suite_fails_the_assertion(chart_copy):
