@@ -380,3 +380,50 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
         evaluate({"name": "cls", "target": {"checkpoint": str(folder)},
                   "data": {"path": str(data), "format": "classification"}, "metrics": ["accuracy"],
                   "output": str(tmp_path / "eval2")})
+
+
+# ------------------------------------------------------------------------------------------ the chart
+
+
+def test_the_chart_schema_is_generated_from_the_spec_and_the_readme_lists_every_value():
+    import yaml
+
+    from llmft.evaluate.chart import chart_files
+
+    for path, content in chart_files(REPO / "charts").items():
+        assert path.read_text() == content, f"{path} is stale: run `make chart-files`"
+    chart = REPO / "charts" / "llm-evaluate"
+    table = {line.split("`")[1] for line in (chart / "README.md").read_text().split("## Parameters")[1].splitlines()
+             if line.startswith("| `")}
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    keys = set()
+    for key, value in values.items():
+        nested = isinstance(value, dict) and value and key != "evaluation"  # evaluation: the spec reference
+        keys |= {f"{key}.{sub}" for sub in value} if nested else {key}
+    assert keys <= table, keys - table
+    assert (chart / "values.yaml").read_text().startswith("# yaml-language-server: $schema=values.schema.json\n")
+
+
+def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
+    """The chart's README commands (sweep loop, served model with a judge) render, and the ConfigMap's spec passes
+    the engine's own check: the chart cannot hand the engine a spec it rejects."""
+    import re
+    import shlex
+
+    import yaml
+
+    from harness import render_valid
+
+    text = (REPO / "charts" / "llm-evaluate" / "README.md").read_text()
+    commands = [line.split("|")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+                for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("helm template")]
+    assert len(commands) == 2
+    for command in commands:
+        command = command.replace("$name", "tiny-llama-argilla-r-sweep-alpha-16")
+        args = shlex.split(command)[3:]
+        values = [REPO / value for flag, value in zip(args[::2], args[1::2]) if flag == "--values"]
+        sets = [value for flag, value in zip(args[::2], args[1::2]) if flag == "--set"]
+        release = dict(zip(args[::2], args[1::2]))["--name-template"]
+        rendered = render_valid("llm-evaluate", values_files=values, set_values=sets, release_name=release)
+        spec = load_spec(yaml.safe_load(rendered.one("ConfigMap")["data"]["spec.yaml"]))
+        assert spec.output_location().startswith("default-bucket/experiments/tiny-llama-argilla-")

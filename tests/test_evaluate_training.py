@@ -16,7 +16,7 @@ from llmft.evaluate import evaluate_run
 from llmft.finetune.config import load_config
 from llmft.finetune.sft import run_sft
 from llmft.storage import parse_location, upload_file, upload_tree
-from llmft.storage.transfer import delete_object, read_object
+from llmft.storage.transfer import delete_object, read_object, write_object
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,11 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
         "sft_args": {"max_seq_length": 128},
     }
     assert run_sft(load_config(config)) == 0
-    run = f"{bucket}/experiments/facts-run"
+    run, base_run = f"{bucket}/experiments/facts-tuned", f"{bucket}/experiments/facts-base"
     publish_run(out, run)
+    # The base model as a run of zero steps, so both sit in the bucket like a sweep's runs.
+    upload_tree(tiny_model_dir, parse_location(f"{base_run}/checkpoint-final"))
+    write_object(parse_location(f"{base_run}/metrics.jsonl"), b'{"step": 0}\n')
     upload_file(facts(tmp_path / "test.jsonl"), parse_location(f"{bucket}/datasets/facts.jsonl"))
     metrics = ["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l"]
 
@@ -60,7 +63,7 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
                 "metrics": metrics, "generation": {"max_new_tokens": 12}, **extra}
 
     tuned = evaluate_run(spec({"run": run}))
-    base = evaluate_run(spec({"checkpoint": str(tiny_model_dir)}, output=str(tmp_path / "base-eval")))
+    base = evaluate_run(spec({"run": base_run}))
     assert tuned["exact_match"] == 1.0 and tuned["contains"] == 1.0 and tuned["rouge_l"] == 1.0
     assert base["exact_match"] == 0.0 and base["contains"] == 0.0
     assert tuned["token_f1"] > base["token_f1"] and tuned["loss"] < base["loss"] / 4
@@ -72,13 +75,20 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     rows = [json.loads(line) for line in read_object(parse_location(f"{run}/eval/facts/samples.jsonl")).splitlines()]
     assert [row["prediction"] for row in rows] == [answer for _, answer in FACTS]
 
-    # `llmft report` puts the evaluation next to the losses.
-    report = subprocess.run([sys.executable, "-m", "llmft", "report", run, "--out", str(tmp_path / "report")],
+    # `llmft report` puts the evaluation next to the losses; `llmft evaluate-best` picks the run to serve.
+    sweep = f"{bucket}/experiments/facts-*"
+    report = subprocess.run([sys.executable, "-m", "llmft", "report", sweep, "--out", str(tmp_path / "report")],
                             env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    header, _, row = report.stdout.splitlines()[:3]
+    header, _, base_row, tuned_row = report.stdout.splitlines()[:4]
     assert "| facts: exact_match |" in header and "| facts: loss |" in header
-    assert row.startswith("| facts-run |") and "| 1.0000 |" in row
+    assert base_row.startswith("| facts-base |") and tuned_row.startswith("| facts-tuned |")
+    assert "| 1.0000 |" in tuned_row and "| 1.0000 |" not in base_row
+    for metric in ("facts/exact_match", "facts/loss"):
+        best = subprocess.run([sys.executable, "-m", "llmft", "evaluate-best", sweep, "--metric", metric],
+                              env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)
+        assert best.returncode == 0, best.stderr
+        assert best.stdout.strip() == f"s3://{run}" and f"s3://{base_run}: {metric} = " in best.stderr
 
     # A checkpoint whose upload did not finish (no manifest) is refused before any model loads.
     delete_object(parse_location(f"{run}/checkpoint-final/.llmft-manifest.json"))

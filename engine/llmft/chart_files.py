@@ -13,6 +13,8 @@
   helpers, used by every chart for its bucket locations.
 - `charts/llm-finetune/files/presets/<preset>/`: the accelerate (and DeepSpeed)
   files of each `distributedType`, from `llmft.finetune.distributed`.
+- `charts/llm-evaluate/values.schema.json`: the evaluation spec's schema under
+  `evaluation` (`llmft.evaluate.chart`).
 
 Regenerate with `make chart-files` (`python -m llmft.chart_files`); a test fails when
 the committed files differ from what this module produces.
@@ -462,6 +464,9 @@ def expected_files(charts_dir: Path) -> dict[Path, str]:
              charts_dir / "llmft-common" / "templates" / "_generated_locations.tpl": location_helpers()}
     for relative, content in preset_files().items():
         files[chart / "files" / "presets" / relative] = content
+    from llmft.evaluate.chart import chart_files as evaluate_chart_files
+
+    files.update(evaluate_chart_files(charts_dir))  # charts/llm-evaluate/values.schema.json
     return files
 
 

@@ -19,6 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schema = subparsers.add_parser(
         "evaluate-schema", help="print the JSON Schema of an evaluation spec (embedded by the llm-evaluate chart)")
     schema.set_defaults(func=_schema)
+    best = subparsers.add_parser(
+        "evaluate-best", help="print the run with the best evaluation score (e.g. to serve it)",
+        description="Reads <run>/eval/<name>/results.json of every run and prints the location of the best one "
+                    "(lower is better for loss, perplexity and judge_failure_rate, higher for the rest); the "
+                    "other runs' values go to stderr.")
+    best.add_argument("runs", nargs="+", metavar="RUN",
+                      help="run folders (bucket/experiments/NAME, s3://..., ./dir); a trailing * takes a whole sweep")
+    best.add_argument("--metric", required=True, help="EVALUATION/METRIC, e.g. heldout/rouge_l")
+    best.set_defaults(func=_best)
     reference = subparsers.add_parser(
         "evaluate-reference", help="print the Markdown evaluation spec reference (docs/evaluate-reference.md)")
     reference.set_defaults(func=_reference)
@@ -37,6 +46,18 @@ def _run(args: argparse.Namespace) -> int:
 
     results = evaluate(spec)
     print(json.dumps({"name": results["name"], "metrics": results["metrics"]}, indent=2))
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    import sys
+
+    from llmft.evaluate.results import best_run
+
+    best, value, values = best_run(args.runs, args.metric)
+    for run, score in values:
+        print(f"{run}: {args.metric} = {'-' if score is None else f'{score:.4g}'}", file=sys.stderr)
+    print(best)
     return 0
 
 

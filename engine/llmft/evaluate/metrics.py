@@ -17,6 +17,7 @@ import string
 from collections import Counter
 
 TEXT_METRICS = ("exact_match", "contains", "token_f1", "rouge_l")
+LOWER_IS_BETTER = ("loss", "perplexity", "judge_failure_rate")  # every other metric: higher is better
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 

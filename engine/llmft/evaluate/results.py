@@ -134,3 +134,29 @@ def read_evaluations(run: Location, scratch: Path) -> dict[str, dict[str, float]
             continue
         evaluations[name] = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
     return evaluations
+
+
+def best_run(patterns: list[str], score: str) -> tuple[str, float, list[tuple[str, float | None]]]:
+    """The run with the best `<evaluation>/<metric>` among the runs `patterns` name (as `llmft report` reads them).
+
+    Lower is better for loss, perplexity and judge_failure_rate, higher for every other metric. Returns the
+    best run's location, its value, and every run's value (None where the run has no such result).
+    """
+    from llmft.errors import UserError
+    from llmft.evaluate.metrics import LOWER_IS_BETTER
+    from llmft.report import expand
+
+    name, _, metric = score.partition("/")
+    if not name or not metric:
+        raise UserError(f"--metric: write EVALUATION/METRIC (the spec's name, a metric), e.g. heldout/rouge_l, "
+                        f"got {score!r}")
+    with tempfile.TemporaryDirectory(prefix="llmft-eval-best-") as scratch:
+        values = [(str(run), read_evaluations(run, Path(scratch)).get(name, {}).get(metric))
+                  for run in expand(patterns)]
+    scored = [(run, value) for run, value in values if value is not None]
+    if not scored:
+        raise UserError(f"no run has {EVAL}/{name}/{EVAL_RESULTS} with {metric!r}: run `llmft evaluate` on them "
+                        f"first (runs: {', '.join(run for run, _ in values) or 'none'})")
+    pick = min if metric in LOWER_IS_BETTER else max
+    best = pick(scored, key=lambda item: item[1])
+    return best[0], best[1], values
