@@ -147,3 +147,22 @@ def test_bad_line_in_a_bucket_dataset_names_the_bucket_location(bucket, tmp_path
     conf = _conf(training_data={"datasets": [{"path": f"{bucket}/bad.jsonl"}]})
     with pytest.raises(UserError, match=f"s3://{bucket}/bad.jsonl:2: invalid JSON"):
         data.load_datasets(conf.training_data.datasets, tmp_path / "work")
+
+
+def test_conversations_the_template_refuses_are_all_listed_with_file_and_line(tiny_model_dir):
+    from chat_template_cases import family_tokenizer
+
+    tokenizer = family_tokenizer(tiny_model_dir, "gemma-2")  # raises "System role not supported"
+    setup = prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose")
+    system = {"role": "system", "content": "Be brief."}
+    records = [data.Record(_chat("q", "a")["messages"], "d.jsonl:1")] + [
+        data.Record([system] + _chat("q", "a")["messages"], f"d.jsonl:{n}") for n in (2, 3)]
+    with pytest.raises(UserError) as caught:
+        data.encode_all(records, tokenizer, setup.chat_format, 256, True, "training data")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "the chat template cannot render 2 training data conversation(s):"
+    assert [line.split(": ", 1)[0].strip() for line in lines[1:]] == ["d.jsonl:2", "d.jsonl:3"]
+    assert "the chat template refused this conversation: System role not supported" in lines[1]
+    examples, report = data.encode_all(records, tokenizer, setup.chat_format, 256, True, "training data",
+                                       "fold-into-first-user")
+    assert report.kept == 3 and len(examples) == 3

@@ -109,3 +109,14 @@ def test_unk_repurpose_without_unk_token_says_what_to_do(no_pad_model):
     with pytest.raises(UserError, match="missing_pad_token_strategy: the tokenizer has no pad token and no unk token "
                                         "to reuse; use add-new"):
         prepare_tokenizer(tokenizer, "chat-ml", "unk-repurpose")
+
+
+def test_fold_into_first_user_joins_the_system_message_to_the_first_user_turn():
+    from llmft.finetune.templates import fold_system_message
+
+    system = {"role": "system", "content": "Be brief."}
+    user = {"role": "user", "content": "Hi"}
+    answer = {"role": "assistant", "content": "Hello"}
+    assert fold_system_message([system, user, answer]) == [{"role": "user", "content": "Be brief.\n\nHi"}, answer]
+    assert fold_system_message([user, answer]) == [user, answer]  # nothing to fold
+    assert fold_system_message([system, answer]) == [system, answer]  # no user turn to fold into: unchanged
