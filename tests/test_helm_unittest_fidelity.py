@@ -7,7 +7,8 @@ and for every test the runner's verdict (pass / fail / skipped) and, for a faili
 assertions must equal the plugin's; a file the plugin refuses to load must be refused too. expected/ also holds
 the verdicts the plugin's Go tests pin for single jobs (test_job_test.go) and for the charts of its
 pkg/unittest/testdata (utils_test.go), restated as suites; validators.yaml restates single-validator cases of
-its pkg/unittest/validators tests. `python tests/test_helm_unittest_fidelity.py` prints the figures.
+its pkg/unittest/validators tests. The suite files found for a chart are also those the plugin's default
+discovery runs (subcharts' suites included unless their condition or tags are off). `python tests/test_helm_unittest_fidelity.py` prints the figures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helm_unittest import ASSERT_TYPES, SuiteError, load_suites, run_case
+from helm_unittest import (
+    ASSERT_TYPES,
+    SuiteError,
+    discover_suites,
+    load_suites,
+    run_case,
+)
 from helm_unittest_asserts import Context, Snapshots, load_yaml
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
@@ -126,6 +133,24 @@ def test_verdicts_equal_helm_unittest(run, path):
     compare(run, path, comparison)
     assert comparison.loaded == comparison.suites
     assert not comparison.disagreements, "\n\n".join(comparison.disagreements)
+
+
+# Runs of the plugin with its default suite discovery (tests/*_test.yaml, --with-subchart): chart -> its run.
+DISCOVERY_RUNS = {"with-subchart": "TestV3RunnerWithTestsInSubchart",
+                  "with-subsubcharts": "TestV3RunnerOkWithSubSubChartsPassedTests",
+                  "with-disabled-subchart-on-tags": "TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnTags",
+                  "with-disabled-subchart-on-condition": None}  # TestV3RunnerOkWithSkippedTestsWhen...OnCondition
+
+
+def test_suite_discovery_equals_helm_unittests():
+    """The suite files found for a chart, its enabled subcharts' included, are those the plugin ran (none for
+    a chart whose only suites are in a subchart its values turn off: "Test Suites: 0 passed, 0 total")."""
+    runs = {run.source: run for run in expected_runs()}
+    found = {}
+    for path, chart in discover_suites(UPSTREAM / "charts"):
+        found.setdefault(chart.name, set()).add(path)
+    for chart, source in DISCOVERY_RUNS.items():
+        assert found.get(chart, set()) == (set(runs[source].suites) if source else set()), chart
 
 
 def _validator_cases():
