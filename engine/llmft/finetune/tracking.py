@@ -110,7 +110,7 @@ def make_callbacks(config: CommonConfig, output_dir: Path, is_main: bool, extra_
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        from llmft.finetune.outputs import LOGS
+        from llmft.run_layout import LOGS
 
         found.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(output_dir / LOGS))))
     if config.tracking is not None:
