@@ -48,23 +48,45 @@ class Yaml12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
 Yaml12Loader.yaml_implicit_resolvers = {}
 for _tag, _pattern, _first in [
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:[0-9][0-9_]*|0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$",
+     "-+0123456789"),
     ("tag:yaml.org,2002:float",
      r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
      "-+0123456789."),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", r"^(?:<<)$", "<"),
 ]:
     Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 
 
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = loader.construct_scalar(node)
-    if text.startswith(("0o", "0x")):
-        return int(text, 0)
-    return int(text, 10)
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    """As yaml.v3 (Go's strconv.ParseInt with base 0): underscores dropped, 0x/0o/0b prefixes, and a leading 0
+    meaning octal; digits that are not octal after a leading 0 make it a float, as there."""
+    text = loader.construct_scalar(node).replace("_", "")
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+    prefixes = {"0x": 16, "0o": 8, "0b": 2}
+    if body[:2].lower() in prefixes:
+        return sign * int(body[2:], prefixes[body[:2].lower()])
+    if len(body) > 1 and body.startswith("0"):
+        return sign * int(body, 8) if re.fullmatch(r"[0-7]+", body) else float(text)
+    return sign * int(body)
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    """yaml.v3 refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+    loader.flatten_mapping(node)
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"mapping key {key!r} already defined at line "
+                                                    f"{seen[key] + 1}", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
 
 
 Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 
 
 def load_yaml(text: str) -> Any:
@@ -86,12 +108,14 @@ def go_regex(pattern: str) -> re.Pattern:
     where Python's also matches before a final newline."""
     if not isinstance(pattern, str) or not pattern:
         raise SuiteError(f"pattern must be a non-empty string, got {pattern!r}")
+    if re.search(r"\(\?<?[=!]|\\[1-9]", pattern):
+        raise SuiteError(f"pattern {pattern!r}: lookarounds and backreferences are not Go (RE2) syntax")
     translated, in_class, i = [], False, 0
     multiline = re.match(r"^\(\?[a-zA-Z]*m", pattern) is not None
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            translated.append(pattern[i:i + 2])
+            translated.append(r"\Z" if pattern[i:i + 2] == r"\z" else pattern[i:i + 2])
             i += 2
             continue
         if char == "[":

@@ -24,6 +24,7 @@ from helm_unittest import (
     merge_tables,
     run_case,
 )
+from helm_unittest_asserts import go_regex, load_yaml
 
 DEMO = Path(__file__).parent / "fixtures" / "helm-unittest" / "demo"
 PASSING = [DEMO / "tests" / "passing_test.yaml", DEMO / "tests" / "scoped_test.yaml"]
@@ -242,6 +243,26 @@ def test_path_syntax(path, expected):
 def test_unsupported_path_syntax_fails_loudly(path):
     with pytest.raises(SuiteError):
         find(DOC, path)
+
+
+def test_yaml_and_regex_read_as_in_go():
+    """Suites and manifests decode as Go's yaml.v3 does; patterns match as Go's RE2 does."""
+    assert load_yaml("a: on\nb: 010\nc: 0x1f\nd: 1_000\ne: 2001-12-14\nf: 09") == \
+        {"a": "on", "b": 8, "c": 31, "d": 1000, "e": "2001-12-14", "f": 9.0}
+    with pytest.raises(Exception, match="already defined"):
+        load_yaml("a: 1\na: 2")
+    assert go_regex("-demo$").search("x-demo\n") is None       # Go's $ is the end of the text
+    assert go_regex("(?m)-demo$").search("x-demo\ny")
+    assert go_regex(r"demo\z").search("demo")
+    with pytest.raises(SuiteError, match="RE2"):
+        go_regex("a(?=b)")
+
+
+def test_a_key_given_twice_in_a_suite_fails_loudly(chart_copy):
+    path = chart_copy / "tests" / "dup_test.yaml"
+    path.write_text("tests:\n  - it: x\n    asserts: [{exists: {path: kind}}]\n    asserts: []\n")
+    with pytest.raises(SuiteError, match="already defined"):
+        load_suites(path)
 
 
 def test_set_paths_build_values_like_helm_unittest():
