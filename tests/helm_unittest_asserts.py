@@ -7,7 +7,9 @@ that a verdict here is the plugin's verdict:
   `not` (antonyms such as `notEqual` are `equal` with `not: true`);
 - a path that selects nothing fails, except under `not`, where it passes (`notExists`, `isNotNullOrEmpty`...);
 - `equal` compares strings after removing spaces before line ends and leading newlines, values with Go's
-  reflect.DeepEqual over YAML-decoded data (1 and 1.0 differ; YAML 1.2 scalars: `on` is a string);
+  reflect.DeepEqual over YAML decoded as yaml.v3 does (1 and 1.0 differ; `on` is a string, `010` is 8; a key
+  given twice is an error);
+- patterns are Go's RE2: `$` ends the text (not a final line), and lookarounds or backreferences are refused;
 - `greaterOrEqual` / `lessOrEqual` need the same type on both sides (int, float or string); the plugin's
   `notGreaterOrEqual` passes whenever the types match (a bug of the plugin, reproduced here);
 - `isType` names Go's types: string, int, float64, bool, map[string]interface {}, []interface {};
