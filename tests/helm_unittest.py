@@ -538,6 +538,8 @@ def _merged(case: Case) -> dict:
             raise _ExecError(f"values file {file}: {error.strerror}") from None
         except Exception as error:  # noqa: BLE001 - any YAML error
             raise _ExecError(f"failed to parse {name}: {error}") from None
+        if not isinstance(loaded, dict):
+            raise _ExecError(f"failed to parse {name}: a values file must be a mapping")
         values = merge_tables(_scoped(routes, loaded), values)
     for source in (suite.spec.get("set"), test.get("set")):
         if source is None:

@@ -14,7 +14,8 @@ that a verdict here is the plugin's verdict:
   `notGreaterOrEqual` passes whenever the types match (a bug of the plugin, reproduced here);
 - `isType` names Go's types: string, int, float64, bool, map[string]interface {}, []interface {};
 - `matchSnapshot` compares with the suite's `__snapshot__/<suite file>.snap`; a snapshot not recorded yet passes
-  (the plugin records it on that first run; this runner does not write files).
+  (the plugin records it on that first run; this runner does not write files, and tests/test_chart_suites.py
+  fails a chart suite whose snapshot is missing).
 
 Paths use helm-unittest's JSONPath syntax (vmware-labs/yaml-jsonpath), the subset below: `a.b[0].c`,
 `a["dotted.key"]`, `a[*]`, `a.*`, filters `[?(@.name == "x")]` / `!=` / `[?(@.name)]` (on a list: its matching
