@@ -427,3 +427,31 @@ def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
         rendered = render_valid("llm-evaluate", values_files=values, set_values=sets, release_name=release)
         spec = load_spec(yaml.safe_load(rendered.one("ConfigMap")["data"]["spec.yaml"]))
         assert spec.output_location().startswith("default-bucket/experiments/tiny-llama-argilla-")
+
+
+def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmft.finetune.merge import merge_adapter
+
+    run = tmp_path / "lora-run"  # what `llmft sft` leaves for LoRA with merge_adapter: false
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+    model.save_pretrained(run / "checkpoint-final-adapter")
+    (run / "summary.json").write_text(json.dumps({"status": "complete",
+                                                  "config": {"run_conf": {"model": str(tiny_model_dir)}}}))
+    data = chat_data(tmp_path / "test.jsonl")
+    spec = {"name": "lora", "target": {"run": str(run)}, "data": {"path": str(data)},
+            "metrics": ["loss", "exact_match"], "generation": {"max_new_tokens": 6}}
+    results = evaluate(spec)
+    assert results["target"] == {"checkpoint": str(tiny_model_dir), "adapter": str(run / "checkpoint-final-adapter")}
+    merged = merge_adapter(tiny_model_dir, run / "checkpoint-final-adapter", tmp_path / "merged")
+    same = evaluate({**spec, "target": {"checkpoint": str(merged)}, "output": str(tmp_path / "merged-eval")})
+    assert same["metrics"] == results["metrics"]
+    scored = [(row["prediction"], row["loss_sum"]) for row in rows_of(run / "eval" / "lora")]
+    assert scored == [(row["prediction"], row["loss_sum"]) for row in rows_of(tmp_path / "merged-eval")]
+    base = evaluate({**spec, "target": {"checkpoint": str(tiny_model_dir)}, "output": str(tmp_path / "base-eval")})
+    assert base["metrics"]["loss"] != pytest.approx(results["metrics"]["loss"])

@@ -24,7 +24,7 @@ from llmft.evaluate.endpoint import EndpointClient, RequestFailed, map_requests
 from llmft.evaluate.judge import judge_answer
 from llmft.evaluate.results import SampleStore, finite
 from llmft.evaluate.spec import EvalSpec, load_spec
-from llmft.evaluate.target import check_checkpoint, class_names, fetch_checkpoint, reference_label
+from llmft.evaluate.target import Checkpoint, check_checkpoint, class_names, fetched, reference_label
 from llmft.progress import Progress
 
 log = logging.getLogger("llmft.evaluate")
@@ -37,17 +37,17 @@ def evaluate(source: str | os.PathLike | dict | EvalSpec) -> dict:
     from llmft.storage import parse_location
 
     output = parse_location(spec.output_location())
-    client = judge = model_config = None
+    client = judge = checkpoint = None
     if spec.target.endpoint:
         client = EndpointClient(spec.target.endpoint, spec.requests, "target.endpoint")
         log.info("target: %s serves %r", spec.target.endpoint.url, client.check())
     else:
-        model_config = check_checkpoint(spec)
+        checkpoint = check_checkpoint(spec)
     if spec.judge:
         judge = EndpointClient(spec.judge.endpoint, spec.requests, "judge.endpoint")
         log.info("judge: %s serves %r", spec.judge.endpoint.url, judge.check())
     samples = read_samples(spec.data)
-    names = _check_labels(spec, samples, model_config) if spec.data.format == "classification" else []
+    names = _check_labels(spec, samples, checkpoint.config) if spec.data.format == "classification" else []
 
     store = SampleStore(output, spec.fingerprint())
     try:
@@ -67,14 +67,14 @@ def evaluate(source: str | os.PathLike | dict | EvalSpec) -> dict:
                 if client:
                     _score_with_endpoint(spec, pending, client, judge, record)
                 elif spec.data.format == "chat":
-                    _score_chat_checkpoint(spec, pending, judge, record)
+                    _score_chat_checkpoint(spec, checkpoint, pending, judge, record)
                 else:
-                    _score_classifier(spec, pending, names, model_config, record)
+                    _score_classifier(spec, checkpoint, pending, names, record)
             finally:
                 progress.close()
                 store.flush()
         ordered = [rows[sample.key] for sample in samples]
-        results = _results(spec, ordered, names, client, time.monotonic() - started)
+        results = _results(spec, ordered, names, client, checkpoint, time.monotonic() - started)
         store.write_results(results)
     finally:
         store.close()
@@ -126,10 +126,12 @@ def _score_with_endpoint(spec: EvalSpec, pending: list[Sample], client: Endpoint
                         "are kept in samples.jsonl, run the evaluation again to go on") from None
 
 
-def _score_chat_checkpoint(spec: EvalSpec, pending: list[Sample], judge: EndpointClient | None, record) -> None:
+def _score_chat_checkpoint(spec: EvalSpec, checkpoint: Checkpoint, pending: list[Sample],
+                           judge: EndpointClient | None, record) -> None:
     from llmft.evaluate.checkpoint import CausalLM
 
-    model = CausalLM(fetch_checkpoint(spec), spec)
+    with fetched(spec, checkpoint) as folder:
+        model = CausalLM(folder, spec)
     batch_size = spec.generation.batch_size if _needs_generation(spec) else spec.loss.batch_size
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
@@ -150,10 +152,12 @@ def _score_chat_checkpoint(spec: EvalSpec, pending: list[Sample], judge: Endpoin
             record(row)
 
 
-def _score_classifier(spec: EvalSpec, pending: list[Sample], names: list[str], model_config: dict, record) -> None:
+def _score_classifier(spec: EvalSpec, checkpoint: Checkpoint, pending: list[Sample], names: list[str],
+                      record) -> None:
     from llmft.evaluate.checkpoint import Classifier
 
-    model = Classifier(fetch_checkpoint(spec), spec, names, model_config)
+    with fetched(spec, checkpoint) as folder:
+        model = Classifier(folder, spec, names, checkpoint.config)
     for start in range(0, len(pending), spec.generation.batch_size):
         batch = pending[start:start + spec.generation.batch_size]
         for sample, predicted in zip(batch, model.predict(batch)):
@@ -163,13 +167,15 @@ def _score_classifier(spec: EvalSpec, pending: list[Sample], names: list[str], m
 
 
 def _results(spec: EvalSpec, rows: list[dict], names: list[str], client: EndpointClient | None,
-             seconds: float) -> dict:
+             checkpoint: Checkpoint | None, seconds: float) -> dict:
     if spec.data.format == "chat":
         values, counts = metric_functions.aggregate_chat(rows, spec.metrics)
     else:
         values, counts = metric_functions.aggregate_classification(rows, spec.metrics, names)
-    target = ({"endpoint": spec.target.endpoint.url, "model": client.model} if client
-              else {"checkpoint": spec.checkpoint_location()})
+    if client:
+        target = {"endpoint": spec.target.endpoint.url, "model": client.model}
+    else:
+        target = {"checkpoint": checkpoint.model, **({"adapter": checkpoint.adapter} if checkpoint.adapter else {})}
     return {
         "name": spec.name,
         "target": target,

@@ -2,19 +2,24 @@
 
 `check_checkpoint` runs before any model loads: a bucket folder must be complete (its manifest, written
 last by every upload, exists: `llmft.storage.manifest`), a local folder must hold a model (config.json and
-weights), a run folder must have finished (its checkpoint-final). It returns the model's config.json, which
-is all a classification spec needs to check its labels.
+weights), a run folder must have finished (its checkpoint-final, or for LoRA runs without a merged model its
+checkpoint-final-adapter). It returns what it found with the model's config.json, which is all a
+classification spec needs to check its labels.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmft.errors import UserError
 from llmft.evaluate.spec import EvalSpec
-from llmft.run_layout import FINAL, SUMMARY
+from llmft.run_layout import FINAL, FINAL_ADAPTER, SUMMARY
 
 log = logging.getLogger("llmft.evaluate")
 
@@ -22,43 +27,118 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
+@dataclass
+class Checkpoint:
+    """What a checkpoint target resolved to: a model folder, or a LoRA run's adapter with its base model."""
+
+    model: str  # the location of the model (or, with `adapter`, of the base model)
+    config: dict  # its config.json
+    adapter: str | None = None  # a LoRA run without a merged checkpoint-final: merged before loading
+
+
 def _key(spec: EvalSpec) -> str:
     return "target.run" if spec.target.run else "target.checkpoint"
 
 
-def check_checkpoint(spec: EvalSpec) -> dict:
-    """Refuse an incomplete or missing checkpoint with the fix; return its config.json."""
-    from llmft.storage import is_complete, parse_location
-    from llmft.storage.transfer import read_object
+def check_checkpoint(spec: EvalSpec) -> Checkpoint:
+    """Refuse an incomplete or missing checkpoint with the fix, before anything heavy.
+
+    A run whose checkpoint-final is missing but whose checkpoint-final-adapter is complete (LoRA without
+    `mergeAdapter`) is evaluated as base + adapter, merged on the way in; the base is the run's
+    `run_conf.model` from its summary.json.
+    """
+    from llmft.storage import parse_location
 
     given = spec.target.run or spec.target.checkpoint
-    location = parse_location(spec.checkpoint_location())
     key = _key(spec)
-    if location.is_local:
-        folder = location.path.expanduser()
-        if spec.target.run and not (Path(given).expanduser() / SUMMARY).is_file():
+    location = parse_location(spec.checkpoint_location())
+    problem = _model_problem(location)
+    if problem is None:
+        return Checkpoint(spec.checkpoint_location(), _read_json(location.child("config.json")))
+    if spec.target.run:
+        run = parse_location(spec.target.run)
+        adapter = run.child(FINAL_ADAPTER)
+        if _tree_complete(adapter, "adapter_config.json"):
+            return _adapter_checkpoint(spec, run, adapter)
+        if run.is_local and not (run.path.expanduser() / SUMMARY).is_file():
             raise UserError(f"{key}: {given} has no {SUMMARY}: the run has not finished (or it is not a run folder "
                             f"of `llmft sft`); wait for it, or evaluate one of its checkpoints with "
                             f"target.checkpoint, got {given!r}")
+    raise UserError(f"{key}: {problem}, got {given!r}")
+
+
+def _model_problem(location) -> str | None:
+    from llmft.storage import is_complete
+
+    if location.is_local:
+        folder = location.path.expanduser()
         if not (folder / "config.json").is_file():
-            raise UserError(f"{key}: no model at {folder} (no config.json); give a model folder such as "
-                            f"<run>/{FINAL}, got {given!r}")
+            return f"no model at {folder} (no config.json); give a model folder such as <run>/{FINAL}"
         if not any((folder / name).is_file() for name in WEIGHT_FILES):
-            raise UserError(f"{key}: {folder} has a config.json but no weights ({', '.join(WEIGHT_FILES[::2])}): "
-                            f"the checkpoint is not complete; evaluate a finished checkpoint, got {given!r}")
-        return json.loads((folder / "config.json").read_text())
+            return (f"{folder} has a config.json but no weights ({', '.join(WEIGHT_FILES[::2])}): the checkpoint "
+                    "is not complete; evaluate a finished checkpoint")
+        return None
     if not is_complete(location):
-        raise UserError(f"{key}: {location} is not complete (no manifest: its upload is missing or unfinished); "
-                        f"wait for the run to finish or pick a complete checkpoint (`llmft storage ls "
-                        f"{location.bucket}/{location.key.rpartition('/')[0]}` marks them), got {given!r}")
-    return json.loads(read_object(location.child("config.json")))
+        parent = location.key.rpartition("/")[0]
+        return (f"{location} is not complete (no manifest: its upload is missing or unfinished); wait for the run "
+                f"to finish or pick a complete checkpoint (`llmft storage ls {location.bucket}/{parent}` marks them)")
+    return None
 
 
-def fetch_checkpoint(spec: EvalSpec) -> Path:
-    """A local folder with the checkpoint (bucket folders are downloaded, verified, into the model cache)."""
-    from llmft.finetune.model import fetch_model
+def _tree_complete(location, marker: str) -> bool:
+    from llmft.storage import is_complete
 
-    return fetch_model(spec.checkpoint_location(), what=_key(spec))
+    if location.is_local:
+        return (location.path.expanduser() / marker).is_file()
+    return is_complete(location)
+
+
+def _read_json(location) -> dict:
+    from llmft.storage.transfer import read_object
+
+    if location.is_local:
+        return json.loads(location.path.expanduser().read_text())
+    return json.loads(read_object(location))
+
+
+def _adapter_checkpoint(spec: EvalSpec, run, adapter) -> Checkpoint:
+    key = _key(spec)
+    try:
+        summary = _read_json(run.child(SUMMARY))
+        base = summary["config"]["run_conf"]["model"]
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        raise UserError(f"{key}: {run} has a LoRA adapter ({FINAL_ADAPTER}) but no {FINAL} and no {SUMMARY} naming "
+                        f"its base model; merge it (`llmft merge-adapter BASE ADAPTER OUT`) and evaluate OUT with "
+                        f"target.checkpoint, got {spec.target.run!r}") from None
+    if spec.data.format == "classification":
+        raise UserError(f"{key}: {run} holds only a LoRA adapter; classification evaluates a merged model: "
+                        f"`llmft merge-adapter` it and use target.checkpoint")
+    from llmft.storage import parse_location
+
+    base_location = parse_location(base)
+    problem = None if base.startswith("hf://") else _model_problem(base_location)
+    if problem:
+        raise UserError(f"{key}: the run's base model (run_conf.model in {SUMMARY}): {problem}")
+    log.info("%s has no %s: evaluating its adapter merged into %s", run, FINAL, base)
+    return Checkpoint(base, {}, adapter=str(adapter))
+
+
+@contextmanager
+def fetched(spec: EvalSpec, checkpoint: Checkpoint) -> Iterator[Path]:
+    """A local folder with the model (bucket folders downloaded and verified into the model cache; an adapter
+    merged into its base in a scratch folder, removed afterwards)."""
+    from llmft.finetune.model import cache_root, fetch_model
+
+    model = fetch_model(checkpoint.model, what=_key(spec))
+    if checkpoint.adapter is None:
+        yield model
+        return
+    from llmft.finetune.merge import merge_adapter
+
+    adapter = fetch_model(checkpoint.adapter, what=_key(spec), marker="adapter_config.json")
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llmft-eval-merged-", dir=cache_root()) as scratch:
+        yield merge_adapter(model, adapter, Path(scratch) / "merged")
 
 
 def class_names(spec: EvalSpec, model_config: dict) -> list[str]:
