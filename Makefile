@@ -32,6 +32,7 @@ bench: setup
 # Regenerate the llm-finetune chart's values.schema.json and preset files from the engine.
 chart-files: setup
 	$(PY) -m llmft.chart_files charts
+	$(PY) -m llmft.tune.chart_files charts
 
 # Regenerate docs/config-reference.md from the fine-tuning config models, docs/settings.md from
 # llmft.settings and docs/evaluate-reference.md from the evaluation spec (tests check all are current).

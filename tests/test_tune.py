@@ -335,3 +335,32 @@ def test_the_study_holds_exactly_the_planned_trials_whoever_claims_them(data_fil
     spec_data["tune"]["search_space"][1]["max"] = 32
     with pytest.raises(UserError, match="started from a different spec"):
         studies.prepare(load_spec(spec_data), storage, index=0)
+
+
+# ------------------------------------------------------------------------------------------ the llm-tune chart
+
+
+def test_the_chart_schema_is_generated_from_the_spec_model():
+    from harness import REPO
+
+    from llmft.tune.chart_files import values_schema
+
+    committed = json.loads((REPO / "charts" / "llm-tune" / "values.schema.json").read_text())
+    assert committed == values_schema(), "run `make chart-files`"
+
+
+def test_the_chart_gives_its_workers_the_spec_llmft_tune_reads(capsys):
+    from harness import CHARTS, OVERRIDES, render_chart
+
+    override = OVERRIDES / "llm-tune" / "tiny-model.yaml"
+    result = render_chart(CHARTS / "llm-tune", values_files=[override], release_name="tiny-search")
+    config_map = next(d for d in result.documents if d["kind"] == "ConfigMap")
+    spec = load_spec(yaml.safe_load(config_map["data"]["spec.yaml"]))
+    assert spec == load_spec({k: v for k, v in yaml.safe_load(override.read_text()).items()
+                              if k in ("name", "basemodel", "checkpointsRemote", "mergeAdapter", "finetuning_config",
+                                       "tune")})
+    # The same values file locally: the chart's own keys are named as unused, the spec is checked.
+    from llmft.commands.tune import _load
+
+    assert _load(override, say_unused=True) == spec
+    assert "not used by a local run (the llm-tune chart's keys): studyStorage, downloadsReservedSize" in capsys.readouterr().out

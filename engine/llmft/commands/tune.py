@@ -74,10 +74,9 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
     from pathlib import Path
 
     from llmft.errors import UserError
-    from llmft.tune.spec import load_spec
     from llmft.tune.worker import Worker, default_experiment_dir, worker_index
 
-    spec = load_spec(spec_file)
+    spec = _load(spec_file, say_unused=True)
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, got {args.slots}")
     experiment_dir = Path(args.dir) if args.dir else default_experiment_dir(spec.name)
@@ -93,6 +92,18 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
           f"see `llmft tune status {experiment_dir}`, `llmft tune best {experiment_dir}`, "
           f"`llmft report {experiment_dir}`")
     return status
+
+
+def _load(path, say_unused: bool = False):
+    """The spec in a file; the llm-tune chart's own keys (a values file) are accepted and named as unused here."""
+    from llmft.tune.chart_files import cluster_keys
+    from llmft.tune.spec import load_spec, read_spec_source
+
+    data = read_spec_source(path)
+    unused = [key for key in cluster_keys() if key in data]
+    if unused and say_unused:
+        print(f"{path}: not used by a local run (the llm-tune chart's keys): {', '.join(unused)}", flush=True)
+    return load_spec({key: value for key, value in data.items() if key not in unused})
 
 
 def _uses_bucket(spec) -> bool:
@@ -131,7 +142,7 @@ def _live_results(path):
     from llmft.tune.worker import default_experiment_dir
 
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        spec = load_spec(path)
+        spec = _load(path)
         folder = default_experiment_dir(spec.name)
     elif (path / results.SPEC).is_file():
         spec, folder = load_spec(path / results.SPEC), path

@@ -86,3 +86,28 @@ def with_values(data: dict, values: dict[tuple, Any]) -> dict:
             node = node[part]
         node[parts[-1]] = value
     return result
+
+
+def leaf_pattern(schemas: list[dict], prefix: str) -> str:
+    """A regular expression matching every leaf key path of the schemas (list items as `[n]`), after `prefix`.
+
+    The llm-tune chart's values.schema.json uses it so an unknown key path fails at `helm template` too.
+    """
+    found: set[str] = set()
+
+    def walk(node: dict, path: str) -> None:
+        options = [node] + [o for o in node.get("anyOf", []) if isinstance(o, dict)]
+        children = [(key, child) for option in options for key, child in option.get("properties", {}).items()]
+        arrays = [option.get("items", {}) for option in options if option.get("type") == "array"]
+        leaf = not children
+        for key, child in children:
+            walk(child, f"{path}\\.{re.escape(key)}")
+        for items in arrays:
+            if any(o.get("properties") for o in [items] + items.get("anyOf", [])):
+                walk(items, f"{path}\\[[0-9]+\\]")
+        if leaf:
+            found.add(path)
+
+    for schema in schemas:
+        walk(schema, re.escape(prefix))
+    return "^(" + "|".join(sorted(found)) + ")$"

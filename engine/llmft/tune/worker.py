@@ -32,6 +32,7 @@ log = logging.getLogger("llmft.tune")
 
 POLL_SECONDS = 1.0
 CONFIG_ERROR_STATUS = 2  # llmft's exit status for a user error: retrying cannot help
+EXPERIMENT_FAILED_STATUS = 3  # more trials failed than max_failed_trial_count (the chart fails the Job on it)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Worker:
         final = results.collect(self.study, self.spec, self.dir)
         log.info("worker %s done: experiment %s (%s)", self.name, final["state"],
                  f"best trial {final['best']}" if final["best"] is not None else "no completed trial")
-        return 1 if final["state"] == "failed" else 0
+        return EXPERIMENT_FAILED_STATUS if final["state"] == "failed" else 0
 
     def _experiment_state(self) -> str:
         return results.experiment_state(results.collect(self.study, self.spec, self.dir)["trials"], self.spec)
