@@ -156,24 +156,26 @@ def test_suite_discovery_equals_helm_unittests():
 def _validator_cases():
     data = yaml.safe_load((UPSTREAM / "validators.yaml").read_text())
     documents = {name: load_yaml(text) for name, text in data["documents"].items()}
-    return [pytest.param(case, [documents[d] for d in case["docs"]], id=case["source"]) for case in data["cases"]]
+    return [pytest.param(case, [documents[d] for d in case["docs"]],
+                         [documents[d] for d in case.get("selected", case["docs"])], id=case["source"])
+            for case in data["cases"]]
 
 
-def validator_verdict(case: dict, docs: list) -> tuple[bool, list[str]]:
+def validator_verdict(case: dict, docs: list, selected: list) -> tuple[bool, list[str]]:
     definition = ASSERT_TYPES[case["assert"]]
     negative = bool(case.get("not")) != definition.antonym
     try:
-        context = Context(docs, docs, negative, case.get("render_error"), Snapshots({}, ""))
+        context = Context(docs, selected, negative, case.get("render_error"), Snapshots({}, ""))
         return definition.validator(case["params"], context)
     except SuiteError as error:
         return False, [str(error)]
 
 
-@pytest.mark.parametrize("case, docs", _validator_cases())
-def test_validator_verdicts(case, docs):
+@pytest.mark.parametrize("case, docs, selected", _validator_cases())
+def test_validator_verdicts(case, docs, selected):
     """One validator on given documents passes exactly when the plugin's validator test says it does (a path
     the plugin cannot parse fails its assertion; this runner refuses it, which is no pass either)."""
-    passed, why = validator_verdict(case, docs)
+    passed, why = validator_verdict(case, docs, selected)
     assert passed == case["pass"], why
 
 
@@ -183,7 +185,8 @@ def main() -> None:
         for path in run.suites:
             compare(run, path, comparison)
     validators = [p.values for p in _validator_cases()]
-    wrong = [case["source"] for case, docs in validators if validator_verdict(case, docs)[0] != case["pass"]]
+    wrong = [case["source"] for case, docs, selected in validators
+             if validator_verdict(case, docs, selected)[0] != case["pass"]]
     comparison.disagreements.extend(f"validator case {source}" for source in wrong)
     print("\n\n".join(comparison.disagreements))
     print(f"suites loaded: {comparison.loaded}/{comparison.suites}; test verdicts compared: {comparison.tests}; "
