@@ -89,8 +89,8 @@ def _make_client(settings: StorageSettings):
 
     config = Config(
         region_name=settings.region,
-        # One attempt per call: `transfer.retrying` is the only retry layer (with botocore's on top, one
-        # failed request became attempts x 3 tries).
+        # One try per call: `transfer.retrying` is the only retry layer (with botocore's 3 retries on top,
+        # one failing request was sent attempts x 4 times; tests/test_storage_retries.py counts them).
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=10,
         read_timeout=120,
