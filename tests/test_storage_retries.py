@@ -1,9 +1,10 @@
 """One retry layer for S3: a failing request is attempted exactly as often as the settings say.
 
 The failing endpoint is a real TCP server on loopback that counts what reaches it: one
-answers every HTTP request with 503 SlowDown-style errors, the other closes each
-connection without answering. botocore's and s3transfer's own retries would multiply
-the count (before: 12 sync attempts x 3 botocore attempts = 36 per request).
+answers every HTTP request with 503 ServiceUnavailable, another closes each
+connection without answering, the third cuts every download body short. botocore's and
+s3transfer's own retries would multiply the count: with botocore's 3 retries on, the first
+test saw 16 requests instead of 4 (and sync's 12 attempts became 48 requests).
 """
 
 from __future__ import annotations
