@@ -364,3 +364,37 @@ def test_the_chart_gives_its_workers_the_spec_llmft_tune_reads(capsys):
 
     assert _load(override, say_unused=True) == spec
     assert "not used by a local run (the llm-tune chart's keys): studyStorage, downloadsReservedSize" in capsys.readouterr().out
+
+
+def test_workers_share_a_study_through_the_storage_server(data_file, tmp_path):
+    """The chart's study-storage server (`llmft tune storage-server`, Optuna's gRPC proxy) on loopback."""
+    import socket
+
+    from llmft.tune import study as studies
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llmft", "tune", "storage-server", "--journal",
+                               str(tmp_path / "study.journal"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, "the storage server did not start"
+            time.sleep(0.3)
+        spec = load_spec(make_spec(MODEL, str(data_file), max_trial_count=3))
+        url = f"grpc://127.0.0.1:{port}"
+        first = studies.prepare(spec, studies.open_storage(url), index=0)
+        second = studies.prepare(spec, studies.open_storage(url), index=1)
+        numbers = [studies.claim(first, "0"), studies.claim(second, "1"), studies.claim(second, "1")]
+        assert sorted(numbers) == [0, 1, 2] and studies.claim(first, "0") is None
+        studies.finish(second, numbers[1], "complete", value=1.5)
+        assert first.get_trials()[numbers[1]].value == 1.5
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (tmp_path / "study.journal").stat().st_size > 0

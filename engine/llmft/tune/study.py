@@ -59,7 +59,11 @@ def open_storage(url: str):
             host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
             if not host or not port.isdigit():
                 raise UserError(f"storage {url}: expected grpc://HOST:PORT")
-            return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+            import warnings
+
+            with warnings.catch_warnings():  # Optuna marks its gRPC proxy experimental (docs/hpo.md says so)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
         if re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
             return optuna.storages.RDBStorage(url)
     except UserError:
