@@ -161,7 +161,7 @@ def reference_runs(tmp_path_factory, tiny_model_dir, s3_server):
 
 
 @pytest.mark.xdist_group("resume-faults-reference")
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_sigkill_then_restart_from_the_bucket_ends_with_the_uninterrupted_weights(
         seed, reference_runs, bucket, s3_env, tiny_model_dir, tmp_path):
     reference = reference_runs(seed)

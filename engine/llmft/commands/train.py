@@ -71,13 +71,14 @@ def _read_accelerate_config(path):
 def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
     """A copy of the accelerate config with paths made absolute and the process count set.
 
-    The chart's presets refer to `deepspeed_config.json` next to the YAML; on a
-    machine without CUDA, multi-process runs use the CPU (gloo) backend.
+    The chart's presets refer to `deepspeed_config.json` next to the YAML. On a machine without
+    CUDA a MULTI_GPU preset stays MULTI_GPU: accelerate then starts one process per rank (torchrun)
+    and each joins a gloo group (`PartialState(cpu=True)` in the recipe). MULTI_CPU or `use_cpu`
+    would make `accelerate launch` start a single process and silently train alone.
     """
     import tempfile
     from pathlib import Path
 
-    import torch
     import yaml
 
     config = dict(accelerate)
@@ -87,9 +88,6 @@ def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
         deepspeed["deepspeed_config_file"] = str((path.parent / file).resolve())
         config["deepspeed_config"] = deepspeed
     config["num_processes"] = num_processes
-    if not torch.cuda.is_available() and config.get("distributed_type") == "MULTI_GPU":
-        config.update(distributed_type="MULTI_CPU", use_cpu=True)
-        config.pop("gpu_ids", None)
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="llmft-accelerate-", delete=False)
     with handle:
         yaml.safe_dump(config, handle)
