@@ -100,10 +100,9 @@ class SeaweedServer:
             "-s3.autoCreateBucket=false",
             *[f"-{flag}={port}" for flag, port in self.ports.items()],
         ]
-        log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        log_file.close()
+        with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
