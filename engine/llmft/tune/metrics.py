@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmft.finetune.outputs import METRICS, SUMMARY
+from llmft.run_layout import METRICS, SUMMARY
 
 # Logged at every logging step by the Trainer (and the engine's progress callback).
 TRAIN_COMMON = ("loss", "grad_norm", "learning_rate", "tokens_seen", "tokens_per_second")

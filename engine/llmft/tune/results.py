@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmft.errors import UserError
-from llmft.finetune.outputs import FINAL, write_json
+from llmft.finetune.outputs import write_json
+from llmft.run_layout import FINAL
 from llmft.tune import metrics, trials
 from llmft.tune.spec import TuneSpec
 from llmft.tune.study import ERROR, OUTPUTS, OWNER
