@@ -19,14 +19,15 @@ and recorded verdicts by tests/test_helm_unittest_fidelity.py. A test job:
   escape dotted keys (`a.[x.y/z]`); a suite in a subchart's tests/ gets its values scoped to that subchart;
 - if rendering fails, `fail`/`required` errors become the failed template's only document (its message under
   `raw`), which `failedTemplate` checks; other errors (schema, invalid release name) are matched whole;
+- a `postRenderer` (the test's, else the suite's) gets every output on stdin and its stdout replaces them;
 - runs each assertion on its templates (its own `template`, else the test's `template(s)`, else the suite's)
   and their documents selected by `documentIndex` / `documentSelector` (`path`, optional `value`, `matchMany`,
   `skipEmptyTemplates`); an assertion passes only if it passes on every selected template.
 
 A file may hold several suites separated by `---`. `skip` (with `reason`, or a `minimumVersion` above 1.1.0)
 skips a suite or a test. Known differences from the plugin, all loud: unknown keys in a suite, a test or an
-assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects, `postRenderer`
-and `includeCrds` are not implemented and fail the suite; a template asking `.Capabilities.APIVersions.Has` for
+assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects and `includeCrds`
+are not implemented and fail the suite; a template asking `.Capabilities.APIVersions.Has` for
 one of Helm's built-in versions that the job does not list fails the job (the plugin offers only the listed
 `apiVersions`, this runner's Helm always has its built-in ones).
 """
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ from helm_unittest_asserts import (
     Snapshots,
     SuiteError,
     deep_equal,
+    dump_yaml,
     find,
     load_yaml,
     load_yaml_all,
@@ -141,10 +144,11 @@ SUITE_KEYS = {"suite", "values", "set", "templates", "excludeTemplates", "releas
               "skip", "tests", "snapshotId", "includeCrds", "kubernetesProvider", "postRenderer"}
 TEST_KEYS = {"it", "values", "set", "template", "templates", "documentIndex", "documentSelector", "release",
              "capabilities", "chart", "skip", "asserts", "kubernetesProvider", "postRenderer"}
-NOT_IMPLEMENTED_KEYS = {"includeCrds", "kubernetesProvider", "postRenderer"}
+NOT_IMPLEMENTED_KEYS = {"includeCrds", "kubernetesProvider"}
 RELEASE_KEYS = {"name", "namespace", "revision", "upgrade"}
 CAPABILITY_KEYS = {"majorVersion", "minorVersion", "apiVersions"}
 CHART_KEYS = {"version", "appVersion"}
+POST_RENDERER_KEYS = {"cmd", "args"}
 SELECTOR_KEYS = {"path", "value", "matchMany", "skipEmptyTemplates"}
 ASSERT_OPTIONS = {"not", "template", "documentIndex", "documentSelector"}
 
@@ -326,7 +330,7 @@ def _parse_suite(path: Path, chart_dir: Path, route: str, spec: Any, position: i
         if spec.get(key) is not None and not isinstance(spec[key], list):
             raise SuiteError(f"{where}: '{key}' must be a list")
     for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
-                       ("skip", {"reason", "minimumVersion"})):
+                       ("skip", {"reason", "minimumVersion"}), ("postRenderer", POST_RENDERER_KEYS)):
         _keys(spec.get(key), known, f"{where}: {key}")
     suite = Suite(path=path, chart_dir=chart_dir, route=route, name=str(spec.get("suite") or ""), spec=spec,
                   position=position)
@@ -334,7 +338,7 @@ def _parse_suite(path: Path, chart_dir: Path, route: str, spec: Any, position: i
         at = f"{where}: tests[{index}]"
         test = _keys(test, TEST_KEYS, at)
         for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
-                           ("skip", {"reason"})):
+                           ("skip", {"reason"}), ("postRenderer", POST_RENDERER_KEYS)):
             _keys(test.get(key), known, f"{at}.{key}")
         if test.get("documentSelector") is not None:  # without a path, only skipEmptyTemplates applies
             _keys(test["documentSelector"], SELECTOR_KEYS, f"{at}: documentSelector")
@@ -523,6 +527,7 @@ class RenderOutcome:
     outputs: dict[str, list[dict]]  # template path (chart/templates/x.yaml) -> documents
     error: str | None = None        # an error not attributed to a template: failedTemplate matches it whole
     exec_error: str | None = None   # an error that stops the job (values file unreadable, output not YAML)
+    post_rendered: bool = False
 
 
 def _merged(case: Case) -> dict:
@@ -628,19 +633,49 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
             targets = [f"{case.suite.route}/{template_file_name(t)}" for t in case.suite.spec.get("templates") or ["**"]]
         else:
             targets = [file]
-        return RenderOutcome(ok=False, outputs={t: [{RAW: text}] for t in targets}), require_success
+        rendered = {t: dump_yaml({RAW: text}) for t in targets}
+        ok = False
+    else:
+        ok = True
     finally:
         chart.close()
-    outputs: dict[str, list[dict]] = {}
+    post_renderer = case.spec.get("postRenderer") or case.suite.spec.get("postRenderer")
     try:
+        if post_renderer:
+            rendered = post_render(rendered, post_renderer)
+        outputs: dict[str, list[dict]] = {}
         for path, text in rendered.items():
-            if path.endswith(".txt"):
+            if ok and path.endswith(".txt"):
                 outputs[path] = [{RAW: text}]
-            elif path.endswith((".yaml", ".yml", ".tpl")):
+            elif not ok or path.endswith((".yaml", ".yml", ".tpl")):
                 outputs[path] = _documents(text, path)
     except _ExecError as error:
         return RenderOutcome(ok=False, outputs={}, exec_error=str(error)), require_success
-    return RenderOutcome(ok=True, outputs=outputs), require_success
+    return RenderOutcome(ok=ok, outputs=outputs, post_rendered=bool(post_renderer)), require_success
+
+
+_FILE_MARK = "#### file:"
+
+
+def post_render(rendered: dict[str, str], config: dict) -> dict[str, str]:
+    """helm-unittest's postRenderer: every output (sorted by name) joined into one stream, each after a
+    `---` and `#### file: <name>` line, piped through the command, and split back on those lines; a stream
+    that lost them becomes the one output `manifest.yaml`."""
+    stream = "".join(f"---\n{_FILE_MARK} {name}\n{rendered[name].strip()}\n" for name in sorted(rendered))
+    command = [str(config.get("cmd") or "")] + [str(a) for a in config.get("args") or []]
+    try:
+        done = subprocess.run(command, input=stream, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise _ExecError(f"post-render failed: {command[0]}: {error.strerror}") from None
+    if done.returncode:
+        raise _ExecError(f"post-render failed: {' '.join(command)} exited {done.returncode}: {done.stderr.strip()}")
+    blocks = re.split(f"(?=---\n{_FILE_MARK})", done.stdout)
+    split = {}
+    for block in blocks:
+        mark = re.search(f"{_FILE_MARK} (.*)", block)
+        if block and mark:
+            split[mark.group(1)] = block.removeprefix(f"---\n{mark.group(0)}\n")
+    return split or {"manifest.yaml": done.stdout}
 
 
 _API_CHECK = re.compile(r"""APIVersions\.Has\s+["'`]([^"'`]+)["'`]""")
@@ -792,7 +827,10 @@ def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
     result = AssertionResult(index=0, type=parsed.type, passed=False)
     index = test["documentIndex"] if test.get("documentIndex") is not None else parsed.document_index
     selector = parsed.document_selector or test.get("documentSelector")
-    templates = {t: outcome.outputs.get(t) for t in _assertion_templates(case, parsed, outcome)}
+    if outcome.post_rendered and len(outcome.outputs) == 1 and next(iter(outcome.outputs)).endswith("manifest.yaml"):
+        templates = dict(outcome.outputs)  # a post-renderer that dropped the file marks: its whole output
+    else:
+        templates = {t: outcome.outputs.get(t) for t in _assertion_templates(case, parsed, outcome)}
     try:
         selected = _select(templates, index, selector)
     except AssertionError as error:

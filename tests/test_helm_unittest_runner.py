@@ -114,7 +114,7 @@ def test_malformed_assertion_fails_loudly(chart_copy, assertion, message):
 
 @pytest.mark.parametrize("test, message", [
     ({"kubernetesProvider": {"objects": [{"kind": "Pod"}]}}, "does not implement"),
-    ({"postRenderer": {"cmd": "yq"}}, "does not implement"),
+    ({"postRenderer": {"command": "yq"}}, r"keys \['command'\] are not supported"),
     ({"capabilitis": {"majorVersion": 1}}, r"keys \['capabilitis'\] are not supported"),
     ({"release": {"nmae": "x"}}, r"keys \['nmae'\] are not supported"),
 ])
@@ -186,6 +186,25 @@ def test_discovery_includes_enabled_subcharts_suites(tmp_path):
     (top / "values.yaml").write_text("off:\n  enabled: false\n")
     found = [(path.relative_to(tmp_path).as_posix(), chart.name) for path, chart in discover_suites(tmp_path)]
     assert found == [("top/tests/a_test.yaml", "top"), ("top/charts/on/tests/x_test.yaml", "top")]
+
+
+def test_post_renderer_rewrites_the_outputs(chart_copy):
+    """The suite's post-renderer (here sed) edits every output; a test's own replaces it; one that drops the
+    `#### file:` marks leaves a single manifest.yaml that every assertion reads; a failing one fails the test."""
+    path = _write_suite(chart_copy, [
+        {"it": "suite's", "asserts": [{"equal": {"path": "spec.template.spec.containers[0].image",
+                                                 "value": "alpine:3"}}]},
+        {"it": "test's", "postRenderer": {"cmd": "sed", "args": ["s/busybox:1.36/debian:12/"]},
+         "asserts": [{"equal": {"path": "spec.template.spec.containers[0].image", "value": "debian:12"}}]},
+        {"it": "marks dropped", "postRenderer": {"cmd": "grep", "args": ["-v", "^####"]},
+         "asserts": [{"isKind": {"of": "Deployment"}}, {"hasDocuments": {"count": 1}}]},
+        {"it": "failing", "postRenderer": {"cmd": "false"}, "asserts": [{"exists": {"path": "kind"}}]},
+    ], postRenderer={"cmd": "sed", "args": ["s/busybox:1.36/alpine:3/"]})
+    results = {case.name: run_case(case) for case in _cases_of(path)}
+    for name in ("suite's", "test's", "marks dropped"):
+        assert results[name].passed, results[name].report()
+    assert not results["failing"].passed
+    assert "post-render failed" in results["failing"].error
 
 
 def test_unknown_template_in_suite_fails_the_assertion(chart_copy):
