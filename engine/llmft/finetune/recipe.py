@@ -215,7 +215,7 @@ def common_training_kwargs(config: CommonConfig, plan: Plan, output_dir: Path) -
         seed=t.seed,
         data_seed=t.data_seed,
         full_determinism=t.full_determinism,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers' new name for it
         dataloader_num_workers=t.dataloader_num_workers,
         bf16=plan.dtype == "bf16",
         fp16=plan.dtype == "fp16",
