@@ -20,16 +20,18 @@ and recorded verdicts by tests/test_helm_unittest_fidelity.py. A test job:
 - if rendering fails, `fail`/`required` errors become the failed template's only document (its message under
   `raw`), which `failedTemplate` checks; other errors (schema, invalid release name) are matched whole;
 - a `postRenderer` (the test's, else the suite's) gets every output on stdin and its stdout replaces them;
+- `includeCrds: true` adds the files of crds/ (the chart's and its subcharts') as they are, e.g.
+  `template: crds/x.yaml`;
 - runs each assertion on its templates (its own `template`, else the test's `template(s)`, else the suite's)
   and their documents selected by `documentIndex` / `documentSelector` (`path`, optional `value`, `matchMany`,
   `skipEmptyTemplates`); an assertion passes only if it passes on every selected template.
 
 A file may hold several suites separated by `---`. `skip` (with `reason`, or a `minimumVersion` above 1.1.0)
 skips a suite or a test. Known differences from the plugin, all loud: unknown keys in a suite, a test or an
-assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects and `includeCrds`
-are not implemented and fail the suite; a template asking `.Capabilities.APIVersions.Has` for
-one of Helm's built-in versions that the job does not list fails the job (the plugin offers only the listed
-`apiVersions`, this runner's Helm always has its built-in ones).
+assertion are errors (the plugin ignores them unless --strict); `kubernetesProvider` objects are not
+implemented and fail the suite; a template asking `.Capabilities.APIVersions.Has` for one of Helm's built-in
+versions that the job does not list fails the job (the plugin offers only the listed `apiVersions`, this
+runner's Helm always has its built-in ones).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ SUITE_KEYS = {"suite", "values", "set", "templates", "excludeTemplates", "releas
               "skip", "tests", "snapshotId", "includeCrds", "kubernetesProvider", "postRenderer"}
 TEST_KEYS = {"it", "values", "set", "template", "templates", "documentIndex", "documentSelector", "release",
              "capabilities", "chart", "skip", "asserts", "kubernetesProvider", "postRenderer"}
-NOT_IMPLEMENTED_KEYS = {"includeCrds", "kubernetesProvider"}
+NOT_IMPLEMENTED_KEYS = {"kubernetesProvider"}
 RELEASE_KEYS = {"name", "namespace", "revision", "upgrade"}
 CAPABILITY_KEYS = {"majorVersion", "minorVersion", "apiVersions"}
 CHART_KEYS = {"version", "appVersion"}
@@ -616,6 +618,7 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
     # Loaded for each job (about a millisecond): rendering drops the subcharts a condition disables from the
     # loaded chart, which must not leak into the next job.
     chart = helm_python.Chart.load(str(directory))
+    crds = chart.crds if case.suite.spec.get("includeCrds") is True else []
     try:
         rendered = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values),
                                                   json.dumps(options)))
@@ -643,7 +646,7 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
     try:
         if post_renderer:
             rendered = post_render(rendered, post_renderer)
-        outputs: dict[str, list[dict]] = {}
+        outputs: dict[str, list[dict]] = {crd["filename"]: _documents(crd["data"], crd["filename"]) for crd in crds}
         for path, text in rendered.items():
             if ok and path.endswith(".txt"):
                 outputs[path] = [{RAW: text}]

@@ -114,6 +114,7 @@ def test_malformed_assertion_fails_loudly(chart_copy, assertion, message):
 
 @pytest.mark.parametrize("test, message", [
     ({"kubernetesProvider": {"objects": [{"kind": "Pod"}]}}, "does not implement"),
+    ({"includeCrds": True}, r"keys \['includeCrds'\] are not supported"),  # a suite key only
     ({"postRenderer": {"command": "yq"}}, r"keys \['command'\] are not supported"),
     ({"capabilitis": {"majorVersion": 1}}, r"keys \['capabilitis'\] are not supported"),
     ({"release": {"nmae": "x"}}, r"keys \['nmae'\] are not supported"),
@@ -205,6 +206,17 @@ def test_post_renderer_rewrites_the_outputs(chart_copy):
         assert results[name].passed, results[name].report()
     assert not results["failing"].passed
     assert "post-render failed" in results["failing"].error
+
+
+def test_include_crds_adds_the_crd_files(chart_copy):
+    (chart_copy / "crds").mkdir()
+    (chart_copy / "crds" / "thing.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: things.example.com\n")
+    crd = {"isKind": {"of": "CustomResourceDefinition"}, "template": "crds/thing.yaml"}
+    with_crds = _write_suite(chart_copy, [{"it": "x", "asserts": [crd]}], includeCrds=True)
+    assert run_case(_cases_of(with_crds)[0]).passed
+    without = _write_suite(chart_copy, [{"it": "x", "asserts": [crd]}])
+    assert not run_case(_cases_of(without)[0]).passed
 
 
 def test_unknown_template_in_suite_fails_the_assertion(chart_copy):
