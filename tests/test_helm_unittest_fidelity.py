@@ -1,14 +1,14 @@
 """The helm-unittest runner (tests/helm_unittest.py) gives helm-unittest's own verdicts on helm-unittest's fixtures.
 
-tests/fixtures/helm-unittest-upstream/ holds charts and suites of helm-unittest's test/data/v3 and, in expected/,
-the verdict lines of the plugin's runner snapshots (pkg/unittest/.snapshots/TestV3Runner*): which suites pass,
-fail or are skipped, which tests fail and which of their assertions fail. Every suite file named there must load,
-and for every test the runner's verdict (pass / fail / skipped) and, for a failing test, the set of failing
-assertions must equal the plugin's; a file the plugin refuses to load must be refused too. expected/ also holds
-the verdicts the plugin's Go tests pin for single jobs (test_job_test.go) and for the charts of its
-pkg/unittest/testdata (utils_test.go), restated as suites; validators.yaml restates single-validator cases of
-its pkg/unittest/validators tests. The suite files found for a chart are also those the plugin's default
-discovery runs (subcharts' suites included unless their condition or tags are off). `python tests/test_helm_unittest_fidelity.py` prints the figures.
+tests/fixtures/helm-unittest-upstream/ holds charts and suites of helm-unittest's test/data/v3 and
+pkg/unittest/testdata and, in expected/, the verdicts the plugin's own Go tests record: the verdict lines of its
+runner snapshots (pkg/unittest/.snapshots/TestV3Runner*: which suites pass, fail or are skipped, which tests
+fail and which of their assertions fail), and the pass/fail its test_job_test.go, test_suite_test.go and
+utils_test.go assert (their inline jobs and suites restated as suite files). Every suite file named there must
+load (or be refused, where the plugin refuses it), and every test's verdict (pass / fail / skipped) and, for a
+failing test, its set of failing assertions must equal the plugin's. validators.yaml restates single-validator
+cases of pkg/unittest/validators; the suite files found for a chart must be those the plugin's default
+discovery runs. `python tests/test_helm_unittest_fidelity.py` prints the figures.
 """
 
 from __future__ import annotations
