@@ -39,17 +39,69 @@ class Line:
         return f"{self.path}:{self.number}"
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """`json.loads`' object hook: a key given twice would silently keep only its last value."""
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
+    return record
+
+
 def read_jsonl(path: str | Path, display_name: str | None = None) -> Iterator[Line]:
-    """Yield every non-blank line; invalid JSON is yielded with `error` set, never skipped."""
+    """Yield every non-blank line; a line that is not UTF-8, not JSON or names a key twice is yielded with
+    `error` set, never skipped."""
     name = display_name or str(path)
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield Line(name, number, error=f"not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                                               f"{error.start + 1}); save the file as UTF-8")
+                continue
             if not text.strip():
                 continue
             try:
-                yield Line(name, number, json.loads(text))
+                yield Line(name, number, json.loads(text, object_pairs_hook=_unique_keys))
             except json.JSONDecodeError as error:
                 yield Line(name, number, error=f"invalid JSON ({error.msg} at column {error.colno})")
+            except _DuplicateKey as key:
+                yield Line(name, number, error=f"the key {str(key)!r} appears twice in one object; the second "
+                                               "would silently replace the first: keep one")
+
+
+def drop_empty_system_messages(record: Any) -> tuple[Any, bool]:
+    """The record without system messages whose content is empty, and whether one was dropped.
+
+    The original tutorial's data script writes `{"role": "system", "content": ""}` first in every
+    record: harmless, so it is dropped (and counted by the callers) instead of failing the record.
+    """
+    if not isinstance(record, dict):
+        return record, False
+    dropped = False
+    cleaned = dict(record)
+    for field in ("messages", "prompt_messages", "prompt"):
+        messages = record.get(field)
+        if not isinstance(messages, list):
+            continue
+        kept = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system"
+                                            and isinstance(m.get("content"), str) and not m["content"].strip())]
+        if len(kept) != len(messages):
+            cleaned[field] = kept
+            dropped = True
+    return (cleaned, True) if dropped else (record, False)
+
+
+def pair_is_identical(record: dict) -> bool:
+    """A valid DPO record whose chosen and rejected answers are the same (it teaches nothing)."""
+    record = to_dpo(record)
+    return record["chosen_messages"] == record["rejected_messages"]
 
 
 def detect_kind(record: Any) -> str | None:

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenizer", metavar="LOCATION",
                         help="tokenizer folder (local or bucket) to report lengths in tokens too")
     parser.add_argument("--max-errors", type=int, default=20, help="invalid lines listed before counting the rest")
+    parser.add_argument("--strict", action="store_true",
+                        help="also reject DPO pairs whose chosen and rejected answers are equal (counted otherwise)")
     parser.set_defaults(func=_run)
 
 
@@ -33,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     from llmft.staging.prepare_data import prepare_data
 
     report = prepare_data(args.input_dir, args.destination, skip_invalid=args.skip_invalid, kind=args.kind,
-                          tokenizer=args.tokenizer, max_errors=args.max_errors)
+                          tokenizer=args.tokenizer, max_errors=args.max_errors, strict=args.strict)
     records = sum(r.records for r in report.files)
     print(f"uploaded {len(report.uploaded)} data file(s) with {records} record(s) to {args.destination}"
           + (f"; dropped {report.invalid_count} invalid line(s), see {', '.join(report.rejects)}"

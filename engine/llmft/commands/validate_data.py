@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", choices=("sft", "dpo"), help="expected format (default: detected)")
     parser.add_argument("--tokenizer", metavar="LOCATION", help="tokenizer folder (local or bucket) for token lengths")
     parser.add_argument("--max-errors", type=int, default=20, help="invalid lines listed before counting the rest")
+    parser.add_argument("--strict", action="store_true",
+                        help="also reject DPO pairs whose chosen and rejected answers are equal (counted otherwise)")
     parser.set_defaults(func=_run)
 
 
@@ -22,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     from llmft.staging.validate import error_listing, load_token_counter, summary, validate_file
 
     counter = load_token_counter(args.tokenizer) if args.tokenizer else None
-    report = validate_file(args.file, kind=args.kind, tokens=counter)
+    report = validate_file(args.file, kind=args.kind, tokens=counter, strict=args.strict)
     print(summary(report, counter))
     if report.invalid:
         print(error_listing([report], args.max_errors), file=sys.stderr)

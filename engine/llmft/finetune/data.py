@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmft.dataformats import apply_column_map, problems_for, read_jsonl, to_dpo
+from llmft.dataformats import (apply_column_map, drop_empty_system_messages, pair_is_identical, problems_for,
+                               read_jsonl, to_dpo)
 from llmft.errors import UserError
 from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
 from llmft.finetune.templates import (
@@ -81,6 +82,9 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     location = parse_location(path)
     if location.is_local:
         local = location.path
+        if local.is_dir():
+            raise UserError(f"dataset {path} is a folder; give the path of one .jsonl file (several files: one "
+                            "entry each in `datasets`)")
         if not local.is_file():
             hint = " (for a local file write ./" + path + ")" if not path.startswith(("/", ".", "~")) else ""
             raise UserError(f"dataset {path} does not exist{hint}")
@@ -101,15 +105,23 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
     records: list[Record] = []
     problems: list[str] = []
     bad = 0
+    empty_system = 0
+    identical: list[str] = []
     for line in read_jsonl(local, display_name=name):
         reasons = [line.error] if line.error else []
         record = line.record
         if not reasons and column_map is not None:
-            if isinstance(record, dict):
-                record = apply_column_map(record, column_map)
-            else:
+            if not isinstance(record, dict):
                 reasons = ["each line must be a JSON object"]
+            elif missing := [f"{column!r} (for {field})" for field, column in column_map.items()
+                             if column not in record]:
+                reasons = [f"column_map names column(s) {', '.join(missing)} that this row lacks; its columns are "
+                           f"{', '.join(map(repr, record))}"]
+            else:
+                record = apply_column_map(record, column_map)
         if not reasons:
+            record, dropped = drop_empty_system_messages(record)
+            empty_system += dropped
             reasons = problems_for(record, kind)
         if reasons:
             bad += 1
@@ -117,6 +129,8 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
                 problems.append(f"{line.where}: {'; '.join(reasons)}")
             continue
         if kind == "dpo":
+            if pair_is_identical(record):
+                identical.append(line.where)
             record = to_dpo(record)
             records.append(PreferenceRecord(record["prompt_messages"], record["chosen_messages"],
                                             record["rejected_messages"], line.where))
@@ -127,6 +141,11 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
                         f"({bad} in all); `llmft validate-data {name}` lists them")
     if not records and not problems:
         problems.append(f"{name}: no samples (the file is empty)")
+    if empty_system:
+        log.info("%s: dropped the empty system message of %d record(s) (harmless)", name, empty_system)
+    if identical:
+        log.warning("%s: %d pair(s) have the same chosen and rejected answer and teach nothing (first at %s); "
+                    "`llmft validate-data --strict` rejects them", name, len(identical), ", ".join(identical[:3]))
     return records, problems
 
 

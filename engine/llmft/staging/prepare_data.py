@@ -98,7 +98,7 @@ def _staging_folder(near: Path) -> Path:
 
 
 def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool = False, kind: str | None = None,
-                 tokenizer: str | None = None, max_errors: int = 20,
+                 tokenizer: str | None = None, max_errors: int = 20, strict: bool = False,
                  settings: TransferSettings | None = None) -> PrepareReport:
     """Validate every data file under `input_dir` and upload them to `destination` (see the module docstring)."""
     settings = settings or TransferSettings()
@@ -111,7 +111,7 @@ def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool 
     counter: TokenCounter | None = load_token_counter(tokenizer) if tokenizer else None
     report = PrepareReport()
     for path in files:
-        file_report = validate_file(path, kind=kind, tokens=counter)
+        file_report = validate_file(path, kind=kind, tokens=counter, strict=strict)
         report.files.append(file_report)
         log.info("%s", summary(file_report, counter))
     if report.invalid_count and not skip_invalid:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmft.dataformats import detect_kind, problems_for, read_jsonl, to_dpo
+from llmft.dataformats import (detect_kind, drop_empty_system_messages, pair_is_identical, problems_for,
+                               read_jsonl, to_dpo)
 from llmft.errors import UserError
 from llmft.tokenizer_folder import TOKENIZER_FILES, check_tokenizer_folder
 
@@ -43,6 +44,8 @@ class FileReport:
     roles: Counter = field(default_factory=Counter)
     chars: dict[str, list[int]] = field(default_factory=dict)
     tokens: dict[str, list[int]] = field(default_factory=dict)
+    empty_system_dropped: int = 0  # records whose empty system message was dropped (harmless)
+    identical_pairs: list[str] = field(default_factory=list)  # file:line of DPO pairs with chosen == rejected
 
     @property
     def ok(self) -> bool:
@@ -89,48 +92,58 @@ class TokenCounter:
 
 
 def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounter | None = None,
-                  display_name: str | None = None) -> FileReport:
-    """Check every line of one JSONL file; never raises for bad data (see `FileReport.invalid`)."""
+                  display_name: str | None = None, strict: bool = False) -> FileReport:
+    """Check every line of one JSONL file; never raises for bad data (see `FileReport.invalid`).
+
+    `strict`: a DPO pair whose chosen and rejected answers are equal is invalid (else counted).
+    """
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise UserError(f"--kind must be sft or dpo, got {kind!r}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give one .jsonl file (`llmft prepare-data` takes a folder)")
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     report = FileReport(display_name or str(path), kind)
-    lines = []
-    try:
-        for line in read_jsonl(path, display_name=report.path):
-            lines.append(line)
-            if report.kind is None and line.error is None:
-                report.kind = detect_kind(line.record)
-    except UnicodeDecodeError as error:
-        raise UserError(f"{report.path}: not UTF-8 text ({error.reason} at byte {error.start}): JSONL files "
-                        "must be UTF-8") from None
+    lines = list(read_jsonl(path, display_name=report.path))
+    for line in lines:
+        if report.kind is None and line.error is None:
+            report.kind = detect_kind(line.record)
     for line in lines:
         if line.error is not None:
             report.invalid.append(Invalid(line.where, line.number, line.error))
             continue
+        record, dropped = drop_empty_system_messages(line.record)
+        report.empty_system_dropped += dropped
         if report.kind is None:
             report.invalid.append(Invalid(line.where, line.number, "neither an SFT record (`messages`) nor a DPO "
                                           "record (`prompt_messages`, `chosen_messages`, `rejected_messages`)"))
             continue
-        other = detect_kind(line.record)
+        other = detect_kind(record)
         if other is not None and other != report.kind:
             reason = (f"{other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
                       f"{'--kind' if kind else 'the first record'}; one file holds one format)")
             report.invalid.append(Invalid(line.where, line.number, reason))
             continue
-        problems = problems_for(line.record, report.kind)
+        problems = problems_for(record, report.kind)
+        if not problems and report.kind == "dpo" and pair_is_identical(record):
+            if strict:
+                problems = [IDENTICAL_PAIR]
+            else:
+                report.identical_pairs.append(line.where)
         if problems:
             report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
             continue
-        _count(report, line, tokens)
+        _count(report, line, record, tokens)
     return report
 
 
-def _count(report: FileReport, line, tokens: TokenCounter | None) -> None:
+IDENTICAL_PAIR = "the chosen and rejected answers are the same, so the pair teaches nothing; fix or remove it"
+
+
+def _count(report: FileReport, line, record: dict, tokens: TokenCounter | None) -> None:
     """Count a valid record; one its tokenizer's chat template refuses is an invalid line instead."""
-    number, record = line.number, line.record
+    number = line.number
     lengths = {}
     if tokens is not None:
         from llmft.finetune.templates import TemplateRefusal
@@ -158,6 +171,12 @@ def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
     if report.invalid:
         head += f", {len(report.invalid)} invalid line(s)"
     lines = [head]
+    if report.empty_system_dropped:
+        lines.append(f"  empty system messages dropped (harmless): {report.empty_system_dropped} record(s)")
+    if report.identical_pairs:
+        lines.append(f"  pairs whose chosen and rejected answers are the same: {len(report.identical_pairs)} "
+                     f"(they teach nothing; first at {', '.join(report.identical_pairs[:3])}; --strict rejects "
+                     "them)")
     if report.roles:
         lines.append("  messages per role: " + ", ".join(f"{role} {count}" for role, count in
                                                           sorted(report.roles.items())))
