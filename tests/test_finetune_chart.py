@@ -106,3 +106,26 @@ def test_float_set_values_work_like_users_expect():
     assert load_config(config).training_args.learning_rate == 2e-5
     with pytest.raises(UserError, match="learning_rate"):
         render_chart(CHART, set_values=["finetuning_config.training_args.learning_rate=fast"], release_name="bad")
+
+
+def _launch_config(tmp_path, launch_conf: dict):
+    config = {"data_conf": {"training_data": {"datasets": [{"path": "default-bucket/datasets/train.jsonl"}]}},
+              "peft_conf": {"peft_type": "LORA"}, "run_conf": {"model": "default-bucket/models/m"},
+              "launch_conf": launch_conf}
+    path = tmp_path / "run" / "finetuning_config.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_llmft_train_reads_processes_and_accelerate_config_from_the_config(tmp_path, capsys):
+    """`llmft train CONFIG` takes everything from launch_conf; a relative accelerate_config is next to CONFIG."""
+    from llmft.cli import main
+
+    assert main(["train", str(_launch_config(tmp_path, {"num_processes": 2}))]) == 2
+    assert "launch_conf.accelerate_config: required with num_processes 2" in capsys.readouterr().err
+    second = tmp_path / "second"
+    second.mkdir()
+    path = _launch_config(second, {"num_processes": 2, "accelerate_config": "accelerate_config.yaml"})
+    assert main(["train", str(path)]) == 2
+    assert str(path.parent / "accelerate_config.yaml") in capsys.readouterr().err  # looked for next to the config
