@@ -63,6 +63,12 @@ def test_spec_reports_every_problem_with_its_key_path_and_fix(tmp_path):
     assert "judge: the judge metric needs a judge" in text
     assert "output: required for an endpoint" in text
 
+    text = problems_of({"name": "x", "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
+                        "metrics": ["exact_match", "lm_eval"], "output": "./out"})
+    assert "data: required for exact_match: set data.path to a JSONL file" in text
+    assert "metrics[1]: needs the model's weights" in text
+    assert "lm_eval: the lm_eval metric needs its tasks: set lm_eval.tasks and lm_eval.task_dir" in text
+
     text = problems_of({"name": "x", "target": {"run": "./a", "checkpoint": "./b"}, "data": {"path": "./t.jsonl"},
                         "metrics": ["contains", "judge"],
                         "judge": {"endpoint": {"url": "http://judge/v1"}, "rubric": "Rate {answr} from 1 to 5"}})
@@ -307,6 +313,13 @@ def test_bad_data_and_incomplete_checkpoints_fail_before_any_model_loads(tiny_mo
     rows.write_text('{"text": "good", "label": "positive"}\n{"text": "bad", "class": "negative"}\n')
     with pytest.raises(UserError, match=rf"{rows}:2: missing the reference field 'label' \(set data.label_field"):
         evaluate({**spec, "data": {"path": str(rows), "format": "classification"}, "metrics": ["accuracy"]})
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "facts.yaml").write_text("task: facts_choice\ndataset_path: json\noutput_type: multiple_choice\n"
+                                      "doc_to_text: q\ndoc_to_choice: c\ndoc_to_target: a\n")
+    with pytest.raises(UserError, match=rf"lm_eval.tasks: facts not defined in {tasks} \(it defines facts_choice\)"):
+        evaluate({**spec, "data": None, "metrics": ["lm_eval"], "lm_eval": {"tasks": ["facts"], "task_dir": str(tasks)}})
 
     partial = tmp_path / "run" / "checkpoint-final"
     partial.mkdir(parents=True)

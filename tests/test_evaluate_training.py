@@ -30,6 +30,19 @@ def facts(path: Path, repeat: int = 1) -> Path:
     return path
 
 
+def lm_eval_task(folder: Path) -> Path:
+    """An lm-eval multiple-choice task on local files: each fact's question, the four answers as choices."""
+    folder.mkdir()
+    answers = [answer for _, answer in FACTS]
+    (folder / "facts_choice.jsonl").write_text("".join(
+        json.dumps({"question": q, "choices": answers, "answer": i}) + "\n" for i, (q, _) in enumerate(FACTS)))
+    (folder / "facts_choice.yaml").write_text(
+        "task: facts_choice\ndataset_path: json\ndataset_kwargs: {data_files: {test: facts_choice.jsonl}}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: question\ndoc_to_choice: choices\n"
+        "doc_to_target: answer\ntarget_delimiter: \"\"\nmetric_list: [{metric: acc}]\n")
+    return folder
+
+
 def publish_run(local: Path, remote: str) -> None:
     """What checkpoint sync leaves in the bucket: checkpoint-final with its manifest, metrics and summary."""
     upload_tree(local / "checkpoint-final", parse_location(f"{remote}/checkpoint-final"))
@@ -56,11 +69,13 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     upload_tree(tiny_model_dir, parse_location(f"{base_run}/checkpoint-final"))
     write_object(parse_location(f"{base_run}/metrics.jsonl"), b'{"step": 0}\n')
     upload_file(facts(tmp_path / "test.jsonl"), parse_location(f"{bucket}/datasets/facts.jsonl"))
-    metrics = ["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l"]
+    upload_tree(lm_eval_task(tmp_path / "tasks"), parse_location(f"{bucket}/tasks/facts"))
+    metrics = ["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l", "lm_eval"]
 
     def spec(target: dict, **extra) -> dict:
         return {"name": "facts", "target": target, "data": {"path": f"{bucket}/datasets/facts.jsonl"},
-                "metrics": metrics, "generation": {"max_new_tokens": 12}, **extra}
+                "metrics": metrics, "generation": {"max_new_tokens": 12},
+                "lm_eval": {"tasks": ["facts_choice"], "task_dir": f"{bucket}/tasks/facts"}, **extra}
 
     tuned = evaluate_run(spec({"run": run}))
     base = evaluate_run(spec({"run": base_run}))
@@ -68,6 +83,8 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     assert base["exact_match"] == 0.0 and base["contains"] == 0.0
     assert tuned["token_f1"] > base["token_f1"] and tuned["loss"] < base["loss"] / 4
     assert tuned["perplexity"] < base["perplexity"]
+    # lm-eval on a task defined by local files: the tuned model picks every right answer among the four.
+    assert tuned["lm_eval/facts_choice/acc"] == 1.0 > base["lm_eval/facts_choice/acc"]
 
     # Results next to the run in the bucket: results.json (metrics only numbers) and one row per sample.
     results = json.loads(read_object(parse_location(f"{run}/eval/facts/results.json")))

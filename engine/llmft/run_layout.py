@@ -8,7 +8,7 @@
   logs/                         TensorBoard event files (the bucket's copy may go to `logsRemote` instead)
   metrics.jsonl                 one JSON object per logging or evaluation step
   summary.json                  written last locally: status "complete", losses, steps, throughput, config
-  eval/<name>/                  `llmft evaluate`: results.json (written last) and samples.jsonl
+  eval/<name>/                  `llmft evaluate`: results.json (written last), samples.jsonl, lm_eval.json
 <remote>/ only
   checkpoint-final-merged/      a merged LoRA run's checkpoint-final again, under the original tutorial's name
   .llmft-run-complete.json      written LAST by checkpoint sync: the run is done (lists its outputs)
@@ -40,6 +40,7 @@ SUMMARY = "summary.json"
 EVAL = "eval"
 EVAL_RESULTS = "results.json"
 EVAL_SAMPLES = "samples.jsonl"
+EVAL_HARNESS = "lm_eval.json"
 
 MANIFEST_NAME = ".llmft-manifest.json"
 RUN_COMPLETE_MARKER = ".llmft-run-complete.json"

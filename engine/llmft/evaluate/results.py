@@ -3,6 +3,7 @@
 ```
 <output>/   (default <run>/eval/<name>/, bucket or local)
   samples.jsonl   one JSON object per scored sample: key, file:line, prediction, reference, scores
+  lm_eval.json    the lm-eval tasks' metrics, once they finished (with the spec's fingerprint)
   results.json    written last: the metrics (numbers only, what `llmft report` and `llmft tune` read),
                   the counts behind them, the spec, when it finished
 ```
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmft.run_layout import EVAL, EVAL_RESULTS, EVAL_SAMPLES
+from llmft.run_layout import EVAL, EVAL_HARNESS, EVAL_RESULTS, EVAL_SAMPLES
 from llmft.storage import Location
 
 log = logging.getLogger("llmft.evaluate")
@@ -84,19 +85,42 @@ class SampleStore:
             upload_file(self.path, self.output.child(EVAL_SAMPLES))
         self._last_flush = time.monotonic()
 
-    def write_results(self, results: dict) -> None:
-        """samples.jsonl, then results.json last: results.json present means the evaluation finished."""
-        self.flush()
-        text = json.dumps(results, indent=2, default=_json_number) + "\n"
+    def load_harness(self) -> dict[str, float] | None:
+        """The lm-eval metrics an earlier attempt finished under this spec, else None."""
+        text = self._read(EVAL_HARNESS)
+        try:
+            saved = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            return None
+        return saved.get("metrics") if saved.get("fingerprint") == self.fingerprint else None
+
+    def save_harness(self, metrics: dict[str, float]) -> None:
+        self._write(EVAL_HARNESS, json.dumps({"fingerprint": self.fingerprint, "metrics": metrics}, indent=2) + "\n")
+
+    def _read(self, name: str) -> str | None:
         if self.output.is_local:
-            target = self.output.path / EVAL_RESULTS
-            partial = target.with_suffix(".json.part")
+            path = self.output.path / name
+            return path.read_text(encoding="utf-8") if path.is_file() else None
+        from llmft.storage.transfer import read_object
+
+        data = read_object(self.output.child(name), missing_ok=True)
+        return data.decode() if data is not None else None
+
+    def _write(self, name: str, text: str) -> None:
+        if self.output.is_local:
+            target = self.output.path / name
+            partial = target.with_name(target.name + ".part")
             partial.write_text(text, encoding="utf-8")
             partial.replace(target)
         else:
             from llmft.storage.transfer import write_object
 
-            write_object(self.output.child(EVAL_RESULTS), text.encode())
+            write_object(self.output.child(name), text.encode())
+
+    def write_results(self, results: dict) -> None:
+        """samples.jsonl, then results.json last: results.json present means the evaluation finished."""
+        self.flush()
+        self._write(EVAL_RESULTS, json.dumps(results, indent=2, default=_json_number) + "\n")
 
     def close(self) -> None:
         if self._scratch is not None:

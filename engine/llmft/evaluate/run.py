@@ -6,12 +6,13 @@
 3. The data: every line checked (`llmft.evaluate.data`), classification labels checked against the classes.
 4. Resume: rows already in `<output>/samples.jsonl` for the same samples and spec are kept.
 5. Score the rest (model loaded only now, or requests in a thread pool), appending each row as it comes,
-   with progress (rate, ETA).
+   with progress (rate, ETA); then the lm-eval tasks, unless an earlier attempt finished them.
 6. Aggregate every row into metrics; write results.json last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from llmft.evaluate.results import SampleStore, finite
 from llmft.evaluate.spec import EvalSpec, load_spec
 from llmft.evaluate.target import Checkpoint, check_checkpoint, class_names, fetched, reference_label
 from llmft.progress import Progress
+from llmft.run_layout import EVAL_HARNESS, EVAL_RESULTS, EVAL_SAMPLES
 
 log = logging.getLogger("llmft.evaluate")
 
@@ -46,41 +48,61 @@ def evaluate(source: str | os.PathLike | dict | EvalSpec) -> dict:
     if spec.judge:
         judge = EndpointClient(spec.judge.endpoint, spec.requests, "judge.endpoint")
         log.info("judge: %s serves %r", spec.judge.endpoint.url, judge.check())
-    samples = read_samples(spec.data)
-    names = _check_labels(spec, samples, checkpoint.config) if spec.data.format == "classification" else []
+    samples = read_samples(spec.data) if spec.data else []
+    classes = spec.data is not None and spec.data.format == "classification"
+    names = _check_labels(spec, samples, checkpoint.config) if classes else []
 
-    store = SampleStore(output, spec.fingerprint())
-    try:
+    with contextlib.ExitStack() as stack:
+        if spec.lm_eval:
+            from llmft.evaluate import harness
+
+            task_dir = stack.enter_context(harness.task_folder(spec.lm_eval))
+            task_manager = harness.check_tasks(spec.lm_eval, task_dir)
+        store = SampleStore(output, spec.fingerprint())
+        stack.callback(store.close)
         rows = store.load({sample.key for sample in samples})
         pending = [sample for sample in samples if sample.key not in rows]
-        log.info("evaluate %s: %d samples from %s; %d already scored in %s (skipped), %d to score", spec.name,
-                 len(samples), spec.data.path, len(rows), output.child("samples.jsonl"), len(pending))
+        if spec.data:
+            log.info("evaluate %s: %d samples from %s; %d already scored in %s (skipped), %d to score", spec.name,
+                     len(samples), spec.data.path, len(rows), output.child(EVAL_SAMPLES), len(pending))
+        harness_metrics = store.load_harness() if spec.lm_eval else {}
+        if harness_metrics and spec.lm_eval:
+            log.info("lm-eval: results of an earlier attempt kept (%s)", output.child(EVAL_HARNESS))
+        need_model = checkpoint is not None and (pending or harness_metrics is None)
+        folder = stack.enter_context(fetched(spec, checkpoint)) if need_model else None
         if pending:
-            progress = Progress(f"evaluate {spec.name}", len(pending), unit="samples")
-
-            def record(row: dict) -> None:
-                rows[row["key"]] = row
-                store.append(row)
-                progress.update(1)
-
-            try:
-                if client:
-                    _score_with_endpoint(spec, pending, client, judge, record)
-                elif spec.data.format == "chat":
-                    _score_chat_checkpoint(spec, checkpoint, pending, judge, record)
-                else:
-                    _score_classifier(spec, checkpoint, pending, names, record)
-            finally:
-                progress.close()
-                store.flush()
+            _score(spec, pending, rows, store, client, judge, folder, names)
+        if harness_metrics is None:
+            harness_metrics = harness.run_tasks(spec.lm_eval, task_dir, task_manager, folder)
+            store.save_harness(harness_metrics)
         ordered = [rows[sample.key] for sample in samples]
-        results = _results(spec, ordered, names, client, checkpoint, time.monotonic() - started)
+        results = _results(spec, ordered, names, client, checkpoint, harness_metrics, time.monotonic() - started)
         store.write_results(results)
-    finally:
-        store.close()
     shown = ", ".join(f"{key} {value:.4g}" for key, value in results["metrics"].items())
-    log.info("evaluate %s: %s -> %s", spec.name, shown, output.child("results.json"))
+    log.info("evaluate %s: %s -> %s", spec.name, shown, output.child(EVAL_RESULTS))
     return results
+
+
+def _score(spec: EvalSpec, pending: list[Sample], rows: dict, store: SampleStore, client: EndpointClient | None,
+           judge: EndpointClient | None, folder, names: list[str]) -> None:
+    """Score `pending`, recording each row in `rows` and samples.jsonl as it comes, with progress."""
+    progress = Progress(f"evaluate {spec.name}", len(pending), unit="samples")
+
+    def record(row: dict) -> None:
+        rows[row["key"]] = row
+        store.append(row)
+        progress.update(1)
+
+    try:
+        if client:
+            _score_with_endpoint(spec, pending, client, judge, record)
+        elif spec.data.format == "chat":
+            _score_chat_checkpoint(spec, folder, pending, judge, record)
+        else:
+            _score_classifier(spec, folder, pending, names, record)
+    finally:
+        progress.close()
+        store.flush()
 
 
 def evaluate_run(spec: str | os.PathLike | dict | EvalSpec) -> dict[str, float]:
@@ -126,12 +148,11 @@ def _score_with_endpoint(spec: EvalSpec, pending: list[Sample], client: Endpoint
                         "are kept in samples.jsonl, run the evaluation again to go on") from None
 
 
-def _score_chat_checkpoint(spec: EvalSpec, checkpoint: Checkpoint, pending: list[Sample],
-                           judge: EndpointClient | None, record) -> None:
+def _score_chat_checkpoint(spec: EvalSpec, folder, pending: list[Sample], judge: EndpointClient | None,
+                           record) -> None:
     from llmft.evaluate.checkpoint import CausalLM
 
-    with fetched(spec, checkpoint) as folder:
-        model = CausalLM(folder, spec)
+    model = CausalLM(folder, spec)
     batch_size = spec.generation.batch_size if _needs_generation(spec) else spec.loss.batch_size
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
@@ -152,12 +173,10 @@ def _score_chat_checkpoint(spec: EvalSpec, checkpoint: Checkpoint, pending: list
             record(row)
 
 
-def _score_classifier(spec: EvalSpec, checkpoint: Checkpoint, pending: list[Sample], names: list[str],
-                      record) -> None:
+def _score_classifier(spec: EvalSpec, folder, pending: list[Sample], names: list[str], record) -> None:
     from llmft.evaluate.checkpoint import Classifier
 
-    with fetched(spec, checkpoint) as folder:
-        model = Classifier(folder, spec, names, checkpoint.config)
+    model = Classifier(folder, spec, names, _model_config(folder))
     for start in range(0, len(pending), spec.generation.batch_size):
         batch = pending[start:start + spec.generation.batch_size]
         for sample, predicted in zip(batch, model.predict(batch)):
@@ -166,12 +185,21 @@ def _score_classifier(spec: EvalSpec, checkpoint: Checkpoint, pending: list[Samp
                     "correct": predicted == reference})
 
 
+def _model_config(folder) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
 def _results(spec: EvalSpec, rows: list[dict], names: list[str], client: EndpointClient | None,
-             checkpoint: Checkpoint | None, seconds: float) -> dict:
-    if spec.data.format == "chat":
+             checkpoint: Checkpoint | None, harness_metrics: dict[str, float], seconds: float) -> dict:
+    values, counts = {}, {}
+    if spec.data and spec.data.format == "chat":
         values, counts = metric_functions.aggregate_chat(rows, spec.metrics)
-    else:
+    elif spec.data:
         values, counts = metric_functions.aggregate_classification(rows, spec.metrics, names)
+    values.update(harness_metrics)
     if client:
         target = {"endpoint": spec.target.endpoint.url, "model": client.model}
     else:
@@ -179,8 +207,8 @@ def _results(spec: EvalSpec, rows: list[dict], names: list[str], client: Endpoin
     return {
         "name": spec.name,
         "target": target,
-        "data": spec.data.path,
-        "format": spec.data.format,
+        "data": spec.data.path if spec.data else None,
+        "format": spec.data.format if spec.data else None,
         "metrics": finite(values),
         "counts": counts,
         "spec": spec.model_dump(mode="json"),

@@ -36,9 +36,10 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 
 CHAT_METRICS = ("loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l", "judge")
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
-WEIGHT_METRICS = ("loss", "perplexity", "accuracy", "macro_f1")  # need the model's weights, not just its text
+# need the model's weights, not just its text
+WEIGHT_METRICS = ("loss", "perplexity", "accuracy", "macro_f1", "lm_eval")
 Metric = Literal["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l", "judge", "accuracy",
-                 "macro_f1"]
+                 "macro_f1", "lm_eval"]
 
 RUBRIC_FIELDS = ("question", "reference", "answer")
 DEFAULT_RUBRIC = """\
@@ -187,6 +188,24 @@ class Judge(Section):
         return self.rubric or DEFAULT_RUBRIC
 
 
+class LmEval(Section):
+    """lm-evaluation-harness tasks from YAML files in one folder (lm-eval 0.4; nothing from the Hub)."""
+
+    tasks: list[str] = Field(min_length=1, description="Task names, as the `task:` keys of the YAML files.")
+    task_dir: str = Field(
+        min_length=1,
+        description="The folder with the task YAMLs and their data (local, or in the bucket); `data_files` in the "
+                    "YAMLs are relative to it (`dataset_path: json`, `dataset_kwargs: {data_files: {test: "
+                    "facts.jsonl}}`).")
+    batch_size: PositiveInt = Field(8, description="lm-eval's batch size.")
+    limit: PositiveInt | None = Field(None, description="At most this many documents per task.")
+    num_fewshot: Annotated[int, Field(ge=0)] | None = Field(None, description="Few-shot examples (task default).")
+    apply_chat_template: bool = Field(
+        True, description="Render prompts with the model's chat template (as the model was trained).")
+
+    _task_dir = field_validator("task_dir")(_location)
+
+
 class EvalSpec(Section):
     """One evaluation: a target, its data and the metrics to compute."""
 
@@ -194,16 +213,19 @@ class EvalSpec(Section):
         pattern=NAME_PATTERN,
         description="Name of this evaluation; results go to `<output>/` = `<run>/eval/<name>/` by default.")
     target: Target = Field(description="What to evaluate.")
-    data: Data = Field(description="What to evaluate it on.")
+    data: Data | None = Field(
+        None, description="What to evaluate it on; required for every metric but `lm_eval` (its tasks bring "
+                          "their data).")
     metrics: list[Metric] = Field(
         min_length=1,
         description="Chat data: `loss`, `perplexity` (checkpoints), `exact_match`, `contains`, `token_f1`, "
                     "`rouge_l`, `judge`. Classification data: `accuracy`, `macro_f1` (per-class counts always "
-                    "come with them).")
+                    "come with them). Checkpoints, any data: `lm_eval` (the tasks in `lm_eval`).")
     generation: Generation = Field(default_factory=Generation, description="Answer generation settings.")
     loss: Loss = Field(default_factory=Loss, description="Held-out loss settings.")
     requests: Requests = Field(default_factory=Requests, description="Endpoint request settings.")
     judge: Judge | None = Field(None, description="The judge, for the `judge` metric.")
+    lm_eval: LmEval | None = Field(None, description="lm-evaluation-harness tasks, for the `lm_eval` metric.")
     output: str | None = Field(
         None, description="Where results.json and samples.jsonl go (a bucket folder or a local folder). Default: "
                           "`<run>/eval/<name>` for a run, or for a checkpoint named `checkpoint-*` in a run folder; "
@@ -225,8 +247,8 @@ class EvalSpec(Section):
 
     def fingerprint(self) -> str:
         """What a scored sample depends on; samples scored under another fingerprint are scored again."""
-        relevant = self.model_dump(include={"target", "data", "metrics", "generation", "loss", "judge"})
-        relevant["data"].pop("max_samples", None)
+        relevant = self.model_dump(include={"target", "data", "metrics", "generation", "loss", "judge", "lm_eval"})
+        (relevant["data"] or {}).pop("max_samples", None)
         for part in (relevant["target"], (relevant.get("judge") or {})):
             if part.get("endpoint"):
                 part["endpoint"].pop("api_key_env", None)
@@ -246,16 +268,20 @@ def _problems(spec: EvalSpec) -> list[tuple]:
     if len(chosen) != 1:
         problems.append((("target",), "set exactly one of checkpoint, run, endpoint",
                          {key: getattr(target, key) for key in chosen} if chosen else {}))
-    wanted = set(CHAT_METRICS if spec.data.format == "chat" else CLASSIFICATION_METRICS)
+    data_format = spec.data.format if spec.data else "chat"
+    wanted = set(CHAT_METRICS if data_format == "chat" else CLASSIFICATION_METRICS) | {"lm_eval"}
+    needing_data = [metric for metric in spec.metrics if metric != "lm_eval"]
+    if spec.data is None and needing_data:
+        problems.append((("data",), f"required for {', '.join(needing_data)}: set data.path to a JSONL file", None))
     for index, metric in enumerate(spec.metrics):
         where = ("metrics", index)
         if metric not in wanted:
-            problems.append((where, f"not a metric of {spec.data.format} data; use {', '.join(sorted(wanted))} "
+            problems.append((where, f"not a metric of {data_format} data; use {', '.join(sorted(wanted))} "
                                     "or set data.format", metric))
         elif target.endpoint and metric in WEIGHT_METRICS:
             problems.append((where, "needs the model's weights, an endpoint returns only text; evaluate the "
                                     "checkpoint it serves (target.run or target.checkpoint)", metric))
-    if spec.data.format == "classification" and target.endpoint:
+    if data_format == "classification" and target.endpoint:
         problems.append((("target", "endpoint"), "classification data needs a checkpoint (a sequence classifier), "
                                                  "not a chat endpoint", target.endpoint.url))
     if "judge" in spec.metrics and spec.judge is None:
@@ -263,9 +289,15 @@ def _problems(spec: EvalSpec) -> list[tuple]:
     if spec.judge is not None and "judge" not in spec.metrics:
         problems.append((("metrics",), "a judge is configured but `judge` is not among the metrics; add it or "
                                        "remove the judge section", spec.metrics))
+    if "lm_eval" in spec.metrics and spec.lm_eval is None:
+        problems.append((("lm_eval",), "the lm_eval metric needs its tasks: set lm_eval.tasks and lm_eval.task_dir",
+                         None))
+    if spec.lm_eval is not None and "lm_eval" not in spec.metrics:
+        problems.append((("metrics",), "an lm_eval section is configured but `lm_eval` is not among the metrics; "
+                                       "add it or remove the section", spec.metrics))
     if spec.judge is not None and spec.judge.rubric is not None:
         problems += _rubric_problems(spec.judge.rubric)
-    if spec.data.format == "chat" and spec.data.labels is not None:
+    if spec.data and spec.data.format == "chat" and spec.data.labels is not None:
         problems.append((("data", "labels"), "only for data.format: classification", spec.data.labels))
     if spec.output is None and len(chosen) == 1 and target.kind != "run" and \
             _run_of_checkpoint(target.checkpoint or "") is None:
