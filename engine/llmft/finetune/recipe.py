@@ -11,6 +11,7 @@ which TRL trainer, method-specific arguments and summary fields) stays in the re
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -68,15 +69,55 @@ def start_run(config: CommonConfig) -> Run | None:
                               logs_remote=run_conf.logs_remote, skip_download=run_conf.skip_checkpoint_download)
         restored = sync.restore()
         if restored.final_complete:
+            check_same_config(config, _remote_summary(run_conf.checkpoints_remote), run_conf.checkpoints_remote,
+                              "use a new run_conf.checkpoints_remote (checkpointsRemote in the chart)")
             log.info("the run already finished in %s; nothing to do", run_conf.checkpoints_remote)
             return None
 
     resume_from = resume_checkpoint(run_conf.resume_from_checkpoint, output_dir)
     if resume_from == "finished":
+        check_same_config(config, json.loads((output_dir / outputs.SUMMARY).read_text()), str(output_dir),
+                          "use a new training_args.output_dir, or run_conf.resume_from_checkpoint: none to train "
+                          "there again from the start")
         log.info("%s/summary.json says this run finished; nothing to do (resume_from_checkpoint: none starts over)",
                  output_dir)
         return None
     return Run(state, output_dir, sync, resume_from, config.launch_conf.distributed_type)
+
+
+# Where a run is and how it is started: the same run may be relaunched with these changed.
+_RELAUNCH_KEYS = {("training_args", "output_dir"), ("run_conf", "checkpoints_remote"), ("run_conf", "logs_remote"),
+                  ("run_conf", "skip_checkpoint_download"), ("run_conf", "resume_from_checkpoint"),
+                  ("launch_conf", "accelerate_config")}
+
+
+def _flatten(value, path=()) -> dict[tuple, object]:
+    if isinstance(value, dict) and value:
+        return {key: leaf for name, item in value.items() for key, leaf in _flatten(item, (*path, name)).items()}
+    return {path: value}
+
+
+def check_same_config(config: CommonConfig, summary: dict | None, where: str, fix: str) -> None:
+    """Refuse to call a finished run "done" for a config that differs from the one it was trained with."""
+    if not summary or "config" not in summary:
+        return
+    before, now = _flatten(summary["config"]), _flatten(config.model_dump(mode="json"))
+    changed = [key for key in sorted(set(before) | set(now), key=str)
+               if key not in _RELAUNCH_KEYS and before.get(key) != now.get(key)]
+    if changed:
+        shown = "; ".join(f"{'.'.join(map(str, key))}: {json.dumps(before.get(key))} -> {json.dumps(now.get(key))}"
+                          for key in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise UserError(f"{where} holds a finished run trained with a different config ({shown}{more}); nothing "
+                        f"was trained: to train this config {fix}")
+
+
+def _remote_summary(remote: str) -> dict | None:
+    from llmft.storage import parse_location
+    from llmft.storage.transfer import read_object
+
+    data = read_object(parse_location(remote).child(outputs.SUMMARY), missing_ok=True)
+    return json.loads(data) if data else None
 
 
 def resume_checkpoint(setting: str, output_dir: Path) -> Path | str | None:
