@@ -16,7 +16,6 @@ import typing
 
 import pytest
 import yaml
-
 from harness import CHARTS, OVERRIDES, render_valid
 from llmft.charts import load_values_file, render_chart
 from llmft.errors import UserError
@@ -72,15 +71,15 @@ def test_generated_location_check_is_the_engines_rule(probe_chart, value):
 
 @pytest.mark.parametrize("sets, message", [
     (["finetuning_config.data_conf.validation_data.ratio=1.5"],
-     'finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 '
-     '(or null), got "1.5"'),
+     ('finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 '
+      '(or null), got "1.5"')),
     (["finetuning_config.training_args.learning_rate=-0.5"],
      'finetuning_config.training_args.learning_rate: must be a number greater than 0, got "-0.5"'),
     (["finetuning_config.method=dpo", "finetuning_config.training_args.label_smoothing=0.7"],
      "finetuning_config.training_args.label_smoothing: must be a number at least 0 and less than 0.5"),
     (["finetuning_config.training_args.warmup_steps=2.5"],
-     "finetuning_config.training_args.warmup_steps: must be a non-negative integer or a number greater than 0 "
-     "and less than 1"),
+     ("finetuning_config.training_args.warmup_steps: must be a non-negative integer or a number greater than 0 "
+      "and less than 1")),
     (["checkpointsRemote=not a path"], "checkpointsRemote: \"not a path\" is not a bucket name"),
     (["checkpointsRemote=default-bucket/../etc"], "checkpointsRemote: '..' is not allowed in a bucket key"),
     (["finetuning_config.data_conf.training_data.datasets[0].path=default-bucket/../etc/train.jsonl"],

@@ -146,7 +146,13 @@ def values_schema() -> dict:
 
 def preset_files() -> dict[str, str]:
     """Relative path under files/presets/ -> content, for every generated preset."""
-    from llmft.finetune.distributed import ACCELERATE_FILE, DEEPSPEED_FILE, GENERATED_PRESETS, SINGLE, launch_files
+    from llmft.finetune.distributed import (
+        ACCELERATE_FILE,
+        DEEPSPEED_FILE,
+        GENERATED_PRESETS,
+        SINGLE,
+        launch_files,
+    )
 
     files = {}
     for preset in GENERATED_PRESETS:
@@ -305,8 +311,8 @@ def _numeric_fields(schema: dict, path: tuple = ()) -> dict[tuple, tuple[list[di
 
 def _walk_template(path: tuple, root: str, body) -> str:
     """Template code that reaches every value at `path` under `root` and runs body(key_expression, value)."""
-    lines, value, key_parts, key_args, depth = [], root, [], [], 0
-    for part in path:
+    lines, value, key_parts, key_args = [], root, [], []
+    for depth, part in enumerate(path):
         if part == "[]":
             index = f"$i{depth}"
             lines.append(f"{{{{- range {index}, $v{depth} := {value} }}}}")
@@ -317,7 +323,6 @@ def _walk_template(path: tuple, root: str, body) -> str:
             lines.append(f"{{{{- if and (kindIs \"map\" {value}) (hasKey {value} {json.dumps(part)}) }}}}")
             key_parts.append(f".{part}")
             value = f"(index {value} {json.dumps(part)})"
-        depth += 1
     key_format = "finetuning_config" + "".join(key_parts)
     key = f"(printf {json.dumps(key_format)} {' '.join(key_args)})" if key_args else json.dumps(key_format)
     lines.append(body(key, value))
@@ -389,7 +394,13 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
 
 def finetune_checks() -> str:
     """The llm-finetune chart's generated checks (`llm-finetune.generatedChecks`)."""
-    from llmft.finetune.config import DEFAULT_METHOD, METHODS, _describe, config_json_schema, config_model
+    from llmft.finetune.config import (
+        DEFAULT_METHOD,
+        METHODS,
+        _describe,
+        config_json_schema,
+        config_model,
+    )
 
     numeric: dict[tuple, tuple[list[dict], dict]] = {}
     locations: list[tuple] = []
@@ -406,7 +417,7 @@ def finetune_checks() -> str:
     blocks = []
     for path, (options, node) in numeric.items():
         allowed = _describe(node)
-        blocks.append(_walk_template(path, "$config", lambda key, value: (
+        blocks.append(_walk_template(path, "$config", lambda key, value, options=options, allowed=allowed: (
             f"{{{{- include \"llm-finetune.checkNumericString\" (list {key} {value} "
             f"(fromJsonArray {json.dumps(json.dumps(options))}) {json.dumps(allowed)}) }}}}")))
     for path in dict.fromkeys(locations):
