@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"finetuning_config.launch_conf.accelerate_config: required with num_processes "
                         f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
                         "(or pass --accelerate-config)")
-    resolved = _resolved_accelerate_file(accelerate, accelerate_path, launch.num_processes)
+    resolved = _resolved_accelerate_file(accelerate or {}, accelerate_path, launch.num_processes)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolved),
                "--num_processes", str(launch.num_processes), "-m", "llmft", config.method, args.config]
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)

@@ -67,7 +67,7 @@ def location_problem(value: str) -> str | None:
         location = parse_location(value)
     except UserError as error:
         return str(error)
-    if location.is_local:
+    if location.bucket is None:  # a local path
         return None
     if not re.match(BUCKET_NAME_PATTERN, location.bucket):
         return BUCKET_NAME_PROBLEM.format(bucket=json.dumps(location.bucket))
