@@ -56,11 +56,14 @@ class SecretSource:
     """Secret values: a secrets file `{secretName: {key: value}}`, then the environment, then overrides.
 
     `by_env_name` maps an environment variable name (as the container sees it) to a
-    value and wins over the file: the embedded S3 server's credentials use it.
+    value and wins over the file: the embedded S3 server's credentials use it. With
+    `collect_missing` (a dry run) a value found nowhere is listed in `missing` instead of failing.
     """
 
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     by_env_name: dict[str, str] = field(default_factory=dict)
+    collect_missing: bool = False
+    missing: list[str] = field(default_factory=list)
 
     def lookup(self, env_name: str, secret: str, key: str, optional: bool) -> str | None:
         if env_name in self.by_env_name:
@@ -71,10 +74,12 @@ class SecretSource:
             return os.environ[env_name]
         if optional:
             return None
-        raise UserError(
-            f"env {env_name} needs key {key!r} of Secret {secret!r}: put it in a secrets file "
-            f"(--secrets-file, YAML `{secret}: {{{key}: ...}}`) or export {env_name}"
-        )
+        need = (f"env {env_name} needs key {key!r} of Secret {secret!r}: put it in a secrets file "
+                f"(--secrets-file, YAML `{secret}: {{{key}: ...}}`) or export {env_name}")
+        if self.collect_missing:
+            self.missing.append(need)
+            return f"<{secret}/{key}>"
+        raise UserError(need)
 
 
 def _config_maps(documents: list[dict]) -> dict[str, dict[str, str]]:

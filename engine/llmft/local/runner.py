@@ -53,8 +53,9 @@ def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_
     rendered = render_chart(chart, values_files=values_files, set_values=set_values,
                             set_string_values=set_string_values, set_json_values=set_json_values,
                             release_name=release)
-    bucket_env, bucket_note = ({}, "not started (dry run)") if dry_run else bucket_environment()
-    secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env))
+    bucket_env, bucket_note = _dry_run_bucket() if dry_run else bucket_environment()
+    secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env),
+                           collect_missing=dry_run)
     workdir = state_dir() / "runs" / release
     plans = plan_pods(rendered.documents, workdir, secrets)
     if not plans:
@@ -70,7 +71,18 @@ def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_
         status = run_job(plan, keep_volumes) if plan.kind in ("Job", "Pod") else run_server(plan, serve_port)
         if status != 0:
             return status
+    for need in secrets.missing:
+        print(f"# a real run needs: {need}")
     return 0
+
+
+def _dry_run_bucket() -> tuple[dict[str, str], str]:
+    """What a real run would use for the bucket, without starting anything or reading secrets."""
+    if os.environ.get("BUCKET_STORAGE_HOST"):
+        return {}, f"bucket storage from BUCKET_STORAGE_HOST ({os.environ['BUCKET_STORAGE_HOST']})"
+    placeholder = "<embedded S3 server's>"
+    return ({name: placeholder for name in ("BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")},
+            "the embedded S3 server, not started (dry run)")
 
 
 def _apply_bucket_host(plan: PodPlan, bucket_env: dict[str, str]) -> None:
