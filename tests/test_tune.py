@@ -187,7 +187,7 @@ def read_results(experiment: Path) -> dict:
 def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_planned_trials(
         tiny_model_dir, data_file, tmp_path, capsys):
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(make_spec(str(tiny_model_dir), str(data_file))))
+    spec_path.write_text(yaml.safe_dump(make_spec(str(tiny_model_dir), str(data_file), max_steps=8)))
     experiment = tmp_path / "experiment"
 
     # Kill the tuner (SIGKILL: no cleanup) and one training process once a trial has saved a checkpoint.
@@ -226,7 +226,7 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
     assert pruned and all(t["params"]["learning_rate"] < 1e-4 for t in pruned)
     for trial in pruned:
         output = experiment / f"trial-{trial['number']}" / "output"
-        assert trial["pruned_at"]["step"] < 12 and list(output.glob("checkpoint-*"))
+        assert trial["pruned_at"]["step"] < 8 and list(output.glob("checkpoint-*"))
 
     # The best trial's merged model loads and generates.
     best = results["best"]

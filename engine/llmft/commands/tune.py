@@ -79,14 +79,14 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
     spec = _load(spec_file, say_unused=True)
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, got {args.slots}")
-    experiment_dir = Path(args.dir) if args.dir else default_experiment_dir(spec.name)
+    experiment_dir = (Path(args.dir) if args.dir else default_experiment_dir(spec.name)).resolve()
     environment = {}
     if _uses_bucket(spec):
         from llmft.local.runner import bucket_environment
 
         environment, note = bucket_environment()
         print(f"bucket: {note}", flush=True)
-    worker = Worker(spec, experiment_dir.resolve(), worker_index(args.worker_index), args.slots, environment)
+    worker = Worker(spec, experiment_dir, worker_index(args.worker_index), args.slots, environment)
     status = worker.run()
     print(f"experiment folder: {experiment_dir}\n"
           f"see `llmft tune status {experiment_dir}`, `llmft tune best {experiment_dir}`, "

@@ -50,9 +50,15 @@ def history(data: dict, path: Path) -> None:
             better = best is None or (value < best if direction == "minimize" else value > best)
             best = value if better else best
             line.append((number, best))
+        last = max(row["number"] for row in rows)
+        if line[-1][0] < last:
+            line.append((last, line[-1][1]))  # the best so far holds to the last trial
         axes.step(*zip(*line), where="post", color="tab:red", label="best so far")
     if pruned:
         axes.scatter(*zip(*pruned), color="tab:gray", marker="x", label="pruned (last reported value)", zorder=3)
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial")
     axes.set_ylabel(metric)
     axes.set_title(f"{data['name']}: optimisation history ({direction} {metric})")
