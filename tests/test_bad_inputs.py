@@ -27,6 +27,10 @@ CASES = [
     (["train", "unknown-key.yaml"], "finetuning_config.training_args.learnign_rate"),
     (["train", "unknown-key.yaml"], "did you mean learning_rate?"),
     (["sft", "output-is-a-file.yaml"], "finetuning_config.training_args.output_dir: file.txt is a file"),
+    (["sft", "packing-yes.yaml"], "sft_args.packing: must be true or false (a boolean, not the string 'yes')"),
+    (["sft", "zero-steps.yaml"], "training_args.max_steps: must be -1 or a positive integer, got 0"),
+    (["sft", "best-metric.yaml"], "metric_for_best_model: no evaluation of this method writes it; use one of"),
+    (["sft", "scheduler-kwargs.yaml"], "lr_scheduler_kwargs: the linear scheduler does not take num_cycles"),
     (["preview-data", "nope.yaml"], "config file nope.yaml does not exist"),
     (["config-schema", "nope"], "invalid choice: 'nope'"),
     # data
@@ -89,6 +93,17 @@ def probe_dir(tmp_path_factory):
         "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
         "training_args": {"output_dir": "file.txt"}, "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {"model": "./notok"}}))
+    for name, section, values in (
+            ("packing-yes", "sft_args", {"packing": "yes"}), ("zero-steps", "training_args", {"max_steps": 0}),
+            ("best-metric", "training_args", {"metric_for_best_model": "eval_accuracy", "eval_strategy": "steps"}),
+            ("scheduler-kwargs", "training_args", {"lr_scheduler_type": "linear",
+                                                   "lr_scheduler_kwargs": {"num_cycles": 2}})):
+        config = {"method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]},
+                                                 "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.5}},
+                  "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"},
+                  "run_conf": {"model": "./notok"}}
+        config.setdefault(section, {}).update(values)
+        (root / f"{name}.yaml").write_text(json.dumps(config))
     (root / "dupkey-values.yaml").write_text("basemodel: a/b\ncheckpointsRemote: x/y\nbasemodel: c/d\n")
     (root / "good.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                                               {"role": "assistant", "content": "hello"}]}) + "\n")

@@ -213,7 +213,7 @@ def test_every_problem_is_listed_at_once():
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("method: sft\ndata_conf:\n  training_data: [unclosed\n")
-    with pytest.raises(UserError, match=r"bad.yaml:\d+: invalid YAML"):
+    with pytest.raises(UserError, match=r"bad.yaml:\d+: not valid YAML"):
         load_config(path)
 
 

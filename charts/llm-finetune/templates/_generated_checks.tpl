@@ -254,6 +254,12 @@ to their bounds, locations, and the rules between keys (`RELATIONS` of the confi
 {{- if and (has (toString $value) (list "true")) (not (has (toString $other) (list "steps" "epoch"))) }}
 {{- fail (printf "%s: picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation data), got %s" $key (toJson $value)) }}
 {{- end }}
+{{- $other := (dig "training_args" "eval_strategy" "no" $config) }}
+{{- $value := (dig "training_args" "metric_for_best_model" nil $config) }}
+{{- $key := "finetuning_config.training_args.metric_for_best_model" }}
+{{- if and (include "llm-finetune.isSet" $value) (not (has (toString $other) (list "steps" "epoch"))) }}
+{{- fail (printf "%s: is read from evaluations, and eval_strategy is %v; set eval_strategy: steps (and validation data) or remove it, got %s" $key $other (toJson $value)) }}
+{{- end }}
 {{- $other := (dig "training_args" "warmup_steps" nil $config) }}
 {{- $value := (dig "training_args" "warmup_ratio" nil $config) }}
 {{- $key := "finetuning_config.training_args.warmup_ratio" }}

@@ -37,9 +37,21 @@ StepsOrFraction = Union[PositiveInt, Fraction]
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+    """Base for every config section: unknown keys are errors, values are validated on assignment.
+
+    A boolean must be written as one (`true`/`false`): pydantic would read the strings "yes", "no",
+    "on", "1" as booleans, and a quoted "yes" in YAML is more likely a mistake than a choice.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, value: Any, info) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if annotation in (bool, bool | None) and isinstance(value, str):
+            raise ValueError(f"must be true or false (a boolean, not the string {value!r})")
+        return value
 
 
 # What a bucket location must look like beyond `llmft.storage.location`'s parse rule: a bucket name S3
@@ -186,7 +198,8 @@ class TrainingArgs(Section):
                     "volume).")
     learning_rate: PositiveFloat = Field(5e-5, description="Peak learning rate (see also `overrides`).")
     num_train_epochs: PositiveFloat = Field(1.0, description="Epochs to train when `max_steps` is -1.")
-    max_steps: int = Field(-1, ge=-1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs.")
+    max_steps: Literal[-1] | PositiveInt = Field(
+        -1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs (0 would train nothing).")
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
         "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
@@ -521,6 +534,9 @@ class CommonConfig(Section):
                  _BEST_NEEDS_EVALUATION),
         Relation(("training_args", "load_best_model_at_end"), (True,), ("training_args", "eval_strategy"),
                  _EVALUATES, _BEST_NEEDS_EVALUATION),
+        Relation(("training_args", "metric_for_best_model"), SET, ("training_args", "eval_strategy"), _EVALUATES,
+                 "is read from evaluations, and eval_strategy is {other}; set eval_strategy: steps (and "
+                 "validation data) or remove it"),
         Relation(("training_args", "warmup_ratio"), SET, ("training_args", "warmup_steps"), UNSET,
                  "set either warmup_steps or warmup_ratio, not both"),
         Relation(("peft_conf", "peft_kwargs"), SET, ("peft_conf", "peft_type"), ("LORA",),
@@ -550,6 +566,15 @@ class CommonConfig(Section):
         if "mlflow" in targets and self.tracking is None:
             found.append((("tracking",), "required when training_args.report_to includes mlflow "
                           "(tracking.mlflow_server_uri)", None))
+        best = args.metric_for_best_model
+        if best is not None:
+            from llmft.tune.metrics import catalog  # what each method's evaluation writes
+
+            evaluated = sorted(name.removeprefix("eval_") for name, source in catalog(self.method).items()
+                               if source.file == "metrics.jsonl" and source.needs_evaluation)
+            if best.removeprefix("eval_") not in evaluated:
+                found.append((("training_args", "metric_for_best_model"), "no evaluation of this method writes it; "
+                              f"use one of {', '.join(evaluated)}", best))
         if quant.quantization_type == "bits-and-bytes" and quant.load_in_4bit == quant.load_in_8bit:
             found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
                           "load_in_4bit or load_in_8bit to true", quant.load_in_4bit))

@@ -50,6 +50,7 @@ def start_run(config: CommonConfig) -> Run | None:
     # trl's dataset passes would print progress bars of their own; the recipe logs its own progress lines.
     datasets.disable_progress_bars()
     modeling.check_machine(config)
+    check_scheduler_kwargs(config)
     # Without a GPU, processes started by `accelerate launch` join one (gloo) group only with cpu=True.
     state = PartialState(cpu=not torch.cuda.is_available())
     output_dir = Path(config.training_args.output_dir).expanduser()
@@ -83,6 +84,31 @@ def start_run(config: CommonConfig) -> Run | None:
                  output_dir)
         return None
     return Run(state, output_dir, sync, resume_from, config.launch_conf.distributed_type)
+
+
+def check_scheduler_kwargs(config: CommonConfig) -> None:
+    """`lr_scheduler_kwargs` that the chosen scheduler does not take fail now, not when training starts.
+
+    The scheduler's own signature (transformers' public scheduler functions) says what it takes;
+    the Trainer fills the optimizer, warmup and step counts itself.
+    """
+    import inspect
+
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+    t = config.training_args
+    if not t.lr_scheduler_kwargs:
+        return
+    parameters = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(t.lr_scheduler_type)]).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return  # takes anything (reduce_lr_on_plateau)
+    filled = {"optimizer", "num_warmup_steps", "num_training_steps", "last_epoch"}
+    accepted = sorted(set(parameters) - filled)
+    unknown = sorted(set(t.lr_scheduler_kwargs) - set(accepted))
+    if unknown:
+        raise UserError(f"finetuning_config.training_args.lr_scheduler_kwargs: the {t.lr_scheduler_type} scheduler "
+                        f"does not take {', '.join(unknown)}; it takes {', '.join(accepted) or 'no arguments'}, "
+                        f"got {json.dumps(t.lr_scheduler_kwargs)}")
 
 
 # Where a run is and how it is started: the same run may be relaunched with these changed.
