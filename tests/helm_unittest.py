@@ -75,6 +75,7 @@ __all__ = [
     "find",
     "load_suites",
     "merge_tables",
+    "record_new_snapshots",
     "run_case",
 ]
 
@@ -208,6 +209,7 @@ class CaseResult:
     error: str | None = None
     skipped: str | None = None
     new_snapshots: int = 0
+    fresh_snapshots: dict[int, str] = field(default_factory=dict)  # what `helm unittest` would record for them
 
     def report(self) -> str:
         lines = [f"{self.case.id}: {'SKIPPED' if self.skipped else 'PASS' if self.passed else 'FAIL'}"]
@@ -899,4 +901,21 @@ def run_case(case: Case) -> CaseResult:
         result.assertions.append(assertion)
         result.passed = result.passed and assertion.passed
     result.new_snapshots = snapshots.new
+    result.fresh_snapshots = snapshots.fresh
     return result
+
+
+def record_new_snapshots(result: CaseResult) -> None:
+    """Add a test's snapshots that were not recorded yet to its suite's `__snapshot__/<file>.snap`, as the
+    plugin does on a first run; recorded ones are left as they are."""
+    if not result.fresh_snapshots:
+        return
+    path = result.case.suite.path.parent / "__snapshot__" / f"{result.case.suite.path.name}.snap"
+    cache = _snapshot_cache(result.case.suite)
+    cache.setdefault(result.case.name, {}).update(result.fresh_snapshots)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(
+        f"{json.dumps(test)}:\n" + "".join(f"  {n}: |\n" + "".join(f"    {line}\n" if line else "\n"
+                                                                  for line in text.splitlines())
+                                        for n, text in sorted(snaps.items()))
+        for test, snaps in sorted(cache.items())))

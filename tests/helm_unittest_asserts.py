@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -329,6 +329,7 @@ class Snapshots:
     test: str
     counter: int = 0
     new: int = 0
+    fresh: dict = field(default_factory=dict)  # call number -> content of a snapshot not recorded yet
 
     def compare(self, content: Any, match: str = "", not_match: str = "") -> tuple[bool, str]:
         self.counter += 1
@@ -343,6 +344,7 @@ class Snapshots:
             return True, ""
         if recorded is None:
             self.new += 1
+            self.fresh[self.counter] = dump_yaml(content)
             return True, ""
         if deep_equal(load_yaml(recorded), content):
             return True, ""

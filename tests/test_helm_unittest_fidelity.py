@@ -1,19 +1,23 @@
-"""The helm-unittest runner (tests/helm_unittest.py) gives helm-unittest's own verdicts on helm-unittest's fixtures.
+"""The helm-unittest runner (tests/helm_unittest.py) gives helm-unittest's own verdicts.
 
-tests/fixtures/helm-unittest-upstream/ holds charts and suites of helm-unittest's test/data/v3 and
-pkg/unittest/testdata and, in expected/, the verdicts the plugin's own Go tests record: the verdict lines of its
-runner snapshots (pkg/unittest/.snapshots/TestV3Runner*: which suites pass, fail or are skipped, which tests
-fail and which of their assertions fail), and the pass/fail its test_job_test.go, test_suite_test.go and
-utils_test.go assert (their inline jobs and suites restated as suite files). Every suite file named there must
-load (or be refused, where the plugin refuses it), and every test's verdict (pass / fail / skipped) and, for a
+tests/fixtures/helm-unittest-fidelity/ holds charts and suites of ours, each test a translation of one test of
+helm-unittest's own fixtures (its test/data/v3 charts, its pkg/unittest/testdata charts, and the jobs and suites
+its Go tests write inline) that exercises the same runner feature with the same kind of outcome. expected/
+records, per suite and per test, the verdict helm-unittest 1.1 gives to the case it translates (the verdict
+lines of its runner snapshots pkg/unittest/.snapshots/TestV3Runner*, and the pass/fail its test_job_test.go,
+test_suite_test.go and utils_test.go assert), and names that case. Every suite file named there must load (or
+be refused, where the plugin refuses the original), and every test's verdict (pass / fail / skip) and, for a
 failing test, its set of failing assertions must equal the plugin's. validators.yaml restates single-validator
 cases of pkg/unittest/validators; the suite files found for a chart must be those the plugin's default
-discovery runs. `python tests/test_helm_unittest_fidelity.py` prints the figures.
+discovery runs. `python tests/test_helm_unittest_fidelity.py` prints the figures; with `--record-snapshots` it
+adds the snapshots that are not recorded yet to the fixtures' __snapshot__/ files, as `helm unittest` does on a
+first run (the snapshots a translated case expects to mismatch are edited by hand afterwards).
 """
 
 from __future__ import annotations
 
-import re
+import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,47 +28,70 @@ from helm_unittest import (
     SuiteError,
     discover_suites,
     load_suites,
+    record_new_snapshots,
     run_case,
 )
 from helm_unittest_asserts import Context, Snapshots, load_yaml
 
-UPSTREAM = Path(__file__).parent / "fixtures" / "helm-unittest-upstream"
+FIXTURES = Path(__file__).parent / "fixtures" / "helm-unittest-fidelity"
+
+# Subcharts that the plugin's fixtures ship packaged (charts/<name>.tgz): ours are kept unpacked under
+# packaged/<parent>/<name>/ and packed here before any suite runs, so the repository holds no binary.
+PACKAGED = FIXTURES / "packaged"
+
+
+def pack_subcharts() -> None:
+    for source in sorted(p.parent for p in PACKAGED.glob("*/*/Chart.yaml")):
+        parent, name = source.parent.name, source.name
+        target = FIXTURES / "charts" / parent / "charts" / f"{name}.tgz"
+        if target.is_file() and target.stat().st_mtime >= max(f.stat().st_mtime for f in source.rglob("*")):
+            continue
+        with tarfile.open(target, "w:gz") as archive:
+            archive.add(source, arcname=name)
+
+
+pack_subcharts()
+
+
+@dataclass
+class ExpectedTest:
+    name: str
+    verdict: str                      # pass, fail or skip
+    failing: set[int] | None          # a failing test's failing assertions (None: not compared, the job errs)
+    translates: str
 
 
 @dataclass
 class ExpectedSuite:
-    name: str
-    verdict: str                                        # PASS, FAIL, SKIP, or ERROR (the file does not load)
-    failed: dict[str, set[int]] = field(default_factory=dict)  # failing test -> its failing assertions
-    skipped: set[str] = field(default_factory=set)
+    name: str | None
+    refused: bool                     # the plugin refuses to load the original file
+    tests: list[ExpectedTest]
+    translates: str
+    run: str                          # the plugin's Go test that recorded the verdicts
 
 
 @dataclass
-class ExpectedRun:
-    source: str                                         # the upstream snapshot it comes from
+class ExpectedFile:
     chart: Path
-    suites: dict[Path, list[ExpectedSuite]] = field(default_factory=dict)
+    path: Path
+    suites: list[ExpectedSuite]
 
 
-def expected_runs() -> list[ExpectedRun]:
-    runs = []
-    for file in sorted((UPSTREAM / "expected").glob("*.txt")):
-        run, current, test = None, None, None
-        for line in file.read_text().splitlines():
-            if line.startswith("### Chart"):
-                run = ExpectedRun(source=file.stem, chart=UPSTREAM / line.rsplit(" ", 1)[1])
-                runs.append(run)
-            elif m := re.match(r"^ (PASS|FAIL|SKIP|ERROR) +(.*)\t(\S+)$", line):
-                current = ExpectedSuite(name=m.group(2), verdict=m.group(1))
-                run.suites.setdefault(UPSTREAM / m.group(3), []).append(current)
-            elif m := re.match(r"^\t- SKIPPED '(.*)'$", line):
-                current.skipped.add(m.group(1))
-            elif m := re.match(r"^\t- (.*)$", line):
-                test = m.group(1)
-                current.failed[test] = set()
-            elif m := re.match(r"^\t\t- asserts\[(\d+)\] `\w+` fail$", line):
-                current.failed[test].add(int(m.group(1)))
-    return runs
+def expected_files() -> list[ExpectedFile]:
+    files = []
+    for source in sorted((FIXTURES / "expected").glob("*.yaml")):
+        data = yaml.safe_load(source.read_text())
+        chart = FIXTURES / "charts" / data["chart"]
+        by_path: dict[Path, ExpectedFile] = {}
+        for entry in data["suites"]:
+            path = chart / entry["file"]
+            tests = [ExpectedTest(t["it"], t["verdict"], set(t["failing"]) if "failing" in t else None,
+                                  t["translates"]) for t in entry.get("tests") or []]
+            suite = ExpectedSuite(entry.get("suite"), bool(entry.get("refused")), tests, entry["translates"],
+                                  entry["run"])
+            by_path.setdefault(path, ExpectedFile(chart, path, [])).suites.append(suite)
+        files.extend(by_path.values())
+    return files
 
 
 @dataclass
@@ -76,85 +103,92 @@ class Comparison:
     disagreements: list[str] = field(default_factory=list)
 
 
-def compare(run: ExpectedRun, path: Path, into: Comparison) -> None:
+def compare(expected: ExpectedFile, into: Comparison, record: bool = False) -> None:
     """Run every suite of one file and record each verdict that differs from the plugin's."""
-    expected = run.suites[path]
-    into.suites += len(expected)
-    refused = [e for e in expected if e.verdict == "ERROR"]
+    where_file = expected.path.relative_to(FIXTURES)
+    into.suites += len(expected.suites)
+    refused = [e for e in expected.suites if e.refused]
     try:
-        suites = load_suites(path, run.chart)
+        suites = load_suites(expected.path, expected.chart)
     except SuiteError as error:
         if refused:  # helm-unittest refuses it too: an agreement
-            into.loaded += len(expected)
+            into.loaded += len(expected.suites)
             into.tests += 1
         else:
-            into.disagreements.append(f"{path.relative_to(UPSTREAM)}: cannot load: {error}")
+            into.disagreements.append(f"{where_file}: cannot load: {error}")
         return
     if refused:
-        into.disagreements.append(f"{path.relative_to(UPSTREAM)}: helm-unittest refuses this file, the runner loads it")
+        into.disagreements.append(f"{where_file}: helm-unittest refuses the original, the runner loads this file")
         return
     into.loaded += len(suites)
-    unmatched = list(expected)
+    unmatched = list(expected.suites)
     for suite in suites:
         want = next((e for e in unmatched if e.name == suite.name), None)
         if want is None:
-            into.disagreements.append(f"{path.relative_to(UPSTREAM)}: suite {suite.name!r} not in {run.source}")
+            into.disagreements.append(f"{where_file}: suite {suite.name!r} not in expected/")
             continue
         unmatched.remove(want)
+        tests = {t.name: t for t in want.tests}
+        if [c.name for c in suite.cases] != [t.name for t in want.tests]:
+            into.disagreements.append(f"{where_file}: {suite.name!r} has tests {[c.name for c in suite.cases]}, "
+                                      f"expected/ lists {list(tests)}")
+            continue
         for case in suite.cases:
             result = run_case(case)
-            where = f"{path.relative_to(UPSTREAM)}: {suite.name!r} / {case.name!r}"
+            if record:
+                record_new_snapshots(result)
+            test = tests[case.name]
+            where = f"{where_file}: {suite.name!r} / {case.name!r}"
             got = "skip" if result.skipped else "pass" if result.passed else "fail"
-            wanted = "skip" if case.name in want.skipped or want.verdict == "SKIP" else \
-                "fail" if case.name in want.failed else "pass"
             into.tests += 1
-            if result.new_snapshots:  # the plugin's runs found every snapshot recorded: none may be missing here
+            if result.new_snapshots and not record:  # every snapshot the plugin compared was recorded
                 into.disagreements.append(f"{where}: {result.new_snapshots} snapshot(s) not found in __snapshot__/")
-            if got != wanted:
-                into.disagreements.append(f"{where}: helm-unittest says {wanted}, the runner {got}\n{result.report()}")
+            if got != test.verdict:
+                into.disagreements.append(f"{where}: helm-unittest says {test.verdict}, the runner {got}\n"
+                                          f"{result.report()}")
                 continue
             if got == "fail":
                 failing = {a.index for a in result.assertions if not a.passed}
                 into.assertions += len(case.assertions)
-                if result.error is None and failing != want.failed[case.name] and want.failed[case.name]:
+                if result.error is None and test.failing is not None and failing != test.failing:
                     into.disagreements.append(f"{where}: failing assertions {sorted(failing)}, helm-unittest's "
-                                              f"{sorted(want.failed[case.name])}\n{result.report()}")
-    into.disagreements.extend(f"{path.relative_to(UPSTREAM)}: suite {e.name!r} not loaded" for e in unmatched)
+                                              f"{sorted(test.failing)}\n{result.report()}")
+    into.disagreements.extend(f"{where_file}: suite {e.name!r} not loaded" for e in unmatched)
 
 
-def _params():
-    return [pytest.param(run, path, id=f"{run.source}:{path.relative_to(run.chart)}")
-            for run in expected_runs() for path in run.suites]
-
-
-@pytest.mark.parametrize("run, path", _params())
-def test_verdicts_equal_helm_unittest(run, path):
+@pytest.mark.parametrize("expected", [pytest.param(e, id=str(e.path.relative_to(FIXTURES / "charts")))
+                                      for e in expected_files()])
+def test_verdicts_equal_helm_unittest(expected):
     comparison = Comparison()
-    compare(run, path, comparison)
+    compare(expected, comparison)
     assert comparison.loaded == comparison.suites
     assert not comparison.disagreements, "\n\n".join(comparison.disagreements)
 
 
-# Runs of the plugin with its default suite discovery (tests/*_test.yaml, --with-subchart): chart -> its run.
-DISCOVERY_RUNS = {"with-subchart": "TestV3RunnerWithTestsInSubchart",
-                  "with-subsubcharts": "TestV3RunnerOkWithSubSubChartsPassedTests",
-                  "with-disabled-subchart-on-tags": "TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnTags",
-                  "with-disabled-subchart-on-condition": None}  # TestV3RunnerOkWithSkippedTestsWhen...OnCondition
+# Charts run with the plugin's default suite discovery (tests/*_test.yaml, --with-subchart): chart -> the Go
+# test whose run it translates (None: "Test Suites: 0 passed, 0 total", the only suites are in a subchart its
+# values turn off).
+DISCOVERY_RUNS = {"kitchen": "TestV3RunnerWithTestsInSubchart",
+                  "nested": "TestV3RunnerOkWithSubSubChartsPassedTests",
+                  "tagged-parts": "TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnTags",
+                  "switched-off-part": None}  # TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnCondition
 
 
 def test_suite_discovery_equals_helm_unittests():
-    """The suite files found for a chart, its enabled subcharts' included, are those the plugin ran (none for
-    a chart whose only suites are in a subchart its values turn off: "Test Suites: 0 passed, 0 total")."""
-    runs = {run.source: run for run in expected_runs()}
-    found = {}
-    for path, chart in discover_suites(UPSTREAM / "charts"):
+    """The suite files found for a chart, its enabled subcharts' included, are those the plugin ran."""
+    found: dict[str, set[Path]] = {}
+    for path, chart in discover_suites(FIXTURES / "charts"):
         found.setdefault(chart.name, set()).add(path)
-    for chart, source in DISCOVERY_RUNS.items():
-        assert found.get(chart, set()) == (set(runs[source].suites) if source else set()), chart
+    ran: dict[str, set[Path]] = {}
+    for expected in expected_files():
+        for suite in expected.suites:
+            ran.setdefault(suite.run, set()).add(expected.path)
+    for chart, run in DISCOVERY_RUNS.items():
+        assert found.get(chart, set()) == (ran[run] if run else set()), chart
 
 
 def _validator_cases():
-    data = yaml.safe_load((UPSTREAM / "validators.yaml").read_text())
+    data = yaml.safe_load((FIXTURES / "validators.yaml").read_text())
     documents = {name: load_yaml(text) for name, text in data["documents"].items()}
     return [pytest.param(case, [documents[d] for d in case["docs"]],
                          [documents[d] for d in case.get("selected", case["docs"])], id=case["source"])
@@ -179,11 +213,10 @@ def test_validator_verdicts(case, docs, selected):
     assert passed == case["pass"], why
 
 
-def main() -> None:
+def main(record: bool) -> None:
     comparison = Comparison()
-    for run in expected_runs():
-        for path in run.suites:
-            compare(run, path, comparison)
+    for expected in expected_files():
+        compare(expected, comparison, record)
     validators = [p.values for p in _validator_cases()]
     wrong = [case["source"] for case, docs, selected in validators
              if validator_verdict(case, docs, selected)[0] != case["pass"]]
@@ -196,4 +229,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(record="--record-snapshots" in sys.argv[1:])
