@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from llmft.errors import UserError
 from llmft.evaluate import evaluate, evaluate_run, load_spec
 from llmft.evaluate import metrics as m
@@ -153,17 +152,15 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.5)
 
 
-class StandInJudge:
-    """A judge endpoint: no judging LLM runs on this machine, so a stand-in answers in the OpenAI format.
+class StandIn:
+    """An OpenAI-compatible server answering with `respond(number, request) -> (status, text)`: for what cannot
+    run on this machine (a judging LLM) and for failures a real server cannot be made to produce on cue. It
+    records how many requests were in flight at once."""
 
-    It fails its first request with 503 (the client must retry), answers one question without a score (a
-    judge failure to count), and records how many requests were in flight at once.
-    """
-
-    def __init__(self):
+    def __init__(self, respond, model: str = "judge"):
         self.lock = threading.Lock()
         self.in_flight = self.most_in_flight = self.requests = 0
-        judge = self
+        stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -177,25 +174,24 @@ class StandInJudge:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # noqa: N802
-                self._send(200, {"data": [{"id": "judge"}]})
+            def do_GET(self):
+                self._send(200, {"data": [{"id": model}]})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with judge.lock:
-                    judge.requests += 1
-                    first = judge.requests == 1
-                    judge.in_flight += 1
-                    judge.most_in_flight = max(judge.most_in_flight, judge.in_flight)
+                with stand_in.lock:
+                    stand_in.requests += 1
+                    number = stand_in.requests
+                    stand_in.in_flight += 1
+                    stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in.in_flight)
                 time.sleep(0.2)
-                with judge.lock:
-                    judge.in_flight -= 1
-                if first:
-                    self._send(503, {"error": {"message": "warming up"}})
-                    return
-                prompt = body["messages"][0]["content"]
-                reply = "No idea." if "spider" in prompt else f"Looks fine.\nScore: {2 + len(prompt) % 3}"
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+                with stand_in.lock:
+                    stand_in.in_flight -= 1
+                status, text = respond(number, body)
+                if status != 200:
+                    self._send(status, {"error": {"message": text}})
+                else:
+                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -206,6 +202,14 @@ class StandInJudge:
         self.server.server_close()
 
 
+def judging(number: int, body: dict) -> tuple[int, str]:
+    """A judge that is warming up at first (503: retried), cannot grade the spider answer (a failure to count)."""
+    if number == 1:
+        return 503, "warming up"
+    prompt = body["messages"][0]["content"]
+    return (200, "No idea.") if "spider" in prompt else (200, f"Looks fine.\nScore: {2 + len(prompt) % 3}")
+
+
 def test_endpoint_evaluation_against_the_cpu_server_matches_the_checkpoint(tiny_model_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="llmft")
     data = chat_data(tmp_path / "test.jsonl")
@@ -213,7 +217,7 @@ def test_endpoint_evaluation_against_the_cpu_server_matches_the_checkpoint(tiny_
     server = subprocess.Popen([sys.executable, "-m", "llmft", "serve", str(tiny_model_dir), "--port", str(port),
                                "--served-model-name", "tiny-run"],
                               env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    judge = StandInJudge()
+    judge = StandIn(judging)
     try:
         # Without a server there is no run: one cheap request fails first, with the fix.
         spec = {"name": "served", "target": {"endpoint": {"url": f"http://127.0.0.1:{port}/v1", "model": "tiny"}},
@@ -254,6 +258,29 @@ def test_endpoint_evaluation_against_the_cpu_server_matches_the_checkpoint(tiny_
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
+def test_an_endpoint_that_fails_mid_run_stops_with_status_1_and_the_restart_resumes(tmp_path):
+    state = {"down": True}
+
+    def answering(number: int, body: dict) -> tuple[int, str]:
+        return (500, "overloaded") if number > 2 and state["down"] else (200, "Paris.")
+
+    server = StandIn(answering, model="served")
+    spec = {"name": "flaky", "target": {"endpoint": {"url": server.url}}, "data": {"path": str(chat_data(tmp_path / "t"))},
+            "metrics": ["exact_match"], "requests": {"concurrency": 1, "retries": 1}, "output": str(tmp_path / "out")}
+    try:
+        with pytest.raises(UserError, match="target.endpoint: a request to .* failed: HTTP 500.*after 2 attempts") as raised:
+            evaluate(spec)
+        assert raised.value.exit_code == 1  # not a spec error: the Job restarts the pod, which resumes
+        assert len(rows_of(tmp_path / "out")) == 2 and not (tmp_path / "out" / "results.json").exists()
+        state["down"] = False
+        before = server.requests
+        results = evaluate(spec)
+    finally:
+        server.close()
+    assert server.requests - before == 2  # only the two samples not yet scored
+    assert results["metrics"]["exact_match"] == 0.25 and len(rows_of(tmp_path / "out")) == 4
+
+
 def test_checkpoint_metrics_and_resume_skips_scored_samples(tiny_model_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="llmft")
     data = chat_data(tmp_path / "test.jsonl")
@@ -292,7 +319,7 @@ def test_checkpoint_metrics_and_resume_skips_scored_samples(tiny_model_dir, tmp_
 
 
 def test_bad_data_and_incomplete_checkpoints_fail_before_any_model_loads(tiny_model_dir, tmp_path, monkeypatch):
-    import llmft.evaluate.checkpoint as checkpoint
+    from llmft.evaluate import checkpoint
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -400,7 +427,6 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
 
 def test_the_chart_schema_is_generated_from_the_spec_and_the_readme_lists_every_value():
     import yaml
-
     from llmft.evaluate.chart import chart_files
 
     for path, content in chart_files(REPO / "charts").items():
@@ -424,11 +450,10 @@ def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
     import shlex
 
     import yaml
-
     from harness import render_valid
 
     text = (REPO / "charts" / "llm-evaluate" / "README.md").read_text()
-    commands = [line.split("|")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = [line.split("|")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
                 for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("helm template")]
     assert len(commands) == 2
     for command in commands:
@@ -444,10 +469,9 @@ def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
 
 def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tiny_model_dir, tmp_path):
     import torch
+    from llmft.finetune.merge import merge_adapter
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from llmft.finetune.merge import merge_adapter
 
     run = tmp_path / "lora-run"  # what `llmft sft` leaves for LoRA with merge_adapter: false
     torch.manual_seed(1)

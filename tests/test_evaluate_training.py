@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from llmft.errors import UserError
 from llmft.evaluate import evaluate_run
 from llmft.finetune.config import load_config
 from llmft.finetune.sft import run_sft
-from llmft.storage import parse_location, upload_file, upload_tree
+from llmft.storage import is_complete, parse_location, upload_file, upload_tree
 from llmft.storage.transfer import delete_object, read_object, write_object
 
 pytestmark = pytest.mark.slow
@@ -91,6 +90,7 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     assert results["metrics"] == tuned and results["target"] == {"checkpoint": f"{run}/checkpoint-final"}
     rows = [json.loads(line) for line in read_object(parse_location(f"{run}/eval/facts/samples.jsonl")).splitlines()]
     assert [row["prediction"] for row in rows] == [answer for _, answer in FACTS]
+    assert is_complete(parse_location(f"{run}/eval/facts"))  # uploaded as a tree: `llmft storage ls` says so
 
     # `llmft report` puts the evaluation next to the losses; `llmft evaluate-best` picks the run to serve.
     sweep = f"{bucket}/experiments/facts-*"

@@ -54,7 +54,7 @@ def _best(args: argparse.Namespace) -> int:
 
     from llmft.evaluate.results import best_run
 
-    best, value, values = best_run(args.runs, args.metric)
+    best, _, values = best_run(args.runs, args.metric)
     for run, score in values:
         print(f"{run}: {args.metric} = {'-' if score is None else f'{score:.4g}'}", file=sys.stderr)
     print(best)

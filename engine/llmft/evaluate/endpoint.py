@@ -33,6 +33,13 @@ class RequestFailed(Exception):
     """A request that failed for good (after its retries, or with a status that is not retried)."""
 
 
+class EndpointFailed(UserError):
+    """The target endpoint failed mid-run: one line, no traceback, and exit status 1 (not 2), so a Job restarts
+    the pod and the evaluation resumes from samples.jsonl once the server is back."""
+
+    exit_code = 1
+
+
 class EndpointClient:
     def __init__(self, endpoint: Endpoint, requests: Requests, key_path: str):
         self.endpoint = endpoint

@@ -10,7 +10,8 @@
 
 Every sample row carries the spec's fingerprint (`EvalSpec.fingerprint`); a restart keeps the rows whose
 key and fingerprint match and scores only the rest. In the bucket, samples.jsonl is uploaded every
-`FLUSH_SECONDS` while the evaluation runs and once at the end, so a killed pod loses at most that much work.
+`FLUSH_SECONDS` while the evaluation runs, so a killed pod loses at most that much work; at the end the
+folder is uploaded as a tree (manifest last). A restart with work to do first removes the old results.json.
 """
 
 from __future__ import annotations
@@ -31,29 +32,31 @@ FLUSH_SECONDS = 30.0
 
 
 class SampleStore:
-    """samples.jsonl of one evaluation: the rows of an earlier attempt, and appends with periodic upload."""
+    """The results folder of one evaluation: the rows of an earlier attempt, appends with periodic upload.
+
+    A bucket output is mirrored in a scratch folder and uploaded as a tree at the end (`upload_tree`: the
+    folder's manifest last, so `llmft storage ls` shows it complete); a local output is written in place.
+    """
 
     def __init__(self, output: Location, fingerprint: str):
         self.output = output
         self.fingerprint = fingerprint
         self._scratch = None
         if output.is_local:
-            output.path.mkdir(parents=True, exist_ok=True)
-            self.path = output.path / EVAL_SAMPLES
+            self.folder = output.path.expanduser()
+            self.folder.mkdir(parents=True, exist_ok=True)
         else:
             self._scratch = tempfile.TemporaryDirectory(prefix="llmft-eval-")
-            self.path = Path(self._scratch.name) / EVAL_SAMPLES
+            self.folder = Path(self._scratch.name)
+        self.path = self.folder / EVAL_SAMPLES
         self._last_flush = time.monotonic()
 
     def load(self, keys: set[str]) -> dict[str, dict]:
         """Rows already scored for these sample keys under this spec; the file is rewritten with only them."""
         if not self.output.is_local:
-            from llmft.storage import download_file
-            from llmft.storage.transfer import head_object
-
-            remote = self.output.child(EVAL_SAMPLES)
-            if head_object(remote) is not None:
-                download_file(remote, self.path)
+            text = self._read(EVAL_SAMPLES)
+            if text is not None:
+                self.path.write_text(text, encoding="utf-8")
         rows: dict[str, dict] = {}
         stale = 0
         if self.path.is_file():
@@ -71,6 +74,16 @@ class SampleStore:
                      "again", stale)
         self.path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
         return rows
+
+    def unfinished(self) -> None:
+        """Work is about to be done: an earlier results.json (and the folder's manifest) no longer holds."""
+        (self.folder / EVAL_RESULTS).unlink(missing_ok=True)
+        if not self.output.is_local:
+            from llmft.storage import MANIFEST_NAME
+            from llmft.storage.transfer import delete_object
+
+            delete_object(self.output.child(MANIFEST_NAME))
+            delete_object(self.output.child(EVAL_RESULTS))
 
     def append(self, row: dict) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
@@ -92,35 +105,41 @@ class SampleStore:
             saved = json.loads(text) if text else {}
         except json.JSONDecodeError:
             return None
-        return saved.get("metrics") if saved.get("fingerprint") == self.fingerprint else None
+        if saved.get("fingerprint") != self.fingerprint:
+            return None
+        self._write(EVAL_HARNESS, text, upload=False)  # part of this attempt's folder
+        return saved.get("metrics")
 
     def save_harness(self, metrics: dict[str, float]) -> None:
         self._write(EVAL_HARNESS, json.dumps({"fingerprint": self.fingerprint, "metrics": metrics}, indent=2) + "\n")
 
     def _read(self, name: str) -> str | None:
         if self.output.is_local:
-            path = self.output.path / name
+            path = self.folder / name
             return path.read_text(encoding="utf-8") if path.is_file() else None
         from llmft.storage.transfer import read_object
 
         data = read_object(self.output.child(name), missing_ok=True)
         return data.decode() if data is not None else None
 
-    def _write(self, name: str, text: str) -> None:
-        if self.output.is_local:
-            target = self.output.path / name
-            partial = target.with_name(target.name + ".part")
-            partial.write_text(text, encoding="utf-8")
-            partial.replace(target)
-        else:
+    def _write(self, name: str, text: str, upload: bool = True) -> None:
+        target = self.folder / name
+        partial = target.with_name(target.name + ".part")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+        if upload and not self.output.is_local:
             from llmft.storage.transfer import write_object
 
             write_object(self.output.child(name), text.encode())
 
     def write_results(self, results: dict) -> None:
-        """samples.jsonl, then results.json last: results.json present means the evaluation finished."""
-        self.flush()
-        self._write(EVAL_RESULTS, json.dumps(results, indent=2, default=_json_number) + "\n")
+        """results.json last: in the bucket the whole folder goes up as a tree, its manifest last."""
+        self._write(EVAL_RESULTS, json.dumps(results, indent=2, default=_json_number) + "\n", upload=False)
+        if not self.output.is_local:
+            from llmft.storage import upload_tree
+
+            upload_tree(self.folder, self.output)
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self._scratch is not None:

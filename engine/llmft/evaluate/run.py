@@ -16,16 +16,27 @@ import contextlib
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from llmft.errors import UserError
 from llmft.evaluate import metrics as metric_functions
 from llmft.evaluate.data import Sample, read_samples
-from llmft.evaluate.endpoint import EndpointClient, RequestFailed, map_requests
+from llmft.evaluate.endpoint import (
+    EndpointClient,
+    EndpointFailed,
+    RequestFailed,
+    map_requests,
+)
 from llmft.evaluate.judge import judge_answer
 from llmft.evaluate.results import SampleStore, finite
 from llmft.evaluate.spec import EvalSpec, load_spec
-from llmft.evaluate.target import Checkpoint, check_checkpoint, class_names, fetched, reference_label
+from llmft.evaluate.target import (
+    Checkpoint,
+    check_checkpoint,
+    class_names,
+    fetched,
+    reference_label,
+)
 from llmft.progress import Progress
 from llmft.run_layout import EVAL_HARNESS, EVAL_RESULTS, EVAL_SAMPLES
 
@@ -68,6 +79,8 @@ def evaluate(source: str | os.PathLike | dict | EvalSpec) -> dict:
         harness_metrics = store.load_harness() if spec.lm_eval else {}
         if harness_metrics and spec.lm_eval:
             log.info("lm-eval: results of an earlier attempt kept (%s)", output.child(EVAL_HARNESS))
+        if pending or harness_metrics is None:
+            store.unfinished()
         need_model = checkpoint is not None and (pending or harness_metrics is None)
         folder = stack.enter_context(fetched(spec, checkpoint)) if need_model else None
         if pending:
@@ -144,8 +157,8 @@ def _score_with_endpoint(spec: EvalSpec, pending: list[Sample], client: Endpoint
         for _, row in map_requests(score, pending, spec.requests.concurrency):
             record(row)
     except RequestFailed as error:
-        raise UserError(f"target.endpoint: a request to {client.base} failed: {error}; the samples scored so far "
-                        "are kept in samples.jsonl, run the evaluation again to go on") from None
+        raise EndpointFailed(f"target.endpoint: a request to {client.base} failed: {error}; the samples scored so "
+                             "far are kept in samples.jsonl, run the evaluation again to go on") from None
 
 
 def _score_chat_checkpoint(spec: EvalSpec, folder, pending: list[Sample], judge: EndpointClient | None,
@@ -163,10 +176,11 @@ def _score_chat_checkpoint(spec: EvalSpec, folder, pending: list[Sample], judge:
             for row, scored in zip(rows, model.loss(batch)):
                 row.update(scored)
         if judge:
+            pairs = list(zip(batch, rows))
             verdicts = dict(map_requests(
-                lambda index: judge_answer(judge, spec.judge, batch[index].question, batch[index].reference,
-                                           rows[index]["prediction"]),
-                range(len(batch)), spec.requests.concurrency))
+                lambda index, pairs=pairs: judge_answer(judge, spec.judge, pairs[index][0].question,
+                                                        pairs[index][0].reference, pairs[index][1]["prediction"]),
+                range(len(pairs)), spec.requests.concurrency))
             for index, row in enumerate(rows):
                 row.update(verdicts[index])
         for row in rows:
@@ -212,6 +226,6 @@ def _results(spec: EvalSpec, rows: list[dict], names: list[str], client: Endpoin
         "metrics": finite(values),
         "counts": counts,
         "spec": spec.model_dump(mode="json"),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
     }

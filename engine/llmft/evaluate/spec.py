@@ -28,7 +28,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmft.errors import UserError
-from llmft.finetune.config import _format_problems, _inline_refs, _pydantic_problems, location_problem
+from llmft.finetune.config import (
+    _format_problems,
+    _inline_refs,
+    _pydantic_problems,
+    location_problem,
+)
 from llmft.run_layout import CHECKPOINT_PREFIX, EVAL, FINAL
 
 PositiveInt = Annotated[int, Field(gt=0)]
