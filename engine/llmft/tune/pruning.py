@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from llmft.finetune.outputs import write_json
-from llmft.tune.trials import PRUNED_MARKER, TRIAL_ENV
+from llmft.tune.trials import PRUNED_ATTR, PRUNED_MARKER, TRIAL_ENV
 
 log = logging.getLogger("llmft.tune")
 
@@ -75,11 +75,13 @@ class PruningCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True  # the trial's last state stays (locally and in the bucket)
             if state.is_world_process_zero:
+                where = {"step": state.global_step, "metric": self.metric, "value": float(value)}
+                # In the study too: a worker restarted on another pod finds it there (the folder is gone).
+                self.trial().set_user_attr(PRUNED_ATTR, where)
                 log.info("trial %s pruned at step %d (%s %.5g is worse than the early-stopping rule allows); "
                          "stopping after this checkpoint", self.info["trial_number"], state.global_step,
                          self.metric, value)
-                write_json(Path(args.output_dir) / PRUNED_MARKER,
-                           {"step": state.global_step, "metric": self.metric, "value": float(value)})
+                write_json(Path(args.output_dir) / PRUNED_MARKER, where)
 
 
 def _agree(decision: bool) -> bool:

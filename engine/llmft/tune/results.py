@@ -34,7 +34,8 @@ def collect(study, spec: TuneSpec, experiment_dir: Path) -> dict:
         folder = trials.trial_dir(experiment_dir, trial.number)
         output = folder / trials.OUTPUT
         # What the worker that ran the trial recorded (it may be another pod), else this folder's files.
-        recorded = trial.user_attrs.get(OUTPUTS) or outputs_of(output)
+        recorded = dict(trial.user_attrs.get(OUTPUTS) or outputs_of(output))
+        recorded["pruned_at"] = recorded.get("pruned_at") or trial.user_attrs.get(trials.PRUNED_ATTR)
         remote = trials.remote_dir(spec, trial.number)
         serve, adapter = recorded.get("serve"), recorded.get("adapter")
         rows.append({

@@ -40,6 +40,7 @@ LOG = "train.log"
 OUTPUT = "output"
 TRIAL_ENV = "LLMFT_TUNE_TRIAL"  # the training process reads its trial file from here
 PRUNED_MARKER = "tune-pruned.json"  # written into output/ by the pruning callback
+PRUNED_ATTR = "llmft:pruned_at"  # the same, as a user attribute of the trial in the study
 
 
 def trial_dir(experiment_dir: Path, number: int) -> Path:

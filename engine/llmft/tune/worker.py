@@ -158,13 +158,19 @@ class Worker:
         folder = running.prepared.folder
         if status == 0:
             del self.running[number]
-            pruned = trials.was_pruned(folder)
+            frozen = self.study.get_trials(deepcopy=False)[number]
+            pruned = trials.was_pruned(folder) or frozen.user_attrs.get(trials.PRUNED_ATTR)
             recorded = self._metrics(folder / trials.OUTPUT)
             if pruned:
                 studies.finish(self.study, number, "pruned", attrs=recorded)
                 log.info("trial %d pruned at step %d", number, pruned["step"])
             else:
-                value = metrics.final_value(self.spec.objective_source(), folder / trials.OUTPUT)
+                source = self.spec.objective_source()
+                value = metrics.final_value(source, folder / trials.OUTPUT)
+                if value is None and source.step_key == source.name and frozen.intermediate_values:
+                    # The run finished in the bucket before this pod (a restarted worker): its metric was
+                    # reported to the study at every evaluation, the last report is the final value.
+                    value = frozen.intermediate_values[max(frozen.intermediate_values)]
                 if value is None:
                     error = (f"the run finished without writing {self.spec.tune.objective.metric} "
                              f"(see {folder / trials.LOG})")
