@@ -398,3 +398,22 @@ def test_workers_share_a_study_through_the_storage_server(data_file, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert (tmp_path / "study.journal").stat().st_size > 0
+
+
+def test_failed_trials_count_and_too_many_fail_the_experiment(data_file, tmp_path, capsys):
+    """Each value alone is valid, together the engine rejects them: every trial fails before it trains."""
+    spec = make_spec(MODEL, str(data_file), max_failed_trial_count=1, search_space=[
+        {"key": "finetuning_config.training_args.warmup_steps", "type": "int", "min": 1, "max": 3},
+        {"key": "finetuning_config.training_args.warmup_ratio", "type": "categorical", "values": [0.1, 0.2]},
+    ])
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = tmp_path / "experiment"
+    assert main(["tune", str(path), "--dir", str(experiment)]) == 3  # the chart's podFailurePolicy fails the Job
+    results = read_results(experiment)
+    assert results["state"] == "failed"
+    assert [t["state"] for t in results["trials"]] == ["fail", "fail", "waiting", "waiting"]
+    assert "set either warmup_steps or warmup_ratio" in results["trials"][0]["error"]
+    capsys.readouterr()
+    assert main(["tune", "status", str(experiment)]) == 0
+    assert "experiment tiny-search: failed; 4 of 4 trials (2 fail, 2 waiting)" in capsys.readouterr().out

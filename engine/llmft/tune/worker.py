@@ -78,11 +78,10 @@ class Worker:
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._stop)}
         try:
             while True:
-                state = self._experiment_state()
                 while len(self.running) < self.slots and not self.stopping:
                     if resume:
                         number = resume.pop(0)
-                    elif state == "running":
+                    elif self._experiment_state() == "running":  # not failed, goal not reached
                         number = studies.claim(self.study, self.name)
                     else:
                         number = None
