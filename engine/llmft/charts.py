@@ -10,6 +10,8 @@ replaced); then each `--set` is parsed by Helm's own strvals parser (exposed by
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,18 +117,25 @@ def render_chart(chart_dir: Path, values: dict | None = None, *, values_files: l
     """Render `chart_dir` offline with the real Helm engine; raise UserError on any Helm error."""
     import helm_python
 
+    if not (Path(chart_dir) / "Chart.yaml").is_file():
+        raise UserError(f"{chart_dir} is not a chart folder (no Chart.yaml)")
     supplied = merge_maps(compose_values(values_files, set_values, set_string_values, set_json_values), values or {})
     try:
         helm_python.validate_release_name(release_name)
     except helm_python.HelmError as error:
         raise UserError(f"release name {release_name!r} is invalid: {error}") from None
-    chart = helm_python.Chart.load(str(chart_dir))
-    try:
-        templates = chart.render(supplied, name=release_name, namespace=namespace, is_install=True)
-    except helm_python.HelmError as error:
-        raise UserError(f"helm template {chart_dir}: {error}") from None
-    finally:
-        chart.close()
+    with tempfile.TemporaryDirectory(prefix="llmft-chart-") as scratch:
+        # The charts reach the library chart through a symlink; Helm logs a line on stderr for every
+        # symlink it loads, so it reads a copy with the links resolved (a few small files).
+        resolved = Path(scratch) / Path(chart_dir).name
+        shutil.copytree(chart_dir, resolved, symlinks=False)
+        chart = helm_python.Chart.load(str(resolved))
+        try:
+            templates = chart.render(supplied, name=release_name, namespace=namespace, is_install=True)
+        except helm_python.HelmError as error:
+            raise UserError(f"helm template {chart_dir}: {error}") from None
+        finally:
+            chart.close()
     rendered = Rendered(templates=templates)
     for path in sorted(templates, key=_template_order):
         text = templates[path]

@@ -48,10 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    chart = Path(args.chart)
-    if not (chart / "Chart.yaml").is_file():
-        raise UserError(f"{chart} is not a chart folder (no Chart.yaml)")
-    return run_chart(chart, [Path(v) for v in args.values], args.set, args.set_string, args.name,
+    return run_chart(Path(args.chart), [Path(v) for v in args.values], args.set, args.set_string, args.name,
                      Path(args.secrets_file) if args.secrets_file else None, dry_run=args.dry_run,
                      keep_volumes=args.keep_volumes, serve_port=args.port, set_json_values=args.set_json)
 
