@@ -13,10 +13,8 @@ from llmft import settings
 from llmft.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
-# Not engine knobs: chart settings on their way into the engine's config file, and what the tuner
-# hands to the trial processes it starts.
-NOT_KNOBS = {"LLMFT_LOGS_REMOTE", "LLMFT_SKIP_CHECKPOINT_DOWNLOAD", "LLMFT_DISTRIBUTED_TYPE", "LLMFT_OUTPUT_DIR",
-             "LLMFT_TUNE_TRIAL", "LLMFT_TUNE_STORAGE"}
+# Not engine knobs: what the tuner hands to the trial processes it starts.
+NOT_KNOBS = {"LLMFT_TUNE_TRIAL", "LLMFT_TUNE_STORAGE"}
 
 
 def test_docs_settings_table_is_current():
