@@ -127,7 +127,7 @@ BAD_CONFIGS = [
      "finetuning_config.peft_conf.peft_kwarg: unknown key, got {\"r\": 8} (did you mean peft_kwargs?"),
     ({"training_args.learning_rat": 0.1}, "finetuning_config.training_args.learning_rat: unknown key, got 0.1 "
                                           "(did you mean learning_rate?"),
-    ({"training_args.bf16": True}, "finetuning_config.training_args.bf16: unknown key, got true "
+    ({"training_args.bf16": False}, "finetuning_config.training_args.bf16: unknown key, got false "
                                    "(precision is run_conf.model_args.dtype"),
     ({"peft_conf.peft_type": "LORAX"}, 'finetuning_config.peft_conf.peft_type: must be one of "NO_PEFT", "LORA", '
                                        'got "LORAX"'),
@@ -160,8 +160,8 @@ BAD_CONFIGS = [
      "got \"wandb\""),
     ({"sft_args.max_seq_length": "long"},
      'finetuning_config.sft_args.max_seq_length: must be a positive integer, got "long"'),
-    ({"run_conf.model_args": {"torch_dtype": "bfloat16"}},
-     "finetuning_config.run_conf.model_args.torch_dtype: unknown key, got \"bfloat16\" (use "
+    ({"run_conf.model_args": {"torch_dtype": "float64"}},
+     "finetuning_config.run_conf.model_args.torch_dtype: unknown key, got \"float64\" (use "
      "run_conf.model_args.dtype"),
     ({"run_conf.model_args": {"dtype": "float16"}},
      'finetuning_config.run_conf.model_args.dtype: must be one of "auto", "bf16", "fp16", "fp32", got "float16"'),

@@ -605,9 +605,13 @@ METHODS: dict[str, str] = {
 
 # Keys users carry over from other engines, and where the setting lives here.
 MOVED_KEYS = {
-    "bf16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
-    "fp16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
-    "torch_dtype": "use run_conf.model_args.dtype (auto | bf16 | fp16 | fp32)",
+    "bf16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `bf16: true` is read as dtype: bf16",
+    "fp16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `fp16: true` is read as dtype: fp16",
+    "torch_dtype": "use run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); bfloat16, float16, float32 and auto "
+                   "are read as such",
+    "push_to_hub": "the engine never pushes to the Hub (only `push_to_hub: false` is accepted): outputs go to "
+                   "checkpoints_remote; remove the key",
+    "use_cache": "training always runs without the KV cache (only `use_cache: false` is accepted); remove the key",
     "per_device_train_batch_size": "batch sizes are set in batchsize_conf",
     "gradient_accumulation_steps": "accumulation follows from batchsize_conf.total_train_batch_size",
     "per_device_eval_batch_size": "use batchsize_conf.per_device_eval_batch_size",
@@ -615,6 +619,65 @@ MOVED_KEYS = {
     "sft_args": "sft_args belongs to method: sft; a DPO config has dpo_args (max_length)",
     "dpo_args": "dpo_args belongs to method: dpo; an SFT config has sft_args",
 }
+
+
+# The original engine's spellings (the silogen/ai-workloads tutorial files), accepted where the meaning maps
+# exactly: key path -> {JSON of an accepted value: the run_conf.model_args.dtype it means, or None where it is
+# what this engine always does}. Any other value stays in place and is reported with its MOVED_KEYS note.
+ORIGINAL_KEYS = {
+    ("training_args", "bf16"): {"true": "bf16"},
+    ("training_args", "fp16"): {"true": "fp16"},
+    ("run_conf", "model_args", "torch_dtype"): {
+        '"bfloat16"': "bf16", '"float16"': "fp16", '"float32"': "fp32", '"auto"': "auto"},
+    ("training_args", "push_to_hub"): {"false": None},
+    ("run_conf", "model_args", "use_cache"): {"false": None},
+}
+DTYPE_PATH = ("run_conf", "model_args", "dtype")
+
+
+def _accept_original_keys(data: dict) -> list[tuple]:
+    """Read the original engine's spellings (ORIGINAL_KEYS) in place; the problems of ones that disagree.
+
+    `bf16: true` with `torch_dtype: bfloat16` (the tutorial's pair) is dtype bf16; two keys naming different
+    precisions are a problem naming both.
+    """
+    from llmft.finetune.templates import ORIGINAL_NAMES
+
+    problems = []
+    data_conf = data.get("data_conf")
+    if isinstance(data_conf, dict) and data_conf.get("chat_template_name") in ORIGINAL_NAMES:
+        name = data_conf.pop("chat_template_name")
+        problems.append((("data_conf", "chat_template_name"), "a template name of the original engine", name,
+                         ORIGINAL_NAMES[name]))
+    precisions: dict[tuple, str] = {}
+    shown = []
+    for path, accepted in ORIGINAL_KEYS.items():
+        *parents, key = path
+        section = data
+        for parent in parents:
+            section = section.get(parent) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or key not in section:
+            continue
+        meaning = accepted.get(json.dumps(section[key]), _MISSING)
+        if meaning is _MISSING:
+            continue  # reported as an unknown key, with the new spelling (MOVED_KEYS)
+        value = section.pop(key)
+        if meaning is not None:
+            precisions[path] = meaning
+            shown.append(f"{'.'.join(path)}: {json.dumps(value)}")
+    run_conf = data.setdefault("run_conf", {}) if precisions else None
+    model_args = run_conf.setdefault("model_args", {}) if isinstance(run_conf, dict) else None
+    if not isinstance(model_args, dict):
+        return problems  # no precision given, or run_conf / model_args is not a mapping (the model reports it)
+    if "dtype" in model_args:
+        precisions[DTYPE_PATH] = model_args["dtype"]
+        shown.append(f"{'.'.join(DTYPE_PATH)}: {json.dumps(model_args['dtype'])}")
+    if len(set(map(str, precisions.values()))) > 1:
+        problems.append((DTYPE_PATH, f"the precision keys disagree ({', '.join(shown)})", _MISSING,
+                         "keep only run_conf.model_args.dtype"))
+    else:
+        model_args["dtype"] = next(iter(precisions.values()))
+    return problems
 
 
 def config_model(method: str) -> type[CommonConfig]:
@@ -662,11 +725,12 @@ def load_config(source: str | os.PathLike | dict, key_prefix: str = DEFAULT_KEY_
         raise UserError(f"{key_prefix}.method: must be one of {', '.join(METHODS)}, got {json.dumps(method)}")
     model = config_model(method)
     schema = _inline_refs(model.model_json_schema())
+    original = _accept_original_keys(data)
     try:
         config = model.model_validate(data)
     except ValidationError as error:
-        raise UserError(_format_problems(_pydantic_problems(error, schema), key_prefix)) from None
-    problems = config.problems()
+        raise UserError(_format_problems(original + _pydantic_problems(error, schema), key_prefix)) from None
+    problems = original + config.problems()
     if problems:
         raise UserError(_format_problems(problems, key_prefix))
     return config

@@ -57,16 +57,29 @@ class ChatFormat:
     """A chat template, its end-of-turn token and the special tokens it needs in the vocabulary."""
 
     name: str
-    template: str | None  # None: keep the tokenizer's own
-    end_of_turn: str | None  # None: detected from the tokenizer's template
+    template: str
+    end_of_turn: str
     special_tokens: tuple[str, ...] = field(default_factory=tuple)
 
 
+# The model's own template; its end-of-turn token is detected from the tokenizer (apply_chat_format).
+KEEP_ORIGINAL = "keep-original"
+
+# The templates this engine installs on a tokenizer.
 FORMATS = {
-    "keep-original": ChatFormat("keep-original", None, None),
     "chat-ml": ChatFormat("chat-ml", CHAT_ML, "<|im_end|>", ("<|im_start|>", "<|im_end|>")),
     "llama-3": ChatFormat("llama-3", LLAMA_3, "<|eot_id|>",
                           ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+}
+
+
+# The original engine's template names (silogen/ai-workloads, config_doc_sft.md) that this engine does not
+# offer, each with the name to use instead. `chat-ml` and `keep-original` are spelled the same here.
+ORIGINAL_NAMES = {
+    "mistral-with-system": "the original engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; "
+                           "use keep-original (the model's own template, e.g. TinyLlama-Chat's) or chat-ml",
+    "simplified-llama31": "use llama-3 (the same turns; message content is not trimmed)",
+    "poro": "the `<|user|>`/`<|assistant|>` template is not offered; use chat-ml or keep-original",
 }
 
 
@@ -81,7 +94,7 @@ class TemplateRefusal(UserError):
 
 
 def template_names() -> list[str]:
-    return list(FORMATS)
+    return [KEEP_ORIGINAL, *FORMATS]
 
 
 def _template_errors() -> tuple[type[BaseException], ...]:
@@ -133,15 +146,15 @@ def apply_chat_format(tokenizer, name: str) -> tuple[ChatFormat, list[str]]:
     Tokens the template needs are registered as special tokens (never split); those that were not
     in the vocabulary are returned, so the caller resizes the embeddings.
     """
-    if name not in FORMATS:
-        raise UserError(f"{TEMPLATE_KEY}: must be one of {', '.join(FORMATS)}, got {name!r}")
-    chosen = FORMATS[name]
-    if chosen.template is None:
+    if name == KEEP_ORIGINAL:
         if not tokenizer.chat_template:
             raise UserError(
                 f"{TEMPLATE_KEY}: keep-original, but the model's tokenizer has no chat template; "
                 "choose chat-ml or llama-3")
         return ChatFormat(name, tokenizer.chat_template, detect_end_of_turn(tokenizer)), []
+    if name not in FORMATS:
+        raise UserError(f"{TEMPLATE_KEY}: must be one of {', '.join(template_names())}, got {name!r}")
+    chosen = FORMATS[name]
     vocab = tokenizer.get_vocab()
     added = [token for token in chosen.special_tokens if token not in vocab]
     tokenizer.add_special_tokens({"extra_special_tokens": list(chosen.special_tokens)},
