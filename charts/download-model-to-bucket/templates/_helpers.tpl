@@ -4,7 +4,7 @@ Hugging Face Hub and becomes hf://Organization/ModelName; a value with a scheme 
 folder path (/, ./, ../: llmft's location rule) is passed unchanged.
 */}}
 {{- define "dmb.source" -}}
-{{- $id := required "modelID is required: a Hugging Face model id like TinyLlama/TinyLlama-1.1B-Chat-v1.0, or s3://bucket/path, or a folder path" .Values.modelID -}}
+{{- $id := required "modelID is required: a Hugging Face model id like TinyLlama/TinyLlama-1.1B-Chat-v1.0, or s3://bucket/path, or a folder path" (include "llmft-common.aliased" (list .Values "modelID" "modelId")) -}}
 {{- if or (contains "://" $id) (eq (include "llmft-common.locationKind" $id) "local") -}}
 {{- $id -}}
 {{- else -}}
