@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.program = argv is None  # the process's own program (a shell, a pod), not a call from Python
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

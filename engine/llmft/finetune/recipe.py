@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmft import timeline
 from llmft.errors import UserError
 from llmft.finetune import batching, data, model as modeling, outputs, throughput, tracking
 from llmft.finetune.config import CommonConfig
@@ -43,6 +44,8 @@ def start_run(config: CommonConfig) -> Run | None:
 
     Returns None when the run already finished (nothing to do).
     """
+    if not timeline.started():  # called from Python, not by `llmft sft`/`llmft dpo`
+        timeline.start(program=False)
     import datasets
     import torch
     from accelerate import PartialState
@@ -61,14 +64,9 @@ def start_run(config: CommonConfig) -> Run | None:
     run_conf = config.run_conf
 
     # Streamed checkpoints: bring the newest complete remote checkpoint home before anything else.
-    sync = None
-    if run_conf.checkpoints_remote:
-        from llmft.sync import CheckpointSync
-
-        sync = CheckpointSync(remote=run_conf.checkpoints_remote, output_dir=output_dir,
-                              save_total_limit=config.training_args.save_total_limit or None,
-                              logs_remote=run_conf.logs_remote, skip_download=run_conf.skip_checkpoint_download)
-        restored = sync.restore()
+    sync = checkpoint_sync(config)
+    if sync is not None:
+        restored = sync.restore()  # joins the download `llmft sft` started before its imports, if it did
         if restored.final_complete:
             check_same_config(config, _remote_summary(run_conf.checkpoints_remote), run_conf.checkpoints_remote,
                               "use a new run_conf.checkpoints_remote (checkpointsRemote in the chart)")
@@ -109,6 +107,19 @@ def check_scheduler_kwargs(config: CommonConfig) -> None:
         raise UserError(f"finetuning_config.training_args.lr_scheduler_kwargs: the {t.lr_scheduler_type} scheduler "
                         f"does not take {', '.join(unknown)}; it takes {', '.join(accepted) or 'no arguments'}, "
                         f"got {json.dumps(t.lr_scheduler_kwargs)}")
+
+
+def checkpoint_sync(config: CommonConfig):
+    """The run's `CheckpointSync` (None without run_conf.checkpoints_remote); light to build (no imports)."""
+    run_conf = config.run_conf
+    if not run_conf.checkpoints_remote:
+        return None
+    from llmft.sync import CheckpointSync
+
+    return CheckpointSync(remote=run_conf.checkpoints_remote,
+                          output_dir=Path(config.training_args.output_dir).expanduser(),
+                          save_total_limit=config.training_args.save_total_limit or None,
+                          logs_remote=run_conf.logs_remote, skip_download=run_conf.skip_checkpoint_download)
 
 
 # Where a run is and how it is started: the same run may be relaunched with these changed.
@@ -169,6 +180,7 @@ def read_data(config: CommonConfig, kind: str) -> tuple[list, list]:
         train_records, eval_records = data.split_validation(
             data.mix(datasets, config.data_conf.training_data), config.data_conf, Path(scratch), kind=kind)
     log.info("data: %d training and %d validation samples", len(train_records), len(eval_records))
+    timeline.mark("data")
     return train_records, eval_records
 
 
@@ -238,6 +250,7 @@ def load_model(model_dir: Path, config: CommonConfig, dtype: str, tokenizer, set
     seed_everything(config)  # the new embedding rows are drawn from the seeded generator
     resized = modeling.resize_embeddings(model, tokenizer)
     modeling.set_generation_config(model, tokenizer, setup.chat_format)
+    timeline.mark("model")
     return model, resized, model.generation_config
 
 
@@ -317,6 +330,7 @@ def attach_callbacks(trainer, config: CommonConfig, run: Run, plan: Plan, tokeni
     for callback in tracking.make_callbacks(config, run.output_dir, run.state.is_main_process,
                                             extra_params=tracking.plan_params(plan)):
         trainer.add_callback(callback)
+    trainer.add_callback(timeline.callback())
     for callback in callbacks:
         trainer.add_callback(callback)
     if run.sync is not None:
@@ -408,6 +422,7 @@ def base_summary(config: CommonConfig, trainer, result, runtime: float, plan: Pl
         "serve": finals["final_model"],
         "adapter_servable_alone": adapter_ok,
         "notes": notes,
+        "timeline": timeline.as_dict(),
         "config": config.model_dump(mode="json"),
     }
 

@@ -95,7 +95,9 @@ def _make_client(settings: StorageSettings):
         connect_timeout=10,
         read_timeout=120,
         max_pool_connections=32,
-        s3={"addressing_style": "path"} if settings.endpoint else {},
+        # Payloads are not signed (no SigV4 sha256 of every byte): integrity comes from the
+        # x-amz-checksum-* headers the server checks (`transfer.upload_file`) and from TLS.
+        s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if settings.endpoint else {})},
         # SeaweedFS and older MinIO reject the newer default CRC checksums on some calls.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
@@ -150,7 +152,9 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
-        return status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+        # BadDigest: the bytes that arrived do not match the checksum sent with them (damaged on the way).
+        return status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
+                                         "BadDigest", "XAmzContentChecksumMismatch"}
     return False
 
 

@@ -2,7 +2,14 @@
 
 Upload of a tree: hash and upload every file in parallel (multipart above the
 threshold), skip files whose remote copy already matches, then write the manifest
-last. Download of a tree: trust only the manifest, download every listed file in
+last.
+
+Each byte is hashed once on this machine: the file's sha256 (for the manifest) is computed once
+and sent as the object's `x-amz-checksum-sha256`, which the server checks against what it received
+and echoes back; multipart parts carry a CRC32 the server checks per part (cheap next to sha256).
+The client does not sign payloads (`client.py`), so botocore does not hash the bytes again for
+SigV4. After an upload a HEAD (no bytes) confirms size, sha256 metadata and, where the endpoint
+keeps checksums, the echoed sha256; nothing is read back. Download of a tree: trust only the manifest, download every listed file in
 parallel to a `.part` file, verify size and sha256, then rename into place.
 
 Retries: `retrying` is the one retry layer. botocore's retries are off (`client.py`) and
@@ -13,6 +20,7 @@ times. A failed part of a multipart transfer therefore restarts that file, not t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -80,6 +88,11 @@ class TransferReport:
     manifest: Manifest | None = None
 
 
+def checksum_header(hex_digest: str) -> str:
+    """The base64 form of a sha256 hex digest that S3's `x-amz-checksum-sha256` carries."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
 def sha256_file(path: Path, chunk: int = 8 * MIB) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -101,7 +114,7 @@ def retrying(action: Callable[[], T], what: str, settings: TransferSettings, loc
             return action()
         except UserError:
             raise
-        except Exception as error:  # noqa: BLE001 - classified below
+        except Exception as error:
             if is_transient(error) and attempt < settings.attempts:
                 log.warning("%s failed (%s), retry %d/%d in %.1fs", what, type(error).__name__,
                             attempt, settings.attempts - 1, delay)
@@ -148,6 +161,7 @@ def delete_object(location: Location, settings: TransferSettings | None = None) 
 
 
 def head_object(location: Location, settings: TransferSettings | None = None) -> dict | None:
+    """The object's metadata (size, sha256 metadata, and its stored checksum where the endpoint keeps one)."""
     settings = settings or TransferSettings()
     client = s3_client()
 
@@ -155,7 +169,7 @@ def head_object(location: Location, settings: TransferSettings | None = None) ->
         from botocore.exceptions import ClientError
 
         try:
-            return client.head_object(Bucket=location.bucket, Key=location.key)
+            return client.head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -200,12 +214,23 @@ def delete_tree(location: Location, settings: TransferSettings | None = None) ->
 
 def upload_file(path: Path, destination: Location, progress: Progress | None = None,
                 settings: TransferSettings | None = None, sha256: str | None = None) -> FileEntry:
-    """Upload one file (multipart above the threshold), recording its sha256 as object metadata."""
+    """Upload one file (multipart above the threshold), recording its sha256 as object metadata.
+
+    The server checks the bytes it receives: against the file's sha256 for a single PUT, against
+    each part's CRC32 for a multipart upload (see the module docstring). A HEAD then confirms size
+    and sha256 (`VerifyFailed` otherwise, a transient error: the upload is tried again).
+    """
     settings = settings or TransferSettings()
     path = Path(path)
     size = path.stat().st_size
     digest = sha256 or sha256_file(path)
     client = s3_client()
+    extra: dict = {"Metadata": {SHA256_METADATA_KEY: digest}}
+    single = size < settings.multipart_threshold  # s3transfer's own rule for PutObject versus multipart
+    if single:
+        extra["ChecksumSHA256"] = checksum_header(digest)
+    else:
+        extra["ChecksumAlgorithm"] = "CRC32"
 
     def upload():
         sent = [0]
@@ -216,8 +241,7 @@ def upload_file(path: Path, destination: Location, progress: Progress | None = N
                 progress.update(amount)
 
         try:
-            client.upload_file(str(path), destination.bucket, destination.key,
-                               ExtraArgs={"Metadata": {SHA256_METADATA_KEY: digest}},
+            client.upload_file(str(path), destination.bucket, destination.key, ExtraArgs=extra,
                                Config=settings.boto_config(), Callback=callback)
         except Exception:
             if progress:  # the retry re-sends these bytes
@@ -226,9 +250,24 @@ def upload_file(path: Path, destination: Location, progress: Progress | None = N
 
     retrying(upload, f"upload {path} -> {destination}", settings, destination)
     head = head_object(destination, settings)
-    if head is None or int(head["ContentLength"]) != size:
-        raise OSError(f"upload of {path} to {destination} did not verify: remote size differs")
+    problem = upload_mismatch(head, size, digest, extra.get("ChecksumSHA256"))
+    if problem:
+        raise CorruptObject(f"upload of {path} to {destination} did not verify: {problem}; upload it again")
     return FileEntry(size, digest)
+
+
+def upload_mismatch(head: dict | None, size: int, digest: str, checksum: str | None) -> str | None:
+    """Why a HEAD after an upload does not match what was sent (None: it matches)."""
+    if head is None:
+        return "the object is missing"
+    if int(head["ContentLength"]) != size:
+        return f"the bucket has {head['ContentLength']} bytes, the file {size}"
+    if head.get("Metadata", {}).get(SHA256_METADATA_KEY) != digest:
+        return "its sha256 metadata differs"
+    stored = head.get("ChecksumSHA256")
+    if checksum and stored and stored != checksum:  # endpoints without checksums echo none
+        return "the checksum the server computed differs"
+    return None
 
 
 def download_file(source: Location, path: Path, expected: FileEntry | None = None,

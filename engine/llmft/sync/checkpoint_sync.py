@@ -17,11 +17,14 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft import settings as engine_settings
+from llmft import timeline
 from llmft.errors import UserError
 from llmft.run_layout import (
     FINAL,
@@ -102,6 +105,11 @@ def _is_world_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# Restores started early (`CheckpointSync.restore_in_background`), by (remote, output folder).
+_early_restores: dict[tuple[str, Path], Future] = {}
+_early_lock = threading.Lock()
+
+
 class CheckpointSync:
     """Checkpoint streaming for one run: see the module docstring and ARCHITECTURE.md."""
 
@@ -134,14 +142,53 @@ class CheckpointSync:
 
     # ------------------------------------------------------------------ restore
 
+    def _early_key(self) -> tuple[str, Path]:
+        return str(self.remote), self.output_dir.expanduser().resolve()
+
+    def restore_in_background(self) -> bool:
+        """Start `restore()`'s download now, in a thread, so it overlaps the imports and the data checks.
+
+        The later `restore()` of a CheckpointSync for the same remote and output folder waits for
+        it and returns its result (or raises its error). Single-process runs only (with several, the
+        node's processes coordinate the download through accelerate, which is imported later);
+        returns whether it started.
+        """
+        if _world_size() > 1 or self.output_dir.is_file():
+            return False
+        future: Future = Future()
+        with _early_lock:
+            if self._early_key() in _early_restores:
+                return False
+            _early_restores[self._early_key()] = future
+
+        def work() -> None:
+            timeline.mark("restore_started")
+            try:
+                future.set_result(self._restore_here())
+            except BaseException as error:  # noqa: BLE001 - handed to the thread that waits in restore()
+                future.set_exception(error)
+            finally:
+                timeline.mark("restore_done")
+
+        threading.Thread(target=work, name="llmft-restore", daemon=True).start()
+        return True
+
     def restore(self) -> RestoreResult:
         """Bring the newest complete remote checkpoint into `output_dir` (see `_restore_here`).
 
         With several processes, the local main process of each node downloads while the
         others wait, then they read its result.
         """
+        with _early_lock:
+            early = _early_restores.pop(self._early_key(), None)
+        if early is not None:
+            return early.result()
         if _world_size() <= 1:
-            return self._restore_here()
+            timeline.mark("restore_started")
+            try:
+                return self._restore_here()
+            finally:
+                timeline.mark("restore_done")
         from accelerate import PartialState
 
         state = PartialState()

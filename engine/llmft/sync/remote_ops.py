@@ -14,13 +14,10 @@ from llmft.progress import human_bytes
 from llmft.run_layout import MANIFEST_NAME, checkpoint_name
 from llmft.storage import Location, Manifest, read_manifest, upload_tree
 from llmft.storage.transfer import (
-    SHA256_METADATA_KEY,
     TransferSettings,
     delete_object,
     delete_tree,
-    head_object,
     list_objects,
-    sha256_file,
     upload_file,
 )
 from llmft.sync.remote_run import scan
@@ -32,8 +29,9 @@ class VerificationError(RuntimeError):
     """The bucket does not hold what was uploaded."""
 
 
-def verify_tree(destination: Location, expected: Manifest, settings: TransferSettings) -> None:
-    """Read the remote manifest back and check every listed object exists with its size."""
+def verify_tree(destination: Location, expected: Manifest, settings: TransferSettings) -> dict[str, int]:
+    """Read the remote manifest back and check every listed object exists with its size (one listing,
+    returned); the bytes themselves were checked by the server as they arrived (`upload_file`)."""
     remote = read_manifest(destination, settings)
     if remote is None or remote.files != expected.files:
         raise VerificationError(f"{destination}: the manifest in the bucket does not match the upload")
@@ -41,6 +39,7 @@ def verify_tree(destination: Location, expected: Manifest, settings: TransferSet
     wrong = [name for name, entry in expected.files.items() if sizes.get(name) != entry.size]
     if wrong:
         raise VerificationError(f"{destination}: missing or wrong-size objects: {', '.join(sorted(wrong)[:5])}")
+    return sizes
 
 
 def upload_verified_tree(folder: Path, destination: Location, settings: TransferSettings,
@@ -54,9 +53,8 @@ def upload_verified_tree(folder: Path, destination: Location, settings: Transfer
     started = time.monotonic()
     report = upload_tree(folder, destination, settings, label=label)
     assert report.manifest is not None
-    verify_tree(destination, report.manifest, settings)
-    stale = [name for name in list_objects(destination, settings)
-             if name != MANIFEST_NAME and name not in report.manifest.files]
+    listed = verify_tree(destination, report.manifest, settings)
+    stale = [name for name in listed if name != MANIFEST_NAME and name not in report.manifest.files]
     for name in stale:
         delete_object(destination.child(name), settings)
     log.info("%s complete in the bucket: %d files, %s in %.1fs%s", destination, len(report.manifest.files),
@@ -66,12 +64,8 @@ def upload_verified_tree(folder: Path, destination: Location, settings: Transfer
 
 
 def upload_verified_file(path: Path, destination: Location, settings: TransferSettings) -> None:
-    digest = sha256_file(path)
-    upload_file(path, destination, settings=settings, sha256=digest)
-    head = head_object(destination, settings)
-    if (head is None or int(head["ContentLength"]) != path.stat().st_size
-            or head.get("Metadata", {}).get(SHA256_METADATA_KEY) != digest):
-        raise VerificationError(f"{destination}: the object in the bucket does not match {path}")
+    """One file, checked by the server on arrival and by a HEAD after it (`upload_file` does both)."""
+    upload_file(path, destination, settings=settings)
 
 
 def apply_retention(remote: Location, newest: int, limit: int | None, settings: TransferSettings) -> list[str]:
