@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from llmft.cli import main
 from llmft.errors import UserError
 from llmft.tune.spec import load_spec
@@ -138,12 +139,14 @@ def test_the_cli_prints_spec_errors_without_a_traceback(data_file, tmp_path, cap
 
 def test_every_algorithm_and_pruner_builds_from_the_spec(data_file):
     import optuna
+
     from llmft.tune import study as studies
 
     pruners = ["median", "successive-halving", "hyperband", "none"]
     for algorithm in ("random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"):
         settings = {"grid_points": 3} if algorithm == "grid" else {}
-        spec = load_spec(make_spec(MODEL, str(data_file), early_stopping={"name": pruners.pop() if pruners else "median"},
+        pruner = {"name": pruners.pop() if pruners else "median"}
+        spec = load_spec(make_spec(MODEL, str(data_file), early_stopping=pruner,
                                    algorithm={"name": algorithm, "seed": 1, "settings": settings}))
         sampler, pruner = studies.sampler_and_pruner(spec)
         study = optuna.create_study(sampler=sampler, pruner=pruner)
@@ -242,7 +245,8 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
     # status, best and report read the experiment.
     assert main(["tune", "status", str(experiment)]) == 0
     table = capsys.readouterr().out
-    assert "experiment tiny-search: completed; 4 of 4 trials" in table and "(best)" in table and "pruned at step" in table
+    assert "experiment tiny-search: completed; 4 of 4 trials" in table
+    assert "(best)" in table and "pruned at step" in table
     assert main(["tune", "best", str(experiment)]) == 0
     text = capsys.readouterr().out
     assert f"best trial of tiny-search: trial {best}" in text and f"servable model: {final}" in text
@@ -268,6 +272,7 @@ def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_
     assert [worker.wait(timeout=400) for worker in workers] == [0, 0]
 
     import optuna
+
     from llmft.tune.study import OWNER, open_storage
 
     study = optuna.load_study(study_name="two-workers", storage=open_storage(spec["tune"]["storage"]))
@@ -285,6 +290,7 @@ def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_
 
 def test_the_reference_is_generated_from_the_spec_models_and_its_example_is_valid():
     from harness import REPO
+
     from llmft.tune.reference import EXAMPLE, tune_reference
 
     assert (REPO / "docs" / "tune-reference.md").read_text() == tune_reference(), "run `make docs`"
@@ -363,7 +369,8 @@ def test_the_chart_gives_its_workers_the_spec_llmft_tune_reads(capsys):
     from llmft.commands.tune import _load
 
     assert _load(override, say_unused=True) == spec
-    assert "not used by a local run (the llm-tune chart's keys): studyStorage, downloadsReservedSize" in capsys.readouterr().out
+    unused = "not used by a local run (the llm-tune chart's keys): studyStorage, downloadsReservedSize"
+    assert unused in capsys.readouterr().out
 
 
 def test_workers_share_a_study_through_the_storage_server(data_file, tmp_path):
@@ -417,3 +424,15 @@ def test_failed_trials_count_and_too_many_fail_the_experiment(data_file, tmp_pat
     capsys.readouterr()
     assert main(["tune", "status", str(experiment)]) == 0
     assert "experiment tiny-search: failed; 4 of 4 trials (2 fail, 2 waiting)" in capsys.readouterr().out
+
+
+def test_the_experiment_state_follows_failures_and_the_goal(data_file):
+    from llmft.tune.results import experiment_state
+
+    spec = load_spec(make_spec(MODEL, str(data_file), max_failed_trial_count=1,
+                               objective={"metric": "eval_loss", "direction": "minimize", "goal": 5.0}))
+    row = lambda state, value=None: {"state": state, "value": value}  # noqa: E731
+    assert experiment_state([row("complete", 5.5), row("running"), row("waiting")], spec) == "running"
+    assert experiment_state([row("complete", 4.9), row("waiting")], spec) == "goal-reached"
+    assert experiment_state([row("fail"), row("fail"), row("waiting")], spec) == "failed"
+    assert experiment_state([row("complete", 5.5), row("pruned"), row("fail")], spec) == "completed"

@@ -88,6 +88,10 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
         print(f"bucket: {note}", flush=True)
     worker = Worker(spec, experiment_dir, worker_index(args.worker_index), args.slots, environment)
     status = worker.run()
+    from llmft.tune import results
+
+    if (experiment_dir / results.EXPERIMENT).is_file():
+        print(results.status_table(results.load(str(experiment_dir))))
     print(f"experiment folder: {experiment_dir}\n"
           f"see `llmft tune status {experiment_dir}`, `llmft tune best {experiment_dir}`, "
           f"`llmft report {experiment_dir}`")
@@ -144,6 +148,12 @@ def _live_results(path):
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         spec = _load(path)
         folder = default_experiment_dir(spec.name)
+        if not (folder / results.SPEC).is_file():
+            from llmft.errors import UserError
+
+            remote = f" ({spec.checkpointsRemote})" if spec.checkpointsRemote else ""
+            raise UserError(f"no experiment {spec.name} in {folder} (the default folder); give the folder it ran in "
+                            f"(--dir) or its checkpointsRemote{remote}")
     elif (path / results.SPEC).is_file():
         spec, folder = load_spec(path / results.SPEC), path
     else:
