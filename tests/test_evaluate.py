@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from llmft.errors import UserError
 from llmft.evaluate import evaluate, evaluate_run, load_spec
 from llmft.evaluate import metrics as m
@@ -83,6 +84,21 @@ def test_spec_reports_every_problem_with_its_key_path_and_fix(tmp_path):
     values.write_text("evaluation:\n  name: facts\n  target: {run: ./runs/r1}\n  data: {path: ./t.jsonl}\n"
                       "  metrics: [loss]\n")
     assert load_spec(values).output_location() == "./runs/r1/eval/facts"
+
+
+def test_the_command_checks_a_spec_and_exits_2_on_a_bad_one(tmp_path, capsys):
+    from llmft.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\n"
+                    "metrics: [exact_match]\n")
+    assert main(["evaluate", str(spec), "--check"]) == 0
+    assert "valid evaluation spec; results go to default-bucket/experiments/r1/eval/facts" in capsys.readouterr().out
+    spec.write_text("name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\n"
+                    "metrics: [exact_matc]\n")
+    assert main(["evaluate", str(spec)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: invalid evaluation spec (1 problem):") and "Traceback" not in error
 
 
 def test_the_reference_doc_is_generated_from_the_spec_models():
@@ -265,10 +281,12 @@ def test_an_endpoint_that_fails_mid_run_stops_with_status_1_and_the_restart_resu
         return (500, "overloaded") if number > 2 and state["down"] else (200, "Paris.")
 
     server = StandIn(answering, model="served")
-    spec = {"name": "flaky", "target": {"endpoint": {"url": server.url}}, "data": {"path": str(chat_data(tmp_path / "t"))},
-            "metrics": ["exact_match"], "requests": {"concurrency": 1, "retries": 1}, "output": str(tmp_path / "out")}
+    spec = {"name": "flaky", "target": {"endpoint": {"url": server.url}},
+            "data": {"path": str(chat_data(tmp_path / "t"))}, "metrics": ["exact_match"],
+            "requests": {"concurrency": 1, "retries": 1}, "output": str(tmp_path / "out")}
     try:
-        with pytest.raises(UserError, match="target.endpoint: a request to .* failed: HTTP 500.*after 2 attempts") as raised:
+        failure = "target.endpoint: a request to .* failed: HTTP 500.*after 2 attempts"
+        with pytest.raises(UserError, match=failure) as raised:
             evaluate(spec)
         assert raised.value.exit_code == 1  # not a spec error: the Job restarts the pod, which resumes
         assert len(rows_of(tmp_path / "out")) == 2 and not (tmp_path / "out" / "results.json").exists()
@@ -346,7 +364,8 @@ def test_bad_data_and_incomplete_checkpoints_fail_before_any_model_loads(tiny_mo
     (tasks / "facts.yaml").write_text("task: facts_choice\ndataset_path: json\noutput_type: multiple_choice\n"
                                       "doc_to_text: q\ndoc_to_choice: c\ndoc_to_target: a\n")
     with pytest.raises(UserError, match=rf"lm_eval.tasks: facts not defined in {tasks} \(it defines facts_choice\)"):
-        evaluate({**spec, "data": None, "metrics": ["lm_eval"], "lm_eval": {"tasks": ["facts"], "task_dir": str(tasks)}})
+        evaluate({**spec, "data": None, "metrics": ["lm_eval"],
+                  "lm_eval": {"tasks": ["facts"], "task_dir": str(tasks)}})
 
     partial = tmp_path / "run" / "checkpoint-final"
     partial.mkdir(parents=True)
@@ -427,6 +446,7 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
 
 def test_the_chart_schema_is_generated_from_the_spec_and_the_readme_lists_every_value():
     import yaml
+
     from llmft.evaluate.chart import chart_files
 
     for path, content in chart_files(REPO / "charts").items():
@@ -469,9 +489,10 @@ def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
 
 def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tiny_model_dir, tmp_path):
     import torch
-    from llmft.finetune.merge import merge_adapter
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from llmft.finetune.merge import merge_adapter
 
     run = tmp_path / "lora-run"  # what `llmft sft` leaves for LoRA with merge_adapter: false
     torch.manual_seed(1)
@@ -492,3 +513,4 @@ def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tin
     assert scored == [(row["prediction"], row["loss_sum"]) for row in rows_of(tmp_path / "merged-eval")]
     base = evaluate({**spec, "target": {"checkpoint": str(tiny_model_dir)}, "output": str(tmp_path / "base-eval")})
     assert base["metrics"]["loss"] != pytest.approx(results["metrics"]["loss"])
+

@@ -1,5 +1,6 @@
 """Acceptance: a tiny model fine-tuned on four facts scores higher than its base on them, evaluated from the
-bucket like a sweep's runs (`<run>/eval/<name>/`), and `llmft report` tables the scores next to the losses."""
+bucket like a sweep's runs (`<run>/eval/<name>/`), and `llmft report` tables the scores next to the losses.
+Also the llm-evaluate chart run by the local runner against the bucket (slow: a whole Job as processes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from llmft.errors import UserError
 from llmft.evaluate import evaluate_run
 from llmft.finetune.config import load_config
@@ -111,3 +113,23 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     delete_object(parse_location(f"{run}/checkpoint-final/.llmft-manifest.json"))
     with pytest.raises(UserError, match=r"target.run: s3://.*/checkpoint-final is not complete \(no manifest"):
         evaluate_run(spec({"run": run}))
+
+
+def test_the_chart_runs_llmft_evaluate_with_the_local_runner(tiny_model_dir, tmp_path, bucket, s3_env):
+    """The tiny override, as `llmft local` runs the rendered Job: results land next to the run in the bucket."""
+    run = f"{bucket}/experiments/tiny-run"
+    upload_tree(tiny_model_dir, parse_location(f"{run}/checkpoint-final"))
+    upload_file(facts(tmp_path / "test.jsonl"), parse_location(f"{bucket}/datasets/heldout.jsonl"))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "local", "charts/llm-evaluate", "-f",
+         "overrides/llm-evaluate/tiny-model-heldout.yaml", "--name", "eval-tiny-run",
+         "--set", f"evaluation.target.run={run}", "--set", f"evaluation.data.path={bucket}/datasets/heldout.jsonl",
+         "--set", "evaluation.generation.max_new_tokens=4"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "evaluate heldout: 4 samples/4 samples (100%)" in result.stderr  # progress with rate and ETA
+    results = json.loads(read_object(parse_location(f"{run}/eval/heldout/results.json")))
+    assert set(results["metrics"]) == {"loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l"}
+    assert is_complete(parse_location(f"{run}/eval/heldout"))
