@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -c constraints.txt
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,tune,dev]' -c constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,dev]' -c constraints.txt
 	touch $(STAMP)
 
 test: setup
