@@ -81,6 +81,7 @@ def _finetuning_config_schema() -> dict:
                 run_conf.pop("required")
         if "run_conf" in schema.get("required", []):
             schema["required"] = [key for key in schema["required"] if key != "run_conf"]
+        _allow_original_spellings(schema)
     schemas = {method: _accept_numeric_strings(schema) for method, schema in schemas.items()}
     if set(schemas) == {"sft"}:
         return schemas["sft"]
@@ -91,6 +92,27 @@ def _finetuning_config_schema() -> dict:
         "then": schemas["dpo"] if "dpo" in schemas else {},
         "else": schemas["sft"],
     }
+
+
+_JSON_TYPES = {bool: "boolean", str: "string"}
+
+
+def _allow_original_spellings(schema: dict) -> None:
+    """Let the original tutorial's keys and template names through the schema, so that the generated checks
+    can accept the values the engine reads (ORIGINAL_KEYS) and refuse the others naming the new spelling."""
+    from llmft.finetune.config import ORIGINAL_KEYS
+    from llmft.finetune.templates import ORIGINAL_NAMES
+
+    for path, accepted in ORIGINAL_KEYS.items():
+        section = schema
+        for part in path[:-1]:
+            section = section["properties"][part]
+        types = sorted({_JSON_TYPES[type(json.loads(value))] for value in accepted})
+        section["properties"][path[-1]] = {
+            "type": types[0] if len(types) == 1 else types,
+            "description": f"The original engine's spelling, read as far as it maps: {', '.join(accepted)}."}
+    template = schema["properties"]["data_conf"]["properties"]["chat_template_name"]
+    template["enum"] = template["enum"] + list(ORIGINAL_NAMES)
 
 
 def values_schema() -> dict:
@@ -138,6 +160,8 @@ def values_schema() -> dict:
             "env": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                "properties": {"name": {"type": "string", "minLength": 1}}}},
             "llmft-common": LIBRARY_VALUES,
+            "finetuningImage": {"description": "The original chart's image key: refused at render, naming `image`."},
+            "aimManifest": {"description": "The original chart's AIM manifest: refused at render (not written here)."},
             "debug": _object({"skip_checkpoint_upload": {"type": "boolean"},
                               "skip_checkpoint_download": {"type": "boolean"}}),
         }),
@@ -392,6 +416,26 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
     return "\n".join(lines)
 
 
+def _original_spelling_checks() -> list[str]:
+    """Template code failing like the engine on the original engine's values it does not read."""
+    from llmft.finetune.config import MOVED_KEYS, ORIGINAL_KEYS
+    from llmft.finetune.templates import ORIGINAL_NAMES
+
+    blocks = []
+    for path, accepted in ORIGINAL_KEYS.items():
+        words = " ".join(json.dumps(value) for value in accepted)
+        message = json.dumps(f"%s: unknown key, got %s ({MOVED_KEYS[path[-1]]})")
+        blocks.append(_walk_template(path, "$config", lambda key, value, words=words, message=message: (
+            f"{{{{- if not (has (toJson {value}) (list {words})) }}}}"
+            f"{{{{ fail (printf {message} {key} (toJson {value})) }}}}{{{{ end }}}}")))
+    for name, fix in ORIGINAL_NAMES.items():
+        message = (f"finetuning_config.data_conf.chat_template_name: a template name of the original engine, "
+                   f"got {json.dumps(name)} ({fix})")
+        blocks.append(f"{{{{- if eq (toString (dig \"data_conf\" \"chat_template_name\" \"\" $config)) {json.dumps(name)} }}}}"
+                      f"{{{{ fail {json.dumps(message)} }}}}{{{{ end }}}}")
+    return blocks
+
+
 def finetune_checks() -> str:
     """The llm-finetune chart's generated checks (`llm-finetune.generatedChecks`)."""
     from llmft.finetune.config import (
@@ -414,7 +458,7 @@ def finetune_checks() -> str:
         locations.extend(_location_fields(config_model(method)))
         for relation in config_model(method).RELATIONS:
             relations.setdefault(relation, ([], schema))[0].append(method)
-    blocks = []
+    blocks = _original_spelling_checks()
     for path, (options, node) in numeric.items():
         allowed = _describe(node)
         blocks.append(_walk_template(path, "$config", lambda key, value, options=options, allowed=allowed: (
