@@ -4,8 +4,8 @@ Users with the plugin run the same files with `helm unittest charts/<chart>`; he
 installed (it needs Go), pytest runs them through this module (tests/test_chart_suites.py). Charts are rendered
 by Helm's own engine through helm-python-sdk, in process.
 
-It follows helm-unittest 1.1 (its DOCUMENT.md and pkg/unittest), and is proven against the plugin's own fixtures
-and recorded verdicts by tests/test_helm_unittest_fidelity.py. A test job:
+It follows helm-unittest 1.1 (its DOCUMENT.md and pkg/unittest), and is proven against translations of the plugin's
+own fixtures and the verdicts it gives them by tests/test_helm_unittest_fidelity.py. A test job:
 
 - renders the chart with the release (name `RELEASE-NAME`, namespace `NAMESPACE`, revision 0 unless set),
   capabilities (Kubernetes 1.35 unless `majorVersion`/`minorVersion` say otherwise, plus `apiVersions`) and
