@@ -41,6 +41,34 @@ def _object(properties: dict, required: list[str] | None = None) -> dict:
     return schema
 
 
+# The security values every chart shares (read by llmft-common's helpers; each chart README's "Security").
+_ID = {"type": "integer", "minimum": 1}
+POD_SECURITY = _object({
+    "runAsUser": {**_ID, "description": "UID of every container (the images' user is 10001)."},
+    "runAsGroup": _ID,
+    "fsGroup": {**_ID, "description": "Group that owns the volumes, so runAsUser can write them."},
+    "readOnlyRootFilesystem": {"type": "boolean"},
+    "automountServiceAccountToken": {"type": "boolean"},
+    "tmpSize": QUANTITY,
+    "homeSize": QUANTITY,
+})
+IMAGE_DIGEST = {"type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$",
+                "description": "sha256:... digest; when set the image is pulled as repository@digest."}
+_ENDPOINT = _object({"cidr": {"type": "string", "minLength": 1},
+                     "except": {"type": "array", "items": {"type": "string"}},
+                     "ports": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 65535}}},
+                    ["cidr", "ports"])
+
+
+def network_policy_schema(**extra: dict) -> dict:
+    """`networkPolicy`: the keys every chart has (llmft-common.networkPolicy) plus a chart's own."""
+    return _object({"enabled": {"type": "boolean"},
+                    "bucketEndpoints": {"type": "array", "items": _ENDPOINT},
+                    "allowHub": {"type": "boolean"},
+                    "extraEgress": {"type": "array", "items": {"type": "object"}},
+                    **extra})
+
+
 # Helm's --set parses integers but leaves floats as strings (`--set ...learning_rate=2e-5` gives "2e-5").
 # The engine reads numeric strings as numbers, so the chart accepts them where a number is expected.
 NUMERIC_STRING = {"type": "string", "pattern": r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"}
@@ -156,7 +184,10 @@ def values_schema() -> dict:
             "priorityClassName": {"type": "string"},
             "imagePullSecrets": {"type": "array", "items": _object({"name": {"type": "string"}}, ["name"])},
             "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
+                              "digest": IMAGE_DIGEST,
                               "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
+            "podSecurity": POD_SECURITY,
+            "networkPolicy": network_policy_schema(),
             "env": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                "properties": {"name": {"type": "string", "minLength": 1}}}},
             "llmft-common": LIBRARY_VALUES,

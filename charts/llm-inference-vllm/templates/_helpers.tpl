@@ -114,6 +114,11 @@ order (true -> bare flag, false -> omitted, list -> the flag and each item, map 
 {{- $name -}}
 {{- end -}}
 
+{{/* The download image: downloaderImage where its repository is set (its digest or tag), else the server image. */}}
 {{- define "llm-inference-vllm.downloaderImage" -}}
-{{- include "llmft-common.image" (dict "repository" (.Values.downloaderImage.repository | default .Values.image.repository) "tag" (.Values.downloaderImage.tag | default .Values.image.tag)) -}}
+{{- if .Values.downloaderImage.repository -}}
+{{- include "llmft-common.image" (dict "repository" .Values.downloaderImage.repository "tag" (.Values.downloaderImage.tag | default .Values.image.tag) "digest" .Values.downloaderImage.digest) -}}
+{{- else -}}
+{{- include "llmft-common.image" .Values.image -}}
+{{- end -}}
 {{- end -}}

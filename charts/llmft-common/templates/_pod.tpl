@@ -1,16 +1,34 @@
-{{/* The pod security context of every llmft pod (Pod Security "restricted"). */}}
+{{/*
+The pod security context of every llmft pod (Pod Security "restricted"): a non-root UID/GID from
+`podSecurity.runAsUser` / `runAsGroup` (default 10001, the workload images' user) and `fsGroup`, so the
+volumes are writable by that user. Called with the chart's context.
+*/}}
 {{- define "llmft-common.podSecurityContext" -}}
+{{- $security := .Values.podSecurity | default dict -}}
 runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
+runAsUser: {{ dig "runAsUser" 10001 $security | int64 }}
+runAsGroup: {{ dig "runAsGroup" 10001 $security | int64 }}
+fsGroup: {{ dig "fsGroup" 10001 $security | int64 }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The security context of every llmft container. */}}
+{{/*
+`automountServiceAccountToken` of every llmft pod: false unless `podSecurity.automountServiceAccountToken`
+is true (no llmft container talks to the Kubernetes API). Called with the chart's context.
+*/}}
+{{- define "llmft-common.serviceAccountToken" -}}
+automountServiceAccountToken: {{ dig "automountServiceAccountToken" false (.Values.podSecurity | default dict) }}
+{{- end -}}
+
+{{/*
+The security context of every llmft container: no privilege escalation, no capabilities, and a read-only root
+filesystem unless `podSecurity.readOnlyRootFilesystem` is false (the writable paths are volumes:
+`llmft-common.writableMounts` and the chart's own). Called with the chart's context.
+*/}}
 {{- define "llmft-common.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ dig "readOnlyRootFilesystem" true (.Values.podSecurity | default dict) }}
 capabilities:
   drop: [ALL]
 {{- end -}}

@@ -39,7 +39,7 @@ def _without_null(schema: dict) -> dict:
 
 
 def values_schema() -> dict:
-    from llmft.chart_files import LIBRARY_VALUES, QUANTITY, _object
+    from llmft.chart_files import IMAGE_DIGEST, LIBRARY_VALUES, POD_SECURITY, QUANTITY, _object, network_policy_schema
 
     secret_ref = _object({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
                          ["name", "key"])
@@ -74,7 +74,10 @@ def values_schema() -> dict:
             "priorityClassName": {"type": "string"},
             "imagePullSecrets": {"type": "array", "items": _object({"name": {"type": "string"}}, ["name"])},
             "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
+                              "digest": IMAGE_DIGEST,
                               "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
+            "podSecurity": POD_SECURITY,
+            "networkPolicy": network_policy_schema(),
             "env": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                "properties": {"name": {"type": "string", "minLength": 1}}}},
             "llmft-common": LIBRARY_VALUES,

@@ -52,7 +52,7 @@ def cluster_keys() -> tuple[str, ...]:
 
 
 def _cluster_schema() -> dict:
-    from llmft.chart_files import LIBRARY_VALUES, NAME, QUANTITY, _object
+    from llmft.chart_files import IMAGE_DIGEST, LIBRARY_VALUES, NAME, POD_SECURITY, QUANTITY, _object, network_policy_schema
 
     secret_ref = _object({"name": {"type": "string"}, "key": {"type": "string"}})
     return {
@@ -83,7 +83,10 @@ def _cluster_schema() -> dict:
         "priorityClassName": {"type": "string"},
         "imagePullSecrets": {"type": "array", "items": _object({"name": NAME}, ["name"])},
         "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
+                          "digest": IMAGE_DIGEST,
                           "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
+        "podSecurity": POD_SECURITY,
+        "networkPolicy": network_policy_schema(),
         "env": {"type": "array", "items": {"type": "object", "required": ["name"],
                                            "properties": {"name": {"type": "string", "minLength": 1}}}},
         "llmft-common": LIBRARY_VALUES,
