@@ -635,7 +635,8 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
         text = lines[1] if len(lines) > 1 else parsed.group(2)
         file = parsed.group(1)
         if Path(file).name.startswith("_"):
-            targets = [f"{case.suite.route}/{template_file_name(t)}" for t in case.suite.spec.get("templates") or ["**"]]
+            targets = [f"{case.suite.route}/{template_file_name(t)}"
+                       for t in case.suite.spec.get("templates") or ["**"]]
         else:
             targets = [file]
         rendered = {t: dump_yaml({RAW: text}) for t in targets}

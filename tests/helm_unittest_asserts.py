@@ -162,7 +162,7 @@ def deep_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(deep_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(deep_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(deep_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -192,7 +192,8 @@ def strip_leading_newlines(value: Any) -> Any:
 # Paths.
 # --------------------------------------------------------------------------------------------------
 
-_LITERAL = r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'|(?P<num>-?\d+(?:\.\d+)?)|(?P<bool>true|false)|(?P<null>null))"""
+_LITERAL = (r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'"""
+            r"""|(?P<num>-?\d+(?:\.\d+)?)|(?P<bool>true|false)|(?P<null>null))""")
 _FILTER = re.compile(r"\?\(\s*@(?P<sub>(?:\.[^\s=!)]+|\[[^\]]*\])*)\s*(?:(?P<op>==|!=)\s*" + _LITERAL + r")?\s*\)$")
 
 
@@ -480,7 +481,8 @@ def v_type(params: dict, ctx: Context) -> Result:
 
     def check(actual: Any) -> Result:
         if (go_type(actual) == expected) == ctx.negative:
-            return False, [f"expected {'NOT ' if ctx.negative else ''}to be of type {expected}, got {go_type(actual)!r}"]
+            negation = "NOT " if ctx.negative else ""
+            return False, [f"expected {negation}to be of type {expected}, got {go_type(actual)!r}"]
         return True, []
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
@@ -567,7 +569,8 @@ def v_has_documents(params: dict, ctx: Context) -> Result:
     actual = len(ctx.selected if params.get("filterAware") else ctx.docs)
     if (actual == params.get("count", 0)) != ctx.negative:
         return True, []
-    return False, [f"expected documents count {'NOT ' if ctx.negative else ''}to be {params.get('count')}, got {actual}"]
+    negation = "NOT " if ctx.negative else ""
+    return False, [f"expected documents count {negation}to be {params.get('count')}, got {actual}"]
 
 
 def v_contains_document(params: dict, ctx: Context) -> Result:
