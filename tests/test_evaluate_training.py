@@ -103,6 +103,8 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     assert "| facts: exact_match |" in header and "| facts: loss |" in header
     assert base_row.startswith("| facts-base |") and tuned_row.startswith("| facts-tuned |")
     assert "| 1.0000 |" in tuned_row and "| 1.0000 |" not in base_row
+    assert (tmp_path / "report" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![evaluation scores](evaluation.png)" in (tmp_path / "report" / "report.md").read_text()
     for metric in ("facts/exact_match", "facts/loss"):
         best = subprocess.run([sys.executable, "-m", "llmft", "evaluate-best", sweep, "--metric", metric],
                               env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)

@@ -150,5 +150,11 @@ def report(patterns: list[str], out_dir: Path, title: str = "Training and evalua
     table = markdown_table(runs)
     png, md = out_dir / "report.png", out_dir / "report.md"
     plot(runs, png, title)
-    md.write_text(f"# {title}\n\n![loss curves](report.png)\n\n{table}")
+    scores = ""
+    if any(run.evaluations for run in runs):  # `llmft evaluate` results: a bar per run and metric
+        from llmft.evaluate.plot import plot_scores
+
+        plot_scores({run.name: run.evaluations for run in runs}, out_dir / "evaluation.png")
+        scores = "![evaluation scores](evaluation.png)\n\n"
+    md.write_text(f"# {title}\n\n![loss curves](report.png)\n\n{scores}{table}")
     return png, md, table
