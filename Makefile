@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llmft-installed
+# checkov (the chart policy scan, tests/test_checkov.py) pins tabulate<0.10, the project 0.10: its own venv.
+CHECKOV_VENV := .venv-checkov
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup test docs bench chart-files clean-venv
@@ -18,8 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,dev]' -c constraints.txt
 	touch $(STAMP)
 
-test: setup
+test: setup $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+$(CHECKOV_VENV)/.installed: tests/checkov-requirements.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/checkov-requirements.txt
+	touch $@
 
 # The tutorial end to end on this machine (tiny model, embedded S3, CPU): see docs/tutorials/.
 demo: setup

@@ -3,12 +3,14 @@ rendered and scanned by checkov's Kubernetes policies in one process, fails on a
 the documented skip list below.
 
 checkov cannot share the project's virtualenv (checkov 3.3 pins tabulate<0.10, the project pins 0.10), so it
-lives in its own: `.venv-checkov` (`make checkov`, or created here on first use from PyPI). It runs offline: no
-API key, guidelines, mapping or package scan (`CHECKOV_ENV`).
+lives in its own, `.venv-checkov`, pinned by tests/checkov-requirements.txt (`make test` creates it; this module
+does on first use when it is missing). It runs offline: no API key, no download, no mapping or package scan
+(`CHECKOV_ENV`), one process over a folder with every rendered case, once per test session.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import yaml
 from harness import REPO
 from test_all_charts import CASES, rendered
 
-CHECKOV_VERSION = "3.3.30"
+CHECKOV_REQUIREMENTS = REPO / "tests" / "checkov-requirements.txt"
 CHECKOV_VENV = REPO / ".venv-checkov"
 CHECKOV = CHECKOV_VENV / "bin" / "checkov"
 # checkov phones home for guidelines, check metadata and package scans unless told not to.
@@ -47,9 +49,15 @@ SKIPPED_CHECKS = {
 
 
 def _ensure_checkov() -> Path:
-    if not CHECKOV.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
-        subprocess.run([str(CHECKOV_VENV / "bin" / "pip"), "install", "-q", f"checkov=={CHECKOV_VERSION}"], check=True)
+    """The pinned checkov, installed into .venv-checkov once (a lock keeps parallel sessions from racing)."""
+    installed = CHECKOV_VENV / ".installed"
+    with open(REPO / ".venv-checkov.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not installed.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
+            subprocess.run([str(CHECKOV_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", "-r", str(CHECKOV_REQUIREMENTS)], check=True)
+            installed.touch()
     return CHECKOV
 
 
@@ -91,6 +99,7 @@ def checkov_results(tmp_path_factory):
     return scan(folder)
 
 
+@pytest.mark.xdist_group("checkov")
 def test_charts_pass_checkov_but_for_documented_skips(checkov_results):
     problems = sorted({f"{check} {resource} ({file})" for check, resource, file in checkov_results["failed"]
                        if check not in SKIPPED_CHECKS})
@@ -98,6 +107,7 @@ def test_charts_pass_checkov_but_for_documented_skips(checkov_results):
     assert not problems, "checkov failures:\n" + "\n".join(problems)
 
 
+@pytest.mark.xdist_group("checkov")
 def test_every_skip_is_still_needed(checkov_results):
     """A skip that no longer fails anywhere is removed from the list, so the list stays short and true."""
     failing = {check for check, _resource, _file in checkov_results["failed"]}
