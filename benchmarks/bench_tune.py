@@ -153,9 +153,10 @@ def run(quick: bool) -> dict:
 
     tpe_best = [best(history) for history in runs["tpe"]]
     random_best = [best(history) for history in runs["random"]]
-    vs_random = median([t / r for t, r in zip(tpe_best, random_best)])
+    vs_random = median([t / r for t, r in zip(tpe_best, random_best, strict=True)])
     vs_grid = median([t / best(grid) for t in tpe_best])
-    steps_random = median([steps_to_reach(tpe, best(rand), budget) for tpe, rand in zip(runs["tpe"], runs["random"])])
+    steps_random = median([steps_to_reach(tpe, best(rand), budget)
+                           for tpe, rand in zip(runs["tpe"], runs["random"], strict=True)])
     steps_grid = median([steps_to_reach(tpe, best(grid), budget) for tpe in runs["tpe"]])
     figures = [
         figure("best eval_loss: tpe+pruning / random", vs_random, "<= 1", vs_random <= 1,
@@ -173,7 +174,8 @@ def run(quick: bool) -> dict:
         "tpe_pruned": [sum(value is None for _, value in history) for history in runs["tpe"]],
     }
     setup = (f"tiny Llama + LoRA on 24 arithmetic chats, {size['steps']} steps per full trial, eval every "
-             f"{size['eval']}; budget {budget} steps ({size['budget']} full trials) per method; learning rate 1e-6..3e-2 "
+             f"{size['eval']}; budget {budget} steps ({size['budget']} full trials) per method; learning rate "
+             "1e-6..3e-2 "
              f"(log) x LoRA rank 2..16; seeds {list(size['seeds'])}; trials run in-process with the tuner's "
              "study, trial configs and pruning callback")
     return result("Hyperparameter search: TPE + median stopping vs random and grid", figures, measurements, setup)

@@ -80,7 +80,7 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, got {args.slots}")
     experiment_dir = (Path(args.dir) if args.dir else default_experiment_dir(spec.name)).resolve()
-    environment = {}
+    environment: dict[str, str] = {}
     if _uses_bucket(spec):
         from llmft.local.runner import bucket_environment
 

@@ -44,7 +44,7 @@ def history(data: dict, path: Path) -> None:
     done = [(row["number"], row["value"]) for row in rows if row["state"] == "complete" and row["value"] is not None]
     pruned = [(row["number"], _shown(row)) for row in rows if row["state"] == "pruned" and _shown(row) is not None]
     if done:
-        axes.scatter(*zip(*done), color="tab:blue", label="completed", zorder=3)
+        axes.scatter(*zip(*done, strict=True), color="tab:blue", label="completed", zorder=3)
         best, line = None, []
         for number, value in sorted(done):
             better = best is None or (value < best if direction == "minimize" else value > best)
@@ -53,9 +53,10 @@ def history(data: dict, path: Path) -> None:
         last = max(row["number"] for row in rows)
         if line[-1][0] < last:
             line.append((last, line[-1][1]))  # the best so far holds to the last trial
-        axes.step(*zip(*line), where="post", color="tab:red", label="best so far")
+        axes.step(*zip(*line, strict=True), where="post", color="tab:red", label="best so far")
     if pruned:
-        axes.scatter(*zip(*pruned), color="tab:gray", marker="x", label="pruned (last reported value)", zorder=3)
+        axes.scatter(*zip(*pruned, strict=True), color="tab:gray", marker="x", label="pruned (last reported value)",
+                     zorder=3)
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -110,11 +111,11 @@ def _scale(values: list, log: bool):
         order = {json_key: index for index, json_key in enumerate(dict.fromkeys(map(str, values)))}
         top = max(len(order) - 1, 1)
         return lambda value: order.get(str(value), 0) / top
-    if log and numbers and min(numbers) > 0:
-        numbers = [math.log(v) for v in numbers]
-        transform = math.log
-    else:
-        transform = float
+    def transform(value) -> float:
+        return math.log(value) if use_log else float(value)
+
+    use_log = log and bool(numbers) and min(numbers) > 0
+    numbers = [transform(v) for v in numbers]
     low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
     return lambda value: 0.5 if high == low else (transform(value) - low) / (high - low)
 
@@ -151,13 +152,9 @@ def _save(figure, path: Path) -> None:
 def importances(data: dict) -> dict[str, float] | None:
     """fANOVA importances of the parameters over the completed trials (None with fewer than 3)."""
     import optuna
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-    space = {}
+    space: dict[str, BaseDistribution] = {}
     for parameter in data.get("search_space", []):
         name = parameter.get("name") or parameter["key"].rsplit(".", 1)[-1]
         if parameter["type"] == "categorical":

@@ -194,7 +194,7 @@ def status_table(results: dict) -> str:
         cells = [str(row["number"]), state, *[_fmt(row["params"].get(name)) for name in names], _fmt(value),
                  _fmt(row["steps"]), row["checkpoint_final"] or "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    counts = {}
+    counts: dict[str, int] = {}
     for row in results["trials"]:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     tally = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))

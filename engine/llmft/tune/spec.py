@@ -48,7 +48,7 @@ from llmft.tune import algorithms, keypath, metrics
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
 Scalar = bool | int | float | str
 # Keys the tuner sets in every trial's config; a search over them makes no sense.
-TUNER_KEYS = {
+TUNER_KEYS: dict[tuple, str] = {
     ("training_args", "output_dir"): "each trial writes to its own folder, <experiment>/trial-<n>/",
     ("run_conf", "checkpoints_remote"): "each trial streams to <checkpointsRemote>/trial-<n>; set checkpointsRemote",
     ("run_conf", "model"): "set basemodel",
@@ -332,7 +332,7 @@ def _range_problems(parameter: Parameter, where: tuple) -> list[tuple]:
             found.append((where + (key,), f"required for type {kind}", None))
     if found:
         return found
-    low, high = parameter.min, parameter.max
+    low, high = float(parameter.min or 0), float(parameter.max or 0)  # both set: checked above
     if low > high:
         found.append((where + ("min",), f"is larger than max ({high:g}); swap them", low))
     if parameter.log and low <= 0:
@@ -351,15 +351,16 @@ def _range_problems(parameter: Parameter, where: tuple) -> list[tuple]:
 
 def _value_problems(spec: TuneSpec, base: dict, parameter: Parameter, parts: tuple, where: tuple) -> list[tuple]:
     """Would the engine accept the range's ends (and each categorical value)? Checked one parameter at a time."""
+    probes: list[tuple[tuple, Any]]
     if parameter.type == "categorical":
-        probes = [(("values", position), value) for position, value in enumerate(parameter.values)]
+        probes = [(("values", position), value) for position, value in enumerate(parameter.values or [])]
     else:
         cast = int if parameter.type == "int" else float
-        probes = [(("min",), cast(parameter.min)), (("max",), cast(parameter.max))]
+        probes = [(("min",), cast(parameter.min or 0)), (("max",), cast(parameter.max or 0))]
     found = []
     for position, value in probes:
         problems = _config_problems(keypath.with_values(base, {parts: value}))
-        for path, message, *rest in problems:
+        for path, message, *_ in problems:
             shown = ".".join([DEFAULT_KEY_PREFIX] + [f"[{p}]" if isinstance(p, int) else str(p) for p in path])
             found.append((where + position, f"the engine rejects {shown.replace('.[', '[')} = {json.dumps(value)}: "
                           f"{message}", value))

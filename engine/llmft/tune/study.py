@@ -74,10 +74,6 @@ def open_storage(url: str):
                     "postgresql://... or mysql://...")
 
 
-def _direction(spec: TuneSpec) -> str:
-    return spec.tune.objective.direction
-
-
 def sampler_and_pruner(spec: TuneSpec, seed_offset: int = 0):
     algorithm = spec.tune.algorithm
     if algorithm.seed is not None and seed_offset:
@@ -107,7 +103,7 @@ def _create_or_load(spec: TuneSpec, storage, coordinator: bool, wait_seconds: fl
     sampler, pruner = sampler_and_pruner(spec)
     if coordinator:
         study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction=_direction(spec), load_if_exists=True)
+                                    direction=spec.tune.objective.direction, load_if_exists=True)
         _check_same_spec(study, spec)
         existing = len(study.get_trials(deepcopy=False))
         planned = spec.tune.max_trial_count

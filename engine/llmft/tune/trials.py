@@ -53,7 +53,7 @@ def remote_dir(spec: TuneSpec, number: int) -> str | None:
 
 def trial_config(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir: Path) -> dict:
     """The base config with the trial's values at their keys, and the trial's own output folders."""
-    paths = dict(zip([p.label for p in spec.tune.search_space], spec.parameter_paths()))
+    paths = dict(zip([p.label for p in spec.tune.search_space], spec.parameter_paths(), strict=True))
     config = keypath.with_values(spec.base_config(), {paths[name]: value for name, value in values.items()})
     config.setdefault("training_args", {})["output_dir"] = str(trial_dir(experiment_dir, number) / OUTPUT)
     run = config.setdefault("run_conf", {})

@@ -79,6 +79,7 @@ class Worker:
         try:
             while True:
                 while len(self.running) < self.slots and not self.stopping:
+                    number: int | None
                     if resume:
                         number = resume.pop(0)
                     elif self._experiment_state() == "running":  # not failed, goal not reached
@@ -196,7 +197,7 @@ class Worker:
     def _metrics(self, output: Path) -> dict:
         """User attributes of a finished trial: its additional metrics and where its outputs are."""
         catalog = metrics.catalog(self.spec.method)
-        found = {studies.OUTPUTS: results.outputs_of(output)}
+        found: dict[str, object] = {studies.OUTPUTS: results.outputs_of(output)}
         for name in self.spec.tune.objective.additional_metrics:
             value = metrics.final_value(catalog[name], output)
             if value is not None:
