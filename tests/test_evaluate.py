@@ -433,6 +433,14 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
     animal = results["counts"]["per_class"]["animal"]
     assert (animal["support"], animal["predicted"], animal["true_positives"]) == (5, 5, 4)
 
+    # The plain MiniLM gets a fresh (untrained) head of data.labels' size: it runs, its scores are counted.
+    fresh = evaluate({"name": "fresh", "target": {"checkpoint": str(minilm_dir())},
+                      "data": {"path": str(data), "format": "classification", "labels": names},
+                      "metrics": ["accuracy", "macro_f1"], "output": str(tmp_path / "fresh")})
+    per_class = fresh["counts"]["per_class"]
+    assert sum(c["support"] for c in per_class.values()) == sum(c["predicted"] for c in per_class.values()) == 10
+    assert 0 <= fresh["metrics"]["accuracy"] <= 1 and set(per_class) == set(names)
+
     # Labels the model does not know fail before the model loads, with the fix.
     data.write_text('{"text": "The sky is blue.", "label": "weather"}\n')
     with pytest.raises(UserError, match=r"test.jsonl:1: label 'weather' is not one of the classes animal, vehicle"):

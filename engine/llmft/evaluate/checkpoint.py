@@ -67,7 +67,8 @@ class CausalLM:
                                       self.spec.loss.completions_only))  # system messages: folded on reading
         refused = [f"{item.record.where}: {item.left_out}" for item in encoded if item.refused]
         if refused:
-            raise UserError("the chat template cannot render these evaluation conversations:\n  " + "\n  ".join(refused))
+            raise UserError("the chat template cannot render these evaluation conversations:\n  "
+                            + "\n  ".join(refused))
         rows: list[dict] = [{} for _ in samples]
         kept = [(index, item.example) for index, item in enumerate(encoded) if not item.left_out]
         for index, item in enumerate(encoded):

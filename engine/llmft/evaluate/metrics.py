@@ -53,8 +53,11 @@ _ROUGE = None
 def rouge_l(prediction: str, reference: str) -> float:
     global _ROUGE
     if _ROUGE is None:
+        import logging
+
         from rouge_score.rouge_scorer import RougeScorer
 
+        logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." at INFO
         _ROUGE = RougeScorer(["rougeL"], use_stemmer=False)
     return float(_ROUGE.score(reference, prediction)["rougeL"].fmeasure)
 
