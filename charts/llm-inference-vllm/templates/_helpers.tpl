@@ -33,7 +33,22 @@ llm-inference-vllm-{{ .Release.Name }}
 {{- fail (printf "model %q is not a Hugging Face Hub id: use hf://org/name, e.g. hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0" $model) -}}
 {{- end -}}
 {{- else -}}
+{{- $problem := include "llmft-common.bucketLocationProblem" $model -}}
+{{- if and $problem (eq (include "llmft-common.locationKind" $model) "bucket") (not (contains "://" $model)) (regexMatch "^[^/]+/[^/]+$" $model) -}}
+{{- fail (printf "model: %s, got %q; a Hugging Face Hub model is written hf://%s (vLLM downloads it from the Hub)" $problem $model $model) -}}
+{{- end -}}
 {{- include "llmft-common.checkBucketLocation" (list "model" $model) -}}
+{{- end -}}
+{{- if kindIs "string" .Values.image -}}
+{{- $tag := regexFind ":[^/:]+$" .Values.image -}}
+{{- fail (printf "image: %q is the original chart's form; write it as image.repository and image.tag: --set image.repository=%s --set image.tag=%s (an image without llmft, such as upstream vLLM, also needs downloaderImage.repository for bucket models)" .Values.image (trimSuffix $tag .Values.image) (trimPrefix ":" $tag | default "latest")) -}}
+{{- end -}}
+{{- if .Values.served_model_name -}}
+{{- range $key, $_ := .Values.vllm_engine_args -}}
+{{- if eq ($key | replace "-" "_") "served_model_name" -}}
+{{- fail (printf "served_model_name and vllm_engine_args.%s are both given (the top-level key is the original chart's spelling): keep only vllm_engine_args.served_model_name" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- range $adapter, $path := .Values.adapters -}}
 {{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$" $adapter) -}}
@@ -68,7 +83,7 @@ llm-inference-vllm-{{ .Release.Name }}
 
 {{/*
 The arguments of `vllm serve`, as a JSON list: the model, the chart-owned flags, then vllm_engine_args in key
-order (true -> bare flag, false -> omitted, list -> the flag and each item, map -> JSON).
+order (true or no value -> bare flag, false -> omitted, list -> the flag and each item, map -> JSON).
 */}}
 {{- define "llm-inference-vllm.serverArgs" -}}
 {{- $args := list (include "llm-inference-vllm.modelArg" .) "--host" "0.0.0.0" "--port" (toString .Values.containerPort) "--tensor-parallel-size" (toString .Values.gpus) -}}
@@ -77,7 +92,7 @@ order (true -> bare flag, false -> omitted, list -> the flag and each item, map 
 {{- $_ := set $engine ($key | replace "-" "_") $value -}}
 {{- end -}}
 {{- if not (hasKey $engine "served_model_name") -}}
-{{- $_ := set $engine "served_model_name" .Release.Name -}}
+{{- $_ := set $engine "served_model_name" (.Values.served_model_name | default .Release.Name) -}}
 {{- end -}}
 {{- if .Values.adapters -}}
 {{- $_ := set $engine "enable_lora" true -}}
@@ -89,7 +104,9 @@ order (true -> bare flag, false -> omitted, list -> the flag and each item, map 
 {{- end -}}
 {{- range $key, $value := $engine -}}
 {{- $flag := printf "--%s" ($key | replace "_" "-") -}}
-{{- if kindIs "bool" $value -}}
+{{- if kindIs "invalid" $value -}}
+{{- $args = append $args $flag -}}
+{{- else if kindIs "bool" $value -}}
 {{- if $value }}{{ $args = append $args $flag }}{{ end -}}
 {{- else if kindIs "slice" $value -}}
 {{- $args = append $args $flag -}}
@@ -105,7 +122,7 @@ order (true -> bare flag, false -> omitted, list -> the flag and each item, map 
 
 {{/* The name clients send as "model": the first served model name. */}}
 {{- define "llm-inference-vllm.servedName" -}}
-{{- $name := .Release.Name -}}
+{{- $name := .Values.served_model_name | default .Release.Name -}}
 {{- range $key, $value := .Values.vllm_engine_args -}}
 {{- if eq ($key | replace "-" "_") "served_model_name" -}}
 {{- if kindIs "slice" $value }}{{ $name = first $value }}{{ else }}{{ $name = $value }}{{ end -}}
