@@ -26,7 +26,7 @@ ZEPHYR_TEMPLATE = (
 # Written into every tiny model folder: what it is (and that a rebuild may overwrite it).
 MARKER = "llmft-tiny-model.json"
 
-_ARCHITECTURES = {
+_ARCHITECTURES: dict[str, tuple[str, dict[str, object]]] = {
     "llama": ("LlamaConfig", {}),
     "qwen2": ("Qwen2Config", {"use_sliding_window": False}),
     "mistral": ("MistralConfig", {"sliding_window": None}),

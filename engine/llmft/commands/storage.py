@@ -44,10 +44,10 @@ def _ls(args: argparse.Namespace) -> int:
     if not objects:
         from llmft.storage.transfer import head_object
 
-        head = head_object(location) if location.key else None
-        if head is None:
+        single = head_object(location) if location.key else None
+        if single is None:
             raise UserError(f"nothing at {location}")
-        print(f"{human_bytes(int(head['ContentLength'])):>10}  {location.name}")
+        print(f"{human_bytes(int(single['ContentLength'])):>10}  {location.name}")
         return 0
     if args.recursive:
         for relative, size in sorted(objects.items()):

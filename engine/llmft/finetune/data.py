@@ -80,7 +80,7 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     from llmft.storage import download_file, parse_location
 
     location = parse_location(path)
-    if location.is_local:
+    if location.bucket is None:  # a local path
         local = location.path
         if local.is_dir():
             raise UserError(f"dataset {path} is a folder; give the path of one .jsonl file (several files: one "
@@ -94,7 +94,7 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     return target, str(location)
 
 
-def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[list, list[str]]:
+def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[list[Record | PreferenceRecord], list[str]]:
     """Read one dataset; return its records and every problem (`file:line: reason`).
 
     `kind` "sft": chat records (`Record`); "dpo": preference pairs (`PreferenceRecord`), in the
@@ -102,7 +102,7 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
     """
     local, name = fetch(spec.path, workdir)
     column_map = spec.column_map.as_dict() if spec.column_map else None
-    records: list[Record] = []
+    records: list[Record | PreferenceRecord] = []
     problems: list[str] = []
     bad = 0
     empty_system = 0

@@ -38,6 +38,7 @@ import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from llmft.errors import UserError
 
@@ -59,7 +60,7 @@ PRESET_NAMES = {
 }
 
 # Reference shapes (public Llama 3.x configs) for the docs table and quick estimates: --model llama-8b.
-REFERENCE_MODELS = {
+REFERENCE_MODELS: dict[str, dict[str, Any]] = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -196,17 +197,19 @@ def model_states(params: int, trainable: int, preset: str, gpus: int, dtype: str
 def activation_bytes(shape: ModelShape, batch_size: int, seq_len: int, dtype: str,
                      gradient_checkpointing: bool = False) -> float:
     """Activation memory of one micro-batch (see the module docstring for the formula)."""
-    if None in (shape.layers, shape.hidden, shape.kv_width, shape.intermediate, shape.vocab):
+    layers, hidden, kv_width, intermediate, vocab = (shape.layers, shape.hidden, shape.kv_width,
+                                                     shape.intermediate, shape.vocab)
+    if layers is None or hidden is None or kv_width is None or intermediate is None or vocab is None:
         raise UserError("activation estimates need the model's shape: give --model PATH or a reference model")
     width = DTYPE_BYTES[dtype]
     tokens = batch_size * seq_len
-    per_layer = (6 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate) * tokens * width
+    per_layer = (6 * hidden + 2 * kv_width + 4 * intermediate) * tokens * width
     if gradient_checkpointing:
-        layers = shape.layers * shape.hidden * tokens * width + per_layer
+        all_layers = layers * hidden * tokens * width + per_layer
     else:
-        layers = shape.layers * per_layer
-    logits = tokens * shape.vocab * (width + 8)
-    return float(layers + logits)
+        all_layers = layers * per_layer
+    logits = tokens * vocab * (width + 8)
+    return float(all_layers + logits)
 
 
 def estimate(shape: ModelShape, *, method: str = "full", lora_rank: int = 16, preset: str = "single",

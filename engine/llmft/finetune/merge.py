@@ -34,16 +34,17 @@ def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto", rep
     tokenizer = AutoTokenizer.from_pretrained(str(adapter if _has_tokenizer(adapter) else base))
     torch_dtype = "auto" if dtype == "auto" else {"bf16": torch.bfloat16, "fp16": torch.float16,
                                                   "fp32": torch.float32}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
+    base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+    embedding = base_model.get_input_embeddings().weight
+    assert isinstance(embedding, torch.Tensor)
+    if len(tokenizer) > embedding.shape[0]:
         # The adapter carries the trained, resized embedding and output layers; make room for them.
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        base_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     try:
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with_adapter = PeftModel.from_pretrained(base_model, str(adapter))
     except (ValueError, RuntimeError) as error:
         raise UserError(f"adapter {adapter} does not fit base model {base}: {error}") from None
-    model = model.merge_and_unload()
+    model = with_adapter.merge_and_unload()
     generation_source = adapter if (adapter / "generation_config.json").is_file() else base
     if (generation_source / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(generation_source))

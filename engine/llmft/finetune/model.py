@@ -86,11 +86,11 @@ def fetch_model(location: str, what: str = f"{PREFIX}.run_conf.model", marker: s
         repo = location[len("hf://"):]
         try:
             return Path(snapshot_download(repo_id=repo, cache_dir=str(cache_root() / "hub")))
-        except Exception as error:  # the Hub's errors are many; all mean "cannot get it"
+        except Exception as error:  # noqa: BLE001 - the Hub's errors are many; all mean "cannot get it"
             raise UserError(f"{what}: cannot download {location} from the Hugging Face Hub ({error}); "
                             "stage it into the bucket first (llmft download-model)") from None
     parsed = parse_location(location)
-    if parsed.is_local:
+    if parsed.bucket is None:  # a local path
         path = parsed.path.expanduser()
         if not (path / marker).is_file():
             raise UserError(f"{what}: no model at {path} (expected a folder with {marker}), got {location!r}")
@@ -216,11 +216,13 @@ def lora_config(model, config: CommonConfig, resized: bool):
     from peft import LoraConfig
 
     lora = config.peft_conf.lora()
+    assert lora is not None, "called for peft_type LORA only"
     modules_to_save = list(lora.modules_to_save or [])
     if resized:
         modules_to_save += [name for name in embedding_module_names(model) if name not in modules_to_save]
     return LoraConfig(
-        task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+        task_type="CAUSAL_LM", r=lora.r, lora_dropout=lora.lora_dropout,
+        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; a float is used as is (alpha / r)
         target_modules=lora.target_modules, bias=lora.bias, use_dora=lora.use_dora, use_rslora=lora.use_rslora,
         modules_to_save=modules_to_save or None,
     )
@@ -231,6 +233,7 @@ def apply_lora(model, config: CommonConfig, resized: bool):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     lora = config.peft_conf.lora()
+    assert lora is not None, "called for peft_type LORA only"
     peft_config = lora_config(model, config, resized)
     modules_to_save = list(peft_config.modules_to_save or [])
     if config.quant_conf.quantization_type == "bits-and-bytes":

@@ -8,6 +8,7 @@ uses; only the tokenizer is loaded (no model weights). Each shown sample marks i
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from contextlib import nullcontext
@@ -17,7 +18,7 @@ from pathlib import Path
 from llmft.errors import UserError
 from llmft.finetune import data
 from llmft.finetune import model as modeling
-from llmft.finetune.config import SftConfig
+from llmft.finetune.config import CommonConfig, SftConfig
 
 TRAINED_OPEN, TRAINED_CLOSE = "[[", "]]"
 
@@ -62,17 +63,9 @@ def load_tokenizer_only(config: SftConfig):
 
 def marked_text(tokenizer, example: dict) -> str:
     """The decoded sample with each run of trained tokens between `[[` and `]]`."""
-    pieces, run, trained = [], [], None
-    for token, label in zip(example["input_ids"], example["labels"]):
-        is_trained = label != data.IGNORE_INDEX
-        if trained is not None and is_trained != trained:
-            pieces.append(_piece(tokenizer, run, trained))
-            run = []
-        run.append(token)
-        trained = is_trained
-    if run:
-        pieces.append(_piece(tokenizer, run, trained))
-    return "".join(pieces)
+    pairs = zip(example["input_ids"], example["labels"])
+    runs = itertools.groupby(pairs, key=lambda pair: pair[1] != data.IGNORE_INDEX)
+    return "".join(_piece(tokenizer, [token for token, _ in run], trained) for trained, run in runs)
 
 
 def _piece(tokenizer, ids: list[int], trained: bool) -> str:
@@ -80,11 +73,11 @@ def _piece(tokenizer, ids: list[int], trained: bool) -> str:
     return f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text
 
 
-def preview(config: SftConfig, count: int, out=print, json_path: str | None = None) -> list[SplitSummary]:
+def preview(config: CommonConfig, count: int, out=print, json_path: str | None = None) -> list[SplitSummary]:
     """Show the first `count` training samples as training tokenises them; summarise every split."""
     from llmft.finetune import recipe
 
-    if config.method != "sft":
+    if not isinstance(config, SftConfig):
         raise UserError(f"finetuning_config.method: preview-data shows SFT data (labels per token), got "
                         f"{config.method!r}; `llmft validate-data --tokenizer` checks DPO files")
     train_records, eval_records = recipe.read_data(config, kind="sft")
@@ -121,6 +114,7 @@ def _tally(summary: SplitSummary, item: data.Encoded) -> None:
         summary.left_out.append(f"{item.record.where}: {item.left_out}")
         summary.refused += item.refused
         return
+    assert item.example is not None, "only a left-out record has no example"
     summary.kept += 1
     trained = sum(label != data.IGNORE_INDEX for label in item.example["labels"])
     summary.trained_tokens += trained
@@ -129,14 +123,15 @@ def _tally(summary: SplitSummary, item: data.Encoded) -> None:
 
 def _show(out, tokenizer, number: int, item: data.Encoded) -> None:
     out("")
-    if item.left_out and item.example is None:
+    example = item.example
+    if example is None:  # refused by the chat template
         out(f"--- sample {number} ({item.record.where}): left out: {item.left_out}")
         return
-    labels = item.example["labels"]
+    labels = example["labels"]
     trained = sum(label != data.IGNORE_INDEX for label in labels)
     state = f"left out: {item.left_out}" if item.left_out else f"{trained} trained, {len(labels) - trained} masked"
     out(f"--- sample {number} ({item.record.where}): {len(labels)} tokens, {state}")
-    out(marked_text(tokenizer, item.example).rstrip("\n"))
+    out(marked_text(tokenizer, example).rstrip("\n"))
 
 
 def _row(tokenizer, label: str, item: data.Encoded) -> dict:

@@ -146,11 +146,12 @@ def _dpo_part(lines: list[str]) -> None:
         if name == "method":
             continue
         inner = _object(section)
+        assert inner is not None, f"finetuning_config.{name}: every section other than `method` is an object"
         if name not in sft["properties"]:
             _section(f"finetuning_config.{name}", inner, lines)
             continue
         before = _object(sft["properties"][name]) or {}
-        added = {key: value for key, value in (inner or {}).get("properties", {}).items()
+        added = {key: value for key, value in inner.get("properties", {}).items()
                  if key not in before.get("properties", {})}
         if added:
             extra = dict(inner, properties=added,

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from llmft.errors import UserError
@@ -54,6 +55,7 @@ def redact(key: str, value: Any) -> Any:
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts and lists to `a.b.0.c` keys (MLflow param keys allow no brackets)."""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(data, dict):
         items = data.items()
     elif isinstance(data, list) and any(isinstance(item, (dict, list)) for item in data):
@@ -126,13 +128,15 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
     from llmft.finetune.outputs import SKIPPED_LOG_KEYS
 
     tracking = config.tracking
+    if tracking is None:
+        raise ValueError("mlflow_callback: the config has no tracking section")
     uri = tracking_uri(tracking.mlflow_server_uri)
     shown = redact("uri", uri)
     try:
         client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.experiment_name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment_name)
-    except Exception as error:  # MLflow raises many kinds (connection, permissions, bad URI)
+    except Exception as error:  # noqa: BLE001 - MLflow raises many kinds (connection, permissions, bad URI)
         raise UserError(f"finetuning_config.tracking.mlflow_server_uri: cannot use MLflow at {shown} "
                         f"({type(error).__name__}: {redact('uri', str(error))[:300]}); check the URI and that the "
                         f"server is reachable, got {shown!r}") from None

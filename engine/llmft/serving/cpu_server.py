@@ -16,6 +16,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from llmft.errors import UserError
 
@@ -35,7 +36,9 @@ class ChatModel:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if not self.tokenizer.chat_template:
             raise UserError(f"{model_dir} has no chat template: /v1/chat/completions needs one")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        # The causal LM, or with adapters the PeftModel wrapping it (transformers' annotations of
+        # generate() and of the adapter methods fit neither view of it).
+        self.model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.served_name = served_name
         self.adapters = list(adapters)
         if adapters:
@@ -63,7 +66,7 @@ class ChatModel:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 128)
         temperature = float(request.get("temperature", 0.0) or 0.0)
-        options = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
+        options: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
         if temperature > 0:
             options.update(temperature=temperature, top_p=float(request.get("top_p", 1.0)))
         with self.lock, self.torch.no_grad():

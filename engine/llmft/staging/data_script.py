@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmft.errors import UserError
@@ -35,7 +36,7 @@ def install_packages(packages: list[str], target: Path) -> None:
                         "package index")
 
 
-def run_data_script(script: str | Path, output_dir: str | Path, pip_packages: list[str] = (),
+def run_data_script(script: str | Path, output_dir: str | Path, pip_packages: Sequence[str] = (),
                     packages_dir: str | Path | None = None) -> list[Path]:
     """Run `script` so it writes JSONL files into `output_dir`; return the files it wrote."""
     script, output = Path(script), Path(output_dir)

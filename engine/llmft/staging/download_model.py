@@ -22,6 +22,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ class _Copier:
         if self.previous is not None and self.previous.files.get(relative) == entry:
             return True
         head = head_object(self.destination.child(relative), self.settings)
-        return bool(head) and head.get("Metadata", {}).get(SHA256_METADATA_KEY) == entry.sha256
+        return head is not None and head.get("Metadata", {}).get(SHA256_METADATA_KEY) == entry.sha256
 
     def plan(self, files: list[SourceFile]) -> list[SourceFile]:
         """The files that must be fetched; records the entries of those already complete."""
@@ -229,7 +230,7 @@ class _Copier:
                 pool = large_fetchers if (item.size or 0) >= LARGE_FILE else fetchers
                 fetches.append(pool.submit(self._fetch, item, slots, uploads, fetched))
             wait(fetches)
-            wait([f.result() for f in fetches if f.result() is not None])
+            wait([upload for f in fetches if (upload := f.result()) is not None])
         if fetched is not None:
             fetched.close()
         self.uploaded.close()
@@ -237,8 +238,8 @@ class _Copier:
             raise self._errors[0]
 
 
-def download_model(source: str, destination: str, *, revision: str | None = None, include: list[str] = (),
-                   exclude: list[str] = (), overwrite: bool = False, workers: int = DEFAULT_WORKERS,
+def download_model(source: str, destination: str, *, revision: str | None = None, include: Sequence[str] = (),
+                   exclude: Sequence[str] = (), overwrite: bool = False, workers: int = DEFAULT_WORKERS,
                    scratch_dir: str | Path | None = None, settings: TransferSettings | None = None,
                    large_fetches: int = 1) -> DownloadReport:
     """Copy the model at `source` into the bucket folder `destination` (see the module docstring)."""
@@ -257,7 +258,7 @@ def download_model(source: str, destination: str, *, revision: str | None = None
         copier.read_destination()
         files = model.list_files()
         copier.report.source = model.label  # now with the Hub commit
-        chosen = select(files, list(include), list(exclude))
+        chosen = select(files, include, exclude)
         if not chosen:
             raise UserError(f"no file of {model.label} matches the include/exclude globs "
                             f"(include {list(include) or 'all'}, exclude {list(exclude) or 'none'}); "

@@ -49,7 +49,8 @@ def data_files(folder: Path) -> list[Path]:
     """The data files under `folder`; anything else there is an error (nothing is silently dropped)."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder: the data script must write its JSONL files there")
-    found, strangers = [], []
+    found: list[Path] = []
+    strangers: list[Path] = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file():
             continue
@@ -163,6 +164,7 @@ def _keep_earlier_entries(dest, previous: Manifest | None, stale: set[str], sett
     if previous is None:
         return
     current = read_manifest(dest, settings)
+    assert current is not None, "the upload before this call wrote it"
     kept = {name: entry for name, entry in previous.files.items()
             if name not in current.files and name not in stale and sizes.get(name) == entry.size}
     if kept:

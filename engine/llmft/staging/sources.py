@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from llmft.errors import UserError
 from llmft.storage import (
     MANIFEST_NAME,
     Location,
+    Manifest,
     download_file,
     parse_location,
     read_manifest,
 )
 from llmft.storage.location import safe_join
-from llmft.storage.manifest import FileEntry
 from llmft.storage.transfer import TransferSettings, list_objects, sha256_file
 
 HUB_SCHEME = "hf://"
@@ -63,7 +64,7 @@ class Source:
         path.unlink(missing_ok=True)
 
 
-def select(files: list[SourceFile], include: list[str] = (), exclude: list[str] = ()) -> list[SourceFile]:
+def select(files: list[SourceFile], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[SourceFile]:
     """Keep files matching any `include` glob (all when none) and no `exclude` glob.
 
     Same rules as `huggingface-cli download --include/--exclude`: fnmatch on the
@@ -129,7 +130,7 @@ class BucketSource(Source):
         self.text = text
         self.settings = settings
         self.label = str(location)
-        self.manifest = None
+        self.manifest: Manifest | None = None  # set by list_files
 
     def _hint(self) -> str:
         if not self.text.startswith("s3://") and looks_like_hub_id(self.text):
@@ -139,21 +140,23 @@ class BucketSource(Source):
 
     def list_files(self) -> list[SourceFile]:
         try:
-            self.manifest = read_manifest(self.location, self.settings)
-            if self.manifest is None:
+            manifest = read_manifest(self.location, self.settings)
+            if manifest is None:
                 if list_objects(self.location, self.settings):
                     raise UserError(f"source {self.location} is incomplete: it has files but no manifest "
                                     f"({MANIFEST_NAME}), so its upload did not finish; upload it again")
                 raise UserError(f"source {self.location} does not exist or is empty")
         except UserError as error:  # keep the type (e.g. BucketNotFound), add the hint
             raise type(error)(f"{error}{self._hint()}") from None
-        for relative in self.manifest.files:
+        for relative in manifest.files:
             safe_join(Path("/model"), relative)  # refuse keys that would escape the scratch folder
-        return [SourceFile(relative, entry.size, entry.sha256) for relative, entry in self.manifest.files.items()]
+        self.manifest = manifest
+        return [SourceFile(relative, entry.size, entry.sha256) for relative, entry in manifest.files.items()]
 
     def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
+        assert self.manifest is not None, "list_files() lists the files to fetch"
         target = safe_join(scratch, item.path)
-        download_file(self.location.child(item.path), target, FileEntry(item.size, item.sha256), progress,
+        download_file(self.location.child(item.path), target, self.manifest.files[item.path], progress,
                       self.settings)
         return target
 

@@ -134,31 +134,31 @@ def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounte
         if problems:
             report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
             continue
-        _count(report, line, record, tokens)
+        _count(report, report.kind, line, record, tokens)
     return report
 
 
 IDENTICAL_PAIR = "the chosen and rejected answers are the same, so the pair teaches nothing; fix or remove it"
 
 
-def _count(report: FileReport, line, record: dict, tokens: TokenCounter | None) -> None:
-    """Count a valid record; one its tokenizer's chat template refuses is an invalid line instead."""
+def _count(report: FileReport, kind: str, line, record: dict, tokens: TokenCounter | None) -> None:
+    """Count a valid `kind` record; one its tokenizer's chat template refuses is an invalid line instead."""
     number = line.number
     lengths = {}
     if tokens is not None:
         from llmft.finetune.templates import TemplateRefusal
 
         try:
-            lengths = {name: tokens(messages) for name, messages in _texts(record, report.kind).items()}
+            lengths = {name: tokens(messages) for name, messages in _texts(record, kind).items()}
         except TemplateRefusal as error:
             report.invalid.append(Invalid(line.where, number, str(error)))
             return
     report.records += 1
     report.valid_lines.append(number)
-    for messages in ([record["messages"]] if report.kind == "sft" else
+    for messages in ([record["messages"]] if kind == "sft" else
                      [to_dpo(record)[f] for f in ("prompt_messages", "chosen_messages", "rejected_messages")]):
         report.roles.update(m["role"] for m in messages)
-    for name, messages in _texts(record, report.kind).items():
+    for name, messages in _texts(record, kind).items():
         report.chars.setdefault(name, []).append(sum(len(m["content"]) for m in messages))
         if name in lengths:
             report.tokens.setdefault(name, []).append(lengths[name])
