@@ -143,7 +143,18 @@ def _allow_original_spellings(schema: dict) -> None:
     template["enum"] = template["enum"] + list(ORIGINAL_NAMES)
 
 
+# Keys a values file may leave out (null or absent in values.yaml). Every other key is required: `--set KEY=null`
+# deletes a key, and a template would then fail with a nil pointer instead of naming the key.
+OPTIONAL_VALUES = ("activeDeadlineSeconds", "llmft-common", "finetuningImage", "aimManifest")
+
+
 def values_schema() -> dict:
+    schema = _values_schema_without_required()
+    schema["required"] = [key for key in schema["properties"] if key not in OPTIONAL_VALUES]
+    return schema
+
+
+def _values_schema_without_required() -> dict:
     from llmft.finetune.distributed import PRESETS
 
     secret_ref = _object({"name": {"type": "string"}, "key": {"type": "string"}})
