@@ -154,7 +154,8 @@ class Generation(Section):
     max_new_tokens: PositiveInt = Field(128, description="Longest answer, in tokens.")
     temperature: Annotated[float, Field(ge=0)] = Field(
         0.0, description="0: greedy decoding (deterministic); above 0: sampling.")
-    batch_size: PositiveInt = Field(8, description="Checkpoints: prompts generated together.")
+    batch_size: PositiveInt = Field(
+        8, description="Checkpoints: prompts generated together (classifiers: texts classified together).")
 
 
 class Loss(Section):
