@@ -162,7 +162,8 @@ class Loss(Section):
     """Held-out loss: the same tokenisation and loss mask as training (`llmft.finetune.data.encode`)."""
 
     max_seq_length: PositiveInt = Field(
-        2048, description="Samples longer than this many tokens are left out of the loss and counted.")
+        2048, description="Samples longer than this many tokens are left out of the loss and counted "
+                          "(classifiers: longer texts are truncated to it).")
     completions_only: bool = Field(
         True, description="As `sft_args.train_on_completions_only`: loss on assistant turns only (with their "
                           "end-of-turn token). Use the value the model was trained with.")
