@@ -69,6 +69,60 @@ CASES = [
     (["local", "{charts}/llm-finetune", "-f", "nope.yaml"], "values file nope.yaml does not exist"),
     (["local", "{charts}/llm-finetune", "-f", "dupkey-values.yaml", "--dry-run"],
      "dupkey-values.yaml:3: the key 'basemodel' appears twice"),
+    # chart values: `--set KEY=null` deletes a key, which the schema names (not a nil pointer in a template)
+    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
+      "to-minio.yaml", "--set", "bucketCredentialsSecret=null", "--dry-run"],
+     "missing property 'bucketCredentialsSecret'"),
+    (["local", "{charts}/download-model-to-bucket", "-f", "{overrides}/download-model-to-bucket/tutorial-01-tiny-llama-"
+      "to-minio.yaml", "--set", "image=null", "--dry-run"], "missing property 'image'"),
+    (["local", "{charts}/download-data-to-bucket", "-f", "{original}/download-data-to-bucket--tutorial-01-argilla-to-"
+      "minio.yaml", "--set", "hfTokenSecret=null", "--dry-run"], "missing property 'hfTokenSecret'"),
+    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+      "--set", "bucketCredentialsSecret=null", "--dry-run"], "missing property 'bucketCredentialsSecret'"),
+    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "service=null", "--dry-run"],
+     "missing property 'service'"),
+    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+      "--set", "checkpointsRemote=not a path", "--dry-run"],
+     "checkpointsRemote: \"not a path\" is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
+     "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /"),
+    # the original tutorial's files (tests/fixtures/original-tutorial): read, or refused naming the new spelling
+    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
+      "to-minio.yaml", "--set", "modelID=a/b", "--dry-run"],
+     "modelId and modelID are both given (modelId is the original tutorial's spelling of modelID): keep only modelID"),
+    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
+      "to-minio.yaml", "--set", "bucketModelPath=default-bucket/models/x", "--dry-run"],
+     "bucketPath and bucketModelPath are both given"),
+    (["local", "{charts}/llm-finetune", "-f", "{original}/llm-finetune--tutorial-01-finetune-lora.yaml", "--dry-run"],
+     "chat_template_name: a template name of the original engine, got \"mistral-with-system\" (the original "
+     "engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original"),
+    (["local", "{charts}/llm-finetune", "-f", "{original}/llm-finetune--tutorial-01-finetune-lora.yaml",
+      "--set", "finetuning_config.data_conf.chat_template_name=keep-original", "--dry-run"],
+     "finetuningImage: a key of the original tutorial's chart; set image.repository and image.tag instead"),
+    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+      "--set", "finetuning_config.training_args.push_to_hub=true", "--dry-run"],
+     "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub"),
+    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+      "--set", "finetuning_config.run_conf.model_args.torch_dtype=float64", "--dry-run"],
+     "finetuning_config.run_conf.model_args.torch_dtype: unknown key, got \"float64\" (use run_conf.model_args.dtype"),
+    (["local", "{charts}/llm-inference-vllm", "-f", "{original}/llm-inference-vllm--tinyllama-original-keys.yaml",
+      "--dry-run"], "; a Hugging Face Hub model is written hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
+    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "image=rocm/vllm:rocm6.4.1",
+      "--dry-run"], "write it as image.repository and image.tag: --set image.repository=rocm/vllm --set image.tag=rocm6.4.1"),
+    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "served_model_name=a",
+      "--set", "vllm_engine_args.served-model-name=b", "--dry-run"],
+     "served_model_name and vllm_engine_args.served-model-name are both given"),
+    (["local", "{charts}/download-data-to-bucket", "-f", "{overrides}/download-data-to-bucket/tutorial-01-argilla-to-"
+      "minio.yaml", "--set", "dataScript=null", "--dry-run"], "missing property 'dataScript'"),
+    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "downloaderImage=null", "--dry-run"],
+     "missing property 'downloaderImage'"),
+    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+      "--set", "finetuning_config.training_args.bf16=false", "--dry-run"],
+     "finetuning_config.training_args.bf16: unknown key, got false (precision is run_conf.model_args.dtype"),
+    (["sft", "original-template.yaml"], "finetuning_config.data_conf.chat_template_name: a template name of the "
+                                        "original engine, got \"simplified-llama31\" (use llama-3"),
+    (["train", "original-precision.yaml"],
+     "run_conf.model_args.dtype: the precision keys disagree (training_args.bf16: true, "
+     "run_conf.model_args.torch_dtype: \"float32\")"),
 ]
 
 
@@ -104,6 +158,14 @@ def probe_dir(tmp_path_factory):
                   "run_conf": {"model": "./notok"}}
         config.setdefault(section, {}).update(values)
         (root / f"{name}.yaml").write_text(json.dumps(config))
+    (root / "original-precision.yaml").write_text(json.dumps({  # the original engine's keys, disagreeing
+        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
+        "training_args": {"output_dir": "out", "bf16": True}, "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": "./notok", "model_args": {"torch_dtype": "float32"}}}))
+    (root / "original-template.yaml").write_text(json.dumps({
+        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]},
+                                       "chat_template_name": "simplified-llama31"},
+        "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"}, "run_conf": {"model": "./notok"}}))
     (root / "dupkey-values.yaml").write_text("basemodel: a/b\ncheckpointsRemote: x/y\nbasemodel: c/d\n")
     (root / "good.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                                               {"role": "assistant", "content": "hello"}]}) + "\n")
@@ -112,14 +174,15 @@ def probe_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("arguments, expected", CASES, ids=[" ".join(args) for args, _ in CASES])
 def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, probe_dir, monkeypatch, capsys):
-    from harness import CHARTS
+    from harness import CHARTS, OVERRIDES, REPO
 
     monkeypatch.chdir(probe_dir)
     monkeypatch.setenv("BUCKET_STORAGE_HOST", "http://127.0.0.1:9")  # closed: nothing is reached
     monkeypatch.setenv("BUCKET_STORAGE_ACCESS_KEY", "probe")
     monkeypatch.setenv("BUCKET_STORAGE_SECRET_KEY", "probe-secret")
     monkeypatch.setenv("LLMFT_TRANSFER_ATTEMPTS", "1")  # an unreachable endpoint fails at once
-    arguments = [argument.format(charts=CHARTS) for argument in arguments]
+    original = REPO / "tests" / "fixtures" / "original-tutorial"
+    arguments = [argument.format(charts=CHARTS, overrides=OVERRIDES, original=original) for argument in arguments]
     try:
         status = main(arguments)
     except SystemExit as exit:  # argparse's own usage errors

@@ -20,14 +20,16 @@ both. Called with (list .Values "new" "old"); an empty string when neither is se
 {{- end -}}
 
 {{/*
-Fails at the first key of the original charts that this chart does not read, naming the fix. Called with
+Fails naming every key of the original charts that this chart does not read, each with its fix. Called with
 (list .Values (dict "oldKey" "the fix" ...)).
 */}}
 {{- define "llmft-common.refuseOriginalKeys" -}}
 {{- $values := index . 0 -}}
+{{- $problems := list -}}
 {{- range $key, $fix := index . 1 -}}
 {{- if hasKey $values $key -}}
-{{- fail (printf "%s: a key of the original tutorial's chart; %s" $key $fix) -}}
+{{- $problems = append $problems (printf "%s: a key of the original tutorial's chart; %s" $key $fix) -}}
 {{- end -}}
 {{- end -}}
+{{- with $problems }}{{ fail (join "; and " .) }}{{ end -}}
 {{- end -}}
