@@ -62,8 +62,12 @@ def read_jsonl(path: str | Path, display_name: str | None = None) -> Iterator[Li
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield Line(name, number, error=f"not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                                               f"{error.start + 1}); save the file as UTF-8")
+                yield Line(
+                    name,
+                    number,
+                    error=f"not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                    f"{error.start + 1}); save the file as UTF-8",
+                )
                 continue
             if not text.strip():
                 continue
@@ -72,8 +76,12 @@ def read_jsonl(path: str | Path, display_name: str | None = None) -> Iterator[Li
             except json.JSONDecodeError as error:
                 yield Line(name, number, error=f"invalid JSON ({error.msg} at column {error.colno})")
             except _DuplicateKey as key:
-                yield Line(name, number, error=f"the key {str(key)!r} appears twice in one object; the second "
-                                               "would silently replace the first: keep one")
+                yield Line(
+                    name,
+                    number,
+                    error=f"the key {str(key)!r} appears twice in one object; the second "
+                    "would silently replace the first: keep one",
+                )
 
 
 def drop_empty_system_messages(record: Any) -> tuple[Any, bool]:
@@ -90,8 +98,16 @@ def drop_empty_system_messages(record: Any) -> tuple[Any, bool]:
         messages = record.get(field)
         if not isinstance(messages, list):
             continue
-        kept = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system"
-                                            and isinstance(m.get("content"), str) and not m["content"].strip())]
+        kept = [
+            m
+            for m in messages
+            if not (
+                isinstance(m, dict)
+                and m.get("role") == "system"
+                and isinstance(m.get("content"), str)
+                and not m["content"].strip()
+            )
+        ]
         if len(kept) != len(messages):
             cleaned[field] = kept
             dropped = True
@@ -144,8 +160,10 @@ def _turn_order_problems(roles: list[str], field: str, must_end_with: str) -> li
     expected = "user"
     for index, role in enumerate(body):
         if role != expected:
-            return [f"`{field}`: roles must alternate user, assistant, ... starting with user; "
-                    f"message {index + (len(roles) - len(body))} is {role!r}"]
+            return [
+                f"`{field}`: roles must alternate user, assistant, ... starting with user; "
+                f"message {index + (len(roles) - len(body))} is {role!r}"
+            ]
         expected = "assistant" if role == "user" else "user"
     if body[-1] != must_end_with:
         return [f"`{field}` must end with a {must_end_with} message"]
@@ -157,7 +175,7 @@ def sft_problems(record: Any) -> list[str]:
     if not isinstance(record, dict):
         return ["each line must be a JSON object"]
     if "messages" not in record:
-        return ["missing `messages` (SFT records are {\"messages\": [{\"role\": ..., \"content\": ...}]})"]
+        return ['missing `messages` (SFT records are {"messages": [{"role": ..., "content": ...}]})']
     problems = message_problems(record["messages"], "messages")
     if not problems:
         problems = _turn_order_problems([m["role"] for m in record["messages"]], "messages", "assistant")
@@ -195,8 +213,10 @@ def dpo_problems(record: Any) -> list[str]:
     record = to_dpo(record)
     missing = [f for f in ("prompt_messages", "chosen_messages", "rejected_messages") if f not in record]
     if missing:
-        return [f"missing {', '.join('`' + m + '`' for m in missing)} (DPO records need "
-                "prompt_messages, chosen_messages and rejected_messages)"]
+        return [
+            f"missing {', '.join('`' + m + '`' for m in missing)} (DPO records need "
+            "prompt_messages, chosen_messages and rejected_messages)"
+        ]
     problems = message_problems(record["prompt_messages"], "prompt_messages")
     if not problems:
         problems += _turn_order_problems([m["role"] for m in record["prompt_messages"]], "prompt_messages", "user")
@@ -220,6 +240,7 @@ def apply_column_map(row: dict, column_map: dict[str, str]) -> dict:
     "output": "correct"}`. With `instruction`, the user turn is instruction, a blank
     line, then input (Alpaca style).
     """
+
     def column(name: str) -> Any:
         return row.get(column_map.get(name, name))
 

@@ -65,8 +65,10 @@ class Progress:
             percent = 100.0 * self.done / self.total
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             eta_text = human_duration(eta) if eta != float("inf") else "?"
-            return (f"{self.label}: {self._fmt(self.done)}/{self._fmt(self.total)} ({percent:.0f}%), "
-                    f"{rate_text}, ETA {eta_text}")
+            return (
+                f"{self.label}: {self._fmt(self.done)}/{self._fmt(self.total)} ({percent:.0f}%), "
+                f"{rate_text}, ETA {eta_text}"
+            )
         return f"{self.label}: {self._fmt(self.done)}, {rate_text}"
 
     def _report(self, final: bool) -> None:

@@ -57,8 +57,12 @@ def _train_tokenizer(vocab_size: int):
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        model_max_length=2048, clean_up_tokenization_spaces=False,
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
     )
     fast.chat_template = ZEPHYR_TEMPLATE
     return fast

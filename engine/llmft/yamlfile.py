@@ -29,8 +29,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=True)
                 line = key_node.start_mark.line + 1
                 if not isinstance(key, (list, dict)) and key in seen:
-                    raise UserError(f"{self.source}:{line}: the key {key!r} appears twice in one mapping (lines "
-                                    f"{seen[key]} and {line}); the second would silently replace the first: keep one")
+                    raise UserError(
+                        f"{self.source}:{line}: the key {key!r} appears twice in one mapping (lines "
+                        f"{seen[key]} and {line}); the second would silently replace the first: keep one"
+                    )
                 if not isinstance(key, (list, dict)):
                     seen[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -48,8 +50,9 @@ def read_text(path: Path, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {raw[error.start]:#04x}); save the file as "
-                        "UTF-8") from None
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8"
+        ) from None
 
 
 def parse_yaml(text: str, source: str) -> Any:

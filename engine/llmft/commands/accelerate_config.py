@@ -20,15 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("preset", choices=PRESETS, metavar="PRESET", help="one of: " + ", ".join(PRESETS))
-    parser.add_argument("--num-processes", type=int, default=1,
-                        help="processes (GPUs) on this machine (default 1)")
-    parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
-                        help="accelerate mixed precision (default no); DeepSpeed presets take precision from "
-                             "the training arguments through 'auto' instead")
+    parser.add_argument("--num-processes", type=int, default=1, help="processes (GPUs) on this machine (default 1)")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        default="no",
+        help="accelerate mixed precision (default no); DeepSpeed presets take precision from "
+        "the training arguments through 'auto' instead",
+    )
     parser.add_argument("--out", help="output folder for the files")
-    parser.add_argument("--deepspeed-config-path",
-                        help="path of the DeepSpeed JSON as written into the YAML (default: its absolute path "
-                             "in --out); use the path where the file will be mounted")
+    parser.add_argument(
+        "--deepspeed-config-path",
+        help="path of the DeepSpeed JSON as written into the YAML (default: its absolute path "
+        "in --out); use the path where the file will be mounted",
+    )
     parser.add_argument("--config", help="custom-accelerate-config: the accelerate YAML to check")
     parser.set_defaults(func=_run)
 
@@ -52,8 +57,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--out: give the folder to write the config files to")
     if args.config:
         raise UserError(f"--config is only for {CUSTOM}; preset {args.preset} is generated")
-    for path in write_launch_files(args.preset, Path(args.out), num_processes=args.num_processes,
-                                   mixed_precision=args.mixed_precision,
-                                   deepspeed_config_path=args.deepspeed_config_path):
+    for path in write_launch_files(
+        args.preset,
+        Path(args.out),
+        num_processes=args.num_processes,
+        mixed_precision=args.mixed_precision,
+        deepspeed_config_path=args.deepspeed_config_path,
+    ):
         print(f"wrote {path}")
     return 0

@@ -7,12 +7,14 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     schema = subparsers.add_parser(
-        "config-schema", help="print the JSON Schema of a fine-tuning config (embedded by the finetune chart)")
+        "config-schema", help="print the JSON Schema of a fine-tuning config (embedded by the finetune chart)"
+    )
     schema.add_argument("method", choices=["sft", "dpo"], help="training method")
     schema.set_defaults(func=_schema)
 
     reference = subparsers.add_parser(
-        "config-reference", help="print the Markdown config reference (docs/config-reference.md)")
+        "config-reference", help="print the Markdown config reference (docs/config-reference.md)"
+    )
     reference.set_defaults(func=_reference)
 
 

@@ -18,25 +18,28 @@ def _count(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "estimate-memory", help="estimate GPU memory per process for a model, method and distributed preset",
+        "estimate-memory",
+        help="estimate GPU memory per process for a model, method and distributed preset",
         description="Weights, gradients, master weights, AdamW states and activations per GPU "
-                    "(formula in docs/distributed-training.md).",
+        "(formula in docs/distributed-training.md).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--params", type=_count, help="parameter count, e.g. 8e9 (model states only)")
     source.add_argument("--model", help="a local model folder (config.json) or llama-1b, llama-8b, llama-70b")
     parser.add_argument("--method", choices=("full", "lora"), default="full")
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r on all linear layers (default 16)")
-    parser.add_argument("--preset", default="single",
-                        help="single, ddp, zero1, zero2, zero3, fsdp (or the chart's auto-* names)")
+    parser.add_argument(
+        "--preset", default="single", help="single, ddp, zero1, zero2, zero3, fsdp (or the chart's auto-* names)"
+    )
     parser.add_argument("--gpus", type=int, default=1, help="number of GPUs / processes (default 1)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
     parser.add_argument("--batch-size", type=int, default=1, help="micro-batch per GPU (default 1)")
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence (default 2048)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--json", action="store_true", help="print bytes as JSON")
-    parser.add_argument("--table", action="store_true",
-                        help="print the docs table (reference models x presets, --gpus GPUs) and exit")
+    parser.add_argument(
+        "--table", action="store_true", help="print the docs table (reference models x presets, --gpus GPUs) and exit"
+    )
     parser.set_defaults(func=_run)
 
 
@@ -45,18 +48,33 @@ def _run(args: argparse.Namespace) -> int:
     from llmft.finetune import memory
 
     if args.table:
-        print(memory.markdown_table(gpus=args.gpus if args.gpus > 1 else 8, dtype=args.dtype,
-                                    lora_rank=args.lora_rank, batch_size=args.batch_size, seq_len=args.seq_len,
-                                    gradient_checkpointing=True))
+        print(
+            memory.markdown_table(
+                gpus=args.gpus if args.gpus > 1 else 8,
+                dtype=args.dtype,
+                lora_rank=args.lora_rank,
+                batch_size=args.batch_size,
+                seq_len=args.seq_len,
+                gradient_checkpointing=True,
+            )
+        )
         return 0
     if not (args.params or args.model):
         raise UserError("give --params COUNT (e.g. 8e9) or --model PATH|llama-1b|llama-8b|llama-70b")
     if args.batch_size < 1 or args.seq_len < 1:
         raise UserError("--batch-size and --seq-len: must be positive integers")
     shape = memory.load_shape(args.model) if args.model else memory.ModelShape(params=args.params)
-    result = memory.estimate(shape, method=args.method, lora_rank=args.lora_rank, preset=args.preset,
-                             gpus=args.gpus, dtype=args.dtype, batch_size=args.batch_size, seq_len=args.seq_len,
-                             gradient_checkpointing=args.gradient_checkpointing)
+    result = memory.estimate(
+        shape,
+        method=args.method,
+        lora_rank=args.lora_rank,
+        preset=args.preset,
+        gpus=args.gpus,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

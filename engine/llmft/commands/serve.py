@@ -13,8 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: folder name)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--lora-module", action="append", default=[], metavar="NAME=PATH",
-                        help="serve a LoRA adapter under NAME on top of the model (repeatable)")
+    parser.add_argument(
+        "--lora-module",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter under NAME on top of the model (repeatable)",
+    )
     parser.set_defaults(func=_run)
 
 

@@ -7,7 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "settings-reference", help="print the Markdown table of the LLMFT_* environment settings (docs/settings.md)")
+        "settings-reference", help="print the Markdown table of the LLMFT_* environment settings (docs/settings.md)"
+    )
     parser.set_defaults(func=_reference)
 
 

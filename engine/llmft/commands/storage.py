@@ -7,7 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "storage", help="copy and list files between local paths and the bucket",
+        "storage",
+        help="copy and list files between local paths and the bucket",
         description="Locations: s3://bucket/key, bucket/key, or a local path starting with /, ./ or ../",
     )
     actions = parser.add_subparsers(dest="storage_command", metavar="ACTION", required=True)

@@ -7,7 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "tiny-model", help="write a tiny random-weight causal LM with a real tokenizer and chat template",
+        "tiny-model",
+        help="write a tiny random-weight causal LM with a real tokenizer and chat template",
     )
     parser.add_argument("directory", help="output folder (a normal Hugging Face model folder)")
     parser.add_argument("--arch", default="llama", help="architecture: llama (default), qwen2, mistral")
@@ -27,7 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     # An earlier tiny model (same seed, same files) may be rewritten; anything else is the user's.
     rebuild = (Path(args.directory) / MARKER).is_file()
     check_output_folder(Path(args.directory), "tiny-model DIR", overwrite=args.overwrite or rebuild)
-    out = build_tiny_model(args.directory, arch=args.arch, seed=args.seed,
-                           hidden_size=args.hidden_size, layers=args.layers)
+    out = build_tiny_model(
+        args.directory, arch=args.arch, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers
+    )
     print(f"wrote tiny {args.arch} model to {out}")
     return 0

@@ -8,15 +8,19 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "validate-data", help="check a JSONL data file (SFT or DPO) and print a summary",
+        "validate-data",
+        help="check a JSONL data file (SFT or DPO) and print a summary",
         description="Exit status 0 and a summary when every line is valid; 1 and file:line: reason otherwise.",
     )
     parser.add_argument("file", help="a .jsonl file")
     parser.add_argument("--kind", choices=("sft", "dpo"), help="expected format (default: detected)")
     parser.add_argument("--tokenizer", metavar="LOCATION", help="tokenizer folder (local or bucket) for token lengths")
     parser.add_argument("--max-errors", type=int, default=20, help="invalid lines listed before counting the rest")
-    parser.add_argument("--strict", action="store_true",
-                        help="also reject DPO pairs whose chosen and rejected answers are equal (counted otherwise)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="also reject DPO pairs whose chosen and rejected answers are equal (counted otherwise)",
+    )
     parser.set_defaults(func=_run)
 
 

@@ -36,11 +36,16 @@ def resolve_batch_size(conf: BatchsizeConf, processes: int) -> BatchPlan:
         lower = max(processes, total - total % processes)
         raise UserError(
             f"{KEY}.total_train_batch_size: must be a multiple of the number of processes ({processes}) so "
-            f"every process gets the same share, got {total}; use {lower} or {lower + processes}")
+            f"every process gets the same share, got {total}; use {lower} or {lower + processes}"
+        )
     share = total // processes
     per_device = max(size for size in range(1, min(maximum, share) + 1) if share % size == 0)
-    return BatchPlan(processes=processes, per_device=per_device, accumulation=share // per_device,
-                     eval_per_device=conf.per_device_eval_batch_size or per_device)
+    return BatchPlan(
+        processes=processes,
+        per_device=per_device,
+        accumulation=share // per_device,
+        eval_per_device=conf.per_device_eval_batch_size or per_device,
+    )
 
 
 def effective_learning_rate(learning_rate: float, overrides: Overrides, total_batch_size: int) -> float:

@@ -14,8 +14,14 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmft.dataformats import (apply_column_map, drop_empty_system_messages, pair_is_identical, problems_for,
-                               read_jsonl, to_dpo)
+from llmft.dataformats import (
+    apply_column_map,
+    drop_empty_system_messages,
+    pair_is_identical,
+    problems_for,
+    read_jsonl,
+    to_dpo,
+)
 from llmft.errors import UserError
 from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
 from llmft.finetune.templates import (
@@ -71,8 +77,12 @@ class LengthReport:
             self.examples.append(where)
 
     def as_dict(self) -> dict:
-        return {"kept": self.kept, "left_out_too_long": self.too_long,
-                "longest_left_out_tokens": self.longest_left_out, "first_left_out": self.examples}
+        return {
+            "kept": self.kept,
+            "left_out_too_long": self.too_long,
+            "longest_left_out_tokens": self.longest_left_out,
+            "first_left_out": self.examples,
+        }
 
 
 def fetch(path: str, workdir: Path) -> tuple[Path, str]:
@@ -83,8 +93,10 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     if location.bucket is None:  # a local path
         local = location.path
         if local.is_dir():
-            raise UserError(f"dataset {path} is a folder; give the path of one .jsonl file (several files: one "
-                            "entry each in `datasets`)")
+            raise UserError(
+                f"dataset {path} is a folder; give the path of one .jsonl file (several files: one "
+                "entry each in `datasets`)"
+            )
         if not local.is_file():
             hint = " (for a local file write ./" + path + ")" if not path.startswith(("/", ".", "~")) else ""
             raise UserError(f"dataset {path} does not exist{hint}")
@@ -94,7 +106,9 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     return target, str(location)
 
 
-def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[list[Record | PreferenceRecord], list[str]]:
+def load_records(
+    spec: DatasetSpec, workdir: Path, kind: str = "sft"
+) -> tuple[list[Record | PreferenceRecord], list[str]]:
     """Read one dataset; return its records and every problem (`file:line: reason`).
 
     `kind` "sft": chat records (`Record`); "dpo": preference pairs (`PreferenceRecord`), in the
@@ -113,10 +127,13 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
         if not reasons and column_map is not None:
             if not isinstance(record, dict):
                 reasons = ["each line must be a JSON object"]
-            elif missing := [f"{column!r} (for {field})" for field, column in column_map.items()
-                             if column not in record]:
-                reasons = [f"column_map names column(s) {', '.join(missing)} that this row lacks; its columns are "
-                           f"{', '.join(map(repr, record))}"]
+            elif missing := [
+                f"{column!r} (for {field})" for field, column in column_map.items() if column not in record
+            ]:
+                reasons = [
+                    f"column_map names column(s) {', '.join(missing)} that this row lacks; its columns are "
+                    f"{', '.join(map(repr, record))}"
+                ]
             else:
                 record = apply_column_map(record, column_map)
         if not reasons:
@@ -132,20 +149,30 @@ def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[l
             if pair_is_identical(record):
                 identical.append(line.where)
             record = to_dpo(record)
-            records.append(PreferenceRecord(record["prompt_messages"], record["chosen_messages"],
-                                            record["rejected_messages"], line.where))
+            records.append(
+                PreferenceRecord(
+                    record["prompt_messages"], record["chosen_messages"], record["rejected_messages"], line.where
+                )
+            )
         else:
             records.append(Record(record["messages"], line.where))
     if bad > MAX_PROBLEMS_PER_FILE:
-        problems.append(f"{name}: ... and {bad - MAX_PROBLEMS_PER_FILE} more bad lines "
-                        f"({bad} in all); `llmft validate-data {name}` lists them")
+        problems.append(
+            f"{name}: ... and {bad - MAX_PROBLEMS_PER_FILE} more bad lines "
+            f"({bad} in all); `llmft validate-data {name}` lists them"
+        )
     if not records and not problems:
         problems.append(f"{name}: no samples (the file is empty)")
     if empty_system:
         log.info("%s: dropped the empty system message of %d record(s) (harmless)", name, empty_system)
     if identical:
-        log.warning("%s: %d pair(s) have the same chosen and rejected answer and teach nothing (first at %s); "
-                    "`llmft validate-data --strict` rejects them", name, len(identical), ", ".join(identical[:3]))
+        log.warning(
+            "%s: %d pair(s) have the same chosen and rejected answer and teach nothing (first at %s); "
+            "`llmft validate-data --strict` rejects them",
+            name,
+            len(identical),
+            ", ".join(identical[:3]),
+        )
     return records, problems
 
 
@@ -169,7 +196,7 @@ def mix(datasets: list[list[Record]], training: TrainingData) -> list[Record]:
     total = sum(len(records) for records in datasets)
     rng = random.Random(training.seed)
     mixed: list[Record] = []
-    for records, weight in zip(datasets, weights):
+    for records, weight in zip(datasets, weights, strict=True):
         count = max(1, round(total * weight / sum(weights)))
         passes, rest = divmod(count, len(records))
         mixed += records * passes + rng.sample(records, rest)
@@ -187,17 +214,23 @@ def split_validation(train: list, data_conf: DataConf, workdir: Path, kind: str 
     ratio = validation.ratio if validation.ratio is not None else 0.1
     count = math.ceil(len(train) * ratio)
     if count >= len(train):
-        raise UserError(f"finetuning_config.data_conf.validation_data.ratio: {ratio} of {len(train)} samples "
-                        "leaves nothing to train on; lower the ratio or add data")
+        raise UserError(
+            f"finetuning_config.data_conf.validation_data.ratio: {ratio} of {len(train)} samples "
+            "leaves nothing to train on; lower the ratio or add data"
+        )
     order = list(range(len(train)))
     random.Random(validation.seed).shuffle(order)
     held_out = set(order[:count])
-    return ([r for i, r in enumerate(train) if i not in held_out],
-            [r for i, r in enumerate(train) if i in held_out])
+    return ([r for i, r in enumerate(train) if i not in held_out], [r for i, r in enumerate(train) if i in held_out])
 
 
-def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions_only: bool,
-           system_message_handling: str = "keep") -> dict:
+def encode(
+    tokenizer,
+    chat_format: ChatFormat,
+    messages: list[dict],
+    completions_only: bool,
+    system_message_handling: str = "keep",
+) -> dict:
     """Token ids and labels for one conversation, exactly as training sees it.
 
     With `completions_only`, a token carries loss only when it overlaps an assistant turn (what the
@@ -219,7 +252,7 @@ def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions
         return {"input_ids": ids, "labels": list(ids)}
     labels = [
         token if any(start < offset[1] and offset[0] < end for start, end in spans) else IGNORE_INDEX
-        for token, offset in zip(ids, encoded["offset_mapping"])
+        for token, offset in zip(ids, encoded["offset_mapping"], strict=True)
     ]
     return {"input_ids": ids, "labels": labels}
 
@@ -227,7 +260,10 @@ def encode(tokenizer, chat_format: ChatFormat, messages: list[dict], completions
 def _encode_with_generation_markers(tokenizer, messages: list[dict]) -> dict:
     """The template marks what is trained with `{% generation %}` (transformers' assistant mask)."""
     ids, mask = generation_marked_tokens(tokenizer, messages)
-    return {"input_ids": ids, "labels": [token if marked else IGNORE_INDEX for token, marked in zip(ids, mask)]}
+    return {
+        "input_ids": ids,
+        "labels": [token if marked else IGNORE_INDEX for token, marked in zip(ids, mask, strict=True)],
+    }
 
 
 @dataclass
@@ -240,8 +276,14 @@ class Encoded:
     refused: bool = False  # the chat template refused it (an error in training, not a silent skip)
 
 
-def encode_records(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
-                   completions_only: bool, system_message_handling: str = "keep"):
+def encode_records(
+    records: list[Record],
+    tokenizer,
+    chat_format: ChatFormat,
+    max_seq_length: int,
+    completions_only: bool,
+    system_message_handling: str = "keep",
+):
     """Yield an `Encoded` per record, in order: the one tokenisation path of training and preview-data."""
     for record in records:
         try:
@@ -256,9 +298,15 @@ def encode_records(records: list[Record], tokenizer, chat_format: ChatFormat, ma
         yield Encoded(record, example)
 
 
-def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_seq_length: int,
-               completions_only: bool, label: str,
-               system_message_handling: str = "keep") -> tuple[list[dict], LengthReport]:
+def encode_all(
+    records: list[Record],
+    tokenizer,
+    chat_format: ChatFormat,
+    max_seq_length: int,
+    completions_only: bool,
+    label: str,
+    system_message_handling: str = "keep",
+) -> tuple[list[dict], LengthReport]:
     """Encode every record; leave out (and count) those longer than `max_seq_length`.
 
     Conversations the chat template refuses fail the run, every one of them listed with file:line.
@@ -266,8 +314,9 @@ def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_se
     report = LengthReport()
     examples, refused = [], []
     progress = Progress(f"tokenize {label}", len(records), unit="samples")
-    for item in encode_records(records, tokenizer, chat_format, max_seq_length, completions_only,
-                               system_message_handling):
+    for item in encode_records(
+        records, tokenizer, chat_format, max_seq_length, completions_only, system_message_handling
+    ):
         progress.update(1)
         if item.refused:
             refused.append(f"{item.record.where}: {item.left_out}")
@@ -279,16 +328,28 @@ def encode_all(records: list[Record], tokenizer, chat_format: ChatFormat, max_se
     if refused:
         shown = refused[:MAX_PROBLEMS_PER_FILE]
         if len(refused) > len(shown):
-            shown.append(f"... and {len(refused) - len(shown)} more ({len(refused)} in all); "
-                         "`llmft preview-data CONFIG` lists them")
-        raise UserError(f"the chat template cannot render {len(refused)} {label} conversation(s):\n  "
-                        + "\n  ".join(shown))
+            shown.append(
+                f"... and {len(refused) - len(shown)} more ({len(refused)} in all); "
+                "`llmft preview-data CONFIG` lists them"
+            )
+        raise UserError(
+            f"the chat template cannot render {len(refused)} {label} conversation(s):\n  " + "\n  ".join(shown)
+        )
     report.kept = len(examples)
     if report.too_long:
-        log.warning("%s: left out %d of %d samples longer than sft_args.max_seq_length=%d tokens (longest %d; "
-                    "first at %s); raise max_seq_length to keep them", label, report.too_long, len(records),
-                    max_seq_length, report.longest_left_out, ", ".join(report.examples))
+        log.warning(
+            "%s: left out %d of %d samples longer than sft_args.max_seq_length=%d tokens (longest %d; "
+            "first at %s); raise max_seq_length to keep them",
+            label,
+            report.too_long,
+            len(records),
+            max_seq_length,
+            report.longest_left_out,
+            ", ".join(report.examples),
+        )
     if records and not examples:
-        raise UserError(f"finetuning_config.sft_args.max_seq_length: every {label} sample is longer than "
-                        f"{max_seq_length} tokens; raise it, got {max_seq_length}")
+        raise UserError(
+            f"finetuning_config.sft_args.max_seq_length: every {label} sample is longer than "
+            f"{max_seq_length} tokens; raise it, got {max_seq_length}"
+        )
     return examples, report

@@ -42,7 +42,7 @@ from typing import Any
 
 from llmft.errors import UserError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 # Which model states are divided by the number of processes: (weights, gradients, optimizer states).
@@ -55,18 +55,43 @@ SHARDING = {
     "fsdp": (True, True, True),
 }
 PRESET_NAMES = {
-    "auto-single-process": "single", "auto-ddp": "ddp", "auto-deepspeed-stage1": "zero1",
-    "auto-deepspeed-stage2": "zero2", "auto-deepspeed-stage3": "zero3", "auto-fsdp": "fsdp",
+    "auto-single-process": "single",
+    "auto-ddp": "ddp",
+    "auto-deepspeed-stage1": "zero1",
+    "auto-deepspeed-stage2": "zero2",
+    "auto-deepspeed-stage3": "zero3",
+    "auto-fsdp": "fsdp",
 }
 
 # Reference shapes (public Llama 3.x configs) for the docs table and quick estimates: --model llama-8b.
 REFERENCE_MODELS: dict[str, dict[str, Any]] = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
-    "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
+    "llama-70b": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -86,8 +111,10 @@ class ModelShape:
     def lora_params(self, rank: int) -> int:
         """Trainable LoRA parameters at `rank` on every linear layer except the output head (PEFT all-linear)."""
         if self.lora_linear_dims is None:
-            raise UserError("LoRA estimates need the model's layer shapes: give --model PATH (a folder with "
-                            "config.json) or a reference model (" + ", ".join(REFERENCE_MODELS) + ")")
+            raise UserError(
+                "LoRA estimates need the model's layer shapes: give --model PATH (a folder with "
+                "config.json) or a reference model (" + ", ".join(REFERENCE_MODELS) + ")"
+            )
         return sum(rank * (fan_in + fan_out) for fan_in, fan_out in self.lora_linear_dims)
 
 
@@ -100,18 +127,23 @@ def shape_from_config(config, name: str = "") -> ModelShape:
         model = AutoModelForCausalLM.from_config(config)
     params = sum(p.numel() for p in model.parameters())
     output = model.get_output_embeddings()
-    dims = tuple((m.in_features, m.out_features) for m in model.modules()
-                 if isinstance(m, torch.nn.Linear) and m is not output)
+    dims = tuple(
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output
+    )
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = getattr(text, "num_attention_heads", None)
     hidden = getattr(text, "hidden_size", None)
     head_dim = getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None)
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     return ModelShape(
-        params=params, layers=getattr(text, "num_hidden_layers", None), hidden=hidden,
+        params=params,
+        layers=getattr(text, "num_hidden_layers", None),
+        hidden=hidden,
         kv_width=kv_heads * head_dim if kv_heads and head_dim else None,
-        intermediate=getattr(text, "intermediate_size", None), vocab=getattr(text, "vocab_size", None),
-        lora_linear_dims=dims, name=name,
+        intermediate=getattr(text, "intermediate_size", None),
+        vocab=getattr(text, "vocab_size", None),
+        lora_linear_dims=dims,
+        name=name,
     )
 
 
@@ -125,8 +157,9 @@ def load_shape(model: str) -> ModelShape:
     path = Path(model).expanduser()
     folder = path.parent if path.name == "config.json" else path
     if not (folder / "config.json").is_file():
-        raise UserError(f"--model: {model} is neither a folder with config.json nor one of "
-                        f"{', '.join(REFERENCE_MODELS)}")
+        raise UserError(
+            f"--model: {model} is neither a folder with config.json nor one of {', '.join(REFERENCE_MODELS)}"
+        )
     try:
         config = AutoConfig.from_pretrained(str(folder))
     except (ValueError, OSError, json.JSONDecodeError) as error:
@@ -165,8 +198,9 @@ class Estimate:
 def normalise_preset(preset: str) -> str:
     name = PRESET_NAMES.get(preset, preset)
     if name not in SHARDING:
-        raise UserError(f"--preset: unknown {preset!r}; one of {', '.join(SHARDING)} "
-                        f"(or the chart names {', '.join(PRESET_NAMES)})")
+        raise UserError(
+            f"--preset: unknown {preset!r}; one of {', '.join(SHARDING)} (or the chart names {', '.join(PRESET_NAMES)})"
+        )
     return name
 
 
@@ -194,11 +228,17 @@ def model_states(params: int, trainable: int, preset: str, gpus: int, dtype: str
     }
 
 
-def activation_bytes(shape: ModelShape, batch_size: int, seq_len: int, dtype: str,
-                     gradient_checkpointing: bool = False) -> float:
+def activation_bytes(
+    shape: ModelShape, batch_size: int, seq_len: int, dtype: str, gradient_checkpointing: bool = False
+) -> float:
     """Activation memory of one micro-batch (see the module docstring for the formula)."""
-    layers, hidden, kv_width, intermediate, vocab = (shape.layers, shape.hidden, shape.kv_width,
-                                                     shape.intermediate, shape.vocab)
+    layers, hidden, kv_width, intermediate, vocab = (
+        shape.layers,
+        shape.hidden,
+        shape.kv_width,
+        shape.intermediate,
+        shape.vocab,
+    )
     if layers is None or hidden is None or kv_width is None or intermediate is None or vocab is None:
         raise UserError("activation estimates need the model's shape: give --model PATH or a reference model")
     width = DTYPE_BYTES[dtype]
@@ -212,9 +252,18 @@ def activation_bytes(shape: ModelShape, batch_size: int, seq_len: int, dtype: st
     return float(all_layers + logits)
 
 
-def estimate(shape: ModelShape, *, method: str = "full", lora_rank: int = 16, preset: str = "single",
-             gpus: int = 1, dtype: str = "bf16", batch_size: int = 1, seq_len: int = 2048,
-             gradient_checkpointing: bool = False) -> Estimate:
+def estimate(
+    shape: ModelShape,
+    *,
+    method: str = "full",
+    lora_rank: int = 16,
+    preset: str = "single",
+    gpus: int = 1,
+    dtype: str = "bf16",
+    batch_size: int = 1,
+    seq_len: int = 2048,
+    gradient_checkpointing: bool = False,
+) -> Estimate:
     """The per-GPU estimate for one configuration."""
     if method not in ("full", "lora"):
         raise UserError(f"--method: full or lora, got {method!r}")
@@ -227,12 +276,19 @@ def estimate(shape: ModelShape, *, method: str = "full", lora_rank: int = 16, pr
     activations = None
     if shape.layers is not None:
         activations = activation_bytes(shape, batch_size, seq_len, dtype, gradient_checkpointing)
-    return Estimate(preset=normalise_preset(preset), gpus=gpus, params=params, trainable=trainable,
-                    activations=activations, **states)
+    return Estimate(
+        preset=normalise_preset(preset),
+        gpus=gpus,
+        params=params,
+        trainable=trainable,
+        activations=activations,
+        **states,
+    )
 
 
 def format_estimate(result: Estimate, shape: ModelShape, dtype: str) -> str:
     """A readable breakdown in GiB."""
+
     def gib(value):
         return "n/a (give --model)" if value is None else f"{value / GIB:9.2f} GiB"
 
@@ -250,21 +306,38 @@ def format_estimate(result: Estimate, shape: ModelShape, dtype: str) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(gpus: int = 8, dtype: str = "bf16", lora_rank: int = 16, batch_size: int = 1,
-                   seq_len: int = 2048, gradient_checkpointing: bool = True) -> str:
+def markdown_table(
+    gpus: int = 8,
+    dtype: str = "bf16",
+    lora_rank: int = 16,
+    batch_size: int = 1,
+    seq_len: int = 2048,
+    gradient_checkpointing: bool = True,
+) -> str:
     """The docs table: GiB per GPU for the reference models under every preset, full and LoRA."""
     presets = list(SHARDING)
-    header = "| model | method | " + " | ".join(
-        f"{p} (1 GPU)" if p == "single" else f"{p} ({gpus} GPUs)" for p in presets) + " |"
+    header = (
+        "| model | method | "
+        + " | ".join(f"{p} (1 GPU)" if p == "single" else f"{p} ({gpus} GPUs)" for p in presets)
+        + " |"
+    )
     rows = [header, "|" + "---|" * (len(presets) + 2)]
     for name in REFERENCE_MODELS:
         shape = load_shape(name)
         for method in ("full", "lora"):
             cells = []
             for preset in presets:
-                result = estimate(shape, method=method, lora_rank=lora_rank, preset=preset,
-                                  gpus=1 if preset == "single" else gpus, dtype=dtype, batch_size=batch_size,
-                                  seq_len=seq_len, gradient_checkpointing=gradient_checkpointing)
+                result = estimate(
+                    shape,
+                    method=method,
+                    lora_rank=lora_rank,
+                    preset=preset,
+                    gpus=1 if preset == "single" else gpus,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    seq_len=seq_len,
+                    gradient_checkpointing=gradient_checkpointing,
+                )
                 cells.append(f"{result.total / GIB:.1f}")
             label = "full" if method == "full" else f"LoRA r={lora_rank}"
             rows.append(f"| {name} ({shape.params / 1e9:.2f}B) | {label} | " + " | ".join(cells) + " |")

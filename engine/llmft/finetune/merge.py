@@ -32,8 +32,9 @@ def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto", rep
     if not (base / "config.json").is_file():
         raise UserError(f"{base} is not a model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(str(adapter if _has_tokenizer(adapter) else base))
-    torch_dtype = "auto" if dtype == "auto" else {"bf16": torch.bfloat16, "fp16": torch.float16,
-                                                  "fp32": torch.float32}[dtype]
+    torch_dtype = (
+        "auto" if dtype == "auto" else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    )
     base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
     embedding = base_model.get_input_embeddings().weight
     assert isinstance(embedding, torch.Tensor)

@@ -30,21 +30,31 @@ def machine_problems(config: CommonConfig, cuda: bool | None = None, bf16: bool 
     problems = []
     dtype = config.run_conf.model_args.dtype
     if dtype == "bf16" and not bf16:
-        problems.append(f"{PREFIX}.run_conf.model_args.dtype: bf16 needs a GPU with bf16 support and this machine "
-                        f"has {'a GPU without it' if cuda else 'no CUDA GPU'}; use auto or fp32, got \"bf16\"")
+        problems.append(
+            f"{PREFIX}.run_conf.model_args.dtype: bf16 needs a GPU with bf16 support and this machine "
+            f'has {"a GPU without it" if cuda else "no CUDA GPU"}; use auto or fp32, got "bf16"'
+        )
     if dtype == "fp16" and not cuda:
-        problems.append(f"{PREFIX}.run_conf.model_args.dtype: fp16 training needs a CUDA GPU and this machine has "
-                        "none; use auto or fp32, got \"fp16\"")
+        problems.append(
+            f"{PREFIX}.run_conf.model_args.dtype: fp16 training needs a CUDA GPU and this machine has "
+            'none; use auto or fp32, got "fp16"'
+        )
     if config.quant_conf.quantization_type == "bits-and-bytes" and not cuda:
         bits = "4-bit" if config.quant_conf.load_in_4bit else "8-bit"
-        problems.append(f"{PREFIX}.quant_conf.quantization_type: {bits} bitsandbytes quantization (QLoRA) needs a "
-                        "CUDA GPU and this machine has none; use no-quantization here, got \"bits-and-bytes\"")
+        problems.append(
+            f"{PREFIX}.quant_conf.quantization_type: {bits} bitsandbytes quantization (QLoRA) needs a "
+            'CUDA GPU and this machine has none; use no-quantization here, got "bits-and-bytes"'
+        )
     if config.run_conf.model_args.attn_implementation == "flash_attention_2" and not cuda:
-        problems.append(f"{PREFIX}.run_conf.model_args.attn_implementation: flash_attention_2 needs a CUDA GPU and "
-                        "this machine has none; use sdpa, got \"flash_attention_2\"")
+        problems.append(
+            f"{PREFIX}.run_conf.model_args.attn_implementation: flash_attention_2 needs a CUDA GPU and "
+            'this machine has none; use sdpa, got "flash_attention_2"'
+        )
     if "8bit" in config.training_args.optim and not cuda:
-        problems.append(f"{PREFIX}.training_args.optim: {config.training_args.optim} needs bitsandbytes and a CUDA "
-                        f"GPU; use adamw_torch, got {config.training_args.optim!r}")
+        problems.append(
+            f"{PREFIX}.training_args.optim: {config.training_args.optim} needs bitsandbytes and a CUDA "
+            f"GPU; use adamw_torch, got {config.training_args.optim!r}"
+        )
     return problems
 
 
@@ -83,12 +93,14 @@ def fetch_model(location: str, what: str = f"{PREFIX}.run_conf.model", marker: s
     if location.startswith("hf://"):
         from huggingface_hub import snapshot_download
 
-        repo = location[len("hf://"):]
+        repo = location[len("hf://") :]
         try:
             return Path(snapshot_download(repo_id=repo, cache_dir=str(cache_root() / "hub")))
         except Exception as error:  # noqa: BLE001 - the Hub's errors are many; all mean "cannot get it"
-            raise UserError(f"{what}: cannot download {location} from the Hugging Face Hub ({error}); "
-                            "stage it into the bucket first (llmft download-model)") from None
+            raise UserError(
+                f"{what}: cannot download {location} from the Hugging Face Hub ({error}); "
+                "stage it into the bucket first (llmft download-model)"
+            ) from None
     parsed = parse_location(location)
     if parsed.bucket is None:  # a local path
         path = parsed.path.expanduser()
@@ -96,9 +108,11 @@ def fetch_model(location: str, what: str = f"{PREFIX}.run_conf.model", marker: s
             raise UserError(f"{what}: no model at {path} (expected a folder with {marker}), got {location!r}")
         return path
     if not is_complete(parsed):
-        raise UserError(f"{what}: no complete folder at {parsed} (no manifest: the upload is missing or "
-                        "unfinished); stage it with `llmft download-model` or `llmft storage cp`, "
-                        f"got {location!r}")
+        raise UserError(
+            f"{what}: no complete folder at {parsed} (no manifest: the upload is missing or "
+            "unfinished); stage it with `llmft download-model` or `llmft storage cp`, "
+            f"got {location!r}"
+        )
     target = cache_root() / "models" / parsed.bucket / parsed.key.strip("/")
     download_tree(parsed, target)
     return target
@@ -121,8 +135,7 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, what: str = f"{P
     from llmft.tokenizer_folder import check_tokenizer_folder
 
     check_tokenizer_folder(path, what)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code,
-                                              local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -141,9 +154,11 @@ def prepare_tokenizer(tokenizer, template_name: str, pad_strategy: str) -> Token
         else:
             token = getattr(tokenizer, source[pad_strategy])
             if token is None:
-                raise UserError(f"{PREFIX}.data_conf.missing_pad_token_strategy: the tokenizer has no pad token and "
-                                f"no {source[pad_strategy].split('_')[0]} token to reuse; use add-new, got "
-                                f"{pad_strategy!r}")
+                raise UserError(
+                    f"{PREFIX}.data_conf.missing_pad_token_strategy: the tokenizer has no pad token and "
+                    f"no {source[pad_strategy].split('_')[0]} token to reuse; use add-new, got "
+                    f"{pad_strategy!r}"
+                )
             tokenizer.pad_token = token
         log.info("tokenizer has no pad token: %s -> pad token %r", pad_strategy, tokenizer.pad_token)
     return TokenizerSetup(chat_format, added, applied)
@@ -168,8 +183,10 @@ def load_model(path: Path, config: CommonConfig, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": getattr(torch, TORCH_DTYPES[dtype]),
-              "trust_remote_code": config.run_conf.model_args.trust_remote_code}
+    kwargs = {
+        "dtype": getattr(torch, TORCH_DTYPES[dtype]),
+        "trust_remote_code": config.run_conf.model_args.trust_remote_code,
+    }
     if config.run_conf.model_args.attn_implementation:
         kwargs["attn_implementation"] = config.run_conf.model_args.attn_implementation
     quant = config.quant_conf
@@ -177,10 +194,12 @@ def load_model(path: Path, config: CommonConfig, dtype: str):
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=quant.load_in_4bit, load_in_8bit=quant.load_in_8bit,
+            load_in_4bit=quant.load_in_4bit,
+            load_in_8bit=quant.load_in_8bit,
             bnb_4bit_quant_type=quant.bnb_4bit_quant_type,
-            bnb_4bit_compute_dtype={"bf16": torch.bfloat16, "fp16": torch.float16,
-                                    "fp32": torch.float32}[quant.bnb_4bit_compute_dtype],
+            bnb_4bit_compute_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+                quant.bnb_4bit_compute_dtype
+            ],
             bnb_4bit_use_double_quant=quant.bnb_4bit_use_double_quant,
         )
     try:
@@ -221,9 +240,14 @@ def lora_config(model, config: CommonConfig, resized: bool):
     if resized:
         modules_to_save += [name for name in embedding_module_names(model) if name not in modules_to_save]
     return LoraConfig(
-        task_type="CAUSAL_LM", r=lora.r, lora_dropout=lora.lora_dropout,
+        task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_dropout=lora.lora_dropout,
         lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; a float is used as is (alpha / r)
-        target_modules=lora.target_modules, bias=lora.bias, use_dora=lora.use_dora, use_rslora=lora.use_rslora,
+        target_modules=lora.target_modules,
+        bias=lora.bias,
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
         modules_to_save=modules_to_save or None,
     )
 
@@ -238,16 +262,26 @@ def apply_lora(model, config: CommonConfig, resized: bool):
     modules_to_save = list(peft_config.modules_to_save or [])
     if config.quant_conf.quantization_type == "bits-and-bytes":
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.training_args.gradient_checkpointing)
+            model, use_gradient_checkpointing=config.training_args.gradient_checkpointing
+        )
     try:
         model = get_peft_model(model, peft_config)
     except ValueError as error:
-        raise UserError(f"{PREFIX}.peft_conf.peft_kwargs.target_modules: {error}; check the module names "
-                        f"(or use all-linear), got {lora.target_modules!r}") from None
+        raise UserError(
+            f"{PREFIX}.peft_conf.peft_kwargs.target_modules: {error}; check the module names "
+            f"(or use all-linear), got {lora.target_modules!r}"
+        ) from None
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d alpha=%g on %s: %d of %d parameters trainable (%.2f%%)%s", lora.r, lora.lora_alpha,
-             lora.target_modules, trainable, total, 100 * trainable / total,
-             f"; trained in full: {', '.join(modules_to_save)}" if modules_to_save else "")
+    log.info(
+        "LoRA r=%d alpha=%g on %s: %d of %d parameters trainable (%.2f%%)%s",
+        lora.r,
+        lora.lora_alpha,
+        lora.target_modules,
+        trainable,
+        total,
+        100 * trainable / total,
+        f"; trained in full: {', '.join(modules_to_save)}" if modules_to_save else "",
+    )
     return model
 
 

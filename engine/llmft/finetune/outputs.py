@@ -29,8 +29,7 @@ log = logging.getLogger("llmft.finetune")
 # Trainer log keys that metrics.jsonl carries under its own names (or not at all: per-session totals).
 # trl's `num_tokens` sums the attention mask, which is meaningless for packing's block-diagonal mask;
 # `tokens_seen` is the count that holds in every mode.
-SKIPPED_LOG_KEYS = {"epoch", "step", "num_input_tokens_seen", "train_runtime", "train_tokens_per_second",
-                    "num_tokens"}
+SKIPPED_LOG_KEYS = {"epoch", "step", "num_input_tokens_seen", "train_runtime", "train_tokens_per_second", "num_tokens"}
 
 
 def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -122,8 +121,11 @@ def make_callbacks(output_dir: Path, is_main: bool, tokenizer, generation_config
             done = state.global_step - self.start_step
             remaining = max(state.max_steps - state.global_step, 0)
             eta = (now - self.started) / done * remaining if done else float("nan")
-            parts = [f"step {state.global_step}/{state.max_steps} ({100 * state.global_step / max(state.max_steps, 1):.0f}%)",
-                     f"loss {row['loss']:.4f}"]
+            percent = 100 * state.global_step / max(state.max_steps, 1)
+            parts = [
+                f"step {state.global_step}/{state.max_steps} ({percent:.0f}%)",
+                f"loss {row['loss']:.4f}",
+            ]
             if "learning_rate" in row:
                 parts.append(f"lr {row['learning_rate']:.3g}")
             if "grad_norm" in row:

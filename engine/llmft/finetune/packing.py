@@ -162,12 +162,14 @@ def pack_samples(samples: Sequence[Mapping[str, Sequence[int]]], max_seq_length:
             input_ids.extend(samples[index]["input_ids"])
             labels.extend(sample_labels)
             position_ids.extend(range(lengths[index]))
-        rows.append({
-            "input_ids": input_ids,
-            "labels": labels,
-            "position_ids": position_ids,
-            "seq_lengths": [lengths[i] for i in row_members],
-        })
+        rows.append(
+            {
+                "input_ids": input_ids,
+                "labels": labels,
+                "position_ids": position_ids,
+                "seq_lengths": [lengths[i] for i in row_members],
+            }
+        )
     return rows
 
 
@@ -302,7 +304,8 @@ class PackedCollator:
             labels[b, :n] = torch.tensor(row["labels"], dtype=torch.long)
             position_ids[b, :n] = torch.tensor(row["position_ids"], dtype=torch.long)
             segments[b, :n] = torch.repeat_interleave(
-                torch.arange(len(row["seq_lengths"])), torch.tensor(row["seq_lengths"]))
+                torch.arange(len(row["seq_lengths"])), torch.tensor(row["seq_lengths"])
+            )
             position_ids[b, n:] = torch.arange(longest - n)
             tokens += n
             samples += len(row["seq_lengths"])

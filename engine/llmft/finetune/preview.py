@@ -38,8 +38,10 @@ class SplitSummary:
     def lines(self) -> list[str]:
         total = self.trained_tokens + self.masked_tokens
         share = f" ({100 * self.trained_tokens / total:.1f}%)" if total else ""
-        head = (f"{self.label}: {self.samples} samples, {self.kept} kept: {total} tokens, "
-                f"{self.trained_tokens} trained{share}, {self.masked_tokens} masked")
+        head = (
+            f"{self.label}: {self.samples} samples, {self.kept} kept: {total} tokens, "
+            f"{self.trained_tokens} trained{share}, {self.masked_tokens} masked"
+        )
         if not self.left_out:
             return [head]
         return [head, f"  left out: {len(self.left_out)}"] + [f"    {item}" for item in self.left_out]
@@ -63,7 +65,7 @@ def load_tokenizer_only(config: SftConfig):
 
 def marked_text(tokenizer, example: dict) -> str:
     """The decoded sample with each run of trained tokens between `[[` and `]]`."""
-    pairs = zip(example["input_ids"], example["labels"])
+    pairs = zip(example["input_ids"], example["labels"], strict=True)
     runs = itertools.groupby(pairs, key=lambda pair: pair[1] != data.IGNORE_INDEX)
     return "".join(_piece(tokenizer, [token for token, _ in run], trained) for trained, run in runs)
 
@@ -78,23 +80,33 @@ def preview(config: CommonConfig, count: int, out=print, json_path: str | None =
     from llmft.finetune import recipe
 
     if not isinstance(config, SftConfig):
-        raise UserError(f"finetuning_config.method: preview-data shows SFT data (labels per token), got "
-                        f"{config.method!r}; `llmft validate-data --tokenizer` checks DPO files")
+        raise UserError(
+            f"finetuning_config.method: preview-data shows SFT data (labels per token), got "
+            f"{config.method!r}; `llmft validate-data --tokenizer` checks DPO files"
+        )
     train_records, eval_records = recipe.read_data(config, kind="sft")
     tokenizer = load_tokenizer_only(config)
-    setup = modeling.prepare_tokenizer(tokenizer, config.data_conf.chat_template_name,
-                                       config.data_conf.missing_pad_token_strategy)
+    setup = modeling.prepare_tokenizer(
+        tokenizer, config.data_conf.chat_template_name, config.data_conf.missing_pad_token_strategy
+    )
     sft_args = config.sft_args
-    out(f"chat template: {setup.chat_format.name}, end of turn {setup.chat_format.end_of_turn!r}; "
+    out(
+        f"chat template: {setup.chat_format.name}, end of turn {setup.chat_format.end_of_turn!r}; "
         f"train_on_completions_only: {str(sft_args.train_on_completions_only).lower()}; trained text is shown "
-        f"between {TRAINED_OPEN} and {TRAINED_CLOSE}")
+        f"between {TRAINED_OPEN} and {TRAINED_CLOSE}"
+    )
     summaries = []
     with open(json_path, "w", encoding="utf-8") if json_path else nullcontext() as sink:
         for label, records in (("training data", train_records), ("validation data", eval_records)):
             summary = SplitSummary(label)
-            for item in data.encode_records(records, tokenizer, setup.chat_format, sft_args.max_seq_length,
-                                            sft_args.train_on_completions_only,
-                                            config.data_conf.system_message_handling):
+            for item in data.encode_records(
+                records,
+                tokenizer,
+                setup.chat_format,
+                sft_args.max_seq_length,
+                sft_args.train_on_completions_only,
+                config.data_conf.system_message_handling,
+            ):
                 _tally(summary, item)
                 if label == "training data" and summary.samples <= count:
                     _show(out, tokenizer, summary.samples, item)
@@ -136,7 +148,11 @@ def _show(out, tokenizer, number: int, item: data.Encoded) -> None:
 
 def _row(tokenizer, label: str, item: data.Encoded) -> dict:
     example = item.example
-    return {"where": item.record.where, "split": label.split()[0], "left_out": item.left_out,
-            "input_ids": example["input_ids"] if example else None,
-            "labels": example["labels"] if example else None,
-            "text": tokenizer.decode(example["input_ids"]) if example else None}
+    return {
+        "where": item.record.where,
+        "split": label.split()[0],
+        "left_out": item.left_out,
+        "input_ids": example["input_ids"] if example else None,
+        "labels": example["labels"] if example else None,
+        "text": tokenizer.decode(example["input_ids"]) if example else None,
+    }

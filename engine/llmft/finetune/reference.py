@@ -93,13 +93,20 @@ def _section(name: str, schema: dict, lines: list[str]) -> None:
         inner = _object(field)
         allowed = _describe(field)
         if inner is not None:
-            child = f"{name}.{key}" + ("[]" if field.get("type") == "array" or any(
-                option.get("type") == "array" for option in field.get("anyOf", [])) else "")
+            child = f"{name}.{key}" + (
+                "[]"
+                if field.get("type") == "array"
+                or any(option.get("type") == "array" for option in field.get("anyOf", []))
+                else ""
+            )
             nested.append((child, inner))
-            allowed = f"see [`{child}`](#{_anchor(child)})" + (" (or null)" if any(
-                option.get("type") == "null" for option in field.get("anyOf", [])) else "")
-        lines.append(f"| `{key}` | {_cell(allowed)} | {_default(field, key in required)} | "
-                     f"{_cell(field.get('description', ''))} |")
+            allowed = f"see [`{child}`](#{_anchor(child)})" + (
+                " (or null)" if any(option.get("type") == "null" for option in field.get("anyOf", [])) else ""
+            )
+        lines.append(
+            f"| `{key}` | {_cell(allowed)} | {_default(field, key in required)} | "
+            f"{_cell(field.get('description', ''))} |"
+        )
     for child, inner in nested:
         _section(child, inner, lines)
 
@@ -132,8 +139,8 @@ def _dpo_part(lines: list[str]) -> None:
         "",
         "`llmft dpo CONFIG.yaml` reads the same sections as SFT except `sft_args`, which is replaced by "
         "`dpo_args`; `training_args` gains DPO's keys below. Data: one preference pair per line, "
-        "`{\"prompt_messages\": [...], \"chosen_messages\": [...], \"rejected_messages\": [...]}` or TRL's "
-        "conversational `{\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]}`. With LoRA the reference "
+        '`{"prompt_messages": [...], "chosen_messages": [...], "rejected_messages": [...]}` or TRL\'s '
+        'conversational `{"prompt": [...], "chosen": [...], "rejected": [...]}`. With LoRA the reference '
         "model is the base model with the adapter disabled (no second copy in memory); full-parameter training "
         "keeps a frozen copy unless `precompute_ref_log_probs` is set. `run_conf.model` may be an SFT run's "
         "`checkpoint-final`. `llmft config-schema dpo` prints the JSON Schema.",
@@ -151,11 +158,13 @@ def _dpo_part(lines: list[str]) -> None:
             _section(f"finetuning_config.{name}", inner, lines)
             continue
         before = _object(sft["properties"][name]) or {}
-        added = {key: value for key, value in inner.get("properties", {}).items()
-                 if key not in before.get("properties", {})}
+        added = {
+            key: value for key, value in inner.get("properties", {}).items() if key not in before.get("properties", {})
+        }
         if added:
-            extra = dict(inner, properties=added,
-                         description=f"DPO's keys in `{name}`, besides those of the SFT table above.")
+            extra = dict(
+                inner, properties=added, description=f"DPO's keys in `{name}`, besides those of the SFT table above."
+            )
             _section(f"finetuning_config.{name} (method: dpo)", extra, lines)
 
 
@@ -183,8 +192,10 @@ def config_reference(method: str | None = None) -> str:
     ]
     top = dict(schema)
     top["description"] = "The top-level sections."
-    top["properties"] = {"method": schema["properties"]["method"],
-                         **{k: v for k, v in schema["properties"].items() if k != "method"}}
+    top["properties"] = {
+        "method": schema["properties"]["method"],
+        **{k: v for k, v in schema["properties"].items() if k != "method"},
+    }
     _section("finetuning_config", top, lines)
     if method is None:
         _dpo_part(lines)

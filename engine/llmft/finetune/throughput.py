@@ -50,9 +50,11 @@ PEAK_BF16_FLOPS: list[tuple[tuple[str, ...], float]] = [
     (("MI250X",), 383e12),
 ]
 
-FORMULA = ("flops_per_token = 2*N + 2*N + 2*N_trainable + 12*L*s*w [+ 2*N_base + 4*L*s*w for a DPO reference "
-           "forward]; N = weights of the linear layers run, L = layers, w = heads*head_dim, s = mean computed "
-           "sequence length; see llmft/finetune/throughput.py")
+FORMULA = (
+    "flops_per_token = 2*N + 2*N + 2*N_trainable + 12*L*s*w [+ 2*N_base + 4*L*s*w for a DPO reference "
+    "forward]; N = weights of the linear layers run, L = layers, w = heads*head_dim, s = mean computed "
+    "sequence length; see llmft/finetune/throughput.py"
+)
 
 
 def peak_flops_for(device_name: str | None) -> float | None:
@@ -133,6 +135,7 @@ def counting(trainer_class: type) -> type:
     a batch counts when `training_step` runs on it. The counts are in `trainer.llmft_token_counts`.
     """
     if trainer_class not in _COUNTING_CLASSES:
+
         class Counting(trainer_class):
             def get_train_dataloader(self):
                 counts = self.__dict__.setdefault("llmft_token_counts", TokenCounts())
@@ -243,23 +246,36 @@ def report(trainer, runtime: float, reference_forward: bool = False) -> dict:
     counts = getattr(trainer, "llmft_token_counts", None) or TokenCounts()
     memory = peak_memory()
     batches, rows, effective, slots = _gathered(
-        trainer, [counts.batches, counts.rows, counts.effective, counts.slots], "sum")
+        trainer, [counts.batches, counts.rows, counts.effective, counts.slots], "sum"
+    )
     rss, cuda = _gathered(trainer, [memory["cpu_rss_peak_bytes"], memory["cuda_max_allocated_bytes"] or 0], "max")
     processes = trainer.accelerator.num_processes
     name, peak, source = device_peak()
     result = {
-        "effective_tokens": None, "padding_tokens": None, "padding_fraction": None,
-        "effective_tokens_per_second": None, "rows": int(rows), "mean_sequence_length": None,
-        "peak_memory": {"cpu_rss_peak_bytes": int(rss),
-                        "cuda_max_allocated_bytes": int(cuda) if memory["cuda_max_allocated_bytes"] is not None
-                        else None},
-        "flops_per_token": None, "model_flops": None, "flops_formula": FORMULA,
-        "device": name, "processes": processes, "peak_flops_per_device": peak, "peak_flops_source": source,
-        "mfu": None, "notes": [],
+        "effective_tokens": None,
+        "padding_tokens": None,
+        "padding_fraction": None,
+        "effective_tokens_per_second": None,
+        "rows": int(rows),
+        "mean_sequence_length": None,
+        "peak_memory": {
+            "cpu_rss_peak_bytes": int(rss),
+            "cuda_max_allocated_bytes": int(cuda) if memory["cuda_max_allocated_bytes"] is not None else None,
+        },
+        "flops_per_token": None,
+        "model_flops": None,
+        "flops_formula": FORMULA,
+        "device": name,
+        "processes": processes,
+        "peak_flops_per_device": peak,
+        "peak_flops_source": source,
+        "mfu": None,
+        "notes": [],
     }
     if trainer.args.dataloader_num_workers > 0:
-        result["notes"].append("token counts need dataloader_num_workers: 0 (the collator runs in worker "
-                               "processes otherwise)")
+        result["notes"].append(
+            "token counts need dataloader_num_workers: 0 (the collator runs in worker processes otherwise)"
+        )
         return result
     if not slots:
         return result
@@ -279,6 +295,8 @@ def report(trainer, runtime: float, reference_forward: bool = False) -> dict:
     if peak and runtime > 0:
         result["mfu"] = round(total / (runtime * processes * peak), 6)
     elif not peak:
-        result["notes"].append(f"MFU needs the device's peak FLOP/s: {name} is not in the table; set "
-                               f"{PEAK_FLOPS_ENV} (FLOP/s per device) to compute it")
+        result["notes"].append(
+            f"MFU needs the device's peak FLOP/s: {name} is not in the table; set "
+            f"{PEAK_FLOPS_ENV} (FLOP/s per device) to compute it"
+        )
     return result

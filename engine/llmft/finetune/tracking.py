@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from llmft.errors import UserError
@@ -31,13 +31,23 @@ log = logging.getLogger("llmft.finetune.tracking")
 RUN_FILE = "mlflow_run.json"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)", re.IGNORECASE)
-URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(:(?P<password>[^/@\s]*))?@",
-                          re.IGNORECASE)
+URL_USERINFO = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(:(?P<password>[^/@\s]*))?@", re.IGNORECASE
+)
 REDACTED = "***"
 # Summary numbers logged as metrics at the end (dotted paths into summary.json).
-SUMMARY_METRICS = ("final_train_loss", "final_eval_loss", "mean_train_loss", "runtime_seconds", "tokens_seen",
-                   "throughput.effective_tokens_per_second", "throughput.padding_fraction", "throughput.mfu",
-                   "throughput.peak_memory.cpu_rss_peak_bytes", "throughput.peak_memory.cuda_max_allocated_bytes")
+SUMMARY_METRICS = (
+    "final_train_loss",
+    "final_eval_loss",
+    "mean_train_loss",
+    "runtime_seconds",
+    "tokens_seen",
+    "throughput.effective_tokens_per_second",
+    "throughput.padding_fraction",
+    "throughput.mfu",
+    "throughput.peak_memory.cpu_rss_peak_bytes",
+    "throughput.peak_memory.cuda_max_allocated_bytes",
+)
 
 
 # ------------------------------------------------------------------------------------------ params
@@ -48,8 +58,9 @@ def redact(key: str, value: Any) -> Any:
     if value is not None and SECRET_KEY.search(key.rsplit(".", 1)[-1]):
         return REDACTED
     if isinstance(value, str):
-        return URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@" if m["password"] is not None
-                                else m.group(0), value)
+        return URL_USERINFO.sub(
+            lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@" if m["password"] is not None else m.group(0), value
+        )
     return value
 
 
@@ -82,10 +93,14 @@ def config_params(config: CommonConfig, extra: dict | None = None) -> dict[str, 
 
 def plan_params(plan) -> dict[str, Any]:
     """The resolved batch plan, learning rate and precision (what the config leaves to the engine)."""
-    return {"resolved.total_train_batch_size": plan.batch.total, "resolved.processes": plan.batch.processes,
-            "resolved.per_device_train_batch_size": plan.batch.per_device,
-            "resolved.gradient_accumulation_steps": plan.batch.accumulation,
-            "resolved.learning_rate": plan.learning_rate, "resolved.dtype": plan.dtype}
+    return {
+        "resolved.total_train_batch_size": plan.batch.total,
+        "resolved.processes": plan.batch.processes,
+        "resolved.per_device_train_batch_size": plan.batch.per_device,
+        "resolved.gradient_accumulation_steps": plan.batch.accumulation,
+        "resolved.learning_rate": plan.learning_rate,
+        "resolved.dtype": plan.dtype,
+    }
 
 
 def tracking_uri(text: str) -> str:
@@ -137,9 +152,11 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
         experiment = client.get_experiment_by_name(tracking.experiment_name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment_name)
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds (connection, permissions, bad URI)
-        raise UserError(f"finetuning_config.tracking.mlflow_server_uri: cannot use MLflow at {shown} "
-                        f"({type(error).__name__}: {redact('uri', str(error))[:300]}); check the URI and that the "
-                        f"server is reachable, got {shown!r}") from None
+        raise UserError(
+            f"finetuning_config.tracking.mlflow_server_uri: cannot use MLflow at {shown} "
+            f"({type(error).__name__}: {redact('uri', str(error))[:300]}); check the URI and that the "
+            f"server is reachable, got {shown!r}"
+        ) from None
     run_file = output_dir / RUN_FILE
     run_name = tracking.run_name or config.training_args.run_name or output_dir.resolve().name
     params = config_params(config, extra_params)
@@ -158,24 +175,32 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
             if state.global_step > 0 and previous.get("uri") == uri and previous.get("run_id"):
                 self.run_id = previous["run_id"]
                 self.client.update_run(self.run_id, status="RUNNING")
-                log.info("MLflow: continuing run %s in experiment %r at %s", self.run_id, tracking.experiment_name,
-                         shown)
+                log.info(
+                    "MLflow: continuing run %s in experiment %r at %s", self.run_id, tracking.experiment_name, shown
+                )
                 return
-            run = self.client.create_run(experiment_id, run_name=run_name,
-                                         tags={"llmft.method": config.method, "llmft.output_dir": str(output_dir)})
+            run = self.client.create_run(
+                experiment_id,
+                run_name=run_name,
+                tags={"llmft.method": config.method, "llmft.output_dir": str(output_dir)},
+            )
             self.run_id = run.info.run_id
             run_file.write_text(json.dumps({"uri": uri, "run_id": self.run_id}) + "\n")
             items = [Param(key, value) for key, value in params.items()]
             for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-                self.client.log_batch(self.run_id, params=items[start:start + 100])
-            log.info("MLflow: run %s (%s) in experiment %r at %s", self.run_id, run_name, tracking.experiment_name,
-                     shown)
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
+            log.info(
+                "MLflow: run %s (%s) in experiment %r at %s", self.run_id, run_name, tracking.experiment_name, shown
+            )
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.run_id is None or not logs or "train_loss" in logs:
                 return
-            metrics = {key: float(value) for key, value in logs.items()
-                       if key not in SKIPPED_LOG_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+            metrics = {
+                key: float(value)
+                for key, value in logs.items()
+                if key not in SKIPPED_LOG_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+            }
             if "loss" in logs:
                 metrics["tokens_seen"] = float(state.num_input_tokens_seen)
             self.log_metrics(metrics, state.global_step)
@@ -186,7 +211,7 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
             now = _now_ms()
             items = [Metric(_metric_name(key), value, now, step) for key, value in metrics.items()]
             for start in range(0, len(items), 1000):
-                self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+                self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
         def finish(self, summary: dict, step: int) -> None:
             if self.run_id is None:

@@ -77,7 +77,7 @@ class ChatModel:
                 else:
                     self.model.disable_adapter_layers()
             output = self.model.generate(**inputs, **options)
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
         eos_ids = self.model.generation_config.eos_token_id
         eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
         finished = bool(len(new_tokens)) and int(new_tokens[-1]) in eos_ids
@@ -87,10 +87,18 @@ class ChatModel:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop" if finished else "length"}],
-            "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(len(new_tokens)),
-                      "total_tokens": int(inputs["input_ids"].shape[1] + len(new_tokens))},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop" if finished else "length",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": int(inputs["input_ids"].shape[1]),
+                "completion_tokens": int(len(new_tokens)),
+                "total_tokens": int(inputs["input_ids"].shape[1] + len(new_tokens)),
+            },
         }
 
 
@@ -107,16 +115,21 @@ def make_handler(model: ChatModel):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self):  # noqa: N802 - http.server naming
+        def do_GET(self):
             if self.path == "/health":
                 self._send(200, "", "text/plain")
             elif self.path == "/v1/models":
-                self._send(200, {"object": "list", "data": [
-                    {"id": name, "object": "model", "owned_by": "llmft"} for name in model.names]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": name, "object": "model", "owned_by": "llmft"} for name in model.names],
+                    },
+                )
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             if self.path != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
@@ -131,8 +144,11 @@ def make_handler(model: ChatModel):
                 return
             if request.get("stream"):
                 choice = response["choices"][0]
-                chunk = {**response, "object": "chat.completion.chunk",
-                         "choices": [{"index": 0, "delta": choice["message"], "finish_reason": choice["finish_reason"]}]}
+                chunk = {
+                    **response,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": choice["message"], "finish_reason": choice["finish_reason"]}],
+                }
                 self._send(200, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n", "text/event-stream")
             else:
                 self._send(200, response)

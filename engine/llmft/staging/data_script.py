@@ -26,18 +26,31 @@ log = logging.getLogger("llmft.data")
 
 def install_packages(packages: list[str], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
-               "--no-input", "--target", str(target), *packages]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--target",
+        str(target),
+        *packages,
+    ]
     log.info("installing pipPackages for the data script: %s", " ".join(packages))
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
-        raise UserError(f"pip could not install pipPackages {packages} (exit status {result.returncode}, its "
-                        "output is above): check the names and versions, and that this pod can reach the "
-                        "package index")
+        raise UserError(
+            f"pip could not install pipPackages {packages} (exit status {result.returncode}, its "
+            "output is above): check the names and versions, and that this pod can reach the "
+            "package index"
+        )
 
 
-def run_data_script(script: str | Path, output_dir: str | Path, pip_packages: Sequence[str] = (),
-                    packages_dir: str | Path | None = None) -> list[Path]:
+def run_data_script(
+    script: str | Path, output_dir: str | Path, pip_packages: Sequence[str] = (), packages_dir: str | Path | None = None
+) -> list[Path]:
     """Run `script` so it writes JSONL files into `output_dir`; return the files it wrote."""
     script, output = Path(script), Path(output_dir)
     if not script.is_file():
@@ -51,12 +64,16 @@ def run_data_script(script: str | Path, output_dir: str | Path, pip_packages: Se
     log.info("running the data script %s (output folder %s)", script, output)
     result = subprocess.run([sys.executable, str(script)], env=env, cwd=str(output.parent), check=False)
     if result.returncode != 0:
-        raise UserError(f"the data script {script} failed with exit status {result.returncode} (its error is "
-                        "above); fix dataScript and run again")
+        raise UserError(
+            f"the data script {script} failed with exit status {result.returncode} (its error is "
+            "above); fix dataScript and run again"
+        )
     written = sorted(p for p in output.rglob("*") if p.is_file())
     if not any(p.name.endswith((".jsonl", ".json")) for p in written):
-        raise UserError(f"the data script wrote no .jsonl file to {output}: save the data there, e.g. "
-                        "dataset.to_json(os.path.join(os.environ['DATASETS_DIR'], 'NAME.jsonl'))")
+        raise UserError(
+            f"the data script wrote no .jsonl file to {output}: save the data there, e.g. "
+            "dataset.to_json(os.path.join(os.environ['DATASETS_DIR'], 'NAME.jsonl'))"
+        )
     for path in written:
         log.info("data script wrote %s (%s)", path.relative_to(output), human_bytes(path.stat().st_size))
     return written

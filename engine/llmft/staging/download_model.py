@@ -88,8 +88,16 @@ def _digests(path: Path, with_git: bool) -> tuple[int, str, str | None]:
 class _Copier:
     """The state of one copy: the destination's current contents and the fetch/upload pipeline."""
 
-    def __init__(self, source: Source, destination: Location, scratch: Path, workers: int,
-                 settings: TransferSettings, overwrite: bool, large_fetches: int = 1):
+    def __init__(
+        self,
+        source: Source,
+        destination: Location,
+        scratch: Path,
+        workers: int,
+        settings: TransferSettings,
+        overwrite: bool,
+        large_fetches: int = 1,
+    ):
         self.source = source
         self.destination = destination
         self.scratch = scratch
@@ -141,8 +149,9 @@ class _Copier:
             self._errors.append(error)
         self._failed.set()
 
-    def _fetch(self, item: SourceFile, slots: threading.Semaphore, uploads: ThreadPoolExecutor,
-               fetched: Progress | None) -> Future | None:
+    def _fetch(
+        self, item: SourceFile, slots: threading.Semaphore, uploads: ThreadPoolExecutor, fetched: Progress | None
+    ) -> Future | None:
         try:
             if self._failed.is_set():
                 slots.release()
@@ -179,8 +188,9 @@ class _Copier:
                 return
             started = time.monotonic()
             per_file = Progress(f"upload {item.path}", size)
-            upload_file(path, self.destination.child(item.path), _Tee(per_file, self.uploaded), self.settings,
-                        sha256=digest)
+            upload_file(
+                path, self.destination.child(item.path), _Tee(per_file, self.uploaded), self.settings, sha256=digest
+            )
             per_file.close()
             elapsed = max(time.monotonic() - started, 1e-6)
             log.info("copied %s (%s, %s/s upload)", item.path, human_bytes(size), human_bytes(size / elapsed))
@@ -201,11 +211,11 @@ class _Copier:
         if item.size is not None and size != item.size:
             raise UserError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
         if item.sha256 and digest != item.sha256:
-            raise UserError(f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; "
-                            "run again")
+            raise UserError(f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; run again")
         if git and item.blob_id and git != item.blob_id:
-            raise UserError(f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; "
-                            "run again")
+            raise UserError(
+                f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; run again"
+            )
 
     def run(self, todo: list[SourceFile]) -> None:
         total = sum(item.size or 0 for item in todo)
@@ -218,9 +228,11 @@ class _Copier:
         large = [item for item in by_size if (item.size or 0) >= LARGE_FILE]
         small = [item for item in by_size if (item.size or 0) < LARGE_FILE]
         ordered = large[:1] + small + large[1:]
-        with ThreadPoolExecutor(self.large_fetches, thread_name_prefix="fetch-large") as large_fetchers, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as fetchers, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as uploads:
+        with (
+            ThreadPoolExecutor(self.large_fetches, thread_name_prefix="fetch-large") as large_fetchers,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as fetchers,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as uploads,
+        ):
             fetches = []
             for item in ordered:
                 slots.acquire()
@@ -238,19 +250,31 @@ class _Copier:
             raise self._errors[0]
 
 
-def download_model(source: str, destination: str, *, revision: str | None = None, include: Sequence[str] = (),
-                   exclude: Sequence[str] = (), overwrite: bool = False, workers: int = DEFAULT_WORKERS,
-                   scratch_dir: str | Path | None = None, settings: TransferSettings | None = None,
-                   large_fetches: int = 1) -> DownloadReport:
+def download_model(
+    source: str,
+    destination: str,
+    *,
+    revision: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    overwrite: bool = False,
+    workers: int = DEFAULT_WORKERS,
+    scratch_dir: str | Path | None = None,
+    settings: TransferSettings | None = None,
+    large_fetches: int = 1,
+) -> DownloadReport:
     """Copy the model at `source` into the bucket folder `destination` (see the module docstring)."""
     settings = settings or TransferSettings()
     dest = parse_location(destination)
     if dest.is_local:
-        raise UserError(f"destination {destination} is a local path: download-model writes to the bucket "
-                        "(bucket/path or s3://bucket/path); to copy between folders use `llmft storage cp`")
+        raise UserError(
+            f"destination {destination} is a local path: download-model writes to the bucket "
+            "(bucket/path or s3://bucket/path); to copy between folders use `llmft storage cp`"
+        )
     if not dest.key.strip("/"):
-        raise UserError(f"destination {destination} is a whole bucket: give a folder in it, e.g. "
-                        f"{dest.bucket}/models/NAME")
+        raise UserError(
+            f"destination {destination} is a whole bucket: give a folder in it, e.g. {dest.bucket}/models/NAME"
+        )
     model = open_source(source, revision=revision, settings=settings)
     scratch = scratch_folder(scratch_dir)
     try:
@@ -260,12 +284,19 @@ def download_model(source: str, destination: str, *, revision: str | None = None
         copier.report.source = model.label  # now with the Hub commit
         chosen = select(files, include, exclude)
         if not chosen:
-            raise UserError(f"no file of {model.label} matches the include/exclude globs "
-                            f"(include {list(include) or 'all'}, exclude {list(exclude) or 'none'}); "
-                            f"the model has {', '.join(f.path for f in files[:8])}{'...' if len(files) > 8 else ''}")
-        log.info("%s -> %s: %d files (%s)%s", model.label, dest, len(chosen),
-                 human_bytes(sum(f.size or 0 for f in chosen)),
-                 ", overwriting" if overwrite else "")
+            raise UserError(
+                f"no file of {model.label} matches the include/exclude globs "
+                f"(include {list(include) or 'all'}, exclude {list(exclude) or 'none'}); "
+                f"the model has {', '.join(f.path for f in files[:8])}{'...' if len(files) > 8 else ''}"
+            )
+        log.info(
+            "%s -> %s: %d files (%s)%s",
+            model.label,
+            dest,
+            len(chosen),
+            human_bytes(sum(f.size or 0 for f in chosen)),
+            ", overwriting" if overwrite else "",
+        )
         todo = copier.plan(chosen)
         selected = {item.path for item in chosen}
         stale = sorted(set(copier.previous.files) - selected) if copier.previous else []
@@ -276,8 +307,12 @@ def download_model(source: str, destination: str, *, revision: str | None = None
         if copier.previous is not None:
             delete_object(dest.child(MANIFEST_NAME), settings)  # incomplete from here until the new manifest
         if todo:
-            log.info("copying %d files (%s); %d already complete in the bucket", len(todo),
-                     human_bytes(sum(f.size or 0 for f in todo)), len(copier.report.skipped))
+            log.info(
+                "copying %d files (%s); %d already complete in the bucket",
+                len(todo),
+                human_bytes(sum(f.size or 0 for f in todo)),
+                len(copier.report.skipped),
+            )
             copier.run(todo)
         if overwrite:
             for relative in stale:
@@ -288,12 +323,20 @@ def download_model(source: str, destination: str, *, revision: str | None = None
         copier.report.manifest = manifest
         leftovers = sorted(set(copier.remote_sizes) - selected - {MANIFEST_NAME} - set(copier.report.removed))
         if leftovers:
-            log.warning("%d object(s) under %s are not part of this model and were left in place (e.g. %s); "
-                        "--overwrite removes those an earlier copy put there", len(leftovers), dest,
-                        ", ".join(leftovers[:3]))
-        log.info("done: %d files copied (%s), %d already complete; manifest written to %s",
-                 len(copier.report.copied), human_bytes(copier.report.bytes_copied), len(copier.report.skipped),
-                 dest.child(MANIFEST_NAME))
+            log.warning(
+                "%d object(s) under %s are not part of this model and were left in place (e.g. %s); "
+                "--overwrite removes those an earlier copy put there",
+                len(leftovers),
+                dest,
+                ", ".join(leftovers[:3]),
+            )
+        log.info(
+            "done: %d files copied (%s), %d already complete; manifest written to %s",
+            len(copier.report.copied),
+            human_bytes(copier.report.bytes_copied),
+            len(copier.report.skipped),
+            dest.child(MANIFEST_NAME),
+        )
         return copier.report
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

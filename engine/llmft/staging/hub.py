@@ -70,7 +70,8 @@ class HubSource(Source):
         token = self._token()
         try:
             info = HfApi(endpoint=self.endpoint, token=token or False).model_info(
-                self.repo_id, revision=self.revision, files_metadata=True)
+                self.repo_id, revision=self.revision, files_metadata=True
+            )
         except Exception as error:  # noqa: BLE001 - translated below, or re-raised
             raise self._translate(error, token) from None
         self.commit = info.sha
@@ -80,8 +81,14 @@ class HubSource(Source):
         files = []
         for sibling in info.siblings or []:
             lfs = sibling.lfs
-            files.append(SourceFile(sibling.rfilename, lfs.size if lfs else sibling.size,
-                                    lfs.sha256 if lfs else None, None if lfs else sibling.blob_id))
+            files.append(
+                SourceFile(
+                    sibling.rfilename,
+                    lfs.size if lfs else sibling.size,
+                    lfs.sha256 if lfs else None,
+                    None if lfs else sibling.blob_id,
+                )
+            )
         if not files:
             raise UserError(f"model {self.repo_id} has no files at revision {self.revision}")
         return files
@@ -93,8 +100,13 @@ class HubSource(Source):
         folder = Path(tempfile.mkdtemp(prefix="hub-", dir=scratch))
         try:
             path = hf_hub_download(
-                self.repo_id, item.path, revision=self.commit or self.revision, local_dir=folder,
-                cache_dir=folder / ".hf-cache", endpoint=self.endpoint, token=token or False,
+                self.repo_id,
+                item.path,
+                revision=self.commit or self.revision,
+                local_dir=folder,
+                cache_dir=folder / ".hf-cache",
+                endpoint=self.endpoint,
+                token=token or False,
                 tqdm_class=_progress_bar_class(progress),
             )
         except Exception as error:  # noqa: BLE001
@@ -114,10 +126,14 @@ class HubSource(Source):
     def _gated_error(self, token: str | None) -> UserError:
         page = f"{self.endpoint}/{self.repo_id}"
         if token:
-            return UserError(f"model {self.repo_id} is gated and the token in HF_TOKEN has no access to it: "
-                             f"accept its conditions at {page} with that token's account")
-        return UserError(f"model {self.repo_id} is gated: accept its conditions at {page}, then give a token with "
-                         "access in HF_TOKEN (chart value hfTokenSecret.name: a Secret holding the token)")
+            return UserError(
+                f"model {self.repo_id} is gated and the token in HF_TOKEN has no access to it: "
+                f"accept its conditions at {page} with that token's account"
+            )
+        return UserError(
+            f"model {self.repo_id} is gated: accept its conditions at {page}, then give a token with "
+            "access in HF_TOKEN (chart value hfTokenSecret.name: a Secret holding the token)"
+        )
 
     def _translate(self, error: Exception, token: str | None, filename: str | None = None) -> Exception:
         from huggingface_hub import errors
@@ -126,33 +142,44 @@ class HubSource(Source):
             return self._gated_error(token)
         if isinstance(error, errors.RepositoryNotFoundError):
             private = "" if token else "; if it is private, give a token with access in HF_TOKEN"
-            return UserError(f"model {self.repo_id} not found on the Hub at {self.endpoint}: check modelID "
-                             f"(Organization/ModelName, as on the model's page){private}")
+            return UserError(
+                f"model {self.repo_id} not found on the Hub at {self.endpoint}: check modelID "
+                f"(Organization/ModelName, as on the model's page){private}"
+            )
         if isinstance(error, errors.RevisionNotFoundError):
-            return UserError(f"revision {self.revision!r} not found in model {self.repo_id}: check modelRevision "
-                             "(a branch, tag or commit hash)")
+            return UserError(
+                f"revision {self.revision!r} not found in model {self.repo_id}: check modelRevision "
+                "(a branch, tag or commit hash)"
+            )
         if isinstance(error, errors.RemoteEntryNotFoundError):
-            return UserError(f"file {filename} of model {self.repo_id} disappeared from the Hub during the "
-                             "download: run again")
+            return UserError(
+                f"file {filename} of model {self.repo_id} disappeared from the Hub during the download: run again"
+            )
         if isinstance(error, errors.OfflineModeIsEnabled):
-            return UserError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to download "
-                             f"hf://{self.repo_id}")
+            return UserError(
+                f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to download hf://{self.repo_id}"
+            )
         if isinstance(error, errors.HfHubHTTPError):
             status = error.response.status_code if error.response is not None else "?"
             if status == 401:
-                return UserError(f"the Hub rejected the token in HF_TOKEN for {self.repo_id} (401): check the "
-                                 "token (chart: hfTokenSecret)")
-            return UserError(f"the Hub at {self.endpoint} answered {status} for {self.repo_id}"
-                             f"{' file ' + filename if filename else ''}: try again later")
+                return UserError(
+                    f"the Hub rejected the token in HF_TOKEN for {self.repo_id} (401): check the "
+                    "token (chart: hfTokenSecret)"
+                )
+            return UserError(
+                f"the Hub at {self.endpoint} answered {status} for {self.repo_id}"
+                f"{' file ' + filename if filename else ''}: try again later"
+            )
         if _is_connection_error(error):
-            return UserError(f"cannot reach the Hugging Face Hub at {self.endpoint} ({type(error).__name__}): "
-                             "check the pod's network access, or HF_ENDPOINT")
+            return UserError(
+                f"cannot reach the Hugging Face Hub at {self.endpoint} ({type(error).__name__}): "
+                "check the pod's network access, or HF_ENDPOINT"
+            )
         return error
 
 
 def _is_connection_error(error: Exception) -> bool:
     import httpx2
-
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     if isinstance(error, LocalEntryNotFoundError):  # hf_hub_download's wrapper for "could not connect"

@@ -60,11 +60,15 @@ def data_files(folder: Path) -> list[Path]:
         (found if path.name.endswith(DATA_SUFFIXES) else strangers).append(path)
     if strangers:
         names = ", ".join(str(p.relative_to(folder)) for p in strangers[:5])
-        raise UserError(f"{folder} holds files that are not JSON lines ({names}): the data script must write "
-                        "only .jsonl files there (other files belong elsewhere, e.g. /tmp)")
+        raise UserError(
+            f"{folder} holds files that are not JSON lines ({names}): the data script must write "
+            "only .jsonl files there (other files belong elsewhere, e.g. /tmp)"
+        )
     if not found:
-        raise UserError(f"no .jsonl files in {folder}: the data script must write its data there, e.g. "
-                        "dataset.to_json(\"/downloads/datasets/NAME.jsonl\")")
+        raise UserError(
+            f"no .jsonl files in {folder}: the data script must write its data there, e.g. "
+            'dataset.to_json("/downloads/datasets/NAME.jsonl")'
+        )
     return found
 
 
@@ -80,14 +84,22 @@ def _write_filtered(source: Path, report: FileReport, target: Path, rejects: Pat
     keep = set(report.valid_lines)
     reasons = {item.line: item.reason for item in report.invalid}
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(source, encoding="utf-8") as lines, open(target, "w", encoding="utf-8") as good, \
-            open(rejects, "w", encoding="utf-8") as bad:
+    with (
+        open(source, encoding="utf-8") as lines,
+        open(target, "w", encoding="utf-8") as good,
+        open(rejects, "w", encoding="utf-8") as bad,
+    ):
         for number, text in enumerate(lines, start=1):
             if number in keep:
                 good.write(text if text.endswith("\n") else text + "\n")
             elif number in reasons:
-                bad.write(json.dumps({"file": source.name, "line": number, "reason": reasons[number],
-                                      "text": text.rstrip("\n")}, ensure_ascii=False) + "\n")
+                bad.write(
+                    json.dumps(
+                        {"file": source.name, "line": number, "reason": reasons[number], "text": text.rstrip("\n")},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
 
 
 def _staging_folder(near: Path) -> Path:
@@ -98,9 +110,17 @@ def _staging_folder(near: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix="llmft-data-upload-"))
 
 
-def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool = False, kind: str | None = None,
-                 tokenizer: str | None = None, max_errors: int = 20, strict: bool = False,
-                 settings: TransferSettings | None = None) -> PrepareReport:
+def prepare_data(
+    input_dir: str | Path,
+    destination: str,
+    *,
+    skip_invalid: bool = False,
+    kind: str | None = None,
+    tokenizer: str | None = None,
+    max_errors: int = 20,
+    strict: bool = False,
+    settings: TransferSettings | None = None,
+) -> PrepareReport:
     """Validate every data file under `input_dir` and upload them to `destination` (see the module docstring)."""
     settings = settings or TransferSettings()
     folder = Path(input_dir)
@@ -123,18 +143,24 @@ def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool 
         )
     empty = [r.path for r in report.files if r.records == 0]
     if empty:
-        raise UserError(f"no valid record left in {', '.join(empty)}: nothing to train on; "
-                        f"the first problems:\n{error_listing(report.files, max_errors)}")
+        raise UserError(
+            f"no valid record left in {', '.join(empty)}: nothing to train on; "
+            f"the first problems:\n{error_listing(report.files, max_errors)}"
+        )
     staging = _staging_folder(folder)
     try:
-        for path, file_report in zip(files, report.files):
+        for path, file_report in zip(files, report.files, strict=True):
             relative = path.relative_to(folder)
             if file_report.invalid:
                 rejects = relative.with_name(relative.name.rsplit(".", 1)[0] + REJECTS_SUFFIX)
                 _write_filtered(path, file_report, staging / relative, staging / rejects)
                 report.rejects.append(rejects.as_posix())
-                log.warning("%s: dropped %d invalid line(s); they are in %s next to it", relative,
-                            len(file_report.invalid), rejects.name)
+                log.warning(
+                    "%s: dropped %d invalid line(s); they are in %s next to it",
+                    relative,
+                    len(file_report.invalid),
+                    rejects.name,
+                )
             else:
                 _link_or_copy(path, staging / relative)
             report.uploaded.append(relative.as_posix())
@@ -142,14 +168,19 @@ def prepare_data(input_dir: str | Path, destination: str, *, skip_invalid: bool 
             shutil.copytree(staging, dest.path, dirs_exist_ok=True)
         else:
             upload_tree(staging, dest, settings, label=f"upload data to {dest}")
-            stale_rejects = {Path(name).with_name(Path(name).name.rsplit(".", 1)[0] + REJECTS_SUFFIX).as_posix()
-                             for name in report.uploaded} - set(report.rejects)
+            stale_rejects = {
+                Path(name).with_name(Path(name).name.rsplit(".", 1)[0] + REJECTS_SUFFIX).as_posix()
+                for name in report.uploaded
+            } - set(report.rejects)
             _keep_earlier_entries(dest, previous, stale_rejects, settings)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("uploaded %d data file(s) to %s%s", len(report.uploaded), dest,
-             f"; {report.invalid_count} invalid line(s) dropped (see {', '.join(report.rejects)})"
-             if report.rejects else "")
+    log.info(
+        "uploaded %d data file(s) to %s%s",
+        len(report.uploaded),
+        dest,
+        f"; {report.invalid_count} invalid line(s) dropped (see {', '.join(report.rejects)})" if report.rejects else "",
+    )
     return report
 
 
@@ -165,8 +196,11 @@ def _keep_earlier_entries(dest, previous: Manifest | None, stale: set[str], sett
         return
     current = read_manifest(dest, settings)
     assert current is not None, "the upload before this call wrote it"
-    kept = {name: entry for name, entry in previous.files.items()
-            if name not in current.files and name not in stale and sizes.get(name) == entry.size}
+    kept = {
+        name: entry
+        for name, entry in previous.files.items()
+        if name not in current.files and name not in stale and sizes.get(name) == entry.size
+    }
     if kept:
         merged = Manifest(files={**kept, **current.files})
         write_object(dest.child(MANIFEST_NAME), merged.to_json().encode(), settings)

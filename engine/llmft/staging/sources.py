@@ -71,6 +71,7 @@ def select(files: list[SourceFile], include: Sequence[str] = (), exclude: Sequen
     path relative to the model root, `*` also matches `/`, and a pattern ending in
     `/` means everything in that folder.
     """
+
     def normal(patterns):
         return [p + "*" if p.endswith("/") else p for p in patterns if p]
 
@@ -98,16 +99,21 @@ class LocalSource(Source):
         self.root = Path(root).expanduser()
         self.label = str(root)
         if not self.root.is_dir():
-            raise UserError(f"source folder {root} does not exist (a local source is a folder path "
-                            "starting with / or ./)")
+            raise UserError(
+                f"source folder {root} does not exist (a local source is a folder path starting with / or ./)"
+            )
 
     def list_files(self) -> list[SourceFile]:
         files = []
         for path in sorted(self.root.rglob("*")):
             relative = path.relative_to(self.root).as_posix()
             # Skip our own manifest, partial downloads, and huggingface_hub's local_dir bookkeeping.
-            if (not path.is_file() or path.name == MANIFEST_NAME or path.name.endswith((".part", ".incomplete"))
-                    or relative.startswith(".cache/huggingface/")):
+            if (
+                not path.is_file()
+                or path.name == MANIFEST_NAME
+                or path.name.endswith((".part", ".incomplete"))
+                or relative.startswith(".cache/huggingface/")
+            ):
                 continue
             files.append(SourceFile(relative, path.stat().st_size))
         return files
@@ -134,8 +140,10 @@ class BucketSource(Source):
 
     def _hint(self) -> str:
         if not self.text.startswith("s3://") and looks_like_hub_id(self.text):
-            return (f"; `{self.text}` is read as a bucket path (bucket/path): to download the Hub model "
-                    f"write hf://{self.text}")
+            return (
+                f"; `{self.text}` is read as a bucket path (bucket/path): to download the Hub model "
+                f"write hf://{self.text}"
+            )
         return ""
 
     def list_files(self) -> list[SourceFile]:
@@ -143,8 +151,10 @@ class BucketSource(Source):
             manifest = read_manifest(self.location, self.settings)
             if manifest is None:
                 if list_objects(self.location, self.settings):
-                    raise UserError(f"source {self.location} is incomplete: it has files but no manifest "
-                                    f"({MANIFEST_NAME}), so its upload did not finish; upload it again")
+                    raise UserError(
+                        f"source {self.location} is incomplete: it has files but no manifest "
+                        f"({MANIFEST_NAME}), so its upload did not finish; upload it again"
+                    )
                 raise UserError(f"source {self.location} does not exist or is empty")
         except UserError as error:  # keep the type (e.g. BucketNotFound), add the hint
             raise type(error)(f"{error}{self._hint()}") from None
@@ -156,8 +166,7 @@ class BucketSource(Source):
     def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
         assert self.manifest is not None, "list_files() lists the files to fetch"
         target = safe_join(scratch, item.path)
-        download_file(self.location.child(item.path), target, self.manifest.files[item.path], progress,
-                      self.settings)
+        download_file(self.location.child(item.path), target, self.manifest.files[item.path], progress, self.settings)
         return target
 
 
@@ -168,7 +177,7 @@ def open_source(text: str, *, revision: str | None = None, settings: TransferSet
     if text.startswith(HUB_SCHEME):
         from llmft.staging.hub import HubSource
 
-        return HubSource(text[len(HUB_SCHEME):].strip("/"), revision=revision)
+        return HubSource(text[len(HUB_SCHEME) :].strip("/"), revision=revision)
     if revision:
         raise UserError(f"--revision {revision} only applies to Hub sources (hf://org/name), not {text}")
     location = parse_location(text)

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmft.dataformats import (detect_kind, drop_empty_system_messages, pair_is_identical, problems_for,
-                               read_jsonl, to_dpo)
+from llmft.dataformats import (
+    detect_kind,
+    drop_empty_system_messages,
+    pair_is_identical,
+    problems_for,
+    read_jsonl,
+    to_dpo,
+)
 from llmft.errors import UserError
 from llmft.tokenizer_folder import TOKENIZER_FILES, check_tokenizer_folder
 
@@ -68,8 +74,11 @@ def _texts(record: dict, kind: str) -> dict[str, list[dict]]:
         return {"conversation": record["messages"]}
     record = to_dpo(record)
     prompt = record["prompt_messages"]
-    return {"prompt": prompt, "prompt+chosen": prompt + record["chosen_messages"],
-            "prompt+rejected": prompt + record["rejected_messages"]}
+    return {
+        "prompt": prompt,
+        "prompt+chosen": prompt + record["chosen_messages"],
+        "prompt+rejected": prompt + record["rejected_messages"],
+    }
 
 
 class TokenCounter:
@@ -91,8 +100,13 @@ class TokenCounter:
         return len(self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
 
 
-def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounter | None = None,
-                  display_name: str | None = None, strict: bool = False) -> FileReport:
+def validate_file(
+    path: str | Path,
+    kind: str | None = None,
+    tokens: TokenCounter | None = None,
+    display_name: str | None = None,
+    strict: bool = False,
+) -> FileReport:
     """Check every line of one JSONL file; never raises for bad data (see `FileReport.invalid`).
 
     `strict`: a DPO pair whose chosen and rejected answers are equal is invalid (else counted).
@@ -116,13 +130,21 @@ def validate_file(path: str | Path, kind: str | None = None, tokens: TokenCounte
         record, dropped = drop_empty_system_messages(line.record)
         report.empty_system_dropped += dropped
         if report.kind is None:
-            report.invalid.append(Invalid(line.where, line.number, "neither an SFT record (`messages`) nor a DPO "
-                                          "record (`prompt_messages`, `chosen_messages`, `rejected_messages`)"))
+            report.invalid.append(
+                Invalid(
+                    line.where,
+                    line.number,
+                    "neither an SFT record (`messages`) nor a DPO "
+                    "record (`prompt_messages`, `chosen_messages`, `rejected_messages`)",
+                )
+            )
             continue
         other = detect_kind(record)
         if other is not None and other != report.kind:
-            reason = (f"{other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
-                      f"{'--kind' if kind else 'the first record'}; one file holds one format)")
+            reason = (
+                f"{other.upper()} record in a file of {report.kind.upper()} records (the format comes from "
+                f"{'--kind' if kind else 'the first record'}; one file holds one format)"
+            )
             report.invalid.append(Invalid(line.where, line.number, reason))
             continue
         problems = problems_for(record, report.kind)
@@ -155,8 +177,11 @@ def _count(report: FileReport, kind: str, line, record: dict, tokens: TokenCount
             return
     report.records += 1
     report.valid_lines.append(number)
-    for messages in ([record["messages"]] if kind == "sft" else
-                     [to_dpo(record)[f] for f in ("prompt_messages", "chosen_messages", "rejected_messages")]):
+    for messages in (
+        [record["messages"]]
+        if kind == "sft"
+        else [to_dpo(record)[f] for f in ("prompt_messages", "chosen_messages", "rejected_messages")]
+    ):
         report.roles.update(m["role"] for m in messages)
     for name, messages in _texts(record, kind).items():
         report.chars.setdefault(name, []).append(sum(len(m["content"]) for m in messages))
@@ -174,14 +199,19 @@ def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
     if report.empty_system_dropped:
         lines.append(f"  empty system messages dropped (harmless): {report.empty_system_dropped} record(s)")
     if report.identical_pairs:
-        lines.append(f"  pairs whose chosen and rejected answers are the same: {len(report.identical_pairs)} "
-                     f"(they teach nothing; first at {', '.join(report.identical_pairs[:3])}; --strict rejects "
-                     "them)")
+        lines.append(
+            f"  pairs whose chosen and rejected answers are the same: {len(report.identical_pairs)} "
+            f"(they teach nothing; first at {', '.join(report.identical_pairs[:3])}; --strict rejects "
+            "them)"
+        )
     if report.roles:
-        lines.append("  messages per role: " + ", ".join(f"{role} {count}" for role, count in
-                                                          sorted(report.roles.items())))
-    for unit, table in (("characters", report.chars), (f"tokens ({tokens.name})" if tokens else "tokens",
-                                                       report.tokens)):
+        lines.append(
+            "  messages per role: " + ", ".join(f"{role} {count}" for role, count in sorted(report.roles.items()))
+        )
+    for unit, table in (
+        ("characters", report.chars),
+        (f"tokens ({tokens.name})" if tokens else "tokens", report.tokens),
+    ):
         for name, values in table.items():
             stats = percentiles(values)
             if stats:
@@ -218,8 +248,10 @@ def download_tokenizer_files(where, folder: Path) -> None:
 
     manifest = read_manifest(where)
     if manifest is None:
-        raise UserError(f"tokenizer {where} has no manifest: give a complete model folder in the bucket "
-                        "(as written by download-model)")
+        raise UserError(
+            f"tokenizer {where} has no manifest: give a complete model folder in the bucket "
+            "(as written by download-model)"
+        )
     wanted = [name for name in manifest.files if name in TOKENIZER_FILES]
     if not wanted:
         raise UserError(f"{where} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
