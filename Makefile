@@ -9,7 +9,7 @@ STAMP := $(VENV)/.llmft-installed
 CHECKOV_VENV := .venv-checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test docs bench chart-files clean-venv
+.PHONY: setup lint test docs bench chart-files clean-venv
 
 setup: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -c constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,dev]' -c constraints.txt
 	touch $(STAMP)
+
+# Lint and type check (a few seconds): ruff over engine, tests and benchmarks, mypy over the engine.
+lint: setup
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
 
 test: setup $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
