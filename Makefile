@@ -41,6 +41,20 @@ demo: setup
 # Benchmarks (CPU, under 20 minutes): benchmarks/results/latest.{json,md} and PNG charts.
 bench: setup
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.readme
+
+# README's Performance table from benchmarks/results/latest.json (make bench runs it too).
+bench-readme: setup
+	$(PY) -m benchmarks.readme
+
+# The GPU check (benchmarks/gpu_check.py, <= 8 minutes on one H100/H200). `make gpu-wheels` here builds the
+# wheels a bare GPU machine lacks into .whl/; there: pip install --no-deps .whl/*.whl && make gpu-check.
+GPU_CHECK_OUT ?= benchmarks/results/gpu
+gpu-wheels: setup
+	$(PY) -m benchmarks.gpu_wheels
+
+gpu-check:
+	python3 -m benchmarks.gpu_check --out $(GPU_CHECK_OUT)
 
 # Regenerate the llm-finetune chart's values.schema.json and preset files from the engine.
 chart-files: setup

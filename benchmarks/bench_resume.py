@@ -1,13 +1,14 @@
 """Resume latency: process start to the first training step, resuming from a ~1 GiB remote checkpoint.
 
 Setup (untimed): a Llama of ~92M parameters (random weights, built offline) trains one
-step with `run_conf.checkpoints_remote` pointing at a local SeaweedFS bucket, so the
+step with `run_conf.checkpoints_remote` pointing at a SeaweedFS bucket behind the shaped
+link of `benchmarks/netshape.py` (loopback where namespaces are not allowed), so the
 engine uploads `checkpoint-1` (weights + AdamW state, ~1 GiB) and its final outputs.
 The run-complete marker is then deleted: the bucket now looks like a run whose pod died
 after its last checkpoint. Then, alternately:
 
 - **resume**: a fresh Python process (`python -m benchmarks.bench_resume CONFIG STAMP`,
-  which does what `llmft sft CONFIG` does plus a callback) with an empty local output
+  which runs `llmft sft CONFIG`'s own entry, `run_config`, plus a callback) with an empty local output
   folder; timed from just before the process is started to the moment the Trainer is
   about to run its first step after the restored one (`on_step_begin`), where the child
   exits. Everything a restarted pod does is inside: interpreter start, imports, config
@@ -18,8 +19,8 @@ after its last checkpoint. Then, alternately:
   `AutoModelForCausalLM.from_pretrained` of the downloaded folder.
 
 Figure: resume / (download alone + model load alone), target <= 1.15. The child also
-stamps when its interpreter started, when its imports were done and when training
-began, so the gap can be split into phases.
+hands back the engine's start-up time line (`llmft.timeline`: interpreter, imports, the
+restore's span, data, model, optimizer, first step), so the gap can be split into phases.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import bench_bucket, figure, interleaved, median, result
+from benchmarks.common import bench_bucket, figure, interleaved, median, network, result
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024 ** 3
@@ -60,29 +61,45 @@ def _config(model_dir: Path, data: Path, output: Path, max_steps: int) -> dict:
     }
 
 
+class _FirstStep:
+    """Stops the resumed process at its first training step and writes what it saw.
+
+    Duck-typed rather than a `TrainerCallback` subclass so that this module does not import
+    transformers before the engine's entry starts the restore (any event it lacks is a no-op).
+    """
+
+    def __init__(self, stamp_path: str):
+        self.stamp_path = stamp_path
+        self.stamps: dict = {}
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stamps["train_begin"] = time.time()
+        self.stamps["resumed_step"] = state.global_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        from llmft import timeline
+
+        self.stamps["first_step"] = time.time()
+        self.stamps["global_step"] = state.global_step
+        timeline.mark("first_step")
+        self.stamps["timeline"] = timeline.as_dict()
+        Path(self.stamp_path).write_text(json.dumps(self.stamps))
+        os._exit(0)  # measured what we came for; nothing after this step matters here
+
+
 def _child(config_path: str, stamp_path: str) -> None:
-    """The resumed process: `llmft sft CONFIG` with a callback that stamps phases and exits at the first step."""
-    stamps = {"interpreter": time.time()}
+    """The resumed process: `llmft sft CONFIG`'s entry with a callback that stops at the first step."""
+    from llmft.commands.finetune import run_config
     from llmft.finetune.config import load_config
-    from llmft.finetune.sft import run_sft
     from llmft.log import setup_logging
-    from transformers import TrainerCallback
-
-    stamps["imports"] = time.time()
-
-    class FirstStep(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            stamps["train_begin"] = time.time()
-            stamps["resumed_step"] = state.global_step
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            stamps["first_step"] = time.time()
-            stamps["global_step"] = state.global_step
-            Path(stamp_path).write_text(json.dumps(stamps))
-            os._exit(0)  # measured what we came for; nothing after this step matters here
 
     setup_logging()
-    run_sft(load_config(config_path), callbacks=[FirstStep()])
+    run_config(load_config(config_path), program=True, callbacks=[_FirstStep(stamp_path)])
     raise SystemExit("the run ended without reaching a training step")
 
 
@@ -99,9 +116,10 @@ def run(quick: bool) -> dict:
     from llmft.tiny_model import build_tiny_model
 
     size = SIZES[quick]
+    link, network_note = network()
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-resume-"))
     try:
-        with bench_bucket(work):
+        with bench_bucket(work, link=link):
             model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
                                          heads=size["heads"], kv_heads=size["heads"],
                                          intermediate_size=size["intermediate"], max_positions=256)
@@ -120,7 +138,7 @@ def run(quick: bool) -> dict:
             checkpoint_bytes = [0]
 
             child_stamps: list[dict] = []
-            phases: dict[str, list[float]] = {"download alone": [], "model load alone": []}
+            alone_runs: dict[str, list[float]] = {"download alone": [], "model load alone": []}
 
             def resume():
                 stamp = work / "stamp.json"
@@ -130,7 +148,7 @@ def run(quick: bool) -> dict:
                 stamps = json.loads(stamp.read_text())
                 if stamps["resumed_step"] != 1:
                     raise RuntimeError(f"the child did not resume from checkpoint-1: {stamps}")
-                child_stamps.append({key: (value - started if key not in ("resumed_step", "global_step") else value)
+                child_stamps.append({key: (value - started if isinstance(value, float) else value)
                                      for key, value in stamps.items()})
 
             def download_and_load():
@@ -139,8 +157,8 @@ def run(quick: bool) -> dict:
                 download_tree(checkpoint, target, background_settings(), label="download checkpoint-1")
                 middle = time.perf_counter()
                 AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, attn_implementation="sdpa")
-                phases["download alone"].append(middle - started)
-                phases["model load alone"].append(time.perf_counter() - middle)
+                alone_runs["download alone"].append(middle - started)
+                alone_runs["model load alone"].append(time.perf_counter() - middle)
                 checkpoint_bytes[0] = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
             def setup(name: str) -> None:  # nothing local survives between attempts: like a new pod
@@ -152,24 +170,25 @@ def run(quick: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
     resume_s = median([stamps["first_step"] for stamps in child_stamps])
-    alone = {name: median(values) for name, values in phases.items()}
+    alone = {name: median(values) for name, values in alone_runs.items()}
     baseline_s = alone["download alone"] + alone["model load alone"]
     ratio = resume_s / baseline_s
-    child = {key: median([s[key] for s in child_stamps]) for key in ("interpreter", "imports", "train_begin",
-                                                                     "first_step")}
+    child = {name: median([s["timeline"]["seconds"][name] for s in child_stamps if name in s["timeline"]["seconds"]])
+             for name in child_stamps[0]["timeline"]["seconds"]}
+    shown = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in child.items())
     return result(
         "Resume latency from a remote checkpoint",
         [figure("process start to first step / (download alone + model load alone)", ratio, "<= 1.15",
                 ratio <= 1.15, "1.0 = a restarted run reaches its first step as fast as fetching and loading "
                                "the checkpoint alone")],
         {"checkpoint_bytes": checkpoint_bytes[0], "resume_to_first_step_s": resume_s,
+         "link": link.as_dict() if link else None,
          "download_alone_s": alone["download alone"], "model_load_alone_s": alone["model load alone"],
-         "child_phases_s_from_process_start": child, "child_runs": child_stamps, "baseline_runs": phases,
+         "child_timeline_s_from_process_start": child, "child_runs": child_stamps, "baseline_runs": alone_runs,
          "wall_s": times, "repeats": size["repeats"]},
-        f"{checkpoint_bytes[0] / GIB:.2f} GiB checkpoint (Llama hidden {size['hidden']}, {size['layers']} layers: "
-        f"fp32 weights + AdamW state) in a local SeaweedFS; resume = new process to the Trainer's first step "
-        f"(median {resume_s:.1f} s: interpreter up at {child['interpreter']:.1f} s, imports done at "
-        f"{child['imports']:.1f} s, training loop entered at {child['train_begin']:.1f} s); baseline = "
+        f"{network_note}; {checkpoint_bytes[0] / GIB:.2f} GiB checkpoint (Llama hidden {size['hidden']}, "
+        f"{size['layers']} layers: fp32 weights + AdamW state); resume = new process to the Trainer's first step "
+        f"(median {resume_s:.1f} s; the engine's time line from process start: {shown}); baseline = "
         f"download_tree {alone['download alone']:.1f} s + from_pretrained {alone['model load alone']:.1f} s in a "
         f"warm process; median of {size['repeats']} alternating runs",
     )

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.netshape import Link, shaped_server, unavailable
+
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
                 setup: Callable[[str], object] | None = None, budget_s: float | None = None,
@@ -63,26 +65,47 @@ def result(title: str, figures: list[dict], measurements: dict, setup: str) -> d
     return {"title": title, "figures": figures, "measurements": measurements, "setup": setup}
 
 
+# The node-to-S3 path the storage benchmarks run over (see benchmarks/netshape.py).
+LINK = Link()
+SERVER_CPUS = "1"  # the S3 server (and its relay) run here; what is measured runs on the others
+
+
+def network() -> tuple[Link | None, str]:
+    """The shaped link when this machine allows one, else None; and a sentence for the results."""
+    why = unavailable()
+    if why is None:
+        return LINK, f"S3 server in its own network namespace behind a shaped link: {LINK.describe()}"
+    return None, f"S3 server on loopback (no shaped link: {why}); ratios against link capacity are left out"
+
+
 @contextlib.contextmanager
-def bench_bucket(work: Path, bucket: str = "bench"):
-    """A SeaweedFS server for one benchmark: `bucket` created, BUCKET_STORAGE_* pointing at it, all undone after."""
+def bench_bucket(work: Path, bucket: str = "bench", link: Link | None = None):
+    """A SeaweedFS server for one benchmark: `bucket` created, BUCKET_STORAGE_* pointing at it, all undone after.
+
+    With `link`, the server sits in its own network namespace behind it (`netshape.shaped_server`),
+    pinned to SERVER_CPUS; without, on loopback.
+    """
     from llmft.storage.seaweed import SeaweedServer
 
-    server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                           secret_key=secrets.token_hex(16), log_path=work / "weed.log")
     saved = {name: os.environ.get(name) for name in server_variables()}
-    try:
-        server.start()
-        server.create_bucket(bucket)
-        os.environ.update(server.environment())
-        yield server
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        if link is not None:
+            server = stack.enter_context(shaped_server(work, link, SERVER_CPUS))
+        else:
+            server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
+                                   secret_key=secrets.token_hex(16), log_path=work / "weed.log")
+            stack.callback(server.stop)
+            server.start()
+        try:
+            server.create_bucket(bucket)
+            os.environ.update(server.environment())
+            yield server
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def server_variables() -> tuple[str, ...]:

@@ -63,7 +63,12 @@ def free_ports(count: int) -> list[int]:
 class SeaweedServer:
     """Start, probe and stop one `weed mini` process. Stop ends only the PID it started."""
 
-    def __init__(self, data_dir: Path, access_key: str, secret_key: str, log_path: Path | None = None):
+    def __init__(self, data_dir: Path, access_key: str, secret_key: str, log_path: Path | None = None,
+                 command_prefix: tuple[str, ...] = (), public_endpoint: str | None = None):
+        """`command_prefix` runs the server through another command (`ip netns exec NS`, `taskset -c 1`);
+        `public_endpoint` is where clients reach it when that is not its own loopback port (a relay)."""
+        self.command_prefix = tuple(command_prefix)
+        self.public_endpoint = public_endpoint
         self.data_dir = Path(data_dir)
         self.access_key = access_key
         self.secret_key = secret_key
@@ -73,7 +78,7 @@ class SeaweedServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3.port']}"
+        return self.public_endpoint or f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def _write_identity(self) -> Path:
         config = self.data_dir.parent / "s3-identities.json"
@@ -92,9 +97,10 @@ class SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_identity()
         if not (keep_ports and self.ports):
-            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+            self.ports = {}
+        self.reserve_ports()
         command = [
-            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            *self.command_prefix, weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
             # Like MinIO and AWS: writing to a bucket that does not exist is an error.
             "-s3.autoCreateBucket=false",
@@ -104,6 +110,12 @@ class SeaweedServer:
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready(timeout)
+
+    def reserve_ports(self) -> dict[str, int]:
+        """Pick the server's ports now (a relay in front of it needs the S3 port before it starts)."""
+        if not self.ports:
+            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+        return self.ports
 
     def _wait_ready(self, timeout: float) -> None:
         client = server_client(self.endpoint, self.access_key, self.secret_key, probing=True)
