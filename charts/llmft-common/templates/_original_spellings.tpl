@@ -20,14 +20,14 @@ both. Called with (list .Values "new" "old"); an empty string when neither is se
 {{- end -}}
 
 {{/*
-Fails naming every key of the original charts that this chart does not read, each with its fix. Called with
-(list .Values (dict "oldKey" "the fix" ...)).
+Fails naming every key of the original charts that this chart does not read, each with its fix (a key set to
+null counts as removed). Called with (list .Values (dict "oldKey" "the fix" ...)).
 */}}
 {{- define "llmft-common.refuseOriginalKeys" -}}
 {{- $values := index . 0 -}}
 {{- $problems := list -}}
 {{- range $key, $fix := index . 1 -}}
-{{- if hasKey $values $key -}}
+{{- if not (kindIs "invalid" (get $values $key)) -}}
 {{- $problems = append $problems (printf "%s: a key of the original tutorial's chart; %s" $key $fix) -}}
 {{- end -}}
 {{- end -}}
