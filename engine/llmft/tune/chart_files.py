@@ -31,8 +31,8 @@ def values_schema() -> dict:
     space = dict(tune["properties"]["search_space"])
     item = dict(space["items"])
     item["properties"] = dict(item["properties"])
-    item["properties"]["key"] = dict(item["properties"]["key"],
-                                     pattern=leaf_pattern([config_json_schema(m) for m in METHODS], "finetuning_config"))
+    schemas = [config_json_schema(method) for method in METHODS]
+    item["properties"]["key"] = dict(item["properties"]["key"], pattern=leaf_pattern(schemas, "finetuning_config"))
     space["items"], space["minItems"] = item, 1
     tune["properties"]["search_space"] = space
     properties["tune"] = _accept_numeric_strings(tune)  # `--set tune.search_space[0].min=1e-5` gives a string
