@@ -20,7 +20,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     source = "<yaml>"
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:

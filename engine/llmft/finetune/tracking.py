@@ -164,7 +164,7 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
     class MlflowTracking(TrainerCallback):
         """Starts (or, on resume, continues) the MLflow run and logs every metrics row into it."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             self.client = client
             self.run_id: str | None = None
 
@@ -208,6 +208,7 @@ def mlflow_callback(config: CommonConfig, output_dir: Path, extra_params: dict |
         def log_metrics(self, metrics: dict[str, float], step: int) -> None:
             from mlflow.entities import Metric
 
+            assert self.run_id is not None, "called once on_train_begin has started the run"
             now = _now_ms()
             items = [Metric(_metric_name(key), value, now, step) for key, value in metrics.items()]
             for start in range(0, len(items), 1000):
