@@ -27,7 +27,7 @@ null counts as removed). Called with (list .Values (dict "oldKey" "the fix" ...)
 {{- $values := index . 0 -}}
 {{- $problems := list -}}
 {{- range $key, $fix := index . 1 -}}
-{{- if not (kindIs "invalid" (get $values $key)) -}}
+{{- if and (hasKey $values $key) (not (kindIs "invalid" (index $values $key))) -}}
 {{- $problems = append $problems (printf "%s: a key of the original tutorial's chart; %s" $key $fix) -}}
 {{- end -}}
 {{- end -}}
