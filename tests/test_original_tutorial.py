@@ -171,3 +171,20 @@ def test_original_data_script_runs_locally_inside_the_state_dir(bucket, s3_env, 
     # the file and counts it (see test_finetune_data / validate-data).
     assert all(r["messages"][0] == {"role": "system", "content": ""} for r in records)
     assert "empty system message" in result.stderr
+
+
+@pytest.mark.parametrize("chart, sets", [
+    ("download-model-to-bucket", ["modelID=/no-such-model-folder", "bucketModelPath={bucket}/models/x"]),
+    ("download-data-to-bucket", ["dataScript=import sys; sys.exit(0)", "bucketDataDir={bucket}/datasets/"]),
+], ids=["download-model", "download-data"])
+def test_local_runner_treats_exit_status_2_of_a_staging_job_as_final(chart, sets, bucket, s3_env, tmp_path):
+    """podFailurePolicy FailJob on exit status 2: one pod, not backoffLimit + 1 (the chart's default is 3)."""
+    env = dict(os.environ, LLMFT_STATE_DIR=str(tmp_path / "state"))
+    arguments = [part for item in sets for part in ("--set", item.format(bucket=bucket))]
+    result = subprocess.run([sys.executable, "-m", "llmft", "local", str(CHARTS / chart), *arguments,
+                             "--set", f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "failed with exit code 2, which its podFailurePolicy treats as final" in result.stderr
+    assert "starting a new pod" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
