@@ -18,7 +18,12 @@ OVERRIDES = REPO / "overrides"
 KUBERNETES_VERSION = "1.33.0"
 
 __all__ = ["CHARTS", "OVERRIDES", "REPO", "Rendered", "lint_chart", "render_chart",
-           "validate_manifests", "render_valid", "pod_specs", "restricted_violations"]
+           "validate_manifests", "render_valid", "pod_specs", "restricted_violations", "writable_path_violations"]
+
+# Environment variables that name a folder a process writes (caches, temp, home): with a read-only root
+# filesystem each must lie on one of the container's volumes.
+WRITABLE_ENV = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+                "MPLCONFIGDIR", "LLMFT_CACHE_DIR")
 
 
 def validate_manifests(documents: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> list[str]:
@@ -91,4 +96,26 @@ def restricted_violations(rendered: Rendered) -> list[str]:
             seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})) or {}
             if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
                 problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+    return problems
+
+
+def writable_path_violations(rendered: Rendered) -> list[str]:
+    """Least privilege beyond "restricted": no service account token, a read-only root filesystem, and every
+    folder a container writes (HOME, TMPDIR, the caches: WRITABLE_ENV, and /tmp) on one of its volumes."""
+    problems = []
+    for name, spec in pod_specs(rendered):
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: automountServiceAccountToken is not false")
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            where = f"{name}/{container['name']}"
+            if (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: readOnlyRootFilesystem is not true")
+            mounts = [m["mountPath"].rstrip("/") for m in container.get("volumeMounts", [])]
+            env = {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+            for variable in ("HOME", "TMPDIR"):
+                if variable not in env:
+                    problems.append(f"{where}: {variable} is not set (the image's is read-only)")
+            for variable, path in [(v, env[v]) for v in WRITABLE_ENV if v in env] + [("/tmp", "/tmp")]:
+                if not any(path == mount or path.startswith(mount + "/") for mount in mounts):
+                    problems.append(f"{where}: {variable} {path} is not on a volume")
     return problems

@@ -2,7 +2,9 @@
 defaults).
 
 For each: it renders with the real Helm engine (release name from the file name), `helm lint` is clean, every
-manifest passes strict Kubernetes 1.33 schema validation, every pod meets Pod Security "restricted", every
+manifest passes strict Kubernetes 1.33 schema validation, every pod meets Pod Security "restricted" and
+mounts no service account token, every container has a read-only root filesystem with HOME, TMPDIR and its
+caches on its volumes, every
 container that runs `llmft` runs a subcommand that exists with arguments it accepts, and no secret is a literal
 (env vars named like secrets come from secretKeyRef; ConfigMaps hold no credentials). Charts and overrides
 added later are discovered, not listed here.
@@ -19,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import CHARTS, OVERRIDES, lint_chart, pod_specs, render_chart, restricted_violations, validate_manifests
+from harness import (CHARTS, OVERRIDES, lint_chart, pod_specs, render_chart, restricted_violations, validate_manifests,
+                     writable_path_violations)
 from llmft.charts import compose_values
 
 
@@ -77,6 +80,11 @@ def test_pods_meet_pod_security_restricted(chart, file):
     result = rendered(chart, file)
     assert pod_specs(result), "no pod-running workload rendered"
     assert restricted_violations(result) == []
+
+
+@pytest.mark.parametrize("chart, file", CASES)
+def test_pods_write_only_to_their_volumes_without_a_service_account_token(chart, file):
+    assert writable_path_violations(rendered(chart, file)) == []
 
 
 def llmft_arguments(container: dict) -> list[str] | None:

@@ -139,3 +139,23 @@ def test_s3_env_points_other_commands_at_the_embedded_server(tmp_path):
         subprocess.run([sys.executable, "-m", "llmft", "local", "s3", "stop"], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert "f.txt" in result.stdout and "stopped the embedded S3 server" in result.stdout
+
+
+def test_read_only_root_filesystem_fails_a_write_outside_the_volumes(bucket, runner_env):
+    """A cache written below HOME fails the pod when HOME is the image's (read-only), naming the path and fix."""
+    result = local("--name", "readonly", "--set", f"destination={bucket}/ro.txt", "--set", "cacheInHome=true",
+                   env=runner_env)
+    assert result.returncode == 2, result.stderr
+    assert "container script has a read-only root filesystem but wrote" in result.stderr
+    assert ".cache/some-library/index" in result.stderr and "podSecurity.readOnlyRootFilesystem" in result.stderr
+
+
+def test_read_only_root_filesystem_allows_writes_to_volumes(bucket, runner_env, tmp_path):
+    """The same write succeeds with HOME on the emptyDir, and with the read-only rule loosened (the caller's HOME)."""
+    env = {**runner_env, "HOME": str(tmp_path / "caller-home")}
+    for sets in (["--set", "home=/work/home"], ["--set", "readOnlyRootFilesystem=false"]):
+        result = local("--name", "readonly-ok", "--set", f"destination={bucket}/ro.txt", "--set", "cacheInHome=true",
+                       *sets, env=env)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "caller-home" / ".cache" / "some-library" / "index").exists()
+    assert read_object(parse_location(f"{bucket}/ro.txt")) == b"hello from the pod via work"

@@ -22,6 +22,7 @@ import yaml
 from harness import CHARTS, OVERRIDES, lint_chart, pod_specs, render_chart, render_valid, restricted_violations
 from hub_standin import HubStandIn
 from llmft.errors import UserError
+from llmft.local.pods import PathMapper
 from llmft.storage import download_tree, list_objects, parse_location, read_manifest
 
 MODEL_CHART = CHARTS / "download-model-to-bucket"
@@ -142,9 +143,13 @@ def test_least_privilege_between_the_data_containers():
     assert "HF_TOKEN" not in upload and upload["HF_HUB_OFFLINE"]["value"] == "1"
     assert upload["BUCKET_STORAGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "minio-credentials", "key": "minio-secret-key"}
-    # Only the script container sees the script; both share the scratch volume.
-    mounts = {name: {m["mountPath"] for m in c["volumeMounts"]} for name, c in found.items()}
-    assert mounts == {"data-script": {"/downloads", "/scripts"}, "validate-and-upload": {"/downloads"}}
+    # Only the script container sees the script; both share the scratch volume. Each has its own /tmp and
+    # home folder (its own subPath), so the script cannot leave code there for the container holding the keys.
+    mounts = {name: {m["mountPath"]: m.get("subPath") for m in c["volumeMounts"]} for name, c in found.items()}
+    assert mounts == {"data-script": {"/downloads": None, "/scripts": None, "/tmp": "data-script",
+                                      "/home/llmft": "data-script"},
+                      "validate-and-upload": {"/downloads": None, "/tmp": "validate-and-upload",
+                                              "/home/llmft": "validate-and-upload"}}
     assert [c["name"] for c in rendered.one("Job")["spec"]["template"]["spec"]["initContainers"]] == ["data-script"]
 
 
@@ -178,7 +183,8 @@ def test_labels_annotations_scheduling_and_scratch_volume():
     assert spec["nodeSelector"] == {"pool": "staging"} and spec["priorityClassName"] == "low"
     assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
-    assert spec["volumes"] == [{"name": "downloads", "emptyDir": {"sizeLimit": "8Gi"}}]
+    assert spec["volumes"][0] == {"name": "downloads", "emptyDir": {"sizeLimit": "8Gi"}}
+    assert [volume["name"] for volume in spec["volumes"][1:]] == ["tmp", "home"]  # the writable paths
     # With a storage class the scratch space is a generic ephemeral volume of that class and size.
     ephemeral = render_valid(MODEL_CHART, values_files=[TUTORIAL_MODEL],
                              set_values=["storageClass=fast-ssd", "storageQuantity=200Gi"])
@@ -240,14 +246,8 @@ def run_pod(rendered, tmp_path: Path, secrets: dict[tuple[str, str], str], extra
             if not k.startswith(("BUCKET_STORAGE_", "AWS_")) and k not in drop_env}
     results = []
     for container in spec.get("initContainers", []) + spec["containers"]:
-        mounts = sorted(((m["mountPath"], folders[m["name"]]) for m in container.get("volumeMounts", [])),
-                        key=lambda item: -len(item[0]))
-
-        def mapped(text: str) -> str:
-            for mount, folder in mounts:
-                if text == mount or text.startswith(mount + "/"):
-                    return str(folder) + text[len(mount):]
-            return text
+        # The local runner's rule: mount points become the folders; a path that exists here is the test's own.
+        mapped = PathMapper({m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts", [])})
 
         env = dict(base)
         for item in container.get("env", []):

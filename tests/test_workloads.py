@@ -214,11 +214,29 @@ def test_image_user_is_the_charts_run_as_user(image):
     assert run_as == {(int(uid), int(gid or uid))}
 
 
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_user_is_high_and_its_home_is_the_charts_writable_home(image):
+    """A UID >= 10000 (no clash with a node's users), and the folder the image works in is the one the charts
+    mount writable (HOME) over its read-only root filesystem."""
+    dockerfile = WORKLOADS / image / "Dockerfile"
+    assert int(image_user(dockerfile).partition(":")[0]) >= 10000
+    workdirs = [rest for keyword, rest in instructions(dockerfile) if keyword == "WORKDIR"]
+    homes = set()
+    for param in CASES:
+        for _name, spec in pod_specs(rendered(*param.values)):
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                env = {item["name"]: item.get("value") for item in container.get("env", [])}
+                mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+                homes.add(env.get("HOME"))
+                assert env.get("HOME") in mounts and "/tmp" in mounts, container["name"]
+    assert homes == {workdirs[-1]}
+
+
 def _default_image(chart: Path) -> dict:
     return yaml.safe_load((chart / "values.yaml").read_text())["image"]
 
 
-@pytest.mark.parametrize("chart", sorted(p.parent.name for p in CHARTS.glob("*/Chart.yaml")))
+@pytest.mark.parametrize("chart", sorted({param.values[0] for param in CASES}))  # the library chart has no image
 def test_chart_default_image_is_one_of_these_images(chart):
     image = _default_image(CHARTS / chart)
     names = {f"{REGISTRY}/llmft-{name}" for name in IMAGES}

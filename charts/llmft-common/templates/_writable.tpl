@@ -16,10 +16,14 @@ other writable places.
     sizeLimit: {{ dig "homeSize" "16Gi" $security | quote }}
 {{- end -}}
 
-{{/* The mounts: append under a container's `volumeMounts:`. */}}
+{{/*
+The mounts: append under a container's `volumeMounts:`. Called with the chart's context (containers of the pod
+share /tmp and the home folder), or with (dict "subPath" "CONTAINER") to give a container folders of its own,
+where a container runs code the others must not trust (download-data-to-bucket's data script).
+*/}}
 {{- define "llmft-common.writableMounts" -}}
-- {name: tmp, mountPath: /tmp}
-- {name: home, mountPath: /home/llmft}
+- {name: tmp, mountPath: /tmp{{ with .subPath }}, subPath: {{ . }}{{ end }}}
+- {name: home, mountPath: /home/llmft{{ with .subPath }}, subPath: {{ . }}{{ end }}}
 {{- end -}}
 
 {{/*

@@ -34,6 +34,7 @@ class ContainerPlan:
     ports: list[int] = field(default_factory=list)
     init: bool = False
     sidecar: bool = False  # a native sidecar: an init container with restartPolicy Always
+    read_only_root: bool = False  # securityContext.readOnlyRootFilesystem: enforced by the runner
 
 
 @dataclass
@@ -49,6 +50,11 @@ class PodPlan:
     fail_job_exit_codes: set[int] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
     configmap_files: dict[Path, str] = field(default_factory=dict)
+    subpaths: list[Path] = field(default_factory=list)  # subPath folders, made in each fresh volume
+
+    def image_root(self, container: ContainerPlan) -> Path:
+        """The read-only folder that stands in for a container's image (its working directory and HOME)."""
+        return self.root / "image-root" / container.name
 
 
 @dataclass
@@ -88,16 +94,28 @@ def _config_maps(documents: list[dict]) -> dict[str, dict[str, str]]:
 
 
 class PathMapper:
-    """Rewrites container paths (volume mount points) to the local folders standing in for them."""
+    """Rewrites container paths (volume mount points) to the local folders standing in for them.
+
+    One pass over the text, the longest mount point first, so a folder already rewritten is never rewritten
+    again. A path below a mount point that exists on this machine is the caller's own (a local model given with
+    `--set`, often under /tmp) and is kept; the mount point itself is always rewritten.
+    """
 
     def __init__(self, mounts: dict[str, Path]):
-        self.mounts = sorted(mounts.items(), key=lambda item: -len(item[0]))
+        self.mounts = {mount.rstrip("/") or "/": local for mount, local in mounts.items()}
+        alternatives = "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
+        self.pattern = re.compile(r"(?<![\w./-])(" + alternatives + r")(?=/|$|[\s,;:'\"])") if self.mounts else None
 
     def __call__(self, text: str) -> str:
-        for mount, local in self.mounts:
-            pattern = r"(?<![\w./-])" + re.escape(mount.rstrip("/")) + r"(?=/|$|[\s,;:'\"])"
-            text = re.sub(pattern, lambda _m, local=local: str(local), text)
-        return text
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda match: self._replace(match, text), text)
+
+    def _replace(self, match: re.Match, text: str) -> str:
+        rest = re.match(r"/[^\s,;:'\"]*", text[match.end():])
+        if rest and Path(match.group(1) + rest.group(0)).exists():
+            return match.group(1)
+        return str(self.mounts[match.group(1)])
 
 
 def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> list[PodPlan]:
@@ -120,21 +138,28 @@ def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource)
         local = root / "volumes" / volume["name"]
         volumes[volume["name"]] = local
     mounts: dict[str, Path] = {}
+    container_mounts: dict[str, dict[str, Path]] = {}  # a subPath gives one container its own folder
     ignored = [f"pod {key}" for key in IGNORED_POD_FIELDS if spec.get(key)]
     all_containers = spec.get("initContainers", []) + spec.get("containers", [])
     for container in all_containers:
+        own = container_mounts.setdefault(container["name"], {})
         for mount in container.get("volumeMounts", []):
             if mount["mountPath"] in HOST_PATHS:
                 continue
             local = volumes.get(mount["name"])
             if local is None:
                 raise UserError(f"{kind}/{name}: volumeMount {mount['name']!r} has no volume")
-            mounts[mount["mountPath"]] = local / mount.get("subPath", "")
+            own[mount["mountPath"]] = local / mount.get("subPath", "")
+            mounts.setdefault(mount["mountPath"], local / mount.get("subPath", ""))
         for key in IGNORED_CONTAINER_FIELDS:
+            if key == "securityContext" and set(container.get(key) or {}) <= {"readOnlyRootFilesystem"}:
+                continue  # the one security setting a local process honours
             if container.get(key) and key != "image":
                 requests = container.get("resources", {})
                 gpu = [r for section in ("limits", "requests") for r in requests.get(section, {}) if "gpu" in r]
                 note = f"container {key}" + (f" (GPU request {', '.join(sorted(set(gpu)))})" if key == "resources" and gpu else "")
+                if key == "securityContext" and "readOnlyRootFilesystem" in container[key]:
+                    note += " (but readOnlyRootFilesystem)"
                 ignored.append(note)
     mapper = PathMapper(mounts)
     plan = PodPlan(kind=kind, name=name, root=root, volumes=volumes, mounts=mounts, init_containers=[], containers=[],
@@ -145,9 +170,12 @@ def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource)
             if rule.get("action") == "FailJob" and rule.get("onExitCodes", {}).get("operator") == "In":
                 plan.fail_job_exit_codes |= set(rule["onExitCodes"]["values"])
     for container in spec.get("initContainers", []):
-        plan.init_containers.append(_container(container, config_maps, secrets, mapper, init=True))
+        plan.init_containers.append(_container(container, config_maps, secrets,
+                                               PathMapper(container_mounts[container["name"]]), init=True))
     for container in spec.get("containers", []):
-        plan.containers.append(_container(container, config_maps, secrets, mapper, init=False))
+        plan.containers.append(_container(container, config_maps, secrets,
+                                          PathMapper(container_mounts[container["name"]]), init=False))
+    plan.subpaths = sorted({path for own in container_mounts.values() for path in own.values()} - set(volumes.values()))
     plan.configmap_files = _configmap_files(spec, config_maps, volumes, mapper)
     return plan
 
@@ -205,7 +233,8 @@ def _container(container: dict, config_maps, secrets: SecretSource, mapper: Path
     ports = [int(p["containerPort"]) for p in container.get("ports", [])]
     return ContainerPlan(name=container["name"], argv=argv, env=env, secret_values=secret_values,
                          workdir=Path(mapper(workdir)) if workdir else None, ports=ports, init=init,
-                         sidecar=init and container.get("restartPolicy") == "Always")
+                         sidecar=init and container.get("restartPolicy") == "Always",
+                         read_only_root=bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")))
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -23,6 +23,12 @@ log = logging.getLogger("llmft.local")
 # Variables a pod only gets from its own spec, so a local run keeps the chart's least privilege.
 _SCRUBBED = ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "AWS_ACCESS_KEY_ID",
              "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_TOKEN")
+# The caller's writable folders, which a container with a read-only root filesystem does not have: its process
+# gets only what its spec sets (volumes), else the read-only stand-in for its image.
+_WRITABLE_PLACES = ("HOME", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                    "XDG_STATE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE",
+                    "TORCH_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "MPLCONFIGDIR", "PIP_CACHE_DIR",
+                    "LLMFT_CACHE_DIR", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT")
 
 
 def load_secrets_file(path: Path | None) -> dict[str, dict[str, str]]:
@@ -106,13 +112,54 @@ def _fresh_volumes(plan: PodPlan) -> None:
     for path in plan.volumes.values():
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
+    for path in plan.subpaths:
+        path.mkdir(parents=True, exist_ok=True)
     for path, content in plan.configmap_files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+    for container in plan.init_containers + plan.containers:
+        if container.read_only_root:
+            _fresh_image_root(plan.image_root(container))
 
 
-def _process_env(container: ContainerPlan) -> dict[str, str]:
+def _fresh_image_root(root: Path) -> None:
+    """An empty folder that nobody may write (mode 0555): the container's working directory and HOME."""
+    _remove_image_roots(root)
+    root.mkdir(parents=True)
+    root.chmod(0o555)
+
+
+def _remove_image_roots(path: Path) -> None:
+    if path.exists():
+        for folder, _dirs, _files in os.walk(path):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(path)
+
+
+def check_read_only_root(plan: PodPlan, container: ContainerPlan) -> None:
+    """Fail when a container with readOnlyRootFilesystem wrote into the stand-in for its image.
+
+    A process not run as root cannot write there at all (mode 0555); as root it can, so what it left is checked
+    after it ends. In a cluster that write fails: the path needs a volume (and an environment variable that
+    points at it) in the chart.
+    """
+    root = plan.image_root(container)
+    if not container.read_only_root or not root.is_dir():
+        return
+    written = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    if written:
+        shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
+        raise UserError(f"{plan.kind}/{plan.name}: container {container.name} has a read-only root filesystem but "
+                        f"wrote to its image's working directory or HOME: {shown}. Give that path a volume in the "
+                        "chart (and point its environment variable there), or set "
+                        "podSecurity.readOnlyRootFilesystem=false")
+
+
+def _process_env(container: ContainerPlan, image_root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    if container.read_only_root:
+        env = {k: v for k, v in env.items() if k not in _WRITABLE_PLACES}
+        env["HOME"] = env["TMPDIR"] = str(image_root)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(container.env)
@@ -180,14 +227,17 @@ def _cpu_server_argv(argv: list[str]) -> list[str]:
     return command
 
 
-def _start(container: ContainerPlan) -> subprocess.Popen:
+def _start(plan: PodPlan, container: ContainerPlan) -> subprocess.Popen:
     argv, note = _resolve_argv(container.argv)
     if note:
         log.info("%s: %s", container.name, note)
     log.info("%s%s: %s", "init container " if container.init else "container ", container.name,
              describe(container.argv, container.secret_values))
+    image_root = plan.image_root(container)
     cwd = container.workdir if container.workdir and container.workdir.is_dir() else None
-    return subprocess.Popen(argv, env=_process_env(container), cwd=cwd, start_new_session=True)
+    if cwd is None and container.read_only_root:
+        cwd = image_root
+    return subprocess.Popen(argv, env=_process_env(container, image_root), cwd=cwd, start_new_session=True)
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -209,23 +259,29 @@ def _run_pod_once(plan: PodPlan) -> int:
     running: list[subprocess.Popen] = []
     try:
         for container in plan.init_containers:
-            process = _start(container)
+            process = _start(plan, container)
             if container.sidecar:
                 sidecars.append(process)
                 continue
             running = [process]
             code = process.wait()
+            check_read_only_root(plan, container)
             if code != 0:
                 log.error("init container %s failed with exit code %d", container.name, code)
                 return code
-        running = [_start(container) for container in plan.containers]
+        running = [_start(plan, container) for container in plan.containers]
         codes = [process.wait() for process in running]
+        for container in plan.containers:
+            check_read_only_root(plan, container)
         return next((code for code in codes if code != 0), 0)
     except KeyboardInterrupt:
         _stop(running)
         raise
     finally:
         _stop(sidecars)
+        for container in plan.init_containers:
+            if container.sidecar:
+                check_read_only_root(plan, container)
 
 
 def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
@@ -238,6 +294,7 @@ def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
             log.info("%s/%s succeeded", plan.kind, plan.name)
             if not keep_volumes:
                 shutil.rmtree(plan.root / "volumes", ignore_errors=True)
+                _remove_image_roots(plan.root / "image-root")
             return 0
         if code in plan.fail_job_exit_codes:
             log.error("%s/%s failed with exit code %d, which its podFailurePolicy treats as final", plan.kind, plan.name, code)
@@ -254,14 +311,15 @@ def run_server(plan: PodPlan, port: int | None) -> int:
     """Run a Deployment's pod until interrupted (Ctrl-C) or until a container exits."""
     _fresh_volumes(plan)
     for container in plan.init_containers:
-        code = _start(container).wait()
+        code = _start(plan, container).wait()
+        check_read_only_root(plan, container)
         if code != 0:
             log.error("init container %s failed with exit code %d", container.name, code)
             return code
     if port is not None:
         for container in plan.containers:
             container.argv = _with_port(container.argv, port)
-    processes = [_start(container) for container in plan.containers]
+    processes = [_start(plan, container) for container in plan.containers]
     ports = sorted({p for c in plan.containers for p in c.ports} if port is None else {port})
     for container_port in ports:
         log.info("%s/%s is serving on http://127.0.0.1:%d (Ctrl-C to stop)", plan.kind, plan.name, container_port)
@@ -271,9 +329,16 @@ def run_server(plan: PodPlan, port: int | None) -> int:
     except KeyboardInterrupt:
         log.info("stopping %s/%s", plan.kind, plan.name)
         _stop(processes)
+        _check_servers(plan)
         return 0
     _stop(processes)
+    _check_servers(plan)
     return next((p.returncode for p in processes if p.returncode), 0)
+
+
+def _check_servers(plan: PodPlan) -> None:
+    for container in plan.containers:
+        check_read_only_root(plan, container)
 
 
 def _with_port(argv: list[str], port: int) -> list[str]:
