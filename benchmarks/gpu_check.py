@@ -237,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu and not torch.cuda.is_available():
         print("error: no CUDA GPU here; run with --cpu to check the script on tiny sizes", file=sys.stderr)
         return 2
+    from transformers import AutoTokenizer
+
     from benchmarks.bench_training import make_dataset
     from llmft.log import setup_logging
     from llmft.tiny_model import build_tiny_model
-    from transformers import AutoTokenizer
 
     setup_logging()
     started = time.perf_counter()
