@@ -460,12 +460,8 @@ def test_the_chart_schema_is_generated_from_the_spec_and_the_readme_lists_every_
     for path, content in chart_files(REPO / "charts").items():
         assert path.read_text() == content, f"{path} is stale: run `make chart-files`"
     chart = REPO / "charts" / "llm-evaluate"
-    table = set()  # `a.b` rows, and `a.b` / `c` rows naming two keys of one section
-    for line in (chart / "README.md").read_text().split("## Parameters")[1].splitlines():
-        if line.startswith("| `"):
-            first, _, second = line.split(" | ")[0][2:].partition(" / ")
-            table |= {first.strip("`")} | ({first.strip("`").rpartition(".")[0] + "." + second.strip("`")}
-                                           if second else set())
+    table = {line.split("`")[1] for line in (chart / "README.md").read_text().split("## Parameters")[1].splitlines()
+             if line.startswith("| `")}
     values = yaml.safe_load((chart / "values.yaml").read_text())
     keys = set()
     for key, value in values.items():
