@@ -27,7 +27,6 @@ def _run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from llmft.cli import main
     from llmft.errors import UserError
     from llmft.finetune.config import load_config
 
@@ -47,7 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     accelerate = _read_accelerate_config(accelerate_path) if accelerate_path else None
     distributed = (accelerate or {}).get("distributed_type", "NO")
     if launch.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
-        return main([config.method, args.config])
+        from llmft.commands.finetune import run_config
+
+        # In this process: the pod's own program, so its restore and time line start here.
+        return run_config(config, program=getattr(args, "program", False))
     if accelerate_path is None:
         raise UserError(f"finetuning_config.launch_conf.accelerate_config: required with num_processes "
                         f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
