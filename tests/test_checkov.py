@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import REPO
-from test_all_charts import CASES, rendered
+from harness import CHARTS, REPO
+from llmft.charts import render_chart
+from test_all_charts import CASES, release_name_for
 
 CHECKOV_REQUIREMENTS = REPO / "tests" / "checkov-requirements.txt"
 CHECKOV_VENV = REPO / ".venv-checkov"
@@ -61,16 +61,25 @@ def _ensure_checkov() -> Path:
     return CHECKOV
 
 
-def render_cases(folder: Path, render=rendered) -> int:
+# Each chart's first case again with its NetworkPolicy on, so the policies are scanned too.
+NETWORK_POLICY = ["networkPolicy.enabled=true", "networkPolicy.bucketEndpoints[0].cidr=10.0.12.0/24",
+                  "networkPolicy.bucketEndpoints[0].ports[0]=9000"]
+
+
+def render_cases(folder: Path, charts: Path = CHARTS) -> int:
     """Write every case's manifests to folder/<chart>/<case>.yaml; returns the number of documents."""
-    count = 0
+    count, seen = 0, set()
     for case in CASES:
         chart, file = case.values
-        documents = render(chart, file).documents
-        target = folder / chart / f"{file.stem if file else 'defaults'}.yaml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        count += len(documents)
+        variants = [([], "")] + ([(NETWORK_POLICY, "-networkpolicy")] if chart not in seen else [])
+        seen.add(chart)
+        for sets, suffix in variants:
+            documents = render_chart(charts / chart, values_files=[file] if file else [], set_values=sets,
+                                     release_name=release_name_for(file, chart)).documents
+            target = folder / chart / f"{file.stem if file else 'defaults'}{suffix}.yaml"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+            count += len(documents)
     return count
 
 
@@ -118,16 +127,10 @@ if __name__ == "__main__":  # figures for a charts folder: python tests/test_che
     import tempfile
     from collections import Counter
 
-    from llmft.charts import render_chart
-    from test_all_charts import release_name_for
-
-    charts = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "charts"
     with tempfile.TemporaryDirectory() as tmp:
-        render_cases(Path(tmp), lambda chart, file: render_chart(
-            charts / chart, values_files=[file] if file else [], release_name=release_name_for(file, chart)))
+        render_cases(Path(tmp), Path(sys.argv[1]) if len(sys.argv) > 1 else CHARTS)
         results = scan(Path(tmp))
     skipped = [f for f in results["failed"] if f[0] in SKIPPED_CHECKS]
     print(f"passed {results['passed']}, failed {len(results['failed']) - len(skipped)}, "
           f"failed but documented skip {len(skipped)}, total {results['passed'] + len(results['failed'])}")
     print(Counter(f[0] for f in results["failed"] if f[0] not in SKIPPED_CHECKS).most_common())
-    shutil.rmtree(tmp, ignore_errors=True)
