@@ -124,7 +124,8 @@ def test_the_tutorials_vllm_command_renders():
 # (always with an empty system message first), `generations` the answers, `kind` who wrote the prompt.
 STANDIN_SITECUSTOMIZE = textwrap.dedent("""
     import os
-    if os.environ.get("ORIGINAL_TUTORIAL_STANDIN"):
+    import sys
+    if os.environ.get("ORIGINAL_TUTORIAL_STANDIN") and sys.argv[0].endswith(".py"):  # the data script only
         import datasets
 
         _hub_load = datasets.load_dataset
