@@ -436,3 +436,11 @@ def test_the_experiment_state_follows_failures_and_the_goal(data_file):
     assert experiment_state([row("complete", 4.9), row("waiting")], spec) == "goal-reached"
     assert experiment_state([row("fail"), row("fail"), row("waiting")], spec) == "failed"
     assert experiment_state([row("complete", 5.5), row("pruned"), row("fail")], spec) == "completed"
+
+
+def test_several_gpus_per_trial_need_an_accelerate_config(data_file):
+    spec = make_spec(MODEL, str(data_file), resources_per_trial={"gpus": 4})
+    assert ("tune.resources_per_trial.gpus: more than one GPU per trial runs one process per GPU under accelerate, "
+            "which needs finetuning_config.launch_conf.accelerate_config, got 4") in spec_errors(spec)
+    spec["finetuning_config"]["launch_conf"] = {"accelerate_config": "/presets/auto-ddp/accelerate_config.yaml"}
+    assert load_spec(spec).tune.resources_per_trial.gpus == 4

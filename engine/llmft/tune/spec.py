@@ -52,6 +52,7 @@ TUNER_KEYS: dict[tuple, str] = {
     ("training_args", "output_dir"): "each trial writes to its own folder, <experiment>/trial-<n>/",
     ("run_conf", "checkpoints_remote"): "each trial streams to <checkpointsRemote>/trial-<n>; set checkpointsRemote",
     ("run_conf", "model"): "set basemodel",
+    ("launch_conf", "num_processes"): "one process per GPU of tune.resources_per_trial.gpus",
 }
 
 
@@ -246,6 +247,12 @@ def _problems(spec: TuneSpec) -> list[tuple]:
         if keypath.get(spec.finetuning_config, parts) is not None:
             found.append((("finetuning_config",) + parts, f"is set by the tuner: {why}; remove it",
                           keypath.get(spec.finetuning_config, parts)))
+    gpus = spec.tune.resources_per_trial.gpus
+    if gpus > 1 and not keypath.get(spec.finetuning_config, ("launch_conf", "accelerate_config")):
+        found.append((("tune", "resources_per_trial", "gpus"), "more than one GPU per trial runs one process per GPU "
+                      "under accelerate, which needs finetuning_config.launch_conf.accelerate_config", gpus,
+                      "write one with `llmft accelerate-config auto-ddp --out DIR` and give its path in the image, "
+                      "or use gpus: 1"))
     found += _space_problems(spec, base, clean_base=not base_problems)
     found += _objective_problems(spec, base)
     found += _algorithm_problems(spec)

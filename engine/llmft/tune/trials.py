@@ -76,6 +76,11 @@ def prepare(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir:
     folder = trial_dir(experiment_dir, number)
     folder.mkdir(parents=True, exist_ok=True)
     config = trial_config(spec, number, values, experiment_dir)
+    # One training process per GPU of the trial (launch_conf, as the finetune chart sets it); on a machine
+    # without GPUs one process on the CPU.
+    gpus = spec.tune.resources_per_trial.gpus
+    processes = gpus if gpus > 1 and _has_gpus() else 1
+    config["launch_conf"] = {**(config.get("launch_conf") or {}), "num_processes": processes}
     load_config(config)  # every problem of this combination of values, before a process starts
     config_path = folder / CONFIG
     config_path.write_text(f"# trial {number} of experiment {spec.name}: {json.dumps(values)}\n"
@@ -87,8 +92,7 @@ def prepare(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir:
         "report": source.step_key or source.name,
         "early_stopping": spec.tune.early_stopping.model_dump(mode="json"),
     })
-    processes = max(1, spec.tune.resources_per_trial.gpus) if _has_gpus() else 1
-    command = [sys.executable, "-m", "llmft", "train", str(config_path), "--num-processes", str(processes)]
+    command = [sys.executable, "-m", "llmft", "train", str(config_path)]
     return Prepared(folder, config_path, command)
 
 
