@@ -52,7 +52,15 @@ def cluster_keys() -> tuple[str, ...]:
 
 
 def _cluster_schema() -> dict:
-    from llmft.chart_files import IMAGE_DIGEST, LIBRARY_VALUES, NAME, POD_SECURITY, QUANTITY, _object, network_policy_schema
+    from llmft.chart_files import (
+        IMAGE_DIGEST,
+        LIBRARY_VALUES,
+        NAME,
+        POD_SECURITY,
+        QUANTITY,
+        _object,
+        network_policy_schema,
+    )
 
     secret_ref = _object({"name": {"type": "string"}, "key": {"type": "string"}})
     return {
