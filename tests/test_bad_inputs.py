@@ -107,7 +107,8 @@ CASES = [
     (["local", "{charts}/llm-inference-vllm", "-f", "{original}/llm-inference-vllm--tinyllama-original-keys.yaml",
       "--dry-run"], "; a Hugging Face Hub model is written hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
     (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "image=rocm/vllm:rocm6.4.1",
-      "--dry-run"], "write it as image.repository and image.tag: --set image.repository=rocm/vllm --set image.tag=rocm6.4.1"),
+      "--dry-run"],
+     "write it as image.repository and image.tag: --set image.repository=rocm/vllm --set image.tag=rocm6.4.1"),
     (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "served_model_name=a",
       "--set", "vllm_engine_args.served-model-name=b", "--dry-run"],
      "served_model_name and vllm_engine_args.served-model-name are both given"),
@@ -165,7 +166,8 @@ def probe_dir(tmp_path_factory):
     (root / "original-template.yaml").write_text(json.dumps({
         "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]},
                                        "chat_template_name": "simplified-llama31"},
-        "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"}, "run_conf": {"model": "./notok"}}))
+        "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": "./notok"}}))
     (root / "dupkey-values.yaml").write_text("basemodel: a/b\ncheckpointsRemote: x/y\nbasemodel: c/d\n")
     (root / "good.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                                               {"role": "assistant", "content": "hello"}]}) + "\n")

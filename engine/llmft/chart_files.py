@@ -473,7 +473,8 @@ def _original_spelling_checks() -> list[str]:
     for name, fix in ORIGINAL_NAMES.items():
         message = (f"finetuning_config.data_conf.chat_template_name: a template name of the original engine, "
                    f"got {json.dumps(name)} ({fix})")
-        blocks.append(f"{{{{- if eq (toString (dig \"data_conf\" \"chat_template_name\" \"\" $config)) {json.dumps(name)} }}}}"
+        name_given = '(toString (dig "data_conf" "chat_template_name" "" $config))'
+        blocks.append(f"{{{{- if eq {name_given} {json.dumps(name)} }}}}"
                       f"{{{{ fail {json.dumps(message)} }}}}{{{{ end }}}}")
     return blocks
 
