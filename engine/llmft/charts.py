@@ -142,9 +142,14 @@ def render_chart(chart_dir: Path, values: dict | None = None, *, values_files: l
         if path.endswith("NOTES.txt"):
             rendered.notes = text
             continue
-        for document in yaml.safe_load_all(text):
-            if document:
-                rendered.documents.append(document)
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as error:  # e.g. `--set gpuResourceName=null` left a key empty
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else path
+            raise UserError(f"helm template {chart_dir}: {where} renders as invalid YAML ({error.problem}): a value "
+                            "the template uses is probably null or missing; check the --set and -f values") from None
+        rendered.documents.extend(document for document in documents if document)
     return rendered
 
 
