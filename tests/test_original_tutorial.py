@@ -107,6 +107,8 @@ def test_original_vllm_keys_render_with_an_hf_model_and_a_bare_hub_id_fails_nami
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--no-enable-chunked-prefill" in args
     assert args[args.index("--served-model-name") + 1] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    supplied = dict(yaml.safe_load(VLLM_FILE.read_text()), model="hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    assert lint_chart(CHARTS / "llm-inference-vllm", supplied) == []
     with pytest.raises(UserError) as caught:
         render_chart(CHARTS / "llm-inference-vllm", values_files=[VLLM_FILE], release_name="tiny-llama")
     assert "a Hugging Face Hub model is written hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0" in str(caught.value)
