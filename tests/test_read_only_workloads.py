@@ -3,8 +3,9 @@
 `llmft local` enforces a container's `readOnlyRootFilesystem` (llmft.local.runner): its process starts in a
 folder that stands in for the image (mode 0555, also its HOME and TMPDIR unless the chart sets them), none of
 the caller's home, temp or cache folders, and the pod fails if anything was written there. Each chart here runs
-with its default security values; the finetune and inference charts do the same in their own local-run tests
-(tests/test_finetune_overrides.py, tests/test_inference_chart_local.py).
+with its default security values; the finetune, inference and evaluate charts do the same in their own local-run
+tests (tests/test_finetune_overrides.py, tests/test_inference_chart_local.py, tests/test_evaluate_training.py).
+The tune chart's workers are the finetune engine's processes and have no local-run test of their own.
 """
 
 from __future__ import annotations
