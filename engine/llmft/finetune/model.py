@@ -242,8 +242,8 @@ def lora_config(model, config: CommonConfig, resized: bool):
     return LoraConfig(
         task_type="CAUSAL_LM",
         r=lora.r,
+        lora_alpha=lora.lora_alpha,  # peft annotates int; a float is used as is (scale = alpha / r)
         lora_dropout=lora.lora_dropout,
-        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; a float is used as is (alpha / r)
         target_modules=lora.target_modules,
         bias=lora.bias,
         use_dora=lora.use_dora,
