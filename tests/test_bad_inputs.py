@@ -81,6 +81,10 @@ CASES = [
       "--set", "bucketCredentialsSecret=null", "--dry-run"], "missing property 'bucketCredentialsSecret'"),
     (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "service=null", "--dry-run"],
      "missing property 'service'"),
+    (["local", "{charts}/llm-evaluate", "-f", "{overrides}/llm-evaluate/tutorial-01-evaluate-sweep.yaml",
+      "--set", "gpuResourceName=null", "--dry-run"], "missing property 'gpuResourceName'"),
+    (["local", "{charts}/llm-tune", "-f", "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
+      "--set", "studyStorage=null", "--dry-run"], "missing property 'studyStorage'"),
     (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
       "--set", "checkpointsRemote=not a path", "--dry-run"],
      "checkpointsRemote: \"not a path\" is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "

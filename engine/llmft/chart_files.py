@@ -143,15 +143,19 @@ def _allow_original_spellings(schema: dict) -> None:
     template["enum"] = template["enum"] + list(ORIGINAL_NAMES)
 
 
-# Keys a values file may leave out (null or absent in values.yaml). Every other key is required: `--set KEY=null`
-# deletes a key, and a template would then fail with a nil pointer instead of naming the key.
+# Keys a values file may leave out (null or absent in a chart's values.yaml). Every other top-level key is
+# required: `--set KEY=null` deletes a key, and a template would then fail with a nil pointer instead of naming it.
 OPTIONAL_VALUES = ("activeDeadlineSeconds", "llmft-common", "finetuningImage", "aimManifest")
 
 
-def values_schema() -> dict:
-    schema = _values_schema_without_required()
+def require_every_value(schema: dict) -> dict:
+    """`schema` (a chart's values schema) with every top-level key but OPTIONAL_VALUES required."""
     schema["required"] = [key for key in schema["properties"] if key not in OPTIONAL_VALUES]
     return schema
+
+
+def values_schema() -> dict:
+    return require_every_value(_values_schema_without_required())
 
 
 def _values_schema_without_required() -> dict:

@@ -39,11 +39,19 @@ def _without_null(schema: dict) -> dict:
 
 
 def values_schema() -> dict:
-    from llmft.chart_files import IMAGE_DIGEST, LIBRARY_VALUES, POD_SECURITY, QUANTITY, _object, network_policy_schema
+    from llmft.chart_files import (
+        IMAGE_DIGEST,
+        LIBRARY_VALUES,
+        POD_SECURITY,
+        QUANTITY,
+        _object,
+        network_policy_schema,
+        require_every_value,
+    )
 
     secret_ref = _object({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
                          ["name", "key"])
-    return {
+    return require_every_value({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "llm-evaluate values",
         **_object({
@@ -81,8 +89,8 @@ def values_schema() -> dict:
             "env": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                "properties": {"name": {"type": "string", "minLength": 1}}}},
             "llmft-common": LIBRARY_VALUES,
-        }, ["evaluation"]),
-    }
+        }),
+    })
 
 
 def chart_files(charts_dir: Path) -> dict[Path, str]:

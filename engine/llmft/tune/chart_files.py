@@ -19,7 +19,7 @@ CHART = "llm-tune"
 
 
 def values_schema() -> dict:
-    from llmft.chart_files import _accept_numeric_strings, _object
+    from llmft.chart_files import _accept_numeric_strings, _object, require_every_value
     from llmft.finetune.config import METHODS, config_json_schema
     from llmft.tune.keypath import leaf_pattern
     from llmft.tune.spec import NAME_PATTERN, spec_json_schema
@@ -39,11 +39,11 @@ def values_schema() -> dict:
     properties["name"] = dict(properties["name"], pattern=NAME_PATTERN)
     properties["checkpointsRemote"] = dict(properties["checkpointsRemote"], minLength=1)
     cluster = _cluster_schema()
-    return {
+    return require_every_value({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "llm-tune values",
-        **_object({**properties, **cluster}, ["name", "basemodel", "checkpointsRemote", "finetuning_config", "tune"]),
-    }
+        **_object({**properties, **cluster}),
+    })
 
 
 def cluster_keys() -> tuple[str, ...]:
