@@ -287,6 +287,19 @@ def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_
     assert "experiment two-workers: completed; 2 of 2 trials (2 complete)" in table
     assert f"{remote}/trial-" in table and "/checkpoint-final" in table
 
+    # The best trial's merged model is complete in the bucket, and the inference chart serves it as it is.
+    from harness import CHARTS, render_valid
+
+    from llmft.storage import list_objects, parse_location
+    from llmft.tune.results import best_trial, load
+
+    final = best_trial(load(remote))["checkpoint_final"]
+    assert final.startswith(f"{remote}/trial-") and final.endswith("/checkpoint-final")
+    files = set(list_objects(parse_location(final)))
+    assert {"config.json", "model.safetensors", ".llmft-manifest.json"} <= files
+    served = render_valid(CHARTS / "llm-inference-vllm", set_values=[f"model={final}"], release_name="best")
+    assert final in json.dumps(served.documents)
+
 
 def test_the_reference_is_generated_from_the_spec_models_and_its_example_is_valid():
     from harness import REPO
