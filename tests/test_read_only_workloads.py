@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from harness import CHARTS, OVERRIDES
+
 from llmft.storage import list_objects, parse_location, read_manifest
 
 

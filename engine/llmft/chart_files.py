@@ -54,9 +54,10 @@ POD_SECURITY = _object({
 })
 IMAGE_DIGEST = {"type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$",
                 "description": "sha256:... digest; when set the image is pulled as repository@digest."}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 _ENDPOINT = _object({"cidr": {"type": "string", "minLength": 1},
                      "except": {"type": "array", "items": {"type": "string"}},
-                     "ports": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 65535}}},
+                     "ports": {"type": "array", "minItems": 1, "items": _PORT}},
                     ["cidr", "ports"])
 
 
