@@ -85,6 +85,9 @@ CASES = [
       "--set", "gpuResourceName=null", "--dry-run"], "missing property 'gpuResourceName'"),
     (["local", "{charts}/llm-tune", "-f", "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
       "--set", "studyStorage=null", "--dry-run"], "missing property 'studyStorage'"),
+    (["local", "{charts}/llm-tune", "-f", "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
+      "--set", "finetuning_config.training_args.push_to_hub=true", "--dry-run"],
+     "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub"),
     (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
       "--set", "checkpointsRemote=not a path", "--dry-run"],
      "checkpointsRemote: \"not a path\" is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "

@@ -11,6 +11,9 @@
 - `charts/llmft-common/templates/_generated_locations.tpl`: the location rule of
   `llmft.storage.location` and `llmft.finetune.config.location_problem` as template
   helpers, used by every chart for its bucket locations.
+- `charts/llmft-common/templates/_generated_original_spellings.tpl`: the original
+  tutorial's engine keys and template names (`ORIGINAL_KEYS`, `ORIGINAL_NAMES` of the
+  engine) read or refused at render, as the engine does; used by llm-finetune and llm-tune.
 - `charts/llm-finetune/files/presets/<preset>/`: the accelerate (and DeepSpeed)
   files of each `distributedType`, from `llmft.finetune.distributed`.
 - `charts/llm-evaluate/values.schema.json`: the evaluation spec's schema under
@@ -463,8 +466,9 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
     return "\n".join(lines)
 
 
-def _original_spelling_checks() -> list[str]:
-    """Template code failing like the engine on the original engine's values it does not read."""
+def original_spelling_checks() -> str:
+    """`llmft-common.checkOriginalSpellings`: fails like the engine on the original engine's values it does not
+    read (ORIGINAL_KEYS, ORIGINAL_NAMES). Called with finetuning_config by the finetune and tune charts."""
     from llmft.finetune.config import MOVED_KEYS, ORIGINAL_KEYS
     from llmft.finetune.templates import ORIGINAL_NAMES
 
@@ -481,7 +485,13 @@ def _original_spelling_checks() -> list[str]:
         name_given = '(toString (dig "data_conf" "chat_template_name" "" $config))'
         blocks.append(f"{{{{- if eq {name_given} {json.dumps(name)} }}}}"
                       f"{{{{ fail {json.dumps(message)} }}}}{{{{ end }}}}")
-    return blocks
+    return GENERATED_HEADER + """
+{{/* The original engine's spellings in finetuning_config: read by the engine, or refused naming the fix. */}}
+{{- define "llmft-common.checkOriginalSpellings" -}}
+{{- $config := . | default dict -}}
+""" + "\n".join(blocks) + """
+{{- end -}}
+"""
 
 
 def finetune_checks() -> str:
@@ -506,7 +516,7 @@ def finetune_checks() -> str:
         locations.extend(_location_fields(config_model(method)))
         for relation in config_model(method).RELATIONS:
             relations.setdefault(relation, ([], schema))[0].append(method)
-    blocks = _original_spelling_checks()
+    blocks = []
     for path, (options, node) in numeric.items():
         allowed = _describe(node)
         blocks.append(_walk_template(path, "$config", lambda key, value, options=options, allowed=allowed: (
@@ -564,7 +574,8 @@ def expected_files(charts_dir: Path) -> dict[Path, str]:
     chart = charts_dir / CHART
     files = {chart / "values.schema.json": json.dumps(values_schema(), indent=2) + "\n",
              chart / "templates" / "_generated_checks.tpl": finetune_checks(),
-             charts_dir / "llmft-common" / "templates" / "_generated_locations.tpl": location_helpers()}
+             charts_dir / "llmft-common" / "templates" / "_generated_locations.tpl": location_helpers(),
+             charts_dir / "llmft-common" / "templates" / "_generated_original_spellings.tpl": original_spelling_checks()}
     for relative, content in preset_files().items():
         files[chart / "files" / "presets" / relative] = content
     from llmft.evaluate.chart import chart_files as evaluate_chart_files

@@ -37,38 +37,6 @@ to their bounds, locations, and the rules between keys (`RELATIONS` of the confi
 {{- define "llm-finetune.generatedChecks" -}}
 {{- $config := .Values.finetuning_config | default dict -}}
 {{- $method := dig "method" "sft" $config -}}
-{{- if and (kindIs "map" $config) (hasKey $config "training_args") }}
-{{- if and (kindIs "map" (index $config "training_args")) (hasKey (index $config "training_args") "bf16") }}
-{{- if not (has (toJson (index (index $config "training_args") "bf16")) (list "true")) }}{{ fail (printf "%s: unknown key, got %s (precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `bf16: true` is read as dtype: bf16)" "finetuning_config.training_args.bf16" (toJson (index (index $config "training_args") "bf16"))) }}{{ end }}
-{{- end }}
-{{- end }}
-{{- if and (kindIs "map" $config) (hasKey $config "training_args") }}
-{{- if and (kindIs "map" (index $config "training_args")) (hasKey (index $config "training_args") "fp16") }}
-{{- if not (has (toJson (index (index $config "training_args") "fp16")) (list "true")) }}{{ fail (printf "%s: unknown key, got %s (precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `fp16: true` is read as dtype: fp16)" "finetuning_config.training_args.fp16" (toJson (index (index $config "training_args") "fp16"))) }}{{ end }}
-{{- end }}
-{{- end }}
-{{- if and (kindIs "map" $config) (hasKey $config "run_conf") }}
-{{- if and (kindIs "map" (index $config "run_conf")) (hasKey (index $config "run_conf") "model_args") }}
-{{- if and (kindIs "map" (index (index $config "run_conf") "model_args")) (hasKey (index (index $config "run_conf") "model_args") "torch_dtype") }}
-{{- if not (has (toJson (index (index (index $config "run_conf") "model_args") "torch_dtype")) (list "\"bfloat16\"" "\"float16\"" "\"float32\"" "\"auto\"")) }}{{ fail (printf "%s: unknown key, got %s (use run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); bfloat16, float16, float32 and auto are read as such)" "finetuning_config.run_conf.model_args.torch_dtype" (toJson (index (index (index $config "run_conf") "model_args") "torch_dtype"))) }}{{ end }}
-{{- end }}
-{{- end }}
-{{- end }}
-{{- if and (kindIs "map" $config) (hasKey $config "training_args") }}
-{{- if and (kindIs "map" (index $config "training_args")) (hasKey (index $config "training_args") "push_to_hub") }}
-{{- if not (has (toJson (index (index $config "training_args") "push_to_hub")) (list "false")) }}{{ fail (printf "%s: unknown key, got %s (the engine never pushes to the Hub (only `push_to_hub: false` is accepted): outputs go to checkpoints_remote; remove the key)" "finetuning_config.training_args.push_to_hub" (toJson (index (index $config "training_args") "push_to_hub"))) }}{{ end }}
-{{- end }}
-{{- end }}
-{{- if and (kindIs "map" $config) (hasKey $config "run_conf") }}
-{{- if and (kindIs "map" (index $config "run_conf")) (hasKey (index $config "run_conf") "model_args") }}
-{{- if and (kindIs "map" (index (index $config "run_conf") "model_args")) (hasKey (index (index $config "run_conf") "model_args") "use_cache") }}
-{{- if not (has (toJson (index (index (index $config "run_conf") "model_args") "use_cache")) (list "false")) }}{{ fail (printf "%s: unknown key, got %s (training always runs without the KV cache (only `use_cache: false` is accepted); remove the key)" "finetuning_config.run_conf.model_args.use_cache" (toJson (index (index (index $config "run_conf") "model_args") "use_cache"))) }}{{ end }}
-{{- end }}
-{{- end }}
-{{- end }}
-{{- if eq (toString (dig "data_conf" "chat_template_name" "" $config)) "mistral-with-system" }}{{ fail "finetuning_config.data_conf.chat_template_name: a template name of the original engine, got \"mistral-with-system\" (the original engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original (the model's own template, e.g. TinyLlama-Chat's) or chat-ml)" }}{{ end }}
-{{- if eq (toString (dig "data_conf" "chat_template_name" "" $config)) "simplified-llama31" }}{{ fail "finetuning_config.data_conf.chat_template_name: a template name of the original engine, got \"simplified-llama31\" (use llama-3 (the same turns; message content is not trimmed))" }}{{ end }}
-{{- if eq (toString (dig "data_conf" "chat_template_name" "" $config)) "poro" }}{{ fail "finetuning_config.data_conf.chat_template_name: a template name of the original engine, got \"poro\" (the `<|user|>`/`<|assistant|>` template is not offered; use chat-ml or keep-original)" }}{{ end }}
 {{- if and (kindIs "map" $config) (hasKey $config "data_conf") }}
 {{- if and (kindIs "map" (index $config "data_conf")) (hasKey (index $config "data_conf") "training_data") }}
 {{- if and (kindIs "map" (index (index $config "data_conf") "training_data")) (hasKey (index (index $config "data_conf") "training_data") "datasets") }}

@@ -35,6 +35,7 @@ locations the chart's own keys hold, by the engine's location rule (llmft-common
 */}}
 {{- define "llm-finetune.checkValues" -}}
 {{- include "llm-finetune.generatedChecks" . -}}
+{{- include "llmft-common.checkOriginalSpellings" .Values.finetuning_config -}}
 {{- include "llmft-common.refuseOriginalKeys" (list .Values (dict
       "finetuningImage" "set image.repository and image.tag instead (the original engine's image does not run llmft; the default is this suite's image): remove the key"
       "aimManifest" "this chart writes no AIM manifest: remove the key (serve the result with the llm-inference-vllm chart)")) -}}

@@ -18,6 +18,7 @@ Render-time checks the JSON Schema cannot express (`llmft tune` checks the same 
 config model: llmft.tune.spec). Unknown key paths already fail in values.schema.json.
 */}}
 {{- define "llm-tune.checkValues" -}}
+{{- include "llmft-common.checkOriginalSpellings" .Values.finetuning_config -}}
 {{- include "llmft-common.checkLocation" (list "basemodel" .Values.basemodel) -}}
 {{- include "llmft-common.checkBucketLocation" (list "checkpointsRemote" .Values.checkpointsRemote) -}}
 {{- range $index, $parameter := .Values.tune.search_space -}}
