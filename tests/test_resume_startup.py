@@ -77,7 +77,7 @@ def test_relaunch_restores_beside_the_imports_reports_its_time_line_and_keeps_pe
     timeline = summary["timeline"]
     assert timeline["origin"] == "process start"
     seconds = timeline["seconds"]
-    order = ["interpreter", "imports", "data", "model", "optimizer", "first_step", "first_step_done"]
+    order = ["interpreter", "imports", "data", "model", "trainer", "optimizer", "first_step", "first_step_done"]
     assert [seconds[name] for name in order] == sorted(seconds[name] for name in order), seconds
     # The download began before the heavy imports were done: it overlaps them.
     assert seconds["interpreter"] <= seconds["restore_started"] < seconds["imports"]

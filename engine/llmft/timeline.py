@@ -2,7 +2,7 @@
 
 A relaunched pod's cost is the time to its first training step. The phases that make it up are
 marked as they finish (`mark`): `interpreter` (Python up, the `llmft` command entered), `imports`
-(torch, transformers, trl, datasets), `data` (read, validated and encoded), `model` (loaded),
+(torch, transformers, trl, datasets), `data` (read and validated), `model` (loaded), `trainer` (built),
 `optimizer` (the Trainer restored the checkpoint's weights, optimizer, scheduler and RNG state),
 `first_step` (the first optimizer step after those began) and `first_step_done`. The restore of a
 remote checkpoint runs in a thread beside them, so it is a span (`restore_started`,
@@ -28,8 +28,8 @@ _origin_kind = ""
 _marks: dict[str, float] = {}
 
 # The order of the phases in the log line and the summary block.
-PHASES = ("interpreter", "imports", "restore_started", "restore_done", "data", "model", "optimizer", "first_step",
-          "first_step_done")
+PHASES = ("interpreter", "imports", "restore_started", "restore_done", "data", "model", "trainer", "optimizer",
+          "first_step", "first_step_done")
 
 
 def process_start_time() -> float | None:

@@ -324,6 +324,7 @@ def attach_callbacks(trainer, config: CommonConfig, run: Run, plan: Plan, tokeni
     """Progress lines + metrics.jsonl, model-folder extras, trackers, extra callbacks, checkpoint sync."""
     from transformers.trainer_callback import PrinterCallback
 
+    timeline.mark("trainer")  # built: what remains before training is loading the checkpoint's state
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dicts
     for callback in outputs.make_callbacks(run.output_dir, run.state.is_main_process, tokenizer, generation_config):
         trainer.add_callback(callback)
