@@ -155,7 +155,7 @@ def test_unreachable_bucket_is_one_line_error(tiny_model_dir, tmp_path):
            "BUCKET_STORAGE_SECRET_KEY": "b", "LLMFT_TRANSFER_ATTEMPTS": "1"}
     result = subprocess.run([LLMFT, "download-model", str(tiny_model_dir), "somebucket/models/x"], env=env,
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 1  # may pass on its own: the Job retries (exit status 2 is final)
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: cannot reach bucket storage at http://127.0.0.1:9")
     assert "Traceback" not in result.stderr

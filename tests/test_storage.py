@@ -192,7 +192,7 @@ def test_unreachable_endpoint_names_the_variable(tmp_path):
            "BUCKET_STORAGE_ACCESS_KEY": "k", "BUCKET_STORAGE_SECRET_KEY": "s",
            "LLMFT_TRANSFER_ATTEMPTS": "1"}
     result = run_cli("storage", "ls", "some-bucket/x", env=env)
-    assert result.returncode == 2
+    assert result.returncode == 1  # may pass on its own: a Job retries it
     assert result.stderr.startswith("error: cannot reach bucket storage at http://127.0.0.1:")
     assert "check BUCKET_STORAGE_HOST" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

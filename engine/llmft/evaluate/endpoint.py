@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
 
-from llmft.errors import UserError
+from llmft.errors import TransientError, UserError
 from llmft.evaluate.spec import Endpoint, Requests
 
 log = logging.getLogger("llmft.evaluate")
@@ -33,11 +33,9 @@ class RequestFailed(Exception):
     """A request that failed for good (after its retries, or with a status that is not retried)."""
 
 
-class EndpointFailed(UserError):
+class EndpointFailed(TransientError):
     """The target endpoint failed mid-run: one line, no traceback, and exit status 1 (not 2), so a Job restarts
     the pod and the evaluation resumes from samples.jsonl once the server is back."""
-
-    exit_code = 1
 
 
 class EndpointClient:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmft.errors import UserError
+from llmft.errors import TransientError, UserError
 from llmft.progress import human_bytes
 
 log = logging.getLogger("llmft.data")
@@ -64,9 +64,10 @@ def run_data_script(
     log.info("running the data script %s (output folder %s)", script, output)
     result = subprocess.run([sys.executable, str(script)], env=env, cwd=str(output.parent), check=False)
     if result.returncode != 0:
-        raise UserError(
+        # Retried by the Job (exit status 1): a script that downloads may have met a network failure.
+        raise TransientError(
             f"the data script {script} failed with exit status {result.returncode} (its error is "
-            "above); fix dataScript and run again"
+            "above); if it is a bug, fix dataScript and run again"
         )
     written = sorted(p for p in output.rglob("*") if p.is_file())
     if not any(p.name.endswith((".jsonl", ".json")) for p in written):

@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmft.errors import UserError
+from llmft.errors import TransientError, UserError
 from llmft.progress import Progress, human_bytes
 from llmft.staging.sources import Source, SourceFile, open_source, scratch_folder, select
 from llmft.storage import MANIFEST_NAME, FileEntry, Location, Manifest, parse_location, read_manifest, upload_file
@@ -209,11 +209,12 @@ class _Copier:
     def _verify(self, item: SourceFile, size: int, digest: str, git: str | None) -> None:
         what = f"{item.path} from {self.source.label}"
         if item.size is not None and size != item.size:
-            raise UserError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
+            raise TransientError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
         if item.sha256 and digest != item.sha256:
-            raise UserError(f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; run again")
+            raise TransientError(f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; "
+                                 "run again")
         if git and item.blob_id and git != item.blob_id:
-            raise UserError(
+            raise TransientError(
                 f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; run again"
             )
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from llmft.errors import UserError
+from llmft.errors import TransientError, UserError
 from llmft.staging.sources import Source, SourceFile
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -152,7 +152,7 @@ class HubSource(Source):
                 "(a branch, tag or commit hash)"
             )
         if isinstance(error, errors.RemoteEntryNotFoundError):
-            return UserError(
+            return TransientError(
                 f"file {filename} of model {self.repo_id} disappeared from the Hub during the download: run again"
             )
         if isinstance(error, errors.OfflineModeIsEnabled):
@@ -166,12 +166,12 @@ class HubSource(Source):
                     f"the Hub rejected the token in HF_TOKEN for {self.repo_id} (401): check the "
                     "token (chart: hfTokenSecret)"
                 )
-            return UserError(
+            return TransientError(
                 f"the Hub at {self.endpoint} answered {status} for {self.repo_id}"
                 f"{' file ' + filename if filename else ''}: try again later"
             )
         if _is_connection_error(error):
-            return UserError(
+            return TransientError(
                 f"cannot reach the Hugging Face Hub at {self.endpoint} ({type(error).__name__}): "
                 "check the pod's network access, or HF_ENDPOINT"
             )

@@ -1,14 +1,15 @@
 """What can go wrong with the bucket, as exception types (not message text) callers can tell apart.
 
-Every type is a `UserError` (one line, exit status 2): the message names the endpoint, the
-location and the variable or action that fixes it. `BucketAccessError` groups the problems of
+Every type is a `UserError` (one line, exit status 2, final for a Job): the message names the
+endpoint, the location and the variable or action that fixes it. `BucketUnreachable` and
+`CorruptObject` are `TransientError`s instead (exit status 1: the Job retries, the work resumes). `BucketAccessError` groups the problems of
 the bucket as a whole (unreachable, refused, missing): no other object there can be read
 either, so checkpoint restore stops on them instead of trying an older checkpoint.
 """
 
 from __future__ import annotations
 
-from llmft.errors import UserError
+from llmft.errors import TransientError, UserError
 
 
 class StorageError(UserError):
@@ -19,7 +20,7 @@ class BucketAccessError(StorageError):
     """The bucket as a whole cannot be used: nothing else there is worth trying."""
 
 
-class BucketUnreachable(BucketAccessError):
+class BucketUnreachable(BucketAccessError, TransientError):
     """The endpoint did not answer (or kept failing) through every retry."""
 
 
@@ -43,7 +44,7 @@ class ManifestCorrupt(StorageError):
     """A tree's manifest is not a manifest this engine can read."""
 
 
-class CorruptObject(StorageError):
+class CorruptObject(StorageError, TransientError):
     """An object's bytes do not match the size and sha256 recorded for it."""
 
 
