@@ -73,6 +73,34 @@ def network_policy_schema(**extra: dict) -> dict:
                     **extra})
 
 
+def job_pod_values() -> dict:
+    """The values every chart built on llmft-common shares: bucket, scheduling, image, security, extras."""
+    return {
+        "bucketStorageHost": {"type": "string", "minLength": 1},
+        "bucketCredentialsSecret": _object({"name": {"type": "string", "minLength": 1},
+                                            "accessKeyKey": {"type": "string", "minLength": 1},
+                                            "secretKeyKey": {"type": "string", "minLength": 1}},
+                                           ["name", "accessKeyKey", "secretKeyKey"]),
+        "storageClass": {"type": "string"},
+        "activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 1},
+        "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
+        "tolerations": {"type": "array", "items": {"type": "object"}},
+        "affinity": {"type": "object"},
+        "priorityClassName": {"type": "string"},
+        "imagePullSecrets": {"type": "array", "items": _object({"name": NAME}, ["name"])},
+        "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
+                          "digest": IMAGE_DIGEST,
+                          "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
+        "podSecurity": POD_SECURITY,
+        "env": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                           "properties": {"name": {"type": "string", "minLength": 1}}}},
+        "llmft-common": LIBRARY_VALUES,
+    }
+
+
 # Helm's --set parses integers but leaves floats as strings (`--set ...learning_rate=2e-5` gives "2e-5").
 # The engine reads numeric strings as numbers, so the chart accepts them where a number is expected.
 NUMERIC_STRING = {"type": "string", "pattern": r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"}
@@ -182,34 +210,13 @@ def _values_schema_without_required() -> dict:
             "mergeAdapter": {"type": "boolean"},
             "runTensorboard": {"type": "boolean"},
             "finetuning_config": _finetuning_config_schema(),
+            **job_pod_values(),
             "hfTokenSecret": secret_ref,
-            "bucketStorageHost": {"type": "string", "minLength": 1},
-            "bucketCredentialsSecret": _object({"name": {"type": "string", "minLength": 1},
-                                                "accessKeyKey": {"type": "string", "minLength": 1},
-                                                "secretKeyKey": {"type": "string", "minLength": 1}},
-                                               ["name", "accessKeyKey", "secretKeyKey"]),
-            "storageClass": {"type": "string"},
             "downloadsReservedSize": QUANTITY,
             "checkpointsReservedSize": QUANTITY,
             "sharedMemorySize": QUANTITY,
             "backoffLimit": {"type": "integer", "minimum": 0},
-            "activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 1},
-            "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-            "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-            "tolerations": {"type": "array", "items": {"type": "object"}},
-            "affinity": {"type": "object"},
-            "priorityClassName": {"type": "string"},
-            "imagePullSecrets": {"type": "array", "items": _object({"name": {"type": "string"}}, ["name"])},
-            "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
-                              "digest": IMAGE_DIGEST,
-                              "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
-            "podSecurity": POD_SECURITY,
             "networkPolicy": network_policy_schema(),
-            "env": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                               "properties": {"name": {"type": "string", "minLength": 1}}}},
-            "llmft-common": LIBRARY_VALUES,
             "finetuningImage": {"description": "The original chart's image key: refused at render, naming `image`."},
             "aimManifest": {"description": "The original chart's AIM manifest: refused at render (not written here)."},
             "debug": _object({"skip_checkpoint_upload": {"type": "boolean"},

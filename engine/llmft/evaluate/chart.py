@@ -39,15 +39,7 @@ def _without_null(schema: dict) -> dict:
 
 
 def values_schema() -> dict:
-    from llmft.chart_files import (
-        IMAGE_DIGEST,
-        LIBRARY_VALUES,
-        POD_SECURITY,
-        QUANTITY,
-        _object,
-        network_policy_schema,
-        require_every_value,
-    )
+    from llmft.chart_files import QUANTITY, _object, job_pod_values, network_policy_schema, require_every_value
 
     secret_ref = _object({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
                          ["name", "key"])
@@ -64,31 +56,10 @@ def values_schema() -> dict:
             "gpuResourceName": {"type": "string", "minLength": 1},
             "memory": {"type": "integer", "minimum": 1, "description": "GiB, request and limit."},
             "cpus": {"type": "integer", "minimum": 1},
-            "bucketStorageHost": {"type": "string", "minLength": 1},
-            "bucketCredentialsSecret": _object({"name": {"type": "string", "minLength": 1},
-                                                "accessKeyKey": {"type": "string", "minLength": 1},
-                                                "secretKeyKey": {"type": "string", "minLength": 1}},
-                                               ["name", "accessKeyKey", "secretKeyKey"]),
-            "storageClass": {"type": "string"},
+            **job_pod_values(),
             "downloadsReservedSize": QUANTITY,
             "backoffLimit": {"type": "integer", "minimum": 0},
-            "activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 1},
-            "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-            "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-            "tolerations": {"type": "array", "items": {"type": "object"}},
-            "affinity": {"type": "object"},
-            "priorityClassName": {"type": "string"},
-            "imagePullSecrets": {"type": "array", "items": _object({"name": {"type": "string"}}, ["name"])},
-            "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
-                              "digest": IMAGE_DIGEST,
-                              "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
-            "podSecurity": POD_SECURITY,
             "networkPolicy": network_policy_schema(),
-            "env": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                               "properties": {"name": {"type": "string", "minLength": 1}}}},
-            "llmft-common": LIBRARY_VALUES,
         }),
     })
 

@@ -52,15 +52,7 @@ def cluster_keys() -> tuple[str, ...]:
 
 
 def _cluster_schema() -> dict:
-    from llmft.chart_files import (
-        IMAGE_DIGEST,
-        LIBRARY_VALUES,
-        NAME,
-        POD_SECURITY,
-        QUANTITY,
-        _object,
-        network_policy_schema,
-    )
+    from llmft.chart_files import QUANTITY, _object, job_pod_values, network_policy_schema
 
     secret_ref = _object({"name": {"type": "string"}, "key": {"type": "string"}})
     return {
@@ -71,33 +63,12 @@ def _cluster_schema() -> dict:
         }),
         "gpuResourceName": {"type": "string", "minLength": 1},
         "hfTokenSecret": secret_ref,
-        "bucketStorageHost": {"type": "string", "minLength": 1},
-        "bucketCredentialsSecret": _object({"name": {"type": "string", "minLength": 1},
-                                            "accessKeyKey": {"type": "string", "minLength": 1},
-                                            "secretKeyKey": {"type": "string", "minLength": 1}},
-                                           ["name", "accessKeyKey", "secretKeyKey"]),
-        "storageClass": {"type": "string"},
+        **job_pod_values(),
         "downloadsReservedSize": QUANTITY,
         "checkpointsReservedSize": QUANTITY,
         "sharedMemorySize": QUANTITY,
         "backoffLimitPerIndex": {"type": "integer", "minimum": 0},
-        "activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 1},
-        "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-        "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-        "tolerations": {"type": "array", "items": {"type": "object"}},
-        "affinity": {"type": "object"},
-        "priorityClassName": {"type": "string"},
-        "imagePullSecrets": {"type": "array", "items": _object({"name": NAME}, ["name"])},
-        "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
-                          "digest": IMAGE_DIGEST,
-                          "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
-        "podSecurity": POD_SECURITY,
         "networkPolicy": network_policy_schema(),
-        "env": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                           "properties": {"name": {"type": "string", "minLength": 1}}}},
-        "llmft-common": LIBRARY_VALUES,
     }
 
 
