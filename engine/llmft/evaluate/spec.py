@@ -25,15 +25,9 @@ import string
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmft.errors import UserError
-from llmft.finetune.config import (
-    _format_problems,
-    _inline_refs,
-    _pydantic_problems,
-    location_problem,
-)
+from llmft.finetune.config import _inline_refs, location_problem, read_spec_file, validate_spec
 from llmft.run_layout import CHECKPOINT_PREFIX, EVAL, FINAL
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -340,19 +334,7 @@ def read_spec_source(source: str | os.PathLike | dict) -> dict:
     if isinstance(source, dict):
         data = json.loads(json.dumps(source))
     else:
-        import yaml
-
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"spec file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: an evaluation spec is a mapping (name, target, data, metrics, ...)")
+        data = read_spec_file(Path(source), "an evaluation spec is a mapping (name, target, data, metrics, ...)")
     if set(data) == {"evaluation"} and isinstance(data["evaluation"], dict):
         data = data["evaluation"]
     return data
@@ -362,22 +344,7 @@ def load_spec(source: str | os.PathLike | dict | EvalSpec) -> EvalSpec:
     """Validate a spec file or dict; one UserError listing every problem with its key path and fix."""
     if isinstance(source, EvalSpec):
         return source
-    data = read_spec_source(source)
-    schema = _inline_refs(EvalSpec.model_json_schema())
-    try:
-        spec = EvalSpec.model_validate(data)
-    except ValidationError as error:
-        raise UserError(_format_spec_problems(_pydantic_problems(error, schema))) from None
-    problems = _problems(spec)
-    if problems:
-        raise UserError(_format_spec_problems(problems))
-    return spec
-
-
-def _format_spec_problems(problems: list[tuple]) -> str:
-    text = _format_problems(problems, key_prefix="")
-    text = re.sub(r"(?m)^(  )\.", r"\1", text)  # no key prefix: drop the leading dot
-    return text.replace("invalid config (", "invalid evaluation spec (", 1)
+    return validate_spec(EvalSpec, read_spec_source(source), "evaluation spec", _problems)
 
 
 def spec_json_schema() -> dict:

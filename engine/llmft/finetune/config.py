@@ -888,14 +888,39 @@ def _pydantic_problems(error: ValidationError, schema: dict) -> list[tuple[tuple
 _MISSING = object()
 
 
-def _format_problems(problems: list[tuple[tuple, str, Any]], key_prefix: str) -> str:
+def _format_problems(problems: list[tuple[tuple, str, Any]], key_prefix: str, noun: str = "config") -> str:
     lines = []
     for path, message, value, *after in problems:
-        key = ".".join([key_prefix] + [f"[{p}]" if isinstance(p, int) else str(p) for p in path])
+        key = ".".join(([key_prefix] if key_prefix else []) + [f"[{p}]" if isinstance(p, int) else str(p)
+                                                              for p in path])
         key = key.replace(".[", "[")
         got = "" if value is _MISSING else f", got {_value(value)}"
         note = f" ({after[0]})" if after and after[0] else ""
         lines.append(f"{key}: {message}{got}{note}")
     count = len(lines)
-    header = f"invalid config ({count} problem{'s' if count != 1 else ''}):"
+    header = f"invalid {noun} ({count} problem{'s' if count != 1 else ''}):"
     return header + "\n  " + "\n  ".join(lines)
+
+
+def validate_spec(model: type[BaseModel], data: dict, noun: str, problems=None):
+    """`data` validated by `model` (a spec other than the finetune config: no key prefix); one UserError
+    `invalid <noun> (N problems):` listing every problem, pydantic's and then `problems(spec)`'s."""
+    try:
+        spec = model.model_validate(data)
+    except ValidationError as error:
+        schema = _inline_refs(model.model_json_schema())
+        raise UserError(_format_problems(_pydantic_problems(error, schema), "", noun)) from None
+    found = problems(spec) if problems else []
+    if found:
+        raise UserError(_format_problems(found, "", noun))
+    return spec
+
+
+def read_spec_file(path: Path, what: str) -> dict:
+    """A YAML spec file that must hold a mapping (`what` says what it is and which keys it has)."""
+    from llmft.yamlfile import read_yaml
+
+    data = read_yaml(Path(path), "spec file")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what}")
+    return data

@@ -33,15 +33,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmft.errors import UserError
 from llmft.finetune.config import (
     DEFAULT_KEY_PREFIX,
     METHODS,
-    _format_problems,
     _inline_refs,
     _pydantic_problems,
     config_json_schema,
     config_model,
+    read_spec_file,
+    validate_spec,
 )
 from llmft.tune import algorithms, keypath, metrics
 
@@ -448,40 +448,13 @@ def optuna_parameters(spec: TuneSpec) -> list:
 def read_spec_source(source: str | os.PathLike | dict) -> dict:
     if isinstance(source, dict):
         return json.loads(json.dumps(source))
-    import yaml
-
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: an experiment spec is a mapping (name, basemodel, finetuning_config, tune, ...)")
-    return data
+    return read_spec_file(Path(source), "an experiment spec is a mapping (name, basemodel, finetuning_config, "
+                                        "tune, ...)")
 
 
 def load_spec(source: str | os.PathLike | dict) -> TuneSpec:
     """Validate a spec file or dict; one UserError listing every problem with its key path and fix."""
-    data = read_spec_source(source)
-    schema = _inline_refs(TuneSpec.model_json_schema())
-    try:
-        spec = TuneSpec.model_validate(data)
-    except ValidationError as error:
-        raise UserError(_format_spec_problems(_pydantic_problems(error, schema))) from None
-    problems = _problems(spec)
-    if problems:
-        raise UserError(_format_spec_problems(problems))
-    return spec
-
-
-def _format_spec_problems(problems: list[tuple]) -> str:
-    text = _format_problems(problems, key_prefix="")
-    text = re.sub(r"(?m)^(  )\.", r"\1", text)  # no key prefix: drop the leading dot
-    return text.replace("invalid config (", "invalid experiment spec (", 1)
+    return validate_spec(TuneSpec, read_spec_source(source), "experiment spec", _problems)
 
 
 def spec_json_schema() -> dict:
