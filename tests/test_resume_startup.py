@@ -20,7 +20,7 @@ import yaml
 from llmft.run_layout import MANIFEST_NAME, RUN_COMPLETE_MARKER
 from llmft.storage import parse_location
 from llmft.storage.client import s3_client
-from llmft.storage.errors import StorageError
+from llmft.storage.errors import CorruptObject
 from llmft.storage.transfer import TransferSettings, head_object, list_objects, upload_file
 from llmft.sync.remote_ops import upload_verified_tree
 
@@ -138,7 +138,7 @@ def test_bytes_that_do_not_match_their_checksum_are_refused_by_the_server(bucket
     path = tmp_path / "weights.bin"
     path.write_bytes(b"the real bytes")
     wrong = hashlib.sha256(b"what the hash was taken of").hexdigest()
-    with pytest.raises(StorageError):
+    with pytest.raises(CorruptObject, match="did not match their checksum"):
         upload_file(path, parse_location(f"{bucket}/x/weights.bin"), settings=TransferSettings(attempts=1),
                     sha256=wrong)
     assert list_objects(parse_location(f"{bucket}/x")) == {}

@@ -20,6 +20,7 @@ from llmft.storage.errors import (
     AccessDenied,
     BucketNotFound,
     BucketUnreachable,
+    CorruptObject,
     StorageError,
 )
 
@@ -112,6 +113,7 @@ def _make_client(settings: StorageSettings):
     )
 
 
+_CHECKSUM_CODES = {"BadDigest", "XAmzContentChecksumMismatch"}
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"}
 
 
@@ -154,7 +156,7 @@ def is_transient(error: BaseException) -> bool:
         code = error.response.get("Error", {}).get("Code", "")
         # BadDigest: the bytes that arrived do not match the checksum sent with them (damaged on the way).
         return status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                                         "BadDigest", "XAmzContentChecksumMismatch"}
+                                         *_CHECKSUM_CODES}
     return False
 
 
@@ -192,6 +194,11 @@ def storage_error(error: BaseException, location: object,
             return BucketNotFound(
                 f"bucket {bucket!r} does not exist at {where} (location {location}): "
                 f"create it or fix the path{hint}"
+            )
+        if code in _CHECKSUM_CODES:
+            return CorruptObject(
+                f"bucket storage at {where} refused the bytes sent to {location} on every attempt: they did not "
+                f"match their checksum ({code}); the file changed while it was sent, or the path damages data"
             )
         if is_transient(error):
             return BucketUnreachable(
