@@ -52,7 +52,8 @@ def sft_config(folder: Path, model_dir: Path, output: Path, remote: str, seed: i
     """The tutorial's config shape, full-parameter on the tiny model, streaming to `remote`."""
     import yaml
 
-    data = folder / "train.jsonl"
+    # One data file for every launch: a relaunch runs the same config (a finished run refuses another).
+    data = model_dir.parent / "resume-faults-train.jsonl"
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = {
