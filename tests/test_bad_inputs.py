@@ -58,6 +58,8 @@ CASES = [
     (["storage", "cp", "./nope", "default-bucket/x"], "nope does not exist"),
     (["storage", "ls", "./local"], "is a local path; `llmft storage ls` lists bucket locations"),
     (["storage", "nope"], "invalid choice: 'nope'"),
+    (["storage", "cp", "./fulldir", "./file.txt"], "file.txt is a file, so a folder cannot be copied onto it"),
+    (["storage", "cp", "./good.jsonl", "./file.txt"], "./file.txt already exists and differs from what would be"),
     # distributed helpers
     (["estimate-memory", "--params", "abc"], "a parameter count such as 8e9, got 'abc'"),
     (["estimate-memory", "--params", "-5"], "must be positive, got '-5'"),

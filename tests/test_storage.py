@@ -238,3 +238,34 @@ def test_server_side_tree_copy_is_complete_and_verified(bucket, tmp_path):
     assert all((tmp_path / "dst" / relative).read_bytes() == data for relative, data in files.items())
     with pytest.raises(UserError, match="incomplete"):
         copy_remote_tree(parse_location(f"{bucket}/run/nothing"), parse_location(f"{bucket}/run/x"))
+
+
+def test_copy_never_replaces_a_different_file_unless_asked(bucket, tmp_path):
+    """`llmft storage cp` onto an existing, different file (local or in the bucket) is refused before anything is
+    written; the same content is a no-op, `--overwrite` replaces; a folder never lands on a file."""
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    other = tmp_path / "other.txt"
+    other.write_text("other")
+    with pytest.raises(UserError, match=r"already exists and differs .*pass --overwrite"):
+        copy(str(other), str(mine))
+    assert mine.read_text() == "mine"
+    copy(str(mine), str(mine.with_name("copy.txt")))
+    copy(str(mine), str(mine.with_name("copy.txt")))  # the same bytes again: fine
+    copy(str(other), str(mine), overwrite=True)
+    assert mine.read_text() == "other"
+
+    remote = f"{bucket}/files/a.txt"
+    copy(str(mine), remote)
+    (tmp_path / "changed.txt").write_text("changed")
+    with pytest.raises(UserError, match=rf"s3://{bucket}/files/a.txt already exists and differs"):
+        copy(str(tmp_path / "changed.txt"), remote)
+    mine.write_text("edited locally")
+    with pytest.raises(UserError, match="mine.txt already exists and differs"):
+        copy(remote, str(mine))  # a download onto a different local file too
+    assert mine.read_text() == "edited locally"
+
+    tree = tmp_path / "tree"
+    make_tree(tree)
+    with pytest.raises(UserError, match="mine.txt is a file, so a folder cannot be copied onto it"):
+        copy(str(tree), str(mine))

@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cp = actions.add_parser("cp", help="copy a file or a whole tree (trees get a manifest, written last)")
     cp.add_argument("source")
     cp.add_argument("destination")
+    cp.add_argument("--overwrite", action="store_true", help="replace a different file already at the destination")
     cp.set_defaults(func=_cp)
 
     ls = actions.add_parser("ls", help="list a bucket prefix; folders show whether they are complete")
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cp(args: argparse.Namespace) -> int:
     from llmft.storage import copy
 
-    report = copy(args.source, args.destination)
+    report = copy(args.source, args.destination, overwrite=args.overwrite)
     print(f"copied {len(report.transferred)} file(s), skipped {len(report.skipped)} unchanged")
     return 0
 

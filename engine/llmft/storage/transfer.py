@@ -450,8 +450,36 @@ def is_remote_tree(location: Location) -> bool:
     return bool(list_objects(location))
 
 
-def copy(source: str | Location, destination: str | Location, settings: TransferSettings | None = None) -> TransferReport:
-    """Copy a file or a tree between any two locations (the engine of `llmft storage cp`)."""
+def _refuse_overwrite(destination: Location, digest: str | None, overwrite: bool,
+                      settings: TransferSettings) -> None:
+    """A file copy must not silently replace a different file that is already there (`--overwrite` may)."""
+    if overwrite:
+        return
+    if destination.is_local:
+        if destination.path.is_dir():
+            raise UserError(f"{destination.path} is a folder; give the file's own path as the destination")
+        if not destination.path.is_file() or (digest and sha256_file(destination.path) == digest):
+            return
+    else:
+        head = head_object(destination, settings)
+        if head is None or (digest and head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest):
+            return
+    raise UserError(f"{destination} already exists and differs from what would be copied; pass --overwrite to "
+                    "replace it, or choose another destination")
+
+
+def _refuse_tree_onto_file(destination: Location) -> None:
+    if destination.is_local and destination.path.is_file():
+        raise UserError(f"{destination.path} is a file, so a folder cannot be copied onto it; give a folder path")
+
+
+def copy(source: str | Location, destination: str | Location, settings: TransferSettings | None = None,
+         overwrite: bool = False) -> TransferReport:
+    """Copy a file or a tree between any two locations (the engine of `llmft storage cp`).
+
+    A tree never lands on a file; a file replaces a different existing file only with `overwrite`
+    (a tree copy skips files that are already the same and replaces the others, as a re-run should).
+    """
     settings = settings or TransferSettings()
     src = source if isinstance(source, Location) else parse_location(source)
     dst = destination if isinstance(destination, Location) else parse_location(destination)
@@ -459,6 +487,14 @@ def copy(source: str | Location, destination: str | Location, settings: Transfer
         path = src.path
         if not path.exists():
             raise UserError(f"{path} does not exist")
+        if path.is_dir():
+            _refuse_tree_onto_file(dst)
+        elif dst.is_local and dst.path.is_dir():
+            dst = dst.child(path.name)
+        elif not dst.is_local and (dst.key.endswith("/") or not dst.key):
+            dst = dst.child(path.name)
+        if path.is_file():
+            _refuse_overwrite(dst, sha256_file(path), overwrite, settings)
         if dst.is_local:
             if path.is_dir():
                 shutil.copytree(path, dst.path, dirs_exist_ok=True)
@@ -468,27 +504,29 @@ def copy(source: str | Location, destination: str | Location, settings: Transfer
             return TransferReport(transferred=[str(path)])
         if path.is_dir():
             return upload_tree(path, dst, settings)
-        if dst.key.endswith("/") or not dst.key:
-            dst = dst.child(path.name)
         entry = upload_file(path, dst, Progress(f"upload {dst}", path.stat().st_size), settings)
         return TransferReport(transferred=[path.name], bytes_transferred=entry.size)
     if is_remote_tree(src):
         if dst.is_local:
+            _refuse_tree_onto_file(dst)
             return download_tree(src, dst.path, settings)
         with tempfile.TemporaryDirectory(prefix="llmft-copy-") as scratch:
             download_tree(src, Path(scratch), settings)
             return upload_tree(Path(scratch), dst, settings)
+    head = head_object(src, settings)
+    if head is None:
+        raise ObjectNotFound(f"{src} does not exist")
+    digest = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
     if dst.is_local:
         target = dst.path / src.name if (dst.path.is_dir() or str(dst.key).endswith("/")) else dst.path
-        head = head_object(src, settings)
-        if head is None:
-            raise ObjectNotFound(f"{src} does not exist")
+        _refuse_overwrite(Location(None, str(target)), digest, overwrite, settings)
         entry = download_file(src, target, None, Progress(f"download {src}", int(head["ContentLength"])), settings)
         return TransferReport(transferred=[src.name], bytes_transferred=entry.size)
+    if dst.key.endswith("/") or not dst.key:
+        dst = dst.child(src.name)
+    _refuse_overwrite(dst, digest, overwrite, settings)
     with tempfile.TemporaryDirectory(prefix="llmft-copy-") as scratch:
         local = Path(scratch) / src.name
         download_file(src, local, settings=settings)
-        if dst.key.endswith("/") or not dst.key:
-            dst = dst.child(src.name)
         entry = upload_file(local, dst, settings=settings)
         return TransferReport(transferred=[src.name], bytes_transferred=entry.size)
