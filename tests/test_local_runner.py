@@ -159,3 +159,24 @@ def test_read_only_root_filesystem_allows_writes_to_volumes(bucket, runner_env, 
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "caller-home" / ".cache" / "some-library" / "index").exists()
     assert read_object(parse_location(f"{bucket}/ro.txt")) == b"hello from the pod via work"
+
+
+def test_a_relative_local_path_means_the_callers_folder(bucket, runner_env, tiny_model_dir, tmp_path, monkeypatch):
+    """`llmft local ... --set modelID=./model` from the folder that holds ./model (as the demo does): the container
+    runs in its image-root stand-in, so the runner gives it the path from the caller's folder, made absolute."""
+    import shutil
+
+    from llmft.local.pods import PathMapper
+
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    mapper = PathMapper({"/downloads": tmp_path / "volumes" / "downloads"})
+    assert mapper("./model ./missing /downloads/x") == \
+        f"{tmp_path / 'model'} ./missing {tmp_path / 'volumes' / 'downloads'}/x"
+
+    chart = Path(__file__).resolve().parent.parent / "charts" / "download-model-to-bucket"
+    result = subprocess.run([sys.executable, "-m", "llmft", "local", str(chart), "--set", "modelID=./model",
+                             "--set", f"bucketModelPath={bucket}/models/tiny", "--name", "relative"],
+                            env=runner_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_object(parse_location(f"{bucket}/models/tiny/config.json"))

@@ -98,8 +98,12 @@ class PathMapper:
 
     One pass over the text, the longest mount point first, so a folder already rewritten is never rewritten
     again. A path below a mount point that exists on this machine is the caller's own (a local model given with
-    `--set`, often under /tmp) and is kept; the mount point itself is always rewritten.
+    `--set`, often under /tmp) and is kept; the mount point itself is always rewritten. A relative path
+    (`./x`, `../x`) that exists from the caller's folder is the caller's too: it is made absolute, because
+    the container's process runs elsewhere (its image root stand-in).
     """
+
+    RELATIVE = re.compile(r"(?<![\w./-])(\.\.?/[^\s,;:'\"]*)")
 
     def __init__(self, mounts: dict[str, Path]):
         self.mounts = {mount.rstrip("/") or "/": local for mount, local in mounts.items()}
@@ -107,6 +111,8 @@ class PathMapper:
         self.pattern = re.compile(r"(?<![\w./-])(" + alternatives + r")(?=/|$|[\s,;:'\"])") if self.mounts else None
 
     def __call__(self, text: str) -> str:
+        text = self.RELATIVE.sub(lambda match: str(Path(match.group(1)).resolve()) if Path(match.group(1)).exists()
+                                 else match.group(1), text)
         if self.pattern is None:
             return text
         return self.pattern.sub(lambda match: self._replace(match, text), text)
