@@ -72,9 +72,13 @@ def _plain_boto3_client():
     """boto3 as a user would call it: only the endpoint and credentials, every other setting boto3's default."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=os.environ["BUCKET_STORAGE_HOST"],
-                        aws_access_key_id=os.environ["BUCKET_STORAGE_ACCESS_KEY"],
-                        aws_secret_access_key=os.environ["BUCKET_STORAGE_SECRET_KEY"], region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["BUCKET_STORAGE_HOST"],
+        aws_access_key_id=os.environ["BUCKET_STORAGE_ACCESS_KEY"],
+        aws_secret_access_key=os.environ["BUCKET_STORAGE_SECRET_KEY"],
+        region_name="us-east-1",
+    )
 
 
 def _upload_throughput(work: Path, quick: bool) -> dict:
@@ -103,27 +107,37 @@ def _upload_throughput(work: Path, quick: bool) -> dict:
 
     def parallel_raw():
         with ThreadPoolExecutor(max_workers=len(files)) as pool:
-            list(pool.map(lambda path: raw_client.upload_file(str(path), "bench", f"raw/checkpoint-100/{path.name}"),
-                          files))
+            list(
+                pool.map(
+                    lambda path: raw_client.upload_file(str(path), "bench", f"raw/checkpoint-100/{path.name}"), files
+                )
+            )
 
     def cpu_timed(name, action):
         def timed():
             started = time.process_time()
             action()
             cpu[name].append(time.process_time() - started)
+
         return timed
 
-    prefixes = {"ours": "bench/ours", "sequential single-stream": "bench/sequential",
-                "parallel raw boto3": "bench/raw"}
+    prefixes = {"ours": "bench/ours", "sequential single-stream": "bench/sequential", "parallel raw boto3": "bench/raw"}
 
     def setup(name: str) -> None:
         delete_tree(parse_location(prefixes[name]))  # no "unchanged, skipped" shortcuts
 
     candidates = {"ours": ours, "sequential single-stream": sequential, "parallel raw boto3": parallel_raw}
     times = interleaved({name: cpu_timed(name, action) for name, action in candidates.items()}, repeats, setup)
-    return {"bytes": total, "files": len(files), "repeats": repeats, "workers": settings.workers,
-            "runs_s": times, "median_s": {name: median(values) for name, values in times.items()},
-            "cpu_runs_s": cpu, "cpu_s_per_gib": {name: median(values) * GIB / total for name, values in cpu.items()}}
+    return {
+        "bytes": total,
+        "files": len(files),
+        "repeats": repeats,
+        "workers": settings.workers,
+        "runs_s": times,
+        "median_s": {name: median(values) for name, values in times.items()},
+        "cpu_runs_s": cpu,
+        "cpu_s_per_gib": {name: median(values) * GIB / total for name, values in cpu.items()},
+    }
 
 
 def _training_overhead(work: Path, quick: bool) -> dict:
@@ -133,9 +147,15 @@ def _training_overhead(work: Path, quick: bool) -> dict:
     from llmft.sync import CheckpointSync
 
     hidden, layers, steps, save_steps, repeats = (64, 2, 12, 4, 2) if quick else (256, 4, 40, 10, 3)
-    config = LlamaConfig(vocab_size=4096, hidden_size=hidden, intermediate_size=hidden * 3,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=128)
+    config = LlamaConfig(
+        vocab_size=4096,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+    )
     ids = torch.randint(3, 4000, (256, 64), generator=torch.Generator().manual_seed(0))
     dataset = [{"input_ids": row, "labels": row.clone()} for row in ids]
     train_seconds: dict[str, list[float]] = {"sync on": [], "sync off": []}
@@ -148,10 +168,19 @@ def _training_overhead(work: Path, quick: bool) -> dict:
         shutil.rmtree(output, ignore_errors=True)
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-        args = TrainingArguments(output_dir=str(output), max_steps=steps, save_strategy="steps",
-                                 save_steps=save_steps, save_total_limit=2, per_device_train_batch_size=8,
-                                 logging_steps=10_000, report_to=[], use_cpu=True, disable_tqdm=True,
-                                 dataloader_num_workers=0)
+        args = TrainingArguments(
+            output_dir=str(output),
+            max_steps=steps,
+            save_strategy="steps",
+            save_steps=save_steps,
+            save_total_limit=2,
+            per_device_train_batch_size=8,
+            logging_steps=10_000,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
         sync = None
         callbacks = []
         if name == "sync on":
@@ -180,12 +209,19 @@ def _training_overhead(work: Path, quick: bool) -> dict:
     finally:
         if saved_affinity is not None:
             os.sched_setaffinity(0, saved_affinity)
-    return {"steps": steps, "save_steps": save_steps, "checkpoint_bytes": checkpoint_bytes[0],
-            "model": f"llama hidden {hidden}, {layers} layers, vocab 4096", "repeats": repeats,
-            "training_cpus": sorted(training_cpus)[:1], "sync_cpus": sorted(sync_cpus),
-            "train_runs_s": train_seconds, "training_thread_cpu_s": thread_cpu,
-            "training_thread_cpu_per_step_s": {name: median(values) / steps for name, values in thread_cpu.items()},
-            "steps_per_s": {name: steps / median(values) for name, values in train_seconds.items()}}
+    return {
+        "steps": steps,
+        "save_steps": save_steps,
+        "checkpoint_bytes": checkpoint_bytes[0],
+        "model": f"llama hidden {hidden}, {layers} layers, vocab 4096",
+        "repeats": repeats,
+        "training_cpus": sorted(training_cpus)[:1],
+        "sync_cpus": sorted(sync_cpus),
+        "train_runs_s": train_seconds,
+        "training_thread_cpu_s": thread_cpu,
+        "training_thread_cpu_per_step_s": {name: median(values) / steps for name, values in thread_cpu.items()},
+        "steps_per_s": {name: steps / median(values) for name, values in train_seconds.items()},
+    }
 
 
 def _pin_thread(name: str, cpus: set[int]) -> None:
@@ -203,7 +239,7 @@ def _train_alternately(one, repeats: int, train_seconds: dict, thread_cpu: dict)
     train_seconds["sync off"].clear()
     thread_cpu["sync off"].clear()
     for index in range(repeats):
-        for name in (("sync on", "sync off") if index % 2 == 0 else ("sync off", "sync on")):
+        for name in ("sync on", "sync off") if index % 2 == 0 else ("sync off", "sync on"):
             one(name)
 
 
@@ -230,25 +266,52 @@ def run(quick: bool) -> dict:
     figures = []
     if link is not None:
         of_link = upload["bytes"] / t["ours"] / link.capacity
-        figures.append(figure("verified upload throughput / link capacity", of_link, ">= 0.85", of_link >= 0.85,
-                              "1.0 = the verified upload fills the link"))
+        figures.append(
+            figure(
+                "verified upload throughput / link capacity",
+                of_link,
+                ">= 0.85",
+                of_link >= 0.85,
+                "1.0 = the verified upload fills the link",
+            )
+        )
     figures += [
-        figure("throughput ours / parallel raw boto3", versus_raw, ">= 0.95", versus_raw >= 0.95,
-               "1.0 = as fast as the raw parallel upload, although ours also hashes, writes a manifest and "
-               "verifies"),
-        figure("throughput ours / sequential single-stream", versus_sequential,
-               ">= 3" if link is not None else "> 1",
-               versus_sequential >= 3 if link is not None else versus_sequential > 1,
-               "what parallel transfers gain over uploading the files one by one in one stream"),
-        figure("CPU seconds per GiB: ours / raw boto3", cpu_ratio, "<= 1.15", cpu_ratio <= 1.15,
-               f"this process's CPU per GiB sent: ours {cpu['ours']:.2f} s, plain boto3 "
-               f"{cpu['parallel raw boto3']:.2f} s, one stream of put_object on our client "
-               f"{cpu['sequential single-stream']:.2f} s"),
-        figure("steps/s with background sync / without", on_off, ">= 0.95", on_off >= 0.95,
-               "1.0 = uploading checkpoints in the background costs training nothing"),
-        figure("training thread CPU seconds per step: without sync / with", thread_ratio,
-               explain="the training thread's own CPU time (staging included), less sensitive to other processes "
-                       "on a shared machine than wall time; waits for the GIL are not in it (informational)"),
+        figure(
+            "throughput ours / parallel raw boto3",
+            versus_raw,
+            ">= 0.95",
+            versus_raw >= 0.95,
+            "1.0 = as fast as the raw parallel upload, although ours also hashes, writes a manifest and verifies",
+        ),
+        figure(
+            "throughput ours / sequential single-stream",
+            versus_sequential,
+            ">= 3" if link is not None else "> 1",
+            versus_sequential >= 3 if link is not None else versus_sequential > 1,
+            "what parallel transfers gain over uploading the files one by one in one stream",
+        ),
+        figure(
+            "CPU seconds per GiB: ours / raw boto3",
+            cpu_ratio,
+            "<= 1.15",
+            cpu_ratio <= 1.15,
+            f"this process's CPU per GiB sent: ours {cpu['ours']:.2f} s, plain boto3 "
+            f"{cpu['parallel raw boto3']:.2f} s, one stream of put_object on our client "
+            f"{cpu['sequential single-stream']:.2f} s",
+        ),
+        figure(
+            "steps/s with background sync / without",
+            on_off,
+            ">= 0.95",
+            on_off >= 0.95,
+            "1.0 = uploading checkpoints in the background costs training nothing",
+        ),
+        figure(
+            "training thread CPU seconds per step: without sync / with",
+            thread_ratio,
+            explain="the training thread's own CPU time (staging included), less sensitive to other processes "
+            "on a shared machine than wall time; waits for the GIL are not in it (informational)",
+        ),
     ]
     return result(
         "Checkpoint streaming: upload throughput, CPU cost and training overhead",

@@ -37,7 +37,7 @@ from pathlib import Path
 from benchmarks.common import bench_bucket, figure, interleaved, median, network, result
 
 REPO = Path(__file__).resolve().parent.parent
-GIB = 1024 ** 3
+GIB = 1024**3
 REMOTE = "bench/experiments/resume-run"
 
 # full: 92M parameters -> 368 MB of fp32 weights + 736 MB of AdamW moments, ~1.03 GiB per checkpoint.
@@ -51,12 +51,21 @@ def _config(model_dir: Path, data: Path, output: Path, max_steps: int) -> dict:
     return {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output), "learning_rate": 1e-4, "max_steps": max_steps,
-                          "save_steps": 1, "logging_steps": 1, "report_to": []},
+        "training_args": {
+            "output_dir": str(output),
+            "learning_rate": 1e-4,
+            "max_steps": max_steps,
+            "save_steps": 1,
+            "logging_steps": 1,
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
         "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": str(model_dir), "checkpoints_remote": REMOTE,
-                     "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"}},
+        "run_conf": {
+            "model": str(model_dir),
+            "checkpoints_remote": REMOTE,
+            "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"},
+        },
         "sft_args": {"max_seq_length": 64},
     }
 
@@ -120,13 +129,30 @@ def run(quick: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-resume-"))
     try:
         with bench_bucket(work, link=link):
-            model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
-                                         heads=size["heads"], kv_heads=size["heads"],
-                                         intermediate_size=size["intermediate"], max_positions=256)
+            model_dir = build_tiny_model(
+                work / "model",
+                hidden_size=size["hidden"],
+                layers=size["layers"],
+                heads=size["heads"],
+                kv_heads=size["heads"],
+                intermediate_size=size["intermediate"],
+                max_positions=256,
+            )
             data = work / "chat.jsonl"
-            data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                                             {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
-                                    for i in range(8)))
+            data.write_text(
+                "".join(
+                    json.dumps(
+                        {
+                            "messages": [
+                                {"role": "user", "content": f"What is {i} + {i}?"},
+                                {"role": "assistant", "content": f"{2 * i}."},
+                            ]
+                        }
+                    )
+                    + "\n"
+                    for i in range(8)
+                )
+            )
             # One step, checkpoint-1 streamed to the bucket; then the marker goes: a pod that died after its save.
             if run_sft(load_config(_config(model_dir, data, work / "first", max_steps=1))) != 0:
                 raise RuntimeError("the run that writes the checkpoint failed")
@@ -143,13 +169,19 @@ def run(quick: bool) -> dict:
             def resume():
                 stamp = work / "stamp.json"
                 started = time.time()
-                subprocess.run([sys.executable, "-m", "benchmarks.bench_resume", str(config_path), str(stamp)],
-                               cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.bench_resume", str(config_path), str(stamp)],
+                    cwd=REPO,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 stamps = json.loads(stamp.read_text())
                 if stamps["resumed_step"] != 1:
                     raise RuntimeError(f"the child did not resume from checkpoint-1: {stamps}")
-                child_stamps.append({key: (value - started if isinstance(value, float) else value)
-                                     for key, value in stamps.items()})
+                child_stamps.append(
+                    {key: (value - started if isinstance(value, float) else value) for key, value in stamps.items()}
+                )
 
             def download_and_load():
                 target = work / "baseline" / "checkpoint-1"
@@ -173,19 +205,34 @@ def run(quick: bool) -> dict:
     alone = {name: median(values) for name, values in alone_runs.items()}
     baseline_s = alone["download alone"] + alone["model load alone"]
     ratio = resume_s / baseline_s
-    child = {name: median([s["timeline"]["seconds"][name] for s in child_stamps if name in s["timeline"]["seconds"]])
-             for name in child_stamps[0]["timeline"]["seconds"]}
+    child = {
+        name: median([s["timeline"]["seconds"][name] for s in child_stamps if name in s["timeline"]["seconds"]])
+        for name in child_stamps[0]["timeline"]["seconds"]
+    }
     shown = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in child.items())
     return result(
         "Resume latency from a remote checkpoint",
-        [figure("process start to first step / (download alone + model load alone)", ratio, "<= 1.15",
-                ratio <= 1.15, "1.0 = a restarted run reaches its first step as fast as fetching and loading "
-                               "the checkpoint alone")],
-        {"checkpoint_bytes": checkpoint_bytes[0], "resume_to_first_step_s": resume_s,
-         "link": link.as_dict() if link else None,
-         "download_alone_s": alone["download alone"], "model_load_alone_s": alone["model load alone"],
-         "child_timeline_s_from_process_start": child, "child_runs": child_stamps, "baseline_runs": alone_runs,
-         "wall_s": times, "repeats": size["repeats"]},
+        [
+            figure(
+                "process start to first step / (download alone + model load alone)",
+                ratio,
+                "<= 1.15",
+                ratio <= 1.15,
+                "1.0 = a restarted run reaches its first step as fast as fetching and loading the checkpoint alone",
+            )
+        ],
+        {
+            "checkpoint_bytes": checkpoint_bytes[0],
+            "resume_to_first_step_s": resume_s,
+            "link": link.as_dict() if link else None,
+            "download_alone_s": alone["download alone"],
+            "model_load_alone_s": alone["model load alone"],
+            "child_timeline_s_from_process_start": child,
+            "child_runs": child_stamps,
+            "baseline_runs": alone_runs,
+            "wall_s": times,
+            "repeats": size["repeats"],
+        },
         f"{network_note}; {checkpoint_bytes[0] / GIB:.2f} GiB checkpoint (Llama hidden {size['hidden']}, "
         f"{size['layers']} layers: fp32 weights + AdamW state); resume = new process to the Trainer's first step "
         f"(median {resume_s:.1f} s; the engine's time line from process start: {shown}); baseline = "

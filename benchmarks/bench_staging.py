@@ -76,9 +76,18 @@ def _environment(values: dict[str, str], drop: tuple[str, ...]):
 @contextlib.contextmanager
 def _hub_process(folder: Path, bytes_per_second: float):
     """The stand-in Hub in a child process (so serving does not share this process's GIL)."""
-    process = subprocess.Popen([sys.executable, str(REPO / "tests" / "hub_standin.py"), REPO_ID, str(folder),
-                                "--bytes-per-second", str(bytes_per_second)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests" / "hub_standin.py"),
+            REPO_ID,
+            str(folder),
+            "--bytes-per-second",
+            str(bytes_per_second),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline().strip()
         if not line.startswith("endpoint "):
@@ -95,7 +104,7 @@ def run(quick: bool) -> dict:
     from llmft.storage import parse_location, upload_tree
     from llmft.storage.transfer import TransferSettings, delete_tree
 
-    shard_bytes, shards, cap, repeats = ((2 * MIB, 4, 64 * MIB, 2) if quick else (256 * MIB, 4, 100 * MIB, 2))
+    shard_bytes, shards, cap, repeats = (2 * MIB, 4, 64 * MIB, 2) if quick else (256 * MIB, 4, 100 * MIB, 2)
     link, network_note = network()
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-staging-"))
     stack = contextlib.ExitStack()
@@ -104,13 +113,22 @@ def run(quick: bool) -> dict:
         server = stack.enter_context(bench_bucket(work, link=link))
         settings = TransferSettings(workers=WORKERS)
         phases: dict[str, list[float]] = {"download alone": [], "upload alone": []}
-        with _hub_process(work / "model", cap) as endpoint, \
-                _environment({**server.environment(), "HF_ENDPOINT": endpoint},
-                             ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")):
+        with (
+            _hub_process(work / "model", cap) as endpoint,
+            _environment(
+                {**server.environment(), "HF_ENDPOINT": endpoint},
+                ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"),
+            ),
+        ):
 
             def streamed():
-                download_model(f"hf://{REPO_ID}", "bench/streamed", workers=WORKERS, scratch_dir=work / "scratch",
-                               settings=settings)
+                download_model(
+                    f"hf://{REPO_ID}",
+                    "bench/streamed",
+                    workers=WORKERS,
+                    scratch_dir=work / "scratch",
+                    settings=settings,
+                )
 
             def download_then_upload():
                 source = HubSource(REPO_ID)
@@ -134,8 +152,7 @@ def run(quick: bool) -> dict:
                 (work / "scratch").mkdir(exist_ok=True)
                 delete_tree(parse_location("bench/streamed" if name == "streamed" else "bench/sequential"))
 
-            times = interleaved({"streamed": streamed, "download-then-upload": download_then_upload},
-                                repeats, setup)
+            times = interleaved({"streamed": streamed, "download-then-upload": download_then_upload}, repeats, setup)
     finally:
         stack.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -147,16 +164,34 @@ def run(quick: bool) -> dict:
     return result(
         "Model staging: streamed vs download-then-upload",
         [
-            figure("streamed / download-then-upload", stream / sequential, "< 1",
-                   stream / sequential < 1, "time to stage the model; lower is better"),
-            figure("streamed / max(download alone, upload alone)", limit, "<= 1.15", limit <= 1.15,
-                   "1.0 = fetches and uploads fully overlapped"),
+            figure(
+                "streamed / download-then-upload",
+                stream / sequential,
+                "< 1",
+                stream / sequential < 1,
+                "time to stage the model; lower is better",
+            ),
+            figure(
+                "streamed / max(download alone, upload alone)",
+                limit,
+                "<= 1.15",
+                limit <= 1.15,
+                "1.0 = fetches and uploads fully overlapped",
+            ),
         ],
-        {"model_bytes": total, "link": link.as_dict() if link else None, "files": shards + 3,
-         "source_cap_bytes_per_s": cap, "repeats": repeats,
-         "streamed_s": stream, "download_then_upload_s": sequential,
-         "download_alone_s": alone["download alone"], "upload_alone_s": alone["upload alone"],
-         "all_runs_s": times, "phase_runs_s": phases},
+        {
+            "model_bytes": total,
+            "link": link.as_dict() if link else None,
+            "files": shards + 3,
+            "source_cap_bytes_per_s": cap,
+            "repeats": repeats,
+            "streamed_s": stream,
+            "download_then_upload_s": sequential,
+            "download_alone_s": alone["download alone"],
+            "upload_alone_s": alone["upload alone"],
+            "all_runs_s": times,
+            "phase_runs_s": phases,
+        },
         f"{network_note}; {total / MIB:.0f} MiB in {shards} shards + 3 small files, Hub stand-in capped at "
         f"{cap / MIB:.0f} MiB/s in its own process, {WORKERS} workers, median of {repeats} alternating runs",
     )

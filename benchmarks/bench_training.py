@@ -37,10 +37,34 @@ from benchmarks.common import figure, interleaved, median, result
 
 # quick: checks the script runs (numbers mean nothing); full: sized for ~6-8 minutes on 2 busy cores.
 SIZES = {
-    True: dict(hidden=64, layers=2, heads=4, intermediate=128, max_len=96, batch=4, median_len=24,
-               samples=48, warmup=1, steps={"packed": 3, "padded": 3}, repeats=1),
-    False: dict(hidden=512, layers=4, heads=8, intermediate=1536, max_len=256, batch=8, median_len=40,
-                samples=600, warmup=1, steps={"packed": 4, "padded": 6}, repeats=2, max_repeats=6, budget_s=240),
+    True: dict(
+        hidden=64,
+        layers=2,
+        heads=4,
+        intermediate=128,
+        max_len=96,
+        batch=4,
+        median_len=24,
+        samples=48,
+        warmup=1,
+        steps={"packed": 3, "padded": 3},
+        repeats=1,
+    ),
+    False: dict(
+        hidden=512,
+        layers=4,
+        heads=8,
+        intermediate=1536,
+        max_len=256,
+        batch=8,
+        median_len=40,
+        samples=600,
+        warmup=1,
+        steps={"packed": 4, "padded": 6},
+        repeats=2,
+        max_repeats=6,
+        budget_s=240,
+    ),
 }
 SIGMA = 1.0  # lognormal shape: median `median_len`, mean ~1.6x the median, ~3% of samples above 4x the median
 LEARNING_RATE = 1e-4
@@ -59,9 +83,11 @@ def make_dataset(path: Path, tokenizer, samples: int, max_len: int, median_len: 
     corpus = resources.files("llmft.assets").joinpath("tiny_corpus.txt").read_text().split()
     words = sorted(set(corpus))
     cost = {word: len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) for word in words}
-    overhead = len(tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}], tokenize=True,
-        return_dict=True)["input_ids"])
+    overhead = len(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}], tokenize=True, return_dict=True
+        )["input_ids"]
+    )
     rng = random.Random(seed)
 
     def text(tokens: int) -> str:
@@ -79,8 +105,14 @@ def make_dataset(path: Path, tokenizer, samples: int, max_len: int, median_len: 
             length = max(overhead + 4, round(rng.lognormvariate(math.log(median_len), SIGMA)))
         content = length - overhead
         user = max(1, round(content * rng.uniform(0.2, 0.4)))
-        rows.append({"messages": [{"role": "user", "content": text(user)},
-                                  {"role": "assistant", "content": text(content - user)}]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": text(user)},
+                    {"role": "assistant", "content": text(content - user)},
+                ]
+            }
+        )
         targets.append(length)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return targets
@@ -122,14 +154,21 @@ def step_clock(warmup: int):
             self.cpu.append(time.process_time())
 
         def measurement(self) -> dict:
-            timed = self.recorder.batches[warmup:len(self.ends)]  # batch i feeds step i (no accumulation)
+            timed = self.recorder.batches[warmup : len(self.ends)]  # batch i feeds step i (no accumulation)
             real = sum(b[0] for b in timed)
             slots = sum(b[1] for b in timed)
             seconds = self.ends[-1] - self.ends[warmup - 1]
             cpu_seconds = self.cpu[-1] - self.cpu[warmup - 1]
-            return {"steps": len(self.ends) - warmup, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                    "real_tokens": real, "slots": slots, "tokens_per_s": real / seconds,
-                    "tokens_per_cpu_s": real / cpu_seconds, "padding_fraction": 1 - real / slots}
+            return {
+                "steps": len(self.ends) - warmup,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "real_tokens": real,
+                "slots": slots,
+                "tokens_per_s": real / seconds,
+                "tokens_per_cpu_s": real / cpu_seconds,
+                "padding_fraction": 1 - real / slots,
+            }
 
     return StepClock()
 
@@ -138,13 +177,23 @@ def engine_config(model_dir: Path, data: Path, output: Path, size: dict, packing
     return {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output), "learning_rate": LEARNING_RATE, "lr_scheduler_type": "constant",
-                          "max_steps": steps, "logging_steps": 5, "save_strategy": "no", "report_to": [],
-                          "seed": SEED},
+        "training_args": {
+            "output_dir": str(output),
+            "learning_rate": LEARNING_RATE,
+            "lr_scheduler_type": "constant",
+            "max_steps": steps,
+            "logging_steps": 5,
+            "save_strategy": "no",
+            "report_to": [],
+            "seed": SEED,
+        },
         "batchsize_conf": {"total_train_batch_size": size["batch"], "max_per_device_train_batch_size": size["batch"]},
         "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "none",
-                     "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"}},
+        "run_conf": {
+            "model": str(model_dir),
+            "resume_from_checkpoint": "none",
+            "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"},
+        },
         "sft_args": {"max_seq_length": size["max_len"], "packing": packing, "train_on_completions_only": False},
     }
 
@@ -179,13 +228,34 @@ def run_plain_trl(model_dir: Path, data: Path, output: Path, size: dict) -> dict
     shutil.rmtree(output, ignore_errors=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     model.config.use_cache = False  # as the engine does: no KV cache while training
-    args = SFTConfig(output_dir=str(output), per_device_train_batch_size=size["batch"], gradient_accumulation_steps=1,
-                     learning_rate=LEARNING_RATE, lr_scheduler_type="constant", max_steps=steps, logging_steps=5,
-                     save_strategy="no", report_to="none", seed=SEED, use_cpu=True, disable_tqdm=True,
-                     max_length=size["max_len"], packing=False, dataloader_num_workers=0,
-                     gradient_checkpointing=False, bf16=False, fp16=False, optim="adamw_torch")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
-                         processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[clock])
+    args = SFTConfig(
+        output_dir=str(output),
+        per_device_train_batch_size=size["batch"],
+        gradient_accumulation_steps=1,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="constant",
+        max_steps=steps,
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=size["max_len"],
+        packing=False,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        optim="adamw_torch",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_dataset("json", data_files=str(data))["train"],
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        callbacks=[clock],
+    )
     trainer.train()
     shutil.rmtree(output, ignore_errors=True)
     return clock.measurement()
@@ -199,9 +269,15 @@ def run(quick: bool) -> dict:
     size = SIZES[quick]
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-training-"))
     try:
-        model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
-                                     heads=size["heads"], kv_heads=size["heads"],
-                                     intermediate_size=size["intermediate"], max_positions=size["max_len"])
+        model_dir = build_tiny_model(
+            work / "model",
+            hidden_size=size["hidden"],
+            layers=size["layers"],
+            heads=size["heads"],
+            kv_heads=size["heads"],
+            intermediate_size=size["intermediate"],
+            max_positions=size["max_len"],
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         data = work / "chat.jsonl"
         targets = make_dataset(data, tokenizer, size["samples"], size["max_len"], size["median_len"])
@@ -211,13 +287,16 @@ def run(quick: bool) -> dict:
         runs: dict[str, list[dict]] = {"a. engine packed": [], "b. engine padded": [], "c. plain trl": []}
         candidates = {
             "a. engine packed": lambda: runs["a. engine packed"].append(
-                run_engine(model_dir, data, work / "out", size, packing=True)),
+                run_engine(model_dir, data, work / "out", size, packing=True)
+            ),
             "b. engine padded": lambda: runs["b. engine padded"].append(
-                run_engine(model_dir, data, work / "out", size, packing=False)),
+                run_engine(model_dir, data, work / "out", size, packing=False)
+            ),
             "c. plain trl": lambda: runs["c. plain trl"].append(run_plain_trl(model_dir, data, work / "out", size)),
         }
-        wall = interleaved(candidates, size["repeats"], budget_s=size.get("budget_s"),
-                           max_repeats=size.get("max_repeats"))
+        wall = interleaved(
+            candidates, size["repeats"], budget_s=size.get("budget_s"), max_repeats=size.get("max_repeats")
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -230,23 +309,50 @@ def run(quick: bool) -> dict:
     return result(
         "Training throughput (CPU): packing, padding, plain trl",
         [
-            figure("effective tokens/s: a. packed / b. padded", packed_vs_padded, ">= 2", packed_vs_padded >= 2,
-                   "real (non-padding) tokens trained per second, engine with packing over engine with padded "
-                   "batches"),
-            figure("effective tokens/s: b. engine padded / c. plain trl", ours_vs_trl, ">= 0.98",
-                   ours_vs_trl >= 0.98, "1.0 = our layers (config, callbacks, counting) cost nothing over trl"),
-            figure("effective tokens per CPU second: b. engine padded / c. plain trl",
-                   cpu_rate["b. engine padded"] / cpu_rate["c. plain trl"],
-                   explain="the same ratio on this process's CPU time instead of wall time: less sensitive to "
-                           "other processes on a shared machine (informational)"),
-            *[figure(f"padding fraction, {name}", padding[name], explain="share of computed token slots that are "
-                     "padding (not a ratio of runs; lower is better)") for name in runs],
+            figure(
+                "effective tokens/s: a. packed / b. padded",
+                packed_vs_padded,
+                ">= 2",
+                packed_vs_padded >= 2,
+                "real (non-padding) tokens trained per second, engine with packing over engine with padded batches",
+            ),
+            figure(
+                "effective tokens/s: b. engine padded / c. plain trl",
+                ours_vs_trl,
+                ">= 0.98",
+                ours_vs_trl >= 0.98,
+                "1.0 = our layers (config, callbacks, counting) cost nothing over trl",
+            ),
+            figure(
+                "effective tokens per CPU second: b. engine padded / c. plain trl",
+                cpu_rate["b. engine padded"] / cpu_rate["c. plain trl"],
+                explain="the same ratio on this process's CPU time instead of wall time: less sensitive to "
+                "other processes on a shared machine (informational)",
+            ),
+            *[
+                figure(
+                    f"padding fraction, {name}",
+                    padding[name],
+                    explain="share of computed token slots that are padding (not a ratio of runs; lower is better)",
+                )
+                for name in runs
+            ],
         ],
-        {"effective_tokens_per_s": rate, "effective_tokens_per_cpu_s": cpu_rate, "padding_fraction": padding,
-         "runs": runs, "wall_s": wall,
-         "parameters": parameters, "sample_lengths": {"count": len(lengths), "median": lengths[len(lengths) // 2],
-                                                      "p90": lengths[int(0.9 * len(lengths))],
-                                                      "max": lengths[-1], "mean": sum(lengths) / len(lengths)}},
+        {
+            "effective_tokens_per_s": rate,
+            "effective_tokens_per_cpu_s": cpu_rate,
+            "padding_fraction": padding,
+            "runs": runs,
+            "wall_s": wall,
+            "parameters": parameters,
+            "sample_lengths": {
+                "count": len(lengths),
+                "median": lengths[len(lengths) // 2],
+                "p90": lengths[int(0.9 * len(lengths))],
+                "max": lengths[-1],
+                "mean": sum(lengths) / len(lengths),
+            },
+        },
         f"Llama {parameters / 1e6:.1f}M parameters (hidden {size['hidden']}, {size['layers']} layers, "
         f"intermediate {size['intermediate']}), fp32, sdpa, CPU; {size['samples']} synthetic chats, lognormal "
         f"lengths (median {lengths[len(lengths) // 2]}, p90 {lengths[int(0.9 * len(lengths))]}, max "

@@ -40,24 +40,41 @@ SIZES = {
 
 
 def _data(path: Path) -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"{2 * i}."}]} for i in range(24)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": f"{2 * i}."},
+            ]
+        }
+        for i in range(24)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
-def _spec(name: str, model: Path, data: Path, size: dict, algorithm: dict, early_stopping: dict,
-          max_trials: int) -> dict:
+def _spec(
+    name: str, model: Path, data: Path, size: dict, algorithm: dict, early_stopping: dict, max_trials: int
+) -> dict:
     return {
         "name": name,
         "basemodel": str(model),
         "finetuning_config": {
             "method": "sft",
-            "data_conf": {"training_data": {"datasets": [{"path": str(data)}]},
-                          "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.25}},
-            "training_args": {"learning_rate": 1e-3, "lr_scheduler_type": "constant", "max_steps": size["steps"],
-                              "logging_steps": size["eval"], "eval_strategy": "steps", "eval_steps": size["eval"],
-                              "save_strategy": "no", "report_to": []},
+            "data_conf": {
+                "training_data": {"datasets": [{"path": str(data)}]},
+                "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.25},
+            },
+            "training_args": {
+                "learning_rate": 1e-3,
+                "lr_scheduler_type": "constant",
+                "max_steps": size["steps"],
+                "logging_steps": size["eval"],
+                "eval_strategy": "steps",
+                "eval_steps": size["eval"],
+                "save_strategy": "no",
+                "report_to": [],
+            },
             "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
             "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}},
             "sft_args": {"max_seq_length": 64},
@@ -65,10 +82,20 @@ def _spec(name: str, model: Path, data: Path, size: dict, algorithm: dict, early
         "tune": {
             "objective": {"metric": "eval_loss", "direction": "minimize"},
             "search_space": [
-                {"key": "finetuning_config.training_args.learning_rate", "type": "double", "min": 1e-6,
-                 "max": 3e-2, "log": True},
-                {"key": "finetuning_config.peft_conf.peft_kwargs.r", "type": "int", "min": 2, "max": 16,
-                 **({"step": 14} if algorithm["name"] == "grid" else {})},
+                {
+                    "key": "finetuning_config.training_args.learning_rate",
+                    "type": "double",
+                    "min": 1e-6,
+                    "max": 3e-2,
+                    "log": True,
+                },
+                {
+                    "key": "finetuning_config.peft_conf.peft_kwargs.r",
+                    "type": "int",
+                    "min": 2,
+                    "max": 16,
+                    **({"step": 14} if algorithm["name"] == "grid" else {}),
+                },
             ],
             "algorithm": algorithm,
             "early_stopping": early_stopping,
@@ -139,15 +166,51 @@ def run(quick: bool) -> dict:
     try:
         model = build_tiny_model(work / "model", seed=0)
         data = _data(work / "chat.jsonl")
-        grid = search(work, _spec("grid", model, data, size, {"name": "grid", "settings": {
-            "grid_points": size["grid_lrs"]}}, {"name": "none"}, size["budget"]), budget)
+        grid = search(
+            work,
+            _spec(
+                "grid",
+                model,
+                data,
+                size,
+                {"name": "grid", "settings": {"grid_points": size["grid_lrs"]}},
+                {"name": "none"},
+                size["budget"],
+            ),
+            budget,
+        )
         runs = {"random": [], "tpe": []}
         for seed in size["seeds"]:
-            runs["random"].append(search(work, _spec(f"random-{seed}", model, data, size, {
-                "name": "random", "seed": seed}, {"name": "none"}, size["budget"]), budget))
-            runs["tpe"].append(search(work, _spec(f"tpe-{seed}", model, data, size, {
-                "name": "tpe", "seed": seed, "settings": {"n_startup_trials": 2}}, median_stop,
-                4 * size["budget"]), budget))
+            runs["random"].append(
+                search(
+                    work,
+                    _spec(
+                        f"random-{seed}",
+                        model,
+                        data,
+                        size,
+                        {"name": "random", "seed": seed},
+                        {"name": "none"},
+                        size["budget"],
+                    ),
+                    budget,
+                )
+            )
+            runs["tpe"].append(
+                search(
+                    work,
+                    _spec(
+                        f"tpe-{seed}",
+                        model,
+                        data,
+                        size,
+                        {"name": "tpe", "seed": seed, "settings": {"n_startup_trials": 2}},
+                        median_stop,
+                        4 * size["budget"],
+                    ),
+                    budget,
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -155,12 +218,18 @@ def run(quick: bool) -> dict:
     random_best = [best(history) for history in runs["random"]]
     vs_random = median([t / r for t, r in zip(tpe_best, random_best, strict=True)])
     vs_grid = median([t / best(grid) for t in tpe_best])
-    steps_random = median([steps_to_reach(tpe, best(rand), budget)
-                           for tpe, rand in zip(runs["tpe"], runs["random"], strict=True)])
+    steps_random = median(
+        [steps_to_reach(tpe, best(rand), budget) for tpe, rand in zip(runs["tpe"], runs["random"], strict=True)]
+    )
     steps_grid = median([steps_to_reach(tpe, best(grid), budget) for tpe in runs["tpe"]])
     figures = [
-        figure("best eval_loss: tpe+pruning / random", vs_random, "<= 1", vs_random <= 1,
-               f"same budget of {budget} trained steps; median over seeds {list(size['seeds'])}"),
+        figure(
+            "best eval_loss: tpe+pruning / random",
+            vs_random,
+            "<= 1",
+            vs_random <= 1,
+            f"same budget of {budget} trained steps; median over seeds {list(size['seeds'])}",
+        ),
         figure("best eval_loss: tpe+pruning / grid", vs_grid, "<= 1", vs_grid <= 1),
         figure("trained steps to reach random's best: tpe+pruning / random", steps_random, "< 1", steps_random < 1),
         figure("trained steps to reach grid's best: tpe+pruning / grid", steps_grid, "< 1", steps_grid < 1),
@@ -173,9 +242,11 @@ def run(quick: bool) -> dict:
         "tpe_trials": [len(history) for history in runs["tpe"]],
         "tpe_pruned": [sum(value is None for _, value in history) for history in runs["tpe"]],
     }
-    setup = (f"tiny Llama + LoRA on 24 arithmetic chats, {size['steps']} steps per full trial, eval every "
-             f"{size['eval']}; budget {budget} steps ({size['budget']} full trials) per method; learning rate "
-             "1e-6..3e-2 "
-             f"(log) x LoRA rank 2..16; seeds {list(size['seeds'])}; trials run in-process with the tuner's "
-             "study, trial configs and pruning callback")
+    setup = (
+        f"tiny Llama + LoRA on 24 arithmetic chats, {size['steps']} steps per full trial, eval every "
+        f"{size['eval']}; budget {budget} steps ({size['budget']} full trials) per method; learning rate "
+        "1e-6..3e-2 "
+        f"(log) x LoRA rank 2..16; seeds {list(size['seeds'])}; trials run in-process with the tuner's "
+        "study, trial configs and pruning callback"
+    )
     return result("Hyperparameter search: TPE + median stopping vs random and grid", figures, measurements, setup)

@@ -19,9 +19,13 @@ from pathlib import Path
 from benchmarks.netshape import Link, shaped_server, unavailable
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
-                setup: Callable[[str], object] | None = None, budget_s: float | None = None,
-                max_repeats: int | None = None) -> dict[str, list[float]]:
+def interleaved(
+    candidates: dict[str, Callable[[], object]],
+    repeats: int,
+    setup: Callable[[str], object] | None = None,
+    budget_s: float | None = None,
+    max_repeats: int | None = None,
+) -> dict[str, list[float]]:
     """Time each candidate `repeats` times, alternating A B A B ..., returning seconds per run.
 
     `setup(name)` runs untimed before each measurement (clearing a bucket, say). With
@@ -34,8 +38,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int,
     def another_round(done: int) -> bool:
         if done < repeats:
             return True
-        return budget_s is not None and done < (max_repeats or repeats) and \
-            time.perf_counter() - started_all < budget_s
+        return budget_s is not None and done < (max_repeats or repeats) and time.perf_counter() - started_all < budget_s
 
     round_index = 0
     while another_round(round_index):
@@ -54,8 +57,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def figure(name: str, value: float, target: str | None = None, meets: bool | None = None,
-           explain: str = "") -> dict:
+def figure(name: str, value: float, target: str | None = None, meets: bool | None = None, explain: str = "") -> dict:
     """One reported ratio, with its target (e.g. '>= 0.9') and whether this run meets it."""
     return {"name": name, "value": round(float(value), 4), "target": target, "meets": meets, "explain": explain}
 
@@ -92,8 +94,12 @@ def bench_bucket(work: Path, bucket: str = "bench", link: Link | None = None):
         if link is not None:
             server = stack.enter_context(shaped_server(work, link, SERVER_CPUS))
         else:
-            server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                                   secret_key=secrets.token_hex(16), log_path=work / "weed.log")
+            server = SeaweedServer(
+                work / "s3",
+                access_key="bench-" + secrets.token_hex(4),
+                secret_key=secrets.token_hex(16),
+                log_path=work / "weed.log",
+            )
             stack.callback(server.stop)
             server.start()
         try:

@@ -58,8 +58,9 @@ async def _serve(listen: tuple[str, int], target: tuple[str, int], delay: float,
             client_writer.close()
             return
         try:
-            await asyncio.gather(_pump(client_reader, upstream_writer, delay, rate),
-                                 _pump(upstream_reader, client_writer, delay, rate))
+            await asyncio.gather(
+                _pump(client_reader, upstream_writer, delay, rate), _pump(upstream_reader, client_writer, delay, rate)
+            )
         except (ConnectionError, OSError):
             pass
         finally:

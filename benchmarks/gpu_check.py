@@ -39,10 +39,38 @@ REPO = HERE.parent
 MFU_TARGET = 0.45
 
 SIZES = {
-    "gpu": dict(hidden=2048, layers=16, heads=16, intermediate=5632, max_len=2048, median_len=400, samples=1200,
-                batch=8, warmup=2, steps=8, dtype="bf16", peak_n=8192, resume_hidden=512, resume_layers=4),
-    "cpu": dict(hidden=64, layers=2, heads=4, intermediate=128, max_len=96, median_len=24, samples=48,
-                batch=4, warmup=1, steps=2, dtype="fp32", peak_n=256, resume_hidden=64, resume_layers=2),
+    "gpu": dict(
+        hidden=2048,
+        layers=16,
+        heads=16,
+        intermediate=5632,
+        max_len=2048,
+        median_len=400,
+        samples=1200,
+        batch=8,
+        warmup=2,
+        steps=8,
+        dtype="bf16",
+        peak_n=8192,
+        resume_hidden=512,
+        resume_layers=4,
+    ),
+    "cpu": dict(
+        hidden=64,
+        layers=2,
+        heads=4,
+        intermediate=128,
+        max_len=96,
+        median_len=24,
+        samples=48,
+        batch=4,
+        warmup=1,
+        steps=2,
+        dtype="fp32",
+        peak_n=256,
+        resume_hidden=64,
+        resume_layers=2,
+    ),
 }
 
 
@@ -65,22 +93,42 @@ def matmul_peak(cpu: bool, n: int) -> dict:
         if not cpu:
             torch.cuda.synchronize()
         best = min(best, (time.perf_counter() - started) / 10)
-    return {"n": n, "dtype": str(dtype), "seconds_per_matmul": best, "flops_per_s": 2 * n ** 3 / best}
+    return {"n": n, "dtype": str(dtype), "seconds_per_matmul": best, "flops_per_s": 2 * n**3 / best}
 
 
-def _config(model_dir: Path, data: Path, output: Path, size: dict, packing: bool, lora: bool, steps: int,
-            attention: str, **extra) -> dict:
+def _config(
+    model_dir: Path,
+    data: Path,
+    output: Path,
+    size: dict,
+    packing: bool,
+    lora: bool,
+    steps: int,
+    attention: str,
+    **extra,
+) -> dict:
     config = {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output), "learning_rate": 1e-4, "lr_scheduler_type": "constant",
-                          "max_steps": steps, "logging_steps": 1, "save_strategy": "no", "report_to": [],
-                          "seed": 42},
+        "training_args": {
+            "output_dir": str(output),
+            "learning_rate": 1e-4,
+            "lr_scheduler_type": "constant",
+            "max_steps": steps,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": [],
+            "seed": 42,
+        },
         "batchsize_conf": {"total_train_batch_size": size["batch"], "max_per_device_train_batch_size": size["batch"]},
-        "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 16, "lora_alpha": 32}} if lora
+        "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 16, "lora_alpha": 32}}
+        if lora
         else {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "none",
-                     "model_args": {"dtype": size["dtype"], "attn_implementation": attention}},
+        "run_conf": {
+            "model": str(model_dir),
+            "resume_from_checkpoint": "none",
+            "model_args": {"dtype": size["dtype"], "attn_implementation": attention},
+        },
         "sft_args": {"max_seq_length": size["max_len"], "packing": packing, "train_on_completions_only": False},
     }
     for section, values in extra.items():
@@ -136,16 +184,32 @@ def deepspeed_step(work: Path, model_dir: Path, data: Path, size: dict, cpu: boo
     launch_dir = work / "launch"
     write_launch_files(ZERO3, launch_dir, num_processes=1, mixed_precision="bf16")
     output = work / "zero3"
-    config = _config(model_dir, data, output, size, packing=True, lora=False, steps=2, attention="sdpa",
-                     launch_conf={"num_processes": 1, "distributed_type": ZERO3,
-                                  "accelerate_config": str(launch_dir / "accelerate_config.yaml")})
+    config = _config(
+        model_dir,
+        data,
+        output,
+        size,
+        packing=True,
+        lora=False,
+        steps=2,
+        attention="sdpa",
+        launch_conf={
+            "num_processes": 1,
+            "distributed_type": ZERO3,
+            "accelerate_config": str(launch_dir / "accelerate_config.yaml"),
+        },
+    )
     path = work / "zero3.json"
     path.write_text(json.dumps(config))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "llmft", "train", str(path)], capture_output=True, text=True,
-                          cwd=work, timeout=300)
-    result = {"status": "ok" if done.returncode == 0 else "failed", "seconds": round(time.perf_counter() - started, 1),
-              "exit_status": done.returncode}
+    done = subprocess.run(
+        [sys.executable, "-m", "llmft", "train", str(path)], capture_output=True, text=True, cwd=work, timeout=300
+    )
+    result = {
+        "status": "ok" if done.returncode == 0 else "failed",
+        "seconds": round(time.perf_counter() - started, 1),
+        "exit_status": done.returncode,
+    }
     if done.returncode == 0:
         summary = json.loads((output / "summary.json").read_text())
         result.update(steps=summary["steps"], final_train_loss=summary["final_train_loss"])
@@ -163,16 +227,34 @@ def resume_equality(work: Path, data: Path, size: dict, attention: str) -> dict:
     from llmft.finetune.sft import run_sft
     from llmft.tiny_model import build_tiny_model
 
-    model_dir = build_tiny_model(work / "resume-model", hidden_size=size["resume_hidden"],
-                                 layers=size["resume_layers"], heads=4, kv_heads=4,
-                                 intermediate_size=size["resume_hidden"] * 3, max_positions=size["max_len"])
+    model_dir = build_tiny_model(
+        work / "resume-model",
+        hidden_size=size["resume_hidden"],
+        layers=size["resume_layers"],
+        heads=4,
+        kv_heads=4,
+        intermediate_size=size["resume_hidden"] * 3,
+        max_positions=size["max_len"],
+    )
     straight, resumed = work / "straight", work / "resumed"
     determinism = {"full_determinism": True, "save_strategy": "steps", "save_steps": 2}
-    run_sft(load_config(_config(model_dir, data, straight, size, True, False, 4, attention,
-                                training_args=determinism)))
-    run_sft(load_config(_config(model_dir, data, resumed, size, True, False, 4, attention,
-                                training_args=determinism,
-                                run_conf={"resume_from_checkpoint": str(straight / "checkpoint-2")})))
+    run_sft(load_config(_config(model_dir, data, straight, size, True, False, 4, attention, training_args=determinism)))
+    run_sft(
+        load_config(
+            _config(
+                model_dir,
+                data,
+                resumed,
+                size,
+                True,
+                False,
+                4,
+                attention,
+                training_args=determinism,
+                run_conf={"resume_from_checkpoint": str(straight / "checkpoint-2")},
+            )
+        )
+    )
 
     def losses(folder: Path) -> dict:
         rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -187,16 +269,24 @@ def resume_equality(work: Path, data: Path, size: dict, attention: str) -> dict:
     a, b = weights(straight), weights(resumed)
     same_weights = a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     la, lb = losses(straight), losses(resumed)
-    return {"status": "ok" if same_weights and la == lb and la else "failed", "identical_weights": same_weights,
-            "losses_after_resume": {"straight": la, "resumed": lb}}
+    return {
+        "status": "ok" if same_weights and la == lb and la else "failed",
+        "identical_weights": same_weights,
+        "losses_after_resume": {"straight": la, "resumed": lb},
+    }
 
 
 def environment(cpu: bool) -> dict:
     import torch
     import transformers
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "device": "cpu" if cpu else torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": "cpu" if cpu else torch.cuda.get_device_name(),
+        "cuda": torch.version.cuda,
+    }
     for name in ("trl", "peft", "accelerate", "datasets", "flash_attn", "deepspeed"):
         try:
             info[name] = __import__(name).__version__
@@ -207,13 +297,19 @@ def environment(cpu: bool) -> dict:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"# GPU check ({report['mode']})", "",
-             f"{env['device']}; torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}, "
-             f"flash-attn {env['flash_attn']}, DeepSpeed {env['deepspeed']}; {report['model']}; "
-             f"{report['seconds']:.0f} s in all.", "",
-             f"Measured matmul peak: {report['peak']['flops_per_s'] / 1e12:.1f} TFLOP/s ({report['peak']['dtype']}, "
-             f"n={report['peak']['n']}).", "",
-             "| run | effective tokens/s | padding | MFU (measured peak) |", "| --- | ---: | ---: | ---: |"]
+    lines = [
+        f"# GPU check ({report['mode']})",
+        "",
+        f"{env['device']}; torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}, "
+        f"flash-attn {env['flash_attn']}, DeepSpeed {env['deepspeed']}; {report['model']}; "
+        f"{report['seconds']:.0f} s in all.",
+        "",
+        f"Measured matmul peak: {report['peak']['flops_per_s'] / 1e12:.1f} TFLOP/s ({report['peak']['dtype']}, "
+        f"n={report['peak']['n']}).",
+        "",
+        "| run | effective tokens/s | padding | MFU (measured peak) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name, run in report["throughput"].items():
         mfu = f"{run['mfu']:.1%}" if run["mfu"] is not None else "-"
         lines.append(f"| {name} | {run['tokens_per_s']:.0f} | {run['padding_fraction']:.1%} | {mfu} |")
@@ -221,9 +317,12 @@ def markdown(report: dict) -> str:
     for fig in report["figures"]:
         met = {True: "yes", False: "no", None: "-"}[fig["meets"]]
         lines.append(f"| {fig['name']} | {fig['value']:.3f} | {fig['target'] or '-'} | {met} |")
-    lines += ["", f"- DeepSpeed ZeRO-3 single-GPU step: {json.dumps(report['deepspeed'])}",
-              f"- Resume equality (full_determinism): {report['resume']['status']} "
-              f"(identical weights: {report['resume']['identical_weights']})"]
+    lines += [
+        "",
+        f"- DeepSpeed ZeRO-3 single-GPU step: {json.dumps(report['deepspeed'])}",
+        f"- Resume equality (full_determinism): {report['resume']['status']} "
+        f"(identical weights: {report['resume']['identical_weights']})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -252,9 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         peak = matmul_peak(args.cpu, size["peak_n"])
         os.environ["LLMFT_PEAK_FLOPS"] = str(peak["flops_per_s"])  # summary.json's MFU uses the same peak
-        model_dir = build_tiny_model(work / "model", hidden_size=size["hidden"], layers=size["layers"],
-                                     heads=size["heads"], kv_heads=size["heads"],
-                                     intermediate_size=size["intermediate"], max_positions=size["max_len"])
+        model_dir = build_tiny_model(
+            work / "model",
+            hidden_size=size["hidden"],
+            layers=size["layers"],
+            heads=size["heads"],
+            kv_heads=size["heads"],
+            intermediate_size=size["intermediate"],
+            max_positions=size["max_len"],
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         data = work / "chat.jsonl"
         make_dataset(data, tokenizer, size["samples"], size["max_len"], size["median_len"])
@@ -270,22 +375,43 @@ def main(argv: list[str] | None = None) -> int:
 
     full_mfu = runs["full packed"]["mfu"] or 0.0
     figures = [
-        {"name": "effective tokens/s: full packed / full padded", "value": ratio("full packed", "full padded"),
-         "target": None, "meets": None},
-        {"name": "effective tokens/s: LoRA packed / LoRA padded", "value": ratio("lora packed", "lora padded"),
-         "target": None, "meets": None},
-        {"name": "MFU, full packed (against the measured matmul peak)", "value": full_mfu,
-         "target": f">= {MFU_TARGET}", "meets": None if args.cpu else full_mfu >= MFU_TARGET},
-        {"name": "resume in deterministic mode: identical losses and weights",
-         "value": 1.0 if resume["status"] == "ok" else 0.0, "target": "= 1", "meets": resume["status"] == "ok"},
+        {
+            "name": "effective tokens/s: full packed / full padded",
+            "value": ratio("full packed", "full padded"),
+            "target": None,
+            "meets": None,
+        },
+        {
+            "name": "effective tokens/s: LoRA packed / LoRA padded",
+            "value": ratio("lora packed", "lora padded"),
+            "target": None,
+            "meets": None,
+        },
+        {
+            "name": "MFU, full packed (against the measured matmul peak)",
+            "value": full_mfu,
+            "target": f">= {MFU_TARGET}",
+            "meets": None if args.cpu else full_mfu >= MFU_TARGET,
+        },
+        {
+            "name": "resume in deterministic mode: identical losses and weights",
+            "value": 1.0 if resume["status"] == "ok" else 0.0,
+            "target": "= 1",
+            "meets": resume["status"] == "ok",
+        },
     ]
     report = {
         "mode": "cpu (tiny sizes: numbers mean nothing)" if args.cpu else "gpu",
-        "environment": environment(args.cpu), "attention": attention,
+        "environment": environment(args.cpu),
+        "attention": attention,
         "model": f"Llama, hidden {size['hidden']}, {size['layers']} layers, intermediate {size['intermediate']}, "
-                 f"{size['dtype']}, {attention}, batch {size['batch']} x max {size['max_len']} tokens, "
-                 f"{size['warmup']} warm-up + {size['steps']} timed steps",
-        "peak": peak, "throughput": runs, "figures": figures, "deepspeed": deepspeed, "resume": resume,
+        f"{size['dtype']}, {attention}, batch {size['batch']} x max {size['max_len']} tokens, "
+        f"{size['warmup']} warm-up + {size['steps']} timed steps",
+        "peak": peak,
+        "throughput": runs,
+        "figures": figures,
+        "deepspeed": deepspeed,
+        "resume": resume,
         "seconds": time.perf_counter() - started,
     }
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

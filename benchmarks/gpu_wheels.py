@@ -74,10 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(out), str(REPO)], check=True)
     versions = wanted()
-    subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", args.python_version,
-                    "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "any", "-d", str(out),
-                    *[f"{name}=={version}" for name, version in versions.items()]], check=True)
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            args.python_version,
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "any",
+            "-d",
+            str(out),
+            *[f"{name}=={version}" for name, version in versions.items()],
+        ],
+        check=True,
+    )
     wheels = sorted(out.glob("*.whl"), key=lambda path: path.stat().st_size, reverse=True)
     total = sum(path.stat().st_size for path in wheels)
     if total > args.limit_mib * MIB:
@@ -85,15 +103,23 @@ def main(argv: list[str] | None = None) -> int:
         for path in wheels:
             if _name(path.name.split("-")[0]) in left_out:
                 path.unlink()
-        print(f"note: {', '.join(sorted(left_out))} left out to fit {args.limit_mib:.0f} MiB (the GPU check does not "
-              "use the bucket)")
+        print(
+            f"note: {', '.join(sorted(left_out))} left out to fit {args.limit_mib:.0f} MiB (the GPU check does not "
+            "use the bucket)"
+        )
         wheels = sorted(out.glob("*.whl"), key=lambda path: path.stat().st_size, reverse=True)
         total = sum(path.stat().st_size for path in wheels)
-    print(f"{len(wheels)} wheels, {total / MIB:.1f} MiB in {out} (Python {args.python_version}): "
-          + ", ".join(f"{path.name.split('-')[0]} {path.stat().st_size / MIB:.1f}" for path in wheels[:6]) + ", ...")
+    print(
+        f"{len(wheels)} wheels, {total / MIB:.1f} MiB in {out} (Python {args.python_version}): "
+        + ", ".join(f"{path.name.split('-')[0]} {path.stat().st_size / MIB:.1f}" for path in wheels[:6])
+        + ", ..."
+    )
     if total > args.limit_mib * MIB:
-        print(f"error: {total / MIB:.1f} MiB is over the {args.limit_mib:.0f} MiB a device run carries; the largest "
-              "are listed above", file=sys.stderr)
+        print(
+            f"error: {total / MIB:.1f} MiB is over the {args.limit_mib:.0f} MiB a device run carries; the largest "
+            "are listed above",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -34,13 +34,15 @@ MIB = 1024 * 1024
 class Link:
     """A node-to-S3 path: total capacity, one connection's share, and the round trip."""
 
-    capacity: float = 64 * MIB          # bytes/s, each direction (tbf on the veth)
-    per_connection: float = 16 * MIB    # bytes/s per TCP connection and direction (the relay)
-    rtt_ms: float = 30.0                # round trip added by the relay (half each way)
+    capacity: float = 64 * MIB  # bytes/s, each direction (tbf on the veth)
+    per_connection: float = 16 * MIB  # bytes/s per TCP connection and direction (the relay)
+    rtt_ms: float = 30.0  # round trip added by the relay (half each way)
 
     def describe(self) -> str:
-        return (f"{self.capacity / MIB:.0f} MiB/s link (tc tbf on a veth pair), {self.per_connection / MIB:.0f} "
-                f"MiB/s per connection and {self.rtt_ms:.0f} ms round trip (a delaying TCP relay)")
+        return (
+            f"{self.capacity / MIB:.0f} MiB/s link (tc tbf on a veth pair), {self.per_connection / MIB:.0f} "
+            f"MiB/s per connection and {self.rtt_ms:.0f} ms round trip (a delaying TCP relay)"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,8 +71,22 @@ def unavailable() -> str | None:
 def _tbf(device: str, rate: float, netns: str | None = None) -> None:
     prefix = ("ip", "netns", "exec", netns) if netns else ()
     burst = max(64 * 1024, int(rate / 100))  # 10 ms of traffic
-    _run(*prefix, "tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", f"{int(rate * 8)}bit",
-         "burst", str(burst), "latency", "50ms")
+    _run(
+        *prefix,
+        "tc",
+        "qdisc",
+        "replace",
+        "dev",
+        device,
+        "root",
+        "tbf",
+        "rate",
+        f"{int(rate * 8)}bit",
+        "burst",
+        str(burst),
+        "latency",
+        "50ms",
+    )
 
 
 @contextlib.contextmanager
@@ -95,7 +111,7 @@ def namespace_link(link: Link):
         _run("ip", "netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/30", "dev", ns_dev)
         _run("ip", "netns", "exec", name, "ip", "link", "set", ns_dev, "up")
         _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        _tbf(host_dev, link.capacity)            # to the server: uploads
+        _tbf(host_dev, link.capacity)  # to the server: uploads
         _tbf(ns_dev, link.capacity, netns=name)  # from the server: downloads
         yield name, host_ip, ns_ip
     finally:
@@ -111,16 +127,36 @@ def shaped_server(work: Path, link: Link, server_cpus: str = "1"):
     with namespace_link(link) as (name, _host_ip, ns_ip):
         relay_port = free_ports(1)[0]
         pin = ("taskset", "-c", server_cpus)
-        server = SeaweedServer(work / "s3", access_key="bench-" + secrets.token_hex(4),
-                               secret_key=secrets.token_hex(16), log_path=work / "weed.log",
-                               command_prefix=("ip", "netns", "exec", name, *pin),
-                               public_endpoint=f"http://{ns_ip}:{relay_port}")
+        server = SeaweedServer(
+            work / "s3",
+            access_key="bench-" + secrets.token_hex(4),
+            secret_key=secrets.token_hex(16),
+            log_path=work / "weed.log",
+            command_prefix=("ip", "netns", "exec", name, *pin),
+            public_endpoint=f"http://{ns_ip}:{relay_port}",
+        )
         server.reserve_ports()
         relay = subprocess.Popen(
-            ["ip", "netns", "exec", name, *pin, sys.executable, "-m", "benchmarks.delay_relay",
-             f"{ns_ip}:{relay_port}", f"127.0.0.1:{server.ports['s3.port']}",
-             "--one-way-ms", str(link.rtt_ms / 2), "--per-connection", str(link.per_connection)],
-            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                name,
+                *pin,
+                sys.executable,
+                "-m",
+                "benchmarks.delay_relay",
+                f"{ns_ip}:{relay_port}",
+                f"127.0.0.1:{server.ports['s3.port']}",
+                "--one-way-ms",
+                str(link.rtt_ms / 2),
+                "--per-connection",
+                str(link.per_connection),
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             if relay.stdout.readline().strip() != "ready":
                 raise RuntimeError("the delaying relay did not start")

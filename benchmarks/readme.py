@@ -26,11 +26,15 @@ def block(report: dict) -> str:
     load = machine["load_average_1min"]
     minutes = sum(outcome.get("wall_seconds", 0) for outcome in report["results"].values()) / 60
     table = [line for line in markdown(report).splitlines() if line.startswith("|")]
-    return "\n".join([
-        f"Latest run ({report['date']}, {machine['cpus']} CPU cores ({machine['processor']}), no GPU, 1-minute load "
-        f"average {load['start']} at the start and {load['end']} at the end; `make bench` took about "
-        f"{minutes:.1f} minutes" + ("; QUICK MODE, numbers mean nothing" if report["quick"] else "") + "):",
-        "", *table])
+    return "\n".join(
+        [
+            f"Latest run ({report['date']}, {machine['cpus']} CPU cores ({machine['processor']}), no GPU, "
+            f"1-minute load average {load['start']} at the start and {load['end']} at the end; `make bench` took about "
+            f"{minutes:.1f} minutes" + ("; QUICK MODE, numbers mean nothing" if report["quick"] else "") + "):",
+            "",
+            *table,
+        ]
+    )
 
 
 def rewrite(readme: str, report: dict) -> str:

@@ -51,11 +51,15 @@ def run_all(names: list[str], quick: bool) -> dict:
             failures[name] = traceback.format_exc()
             print(failures[name], file=sys.stderr)
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    # Other processes' load: ratios of interleaved runs tolerate it, absolute times do not.
-                    "load_average_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": cpu_model(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # Other processes' load: ratios of interleaved runs tolerate it, absolute times do not.
+            "load_average_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
+        },
         "quick": quick,
         "results": results,
         "failures": failures,
@@ -65,18 +69,25 @@ def run_all(names: list[str], quick: bool) -> dict:
 def markdown(report: dict) -> str:
     machine = report["machine"]
     load = machine["load_average_1min"]
-    lines = [f"Measured {report['date']} on {machine['cpus']} CPUs ({machine['processor']}, {machine['platform']}; "
-             f"1-minute load average {load['start']} at the start, {load['end']} at the end)"
-             + (" - QUICK MODE, sizes too small to mean anything" if report["quick"] else "") + ".", "",
-             "| benchmark | ratio | value | target | met |", "| --- | --- | ---: | --- | --- |"]
-    for name, outcome in report["results"].items():
+    lines = [
+        f"Measured {report['date']} on {machine['cpus']} CPUs ({machine['processor']}, {machine['platform']}; "
+        f"1-minute load average {load['start']} at the start, {load['end']} at the end)"
+        + (" - QUICK MODE, sizes too small to mean anything" if report["quick"] else "")
+        + ".",
+        "",
+        "| benchmark | ratio | value | target | met |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for outcome in report["results"].values():
         for fig in outcome["figures"]:
             met = {True: "yes", False: "no", None: "-"}[fig["meets"]]
-            lines.append(f"| {outcome['title']} | {fig['name']} | {fig['value']:.3f} | {fig['target'] or '-'} | {met} |")
+            lines.append(
+                f"| {outcome['title']} | {fig['name']} | {fig['value']:.3f} | {fig['target'] or '-'} | {met} |"
+            )
     for name in report["failures"]:
         lines.append(f"| {name} | FAILED (see log) | - | - | - |")
     lines.append("")
-    for name, outcome in report["results"].items():
+    for outcome in report["results"].values():
         lines.append(f"- **{outcome['title']}**: {outcome['setup']}")
         for fig in outcome["figures"]:
             if fig["explain"]:
@@ -101,8 +112,12 @@ def charts(report: dict, out_dir: Path) -> list[Path]:
         colors = ["tab:green" if f["meets"] else ("tab:red" if f["meets"] is False else "tab:gray") for f in figures]
         axes.barh(labels, values, color=colors)
         for index, fig_data in enumerate(figures):
-            axes.text(values[index], index, f" {values[index]:.2f}" + (f" (target {fig_data['target']})"
-                                                                     if fig_data["target"] else ""), va="center")
+            axes.text(
+                values[index],
+                index,
+                f" {values[index]:.2f}" + (f" (target {fig_data['target']})" if fig_data["target"] else ""),
+                va="center",
+            )
         axes.axvline(1.0, color="black", linewidth=0.8, linestyle=":")
         axes.set_xlabel("ratio (1.0 = same as the baseline)")
         axes.set_title(outcome["title"], fontsize=10)

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llmft.storage.seaweed import SeaweedServer  # noqa: E402
+from llmft.storage.seaweed import SeaweedServer
 
 # Tests must never reach the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,8 +29,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("seaweed")
-    server = SeaweedServer(root / "data", access_key="llmft-test-" + secrets.token_hex(4),
-                           secret_key=secrets.token_hex(16), log_path=root / "weed.log")
+    server = SeaweedServer(
+        root / "data",
+        access_key="llmft-test-" + secrets.token_hex(4),
+        secret_key=secrets.token_hex(16),
+        log_path=root / "weed.log",
+    )
     server.start()
     yield server
     server.stop()

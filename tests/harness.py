@@ -17,13 +17,32 @@ CHARTS = REPO / "charts"
 OVERRIDES = REPO / "overrides"
 KUBERNETES_VERSION = "1.33.0"
 
-__all__ = ["CHARTS", "OVERRIDES", "REPO", "Rendered", "lint_chart", "render_chart",
-           "validate_manifests", "render_valid", "pod_specs", "restricted_violations", "writable_path_violations"]
+__all__ = [
+    "CHARTS",
+    "OVERRIDES",
+    "REPO",
+    "Rendered",
+    "lint_chart",
+    "render_chart",
+    "validate_manifests",
+    "render_valid",
+    "pod_specs",
+    "restricted_violations",
+    "writable_path_violations",
+]
 
 # Environment variables that name a folder a process writes (caches, temp, home): with a read-only root
 # filesystem each must lie on one of the container's volumes.
-WRITABLE_ENV = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
-                "MPLCONFIGDIR", "LLMFT_CACHE_DIR")
+WRITABLE_ENV = (
+    "HOME",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "HF_HOME",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "MPLCONFIGDIR",
+    "LLMFT_CACHE_DIR",
+)
 
 
 def validate_manifests(documents: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> list[str]:

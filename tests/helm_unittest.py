@@ -61,7 +61,7 @@ from helm_unittest_asserts import (
     load_yaml_all,
 )
 
-PLUGIN_VERSION = (1, 1, 0)       # the helm-unittest release whose behaviour this runner reproduces
+PLUGIN_VERSION = (1, 1, 0)  # the helm-unittest release whose behaviour this runner reproduces
 DEFAULT_KUBE_VERSION = ("1", "35")  # helm-unittest 1.1 is built with Helm 3.20 / client-go 0.35
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
 # `set`: helm-unittest's BuildValueOfSetPath, and Helm's MergeTables.
 # --------------------------------------------------------------------------------------------------
 
+
 def build_set_value(path: str, value: Any) -> dict:
     """`a.b[1].c` + v -> {"a": {"b": [None, {"c": v}]}}; `a.[x.y]` addresses a key containing dots."""
     if not path:
@@ -95,7 +96,7 @@ def build_set_value(path: str, value: Any) -> dict:
             end = path.find("]", i)
             if end < 0:
                 raise SuiteError(f"set {path!r}: unclosed '['")
-            inner = path[i + 1:end]
+            inner = path[i + 1 : end]
             if i == 0 or path[i - 1] == ".":
                 cursors.append(inner)  # escaped key: a.[kueue.x-k8s.io/queue-name]
             elif re.fullmatch(r"\d+", inner):
@@ -143,10 +144,38 @@ def merge_tables(new: dict, base: dict) -> dict:
 # Suites and cases.
 # --------------------------------------------------------------------------------------------------
 
-SUITE_KEYS = {"suite", "values", "set", "templates", "excludeTemplates", "release", "capabilities", "chart",
-              "skip", "tests", "snapshotId", "includeCrds", "kubernetesProvider", "postRenderer"}
-TEST_KEYS = {"it", "values", "set", "template", "templates", "documentIndex", "documentSelector", "release",
-             "capabilities", "chart", "skip", "asserts", "kubernetesProvider", "postRenderer"}
+SUITE_KEYS = {
+    "suite",
+    "values",
+    "set",
+    "templates",
+    "excludeTemplates",
+    "release",
+    "capabilities",
+    "chart",
+    "skip",
+    "tests",
+    "snapshotId",
+    "includeCrds",
+    "kubernetesProvider",
+    "postRenderer",
+}
+TEST_KEYS = {
+    "it",
+    "values",
+    "set",
+    "template",
+    "templates",
+    "documentIndex",
+    "documentSelector",
+    "release",
+    "capabilities",
+    "chart",
+    "skip",
+    "asserts",
+    "kubernetesProvider",
+    "postRenderer",
+}
 NOT_IMPLEMENTED_KEYS = {"kubernetesProvider"}
 RELEASE_KEYS = {"name", "namespace", "revision", "upgrade"}
 CAPABILITY_KEYS = {"majorVersion", "minorVersion", "apiVersions"}
@@ -160,12 +189,12 @@ _SUITE_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")  # helm-unittest's (and Helm
 
 @dataclass
 class Suite:
-    path: Path          # the suite file
-    chart_dir: Path     # the chart rendered (for a suite in a subchart's tests/: the top chart)
-    route: str          # where the suite's chart sits: "top" or "top/charts/sub"
+    path: Path  # the suite file
+    chart_dir: Path  # the chart rendered (for a suite in a subchart's tests/: the top chart)
+    route: str  # where the suite's chart sits: "top" or "top/charts/sub"
     name: str
     spec: dict
-    position: int = 0   # its place among the suites of its file
+    position: int = 0  # its place among the suites of its file
     cases: list[Case] = field(default_factory=list)
 
     @property
@@ -271,7 +300,7 @@ def _route(path: Path, chart_dir: Path) -> str:
     for i in range(0, len(relative) - 1, 2):
         if relative[i] != "charts":
             break
-        sub = chart_dir.joinpath(*relative[:i + 2])
+        sub = chart_dir.joinpath(*relative[: i + 2])
         if not (sub / "Chart.yaml").is_file():
             break
         route += f"/charts/{_chart_meta(sub)['name']}"
@@ -333,24 +362,36 @@ def _parse_suite(path: Path, chart_dir: Path, route: str, spec: Any, position: i
     for key in ("templates", "excludeTemplates", "values"):
         if spec.get(key) is not None and not isinstance(spec[key], list):
             raise SuiteError(f"{where}: '{key}' must be a list")
-    for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
-                       ("skip", {"reason", "minimumVersion"}), ("postRenderer", POST_RENDERER_KEYS)):
+    for key, known in (
+        ("release", RELEASE_KEYS),
+        ("capabilities", CAPABILITY_KEYS),
+        ("chart", CHART_KEYS),
+        ("skip", {"reason", "minimumVersion"}),
+        ("postRenderer", POST_RENDERER_KEYS),
+    ):
         _keys(spec.get(key), known, f"{where}: {key}")
-    suite = Suite(path=path, chart_dir=chart_dir, route=route, name=str(spec.get("suite") or ""), spec=spec,
-                  position=position)
+    suite = Suite(
+        path=path, chart_dir=chart_dir, route=route, name=str(spec.get("suite") or ""), spec=spec, position=position
+    )
     for index, test in enumerate(tests):
         at = f"{where}: tests[{index}]"
         test = _keys(test, TEST_KEYS, at)
-        for key, known in (("release", RELEASE_KEYS), ("capabilities", CAPABILITY_KEYS), ("chart", CHART_KEYS),
-                           ("skip", {"reason"}), ("postRenderer", POST_RENDERER_KEYS)):
+        for key, known in (
+            ("release", RELEASE_KEYS),
+            ("capabilities", CAPABILITY_KEYS),
+            ("chart", CHART_KEYS),
+            ("skip", {"reason"}),
+            ("postRenderer", POST_RENDERER_KEYS),
+        ):
             _keys(test.get(key), known, f"{at}.{key}")
         if test.get("documentSelector") is not None:  # without a path, only skipEmptyTemplates applies
             _keys(test["documentSelector"], SELECTOR_KEYS, f"{at}: documentSelector")
         if not isinstance(test.get("asserts"), list) or not test["asserts"]:
             raise SuiteError(f"{at}: no asserts found ('asserts' must be a non-empty list)")
         assertions = [_parse_assertion(a, f"{at}.asserts[{i}]") for i, a in enumerate(test["asserts"])]
-        suite.cases.append(Case(suite=suite, index=index, name=str(test.get("it") or ""), spec=test,
-                                assertions=assertions))
+        suite.cases.append(
+            Case(suite=suite, index=index, name=str(test.get("it") or ""), spec=test, assertions=assertions)
+        )
     return suite
 
 
@@ -396,8 +437,15 @@ def _parse_assertion(assertion: Any, where: str) -> ParsedAssertion:
     template = assertion.get("template")
     if template is not None and not isinstance(template, str):
         raise SuiteError(f"{where}: template must be a string")
-    return ParsedAssertion(type=name, params=params, definition=definition, negate=negate, template=template,
-                           document_index=index, document_selector=selector)
+    return ParsedAssertion(
+        type=name,
+        params=params,
+        definition=definition,
+        negate=negate,
+        template=template,
+        document_index=index,
+        document_selector=selector,
+    )
 
 
 def _check_selector(selector: Any, where: str) -> None:
@@ -448,8 +496,9 @@ def _keep_template(full_name: str, include: list[re.Pattern], exclude: list[re.P
     return any(p.search(full_name) for p in include) and not any(p.search(full_name) for p in exclude)
 
 
-def _filter_chart(chart_dir: Path, route: str, include: list[re.Pattern], exclude: list[re.Pattern],
-                  overrides: dict) -> None:
+def _filter_chart(
+    chart_dir: Path, route: str, include: list[re.Pattern], exclude: list[re.Pattern], overrides: dict
+) -> None:
     """In a copied chart: drop unselected templates (recursively into subcharts), expand packaged subcharts,
     apply `version`/`appVersion` to this chart (and, as the plugin does, to its direct subcharts)."""
     import helm_python
@@ -502,8 +551,13 @@ def render_dir(suite: Suite, chart_overrides: dict) -> Path:
     global _scratch
     include = [str(t) for t in suite.spec.get("templates") or []] or ["**"]
     exclude = [str(t) for t in suite.spec.get("excludeTemplates") or []]
-    key = (suite.chart_dir.resolve(), suite.route, tuple(include), tuple(exclude),
-           tuple(sorted(chart_overrides.items())))
+    key = (
+        suite.chart_dir.resolve(),
+        suite.route,
+        tuple(include),
+        tuple(exclude),
+        tuple(sorted(chart_overrides.items())),
+    )
     if key not in _render_dirs:
         if _scratch is None:
             _scratch = tempfile.mkdtemp(prefix="helm-unittest-")
@@ -511,8 +565,7 @@ def render_dir(suite: Suite, chart_overrides: dict) -> Path:
         target = Path(_scratch) / str(len(_render_dirs)) / suite.chart_dir.name
         shutil.copytree(suite.chart_dir, target, copy_function=_link_or_copy)
         top = _chart_meta(suite.chart_dir)["name"]
-        _filter_chart(target, top, _selected(suite.route, include), _selected(suite.route, exclude),
-                      chart_overrides)
+        _filter_chart(target, top, _selected(suite.route, include), _selected(suite.route, exclude), chart_overrides)
         _render_dirs[key] = target
     return _render_dirs[key]
 
@@ -529,8 +582,8 @@ _RENDER_ERROR = re.compile(r"^(?:.+?: |.+? \()(?:(.+?):\d+:\d+).+?(?:.+?>)*?: (.
 class RenderOutcome:
     ok: bool
     outputs: dict[str, list[dict]]  # template path (chart/templates/x.yaml) -> documents
-    error: str | None = None        # an error not attributed to a template: failedTemplate matches it whole
-    exec_error: str | None = None   # an error that stops the job (values file unreadable, output not YAML)
+    error: str | None = None  # an error not attributed to a template: failedTemplate matches it whole
+    exec_error: str | None = None  # an error that stops the job (values file unreadable, output not YAML)
     post_rendered: bool = False
 
 
@@ -589,8 +642,9 @@ def _settings(case: Case) -> tuple[dict, dict, dict]:
     else:
         api = list(s_cap.get("apiVersions") or [])
     s_chart, t_chart = suite_spec.get("chart") or {}, test.get("chart") or {}
-    chart = {key: str(t_chart.get(key) or s_chart.get(key)) for key in CHART_KEYS
-             if t_chart.get(key) or s_chart.get(key)}
+    chart = {
+        key: str(t_chart.get(key) or s_chart.get(key)) for key in CHART_KEYS if t_chart.get(key) or s_chart.get(key)
+    }
     return release, {"kube_version": f"v{major}.{minor}.0", "api_versions": api}, chart
 
 
@@ -613,17 +667,21 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
             helm_python.validate_release_name(str(name))
         except helm_python.HelmError as error:
             return RenderOutcome(ok=False, outputs={}, error=str(error)), require_success
-    options = {"name": str(name), "namespace": str(release["namespace"] or "NAMESPACE"),
-               "revision": int(release["revision"] or 0), "is_upgrade": bool(release["upgrade"]),
-               "is_install": not release["upgrade"], **capabilities}
+    options = {
+        "name": str(name),
+        "namespace": str(release["namespace"] or "NAMESPACE"),
+        "revision": int(release["revision"] or 0),
+        "is_upgrade": bool(release["upgrade"]),
+        "is_install": not release["upgrade"],
+        **capabilities,
+    }
     directory = render_dir(case.suite, chart_overrides)
     # Loaded for each job (about a millisecond): rendering drops the subcharts a condition disables from the
     # loaded chart, which must not leak into the next job.
     chart = helm_python.Chart.load(str(directory))
     crds = chart.crds if case.suite.spec.get("includeCrds") is True else []
     try:
-        rendered = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values),
-                                                  json.dumps(options)))
+        rendered = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
     except helm_python.HelmValuesError as error:
         return RenderOutcome(ok=False, outputs={}, error=str(error)), require_success
     except helm_python.HelmError as error:
@@ -635,8 +693,9 @@ def render_case(case: Case) -> tuple[RenderOutcome, bool]:
         text = lines[1] if len(lines) > 1 else parsed.group(2)
         file = parsed.group(1)
         if Path(file).name.startswith("_"):
-            targets = [f"{case.suite.route}/{template_file_name(t)}"
-                       for t in case.suite.spec.get("templates") or ["**"]]
+            targets = [
+                f"{case.suite.route}/{template_file_name(t)}" for t in case.suite.spec.get("templates") or ["**"]
+            ]
         else:
             targets = [file]
         rendered = {t: dump_yaml({RAW: text}) for t in targets}
@@ -712,8 +771,9 @@ _template_lists: dict[Path, list[Path]] = {}
 def _template_files(directory: Path) -> list[Path]:
     """Every file under a templates/ folder of the chart copy or its subcharts."""
     if directory not in _template_lists:
-        _template_lists[directory] = [f for f in directory.rglob("*") if f.is_file()
-                                      and "templates" in f.relative_to(directory).parts]
+        _template_lists[directory] = [
+            f for f in directory.rglob("*") if f.is_file() and "templates" in f.relative_to(directory).parts
+        ]
     return _template_lists[directory]
 
 
@@ -735,15 +795,20 @@ def check_api_versions(case: Case) -> None:
     if any("*" in n for n in names):
         files = every
     else:
-        files = [directory / t.split("/", 1)[1] for t in (f"{case.suite.route}/{template_file_name(n)}"
-                                                          for n in names) if t.startswith(f"{top}/")]
+        files = [
+            directory / t.split("/", 1)[1]
+            for t in (f"{case.suite.route}/{template_file_name(n)}" for n in names)
+            if t.startswith(f"{top}/")
+        ]
         files += [f for f in every if f.name.startswith("_")]
     asked = set().union(set(), *(_api_versions_asked(f) for f in files))
     differing = sorted((asked & _builtin_api_versions()) - set(capabilities["api_versions"]))
     if differing:
-        raise SuiteError(f"{case.suite.path}: test {case.name!r}: templates check .Capabilities.APIVersions.Has "
-                         f"{differing}, which helm-unittest answers false unless the test lists them under "
-                         "capabilities.apiVersions, and this runner's Helm answers true: list them")
+        raise SuiteError(
+            f"{case.suite.path}: test {case.name!r}: templates check .Capabilities.APIVersions.Has "
+            f"{differing}, which helm-unittest answers false unless the test lists them under "
+            "capabilities.apiVersions, and this runner's Helm answers true: list them"
+        )
 
 
 _HELM4_LOCATION = re.compile(r"^[^\s:]+:\d+:\d+$")
@@ -773,8 +838,8 @@ def _documents(text: str, path: str) -> list[dict]:
 # Running a test job.
 # --------------------------------------------------------------------------------------------------
 
-def _select(documents: dict[str, list[dict] | None], index: int,
-            selector: dict | None) -> dict[str, list[dict]]:
+
+def _select(documents: dict[str, list[dict] | None], index: int, selector: dict | None) -> dict[str, list[dict]]:
     """Documents per template by documentSelector, else documentIndex (-1: all); AssertionError if none fit."""
     if selector and selector.get("path"):
         selected: dict[str, list[dict]] = {}
@@ -821,14 +886,14 @@ def _assertion_templates(case: Case, parsed: ParsedAssertion, outcome: RenderOut
     """The templates an assertion checks, as chart-route paths (polishAssertionsTemplate); a wildcard in the
     suite's templates means every rendered one."""
     names = _assertion_names(case, parsed)
-    if not (parsed.template or case.spec.get("templates") or case.spec.get("template")) \
-            and any("*" in n for n in names):
+    if not (parsed.template or case.spec.get("templates") or case.spec.get("template")) and any(
+        "*" in n for n in names
+    ):
         return list(outcome.outputs)
     return [f"{case.suite.route}/{template_file_name(n)}" for n in names]
 
 
-def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
-                  snapshots: Snapshots) -> AssertionResult:
+def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome, snapshots: Snapshots) -> AssertionResult:
     test = case.spec
     result = AssertionResult(index=0, type=parsed.type, passed=False)
     index = test["documentIndex"] if test.get("documentIndex") is not None else parsed.document_index
@@ -852,7 +917,8 @@ def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
             result.messages = ["rendered manifest is empty"]
             return result
         result.passed, result.messages = parsed.definition.validator(
-            parsed.params, Context([], [], negative, outcome.error, snapshots))
+            parsed.params, Context([], [], negative, outcome.error, snapshots)
+        )
         return result
     result.passed = True
     for template in sorted(selected):
@@ -860,11 +926,18 @@ def run_assertion(case: Case, parsed: ParsedAssertion, outcome: RenderOutcome,
         if rendered is None and requires:
             ok, why = False, [f'template "{template}" not exists or not selected in test suite']
         elif requires != outcome.ok:
-            ok, why = False, [f"Invalid rendering: {rendered[0].get(RAW)}" if rendered else
-                              f"rendered manifest is empty{': ' + outcome.error if outcome.error else ''}"]
+            ok, why = (
+                False,
+                [
+                    f"Invalid rendering: {rendered[0].get(RAW)}"
+                    if rendered
+                    else f"rendered manifest is empty{': ' + outcome.error if outcome.error else ''}"
+                ],
+            )
         else:
-            ok, why = parsed.definition.validator(parsed.params, Context(rendered or [], selected[template],
-                                                                         negative, outcome.error, snapshots))
+            ok, why = parsed.definition.validator(
+                parsed.params, Context(rendered or [], selected[template], negative, outcome.error, snapshots)
+            )
         if not ok:
             result.passed = False
             result.messages.append(f"Template: {template}")
@@ -915,8 +988,13 @@ def record_new_snapshots(result: CaseResult) -> None:
     cache = _snapshot_cache(result.case.suite)
     cache.setdefault(result.case.name, {}).update(result.fresh_snapshots)
     path.parent.mkdir(exist_ok=True)
-    path.write_text("".join(
-        f"{json.dumps(test)}:\n" + "".join(f"  {n}: |\n" + "".join(f"    {line}\n" if line else "\n"
-                                                                  for line in text.splitlines())
-                                        for n, text in sorted(snaps.items()))
-        for test, snaps in sorted(cache.items())))
+    path.write_text(
+        "".join(
+            f"{json.dumps(test)}:\n"
+            + "".join(
+                f"  {n}: |\n" + "".join(f"    {line}\n" if line else "\n" for line in text.splitlines())
+                for n, text in sorted(snaps.items())
+            )
+            for test, snaps in sorted(cache.items())
+        )
+    )

@@ -43,6 +43,7 @@ class SuiteError(Exception):
 # YAML as Go's yaml.v3 reads it (the YAML 1.2 core schema): `on`/`yes` stay strings, dates stay strings.
 # --------------------------------------------------------------------------------------------------
 
+
 class Yaml12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """PyYAML's safe loader (libyaml's parser when present) with YAML 1.2 core-schema scalars, as helm-unittest
     decodes suites and manifests."""
@@ -51,11 +52,12 @@ class Yaml12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
 Yaml12Loader.yaml_implicit_resolvers = {}
 for _tag, _pattern, _first in [
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^[-+]?(?:[0-9][0-9_]*|0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$",
-     "-+0123456789"),
-    ("tag:yaml.org,2002:float",
-     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-     "-+0123456789."),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:[0-9][0-9_]*|0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
     ("tag:yaml.org,2002:merge", r"^(?:<<)$", "<"),
 ]:
@@ -82,8 +84,9 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"mapping key {key!r} already defined at line "
-                                                    f"{seen[key] + 1}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"mapping key {key!r} already defined at line {seen[key] + 1}", key_node.start_mark
+            )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=True)
 
@@ -103,7 +106,7 @@ def load_yaml_all(text: str) -> list[Any]:
 def dump_yaml(value: Any) -> str:
     """Close to Go yaml.v3's encoding (sorted keys, indent 2, no document end marker after a scalar)."""
     text = yaml.safe_dump(value, default_flow_style=False, sort_keys=True, allow_unicode=True, indent=2)
-    return text[:-len("...\n")] if text.endswith("\n...\n") else text
+    return text[: -len("...\n")] if text.endswith("\n...\n") else text
 
 
 def go_regex(pattern: str) -> re.Pattern:
@@ -118,7 +121,7 @@ def go_regex(pattern: str) -> re.Pattern:
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            translated.append(r"\Z" if pattern[i:i + 2] == r"\z" else pattern[i:i + 2])
+            translated.append(r"\Z" if pattern[i : i + 2] == r"\z" else pattern[i : i + 2])
             i += 2
             continue
         if char == "[":
@@ -136,6 +139,7 @@ def go_regex(pattern: str) -> re.Pattern:
 # --------------------------------------------------------------------------------------------------
 # Values: Go's reflect.DeepEqual and type names over YAML-decoded data.
 # --------------------------------------------------------------------------------------------------
+
 
 def go_type(value: Any) -> str:
     """The name Go's reflect gives the decoded value ('' for null), as `isType` compares it."""
@@ -192,8 +196,10 @@ def strip_leading_newlines(value: Any) -> Any:
 # Paths.
 # --------------------------------------------------------------------------------------------------
 
-_LITERAL = (r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'"""
-            r"""|(?P<num>-?\d+(?:\.\d+)?)|(?P<bool>true|false)|(?P<null>null))""")
+_LITERAL = (
+    r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'"""
+    r"""|(?P<num>-?\d+(?:\.\d+)?)|(?P<bool>true|false)|(?P<null>null))"""
+)
 _FILTER = re.compile(r"\?\(\s*@(?P<sub>(?:\.[^\s=!)]+|\[[^\]]*\])*)\s*(?:(?P<op>==|!=)\s*" + _LITERAL + r")?\s*\)$")
 
 
@@ -220,14 +226,14 @@ def parse_path(path: str) -> list[tuple[str, Any]]:
     while i < len(text):
         char = text[i]
         if char == ".":
-            if text[i + 1:i + 2] == ".":
+            if text[i + 1 : i + 2] == ".":
                 raise SuiteError(f"path {path!r}: recursive descent '..' is not supported by this runner")
             i += 1
             expect_key = True
             continue
         if char == "[":
             end = _closing_bracket(text, i, path)
-            steps.append(_bracket_step(text[i + 1:end].strip(), path))
+            steps.append(_bracket_step(text[i + 1 : end].strip(), path))
             i = end + 1
             expect_key = False
             continue
@@ -274,8 +280,10 @@ def _bracket_step(inner: str, path: str) -> tuple[str, Any]:
         sub = parse_path(filt.group("sub").lstrip(".")) if filt.group("sub") else []
         op = filt.group("op")
         return ("filter", (sub, op, _literal(filt) if op else None))
-    raise SuiteError(f"path {path!r}: '[{inner}]' is not supported by this runner "
-                     "(use [N], [*], [\"key\"] or [?(@.field == \"value\")])")
+    raise SuiteError(
+        f"path {path!r}: '[{inner}]' is not supported by this runner "
+        '(use [N], [*], ["key"] or [?(@.field == "value")])'
+    )
 
 
 def find(document: Any, path: str) -> list[Any]:
@@ -323,9 +331,11 @@ def _walk(nodes: list[Any], steps: list[tuple[str, Any]]) -> list[Any]:
 # Validators.
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Snapshots:
     """The snapshot cache of one suite file for one test job: `compare` numbers the calls as the plugin does."""
+
     cached: dict
     test: str
     counter: int = 0
@@ -354,8 +364,8 @@ class Snapshots:
 
 @dataclass
 class Context:
-    docs: list[dict]          # every document the template rendered
-    selected: list[dict]      # the documents selected by documentIndex / documentSelector
+    docs: list[dict]  # every document the template rendered
+    selected: list[dict]  # the documents selected by documentIndex / documentSelector
     negative: bool
     render_error: str | None  # an error not attributed to a template (schema, release name, values)
     snapshots: Snapshots | None = None
@@ -381,6 +391,7 @@ def _each_document(params: dict, ctx: Context, check: Callable[[dict], Result]) 
 
 def _each_value(path: str, ctx: Context, check: Callable[[Any], Result]) -> Callable[[dict], Result]:
     """For one document: every value at `path` must pass; a path selecting nothing fails unless under `not`."""
+
     def run(document: dict) -> Result:
         actuals = find(document, path)
         if not actuals:
@@ -390,6 +401,7 @@ def _each_value(path: str, ctx: Context, check: Callable[[Any], Result]) -> Call
             ok, why = check(actual)
             passed, messages = passed and ok, messages + why
         return passed, messages
+
     return run
 
 
@@ -408,9 +420,14 @@ def v_equal(params: dict, ctx: Context) -> Result:
                 return False, [f"unable to decode base64 expected content {actual}"]
         if deep_equal(expected, actual) == ctx.negative:
             verb = "NOT to equal" if ctx.negative else "to equal"
-            return False, [f"path {params.get('path', '')}: expected {verb}:", dump_yaml(expected), "actual:",
-                           dump_yaml(actual)]
+            return False, [
+                f"path {params.get('path', '')}: expected {verb}:",
+                dump_yaml(expected),
+                "actual:",
+                dump_yaml(actual),
+            ]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
 
@@ -421,6 +438,7 @@ def v_exists(params: dict, ctx: Context) -> Result:
         if bool(find(document, path)) == ctx.negative:
             return False, [f"path {path} expected to {'NOT ' if ctx.negative else ''}exist"]
         return True, []
+
     return _each_document(params, ctx, check)
 
 
@@ -436,6 +454,7 @@ def v_null_or_empty(params: dict, ctx: Context) -> Result:
         if _is_empty(actual) == ctx.negative:
             return False, [f"expected {'NOT ' if ctx.negative else ''}to be null or empty, got:", dump_yaml(actual)]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
 
@@ -451,8 +470,9 @@ def v_contains(params: dict, ctx: Context) -> Result:
         for item in actual:
             if any_ and isinstance(item, dict) and isinstance(content, dict):
                 matches += _is_subset(item, content)
-            elif (not any_ or not isinstance(item, dict) or not isinstance(content, dict)) \
-                    and deep_equal(item, content):
+            elif (not any_ or not isinstance(item, dict) or not isinstance(content, dict)) and deep_equal(
+                item, content
+            ):
                 matches += 1
         found = matches > 0
         ok = (found if count is None else found and matches == count) != ctx.negative
@@ -460,6 +480,7 @@ def v_contains(params: dict, ctx: Context) -> Result:
             wanted = f"{'NOT ' if ctx.negative else ''}to contain" + (f" {count} time(s)" if count is not None else "")
             return False, [f"expected {wanted} (found {matches}):", dump_yaml([content]), "actual:", dump_yaml(actual)]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
 
@@ -470,9 +491,14 @@ def v_subset(params: dict, ctx: Context) -> Result:
         if not isinstance(actual, dict) or not isinstance(content, dict):
             return False, [f"expect '{params.get('path')}' to be an object, got:", dump_yaml(actual)]
         if _is_subset(actual, content) == ctx.negative:
-            return False, [f"expected {'NOT ' if ctx.negative else ''}to contain:", dump_yaml(content),
-                           "actual:", dump_yaml(actual)]
+            return False, [
+                f"expected {'NOT ' if ctx.negative else ''}to contain:",
+                dump_yaml(content),
+                "actual:",
+                dump_yaml(actual),
+            ]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
 
@@ -484,11 +510,13 @@ def v_type(params: dict, ctx: Context) -> Result:
             negation = "NOT " if ctx.negative else ""
             return False, [f"expected {negation}to be of type {expected}, got {go_type(actual)!r}"]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
 
 
 def v_order(comparison: str) -> Validator:
     """greaterOrEqual / lessOrEqual (operator_validator.go), including its handling of `not`."""
+
     def validator(params: dict, ctx: Context) -> Result:
         expected = params.get("value")
 
@@ -511,7 +539,9 @@ def v_order(comparison: str) -> Validator:
                     messages.append(f"the actual '{actual}' is not {comparison} or equal to the expected '{expected}'")
                 passed = ok if index == 0 else passed and ok
             return passed, messages
+
         return _each_document(params, ctx, check)
+
     return validator
 
 
@@ -528,13 +558,13 @@ def v_match_regex(params: dict, ctx: Context) -> Result:
         if bool(pattern.search(text)) == ctx.negative:
             return False, [f"expected {'NOT ' if ctx.negative else ''}to match {pattern.pattern!r}:", text]
         return True, []
+
     return _each_document(params, ctx, _each_value(params.get("path", ""), ctx, check))
-
-
 
 
 def v_raw(matcher: str) -> Validator:
     """equalRaw / matchRegexRaw: on the text of a NOTES.txt (or any text) template."""
+
     def validator(params: dict, ctx: Context) -> Result:
         if matcher == "regex":
             pattern = go_regex(params.get("pattern"))
@@ -548,12 +578,15 @@ def v_raw(matcher: str) -> Validator:
             if test(text) == ctx.negative:
                 return False, [f"expected {'NOT ' if ctx.negative else ''}to {label}:", text]
             return True, []
+
         return _each_document(params, ctx, check)
+
     return validator
 
 
 def v_field_is(field_name: str) -> Validator:
     """isKind / isAPIVersion."""
+
     def validator(params: dict, ctx: Context) -> Result:
         def check(document: dict) -> Result:
             actual = document.get(field_name)
@@ -561,7 +594,9 @@ def v_field_is(field_name: str) -> Validator:
                 wanted = f"{'NOT ' if ctx.negative else ''}to be {params.get('of')}"
                 return False, [f"expected {field_name} {wanted}, got {actual!r}"]
             return True, []
+
         return _each_document(params, ctx, check)
+
     return validator
 
 
@@ -575,6 +610,7 @@ def v_has_documents(params: dict, ctx: Context) -> Result:
 
 def v_contains_document(params: dict, ctx: Context) -> Result:
     """containsDocument: without `any`, every selected document must match; with `any`, one is enough."""
+
     def matches(doc: dict) -> bool:
         for key, wanted in (("kind", params.get("kind", "")), ("apiVersion", params.get("apiVersion", ""))):
             if isinstance(doc.get(key), str) and doc[key] != wanted:
@@ -589,14 +625,16 @@ def v_contains_document(params: dict, ctx: Context) -> Result:
 
     if not ctx.selected:
         return (True, []) if ctx.negative else (False, ["no manifest found"])
-    described = f"kind {params.get('kind')}, apiVersion {params.get('apiVersion')}" + \
-        "".join(f", {k} {params[k]}" for k in ("name", "namespace") if params.get(k))
+    described = f"kind {params.get('kind')}, apiVersion {params.get('apiVersion')}" + "".join(
+        f", {k} {params[k]}" for k in ("name", "namespace") if params.get(k)
+    )
     passed, messages = True, []
     for index, doc in enumerate(ctx.selected):
         if matches(doc) == ctx.negative:
             passed = False
-            messages.append(f"DocumentIndex {index}: expected {'NOT ' if ctx.negative else ''}to contain document "
-                            f"{described}")
+            messages.append(
+                f"DocumentIndex {index}: expected {'NOT ' if ctx.negative else ''}to contain document {described}"
+            )
         elif bool(params.get("any")) != ctx.negative:
             return True, []
     return passed, messages
@@ -620,8 +658,9 @@ def v_length_equal(params: dict, ctx: Context) -> Result:
             ok = True
             if count is not None and (length == count) == ctx.negative:
                 ok = False
-                messages.append(f"path {one}: expected {'NOT ' if ctx.negative else ''}to match count {count}, "
-                                f"got {length}")
+                messages.append(
+                    f"path {one}: expected {'NOT ' if ctx.negative else ''}to match count {count}, got {length}"
+                )
             passed = ok if index == 0 else passed and ok
         return passed, messages, length
 
@@ -645,6 +684,7 @@ def v_length_equal(params: dict, ctx: Context) -> Result:
                 relation = "equals" if ctx.negative else "differs from"
                 return False, [f"path {one}: length {counts[one]} {relation} {reference}"]
         return reference is not None, messages
+
     return _each_document(params, ctx, check)
 
 
@@ -723,7 +763,7 @@ def v_snapshot_raw(params: dict, ctx: Context) -> Result:
 @dataclass
 class AssertType:
     validator: Validator
-    params: dict[str, bool]   # parameter name -> required
+    params: dict[str, bool]  # parameter name -> required
     antonym: bool = False
     requires_render: bool = True
 
@@ -751,12 +791,13 @@ ASSERT_TYPES: dict[str, AssertType] = {
     "isKind": AssertType(v_field_is("kind"), {"of": True}),
     "isAPIVersion": AssertType(v_field_is("apiVersion"), {"of": True}),
     "hasDocuments": AssertType(v_has_documents, {"count": True, "filterAware": False}),
-    "containsDocument": AssertType(v_contains_document, {"kind": True, "apiVersion": True, "name": False,
-                                                         "namespace": False, "any": False}),
+    "containsDocument": AssertType(
+        v_contains_document, {"kind": True, "apiVersion": True, "name": False, "namespace": False, "any": False}
+    ),
     "matchSnapshot": AssertType(v_snapshot, {"path": False, "matchRegex": False, "notMatchRegex": False}),
     "matchSnapshotRaw": AssertType(v_snapshot_raw, {}),
-    "failedTemplate": AssertType(v_failed_template, {"errorMessage": False, "errorPattern": False},
-                                 requires_render=False),
-    "notFailedTemplate": AssertType(v_failed_template, {"errorMessage": False, "errorPattern": False},
-                                    antonym=True),
+    "failedTemplate": AssertType(
+        v_failed_template, {"errorMessage": False, "errorPattern": False}, requires_render=False
+    ),
+    "notFailedTemplate": AssertType(v_failed_template, {"errorMessage": False, "errorPattern": False}, antonym=True),
 }

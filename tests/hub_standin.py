@@ -124,8 +124,16 @@ class HubStandIn:
 
     # ------------------------------------------------------------ setup
 
-    def add_repo(self, repo_id: str, folder: Path, *, gated: bool = False, tokens: tuple[str, ...] = (),
-                 branches: tuple[str, ...] = ("main",), lfs_suffixes: tuple[str, ...] = LFS_SUFFIXES) -> Repo:
+    def add_repo(
+        self,
+        repo_id: str,
+        folder: Path,
+        *,
+        gated: bool = False,
+        tokens: tuple[str, ...] = (),
+        branches: tuple[str, ...] = ("main",),
+        lfs_suffixes: tuple[str, ...] = LFS_SUFFIXES,
+    ) -> Repo:
         """Publish every file under `folder` as repository `repo_id` (one commit, on `branches`)."""
         folder = Path(folder)
         files: dict[str, RepoFile] = {}
@@ -185,10 +193,10 @@ def _handler_for(hub: HubStandIn):
         def log_message(self, format, *args):  # noqa: A002 - quiet test output
             return
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self._dispatch(send_body=True)
 
-        def do_HEAD(self):  # noqa: N802
+        def do_HEAD(self):
             self._dispatch(send_body=False)
 
         # -------------------------------------------------------- routing
@@ -197,9 +205,9 @@ def _handler_for(hub: HubStandIn):
             path = urlsplit(self.path).path
             hub.requests.append((self.command, path))
             if path.startswith("/api/models/"):
-                return self._model_info(unquote(path[len("/api/models/"):]))
+                return self._model_info(unquote(path[len("/api/models/") :]))
             if path.startswith("/lfs-cdn/"):
-                return self._cdn(path[len("/lfs-cdn/"):], send_body)
+                return self._cdn(path[len("/lfs-cdn/") :], send_body)
             parts = path.lstrip("/").split("/")
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo_id = f"{parts[0]}/{parts[1]}"
@@ -210,7 +218,7 @@ def _handler_for(hub: HubStandIn):
 
         def _token(self) -> str | None:
             value = self.headers.get("authorization", "")
-            return value[len("Bearer "):] if value.startswith("Bearer ") else None
+            return value[len("Bearer ") :] if value.startswith("Bearer ") else None
 
         def _repo_or_error(self, repo_id: str) -> Repo | None:
             repo = hub.repos.get(repo_id)
@@ -237,10 +245,17 @@ def _handler_for(hub: HubStandIn):
                     sibling["lfs"] = {"sha256": item.sha256, "size": item.size, "pointerSize": 134}
                 siblings.append(sibling)
             body = {
-                "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
-                "author": repo_id.split("/")[0], "sha": commit, "private": False,
-                "gated": "manual" if repo.gated else False, "disabled": False, "tags": [],
-                "siblings": siblings, "lastModified": "2026-01-01T00:00:00.000Z",
+                "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit,
+                "private": False,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "tags": [],
+                "siblings": siblings,
+                "lastModified": "2026-01-01T00:00:00.000Z",
             }
             self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, True)
 
@@ -254,31 +269,53 @@ def _handler_for(hub: HubStandIn):
             if repo.gated:
                 token = self._token()
                 if token is None:
-                    return self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
-                                       "access to it and be authenticated to access it. Please log in.")
+                    return self._error(
+                        401,
+                        "GatedRepo",
+                        f"Access to model {repo_id} is restricted. You must have "
+                        "access to it and be authenticated to access it. Please log in.",
+                    )
                 if token not in repo.tokens:
-                    return self._error(403, "GatedRepo", f"Access to model {repo_id} is restricted and you are "
-                                       "not in the authorized list.")
+                    return self._error(
+                        403,
+                        "GatedRepo",
+                        f"Access to model {repo_id} is restricted and you are not in the authorized list.",
+                    )
             item = repo.files.get(filename)
             if item is None:
-                return self._error(404, "EntryNotFound", f"{filename} does not exist on {revision}",
-                                   {"X-Repo-Commit": commit})
+                return self._error(
+                    404, "EntryNotFound", f"{filename} does not exist on {revision}", {"X-Repo-Commit": commit}
+                )
             headers = {"X-Repo-Commit": commit}
             if item.is_lfs:
                 location = f"{hub.cdn}/lfs-cdn/{item.sha256}?repo={quote(repo_id, safe='')}"
-                headers.update({"Location": location, "X-Linked-Size": str(item.size),
-                                "X-Linked-Etag": f'"{item.sha256}"', "ETag": f'"{item.sha256}"'})
+                headers.update(
+                    {
+                        "Location": location,
+                        "X-Linked-Size": str(item.size),
+                        "X-Linked-Etag": f'"{item.sha256}"',
+                        "ETag": f'"{item.sha256}"',
+                    }
+                )
                 return self._send(302, b"", headers, send_body)
-            headers.update({"ETag": f'"{item.blob_id}"', "Content-Type": "application/octet-stream",
-                            "Accept-Ranges": "bytes"})
+            headers.update(
+                {"ETag": f'"{item.blob_id}"', "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+            )
             self._send_file(item, headers, send_body)
 
         def _cdn(self, sha256: str, send_body: bool) -> None:
             for repo in hub.repos.values():
                 for item in repo.files.values():
                     if item.sha256 == sha256:
-                        return self._send_file(item, {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes",
-                                                      "Content-Type": "application/octet-stream"}, send_body)
+                        return self._send_file(
+                            item,
+                            {
+                                "ETag": f'"{sha256}"',
+                                "Accept-Ranges": "bytes",
+                                "Content-Type": "application/octet-stream",
+                            },
+                            send_body,
+                        )
             self._error(404, None, "No such blob")
 
         # -------------------------------------------------------- responses
@@ -303,7 +340,7 @@ def _handler_for(hub: HubStandIn):
             range_header = self.headers.get("Range", "")
             status = 200
             if range_header.startswith("bytes=") and send_body:
-                first, _, last = range_header[len("bytes="):].partition("-")
+                first, _, last = range_header[len("bytes=") :].partition("-")
                 start = int(first or 0)
                 end = int(last) + 1 if last else item.size
                 status = 206

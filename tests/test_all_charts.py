@@ -20,9 +20,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness import (
+    CHARTS,
+    OVERRIDES,
+    lint_chart,
+    pod_specs,
+    render_chart,
+    restricted_violations,
+    validate_manifests,
+    writable_path_violations,
+)
 
-from harness import (CHARTS, OVERRIDES, lint_chart, pod_specs, render_chart, restricted_violations, validate_manifests,
-                     writable_path_violations)
 from llmft.charts import compose_values
 
 
@@ -48,7 +56,7 @@ def _cases():
 CASES = _cases()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rendered(chart: str, file: Path | None):
     return render_chart(CHARTS / chart, values_files=[file] if file else [], release_name=release_name_for(file, chart))
 
@@ -92,8 +100,12 @@ def llmft_arguments(container: dict) -> list[str] | None:
     argv = [str(a) for a in list(container.get("command") or []) + list(container.get("args") or [])]
     if argv and Path(argv[0]).name == "llmft":
         return argv[1:]
-    if len(argv) >= 3 and Path(argv[0]).name.startswith("python") and argv[1] == "-m" \
-            and argv[2] in ("llmft", "llmft.cli"):
+    if (
+        len(argv) >= 3
+        and Path(argv[0]).name.startswith("python")
+        and argv[1] == "-m"
+        and argv[2] in ("llmft", "llmft.cli")
+    ):
         return argv[3:]
     return None
 
@@ -138,10 +150,24 @@ def test_llmft_command_check_rejects_what_llmft_would():
 
 SECRET_WORDS = {"SECRET", "PASSWORD", "PASSWD", "TOKEN", "KEY", "CREDENTIALS"}
 # Names that hold a credential itself (a ConfigMap may mention tokens such as eos_token, not these).
-CREDENTIAL_NAMES = {"TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ACCESS_TOKEN", "AUTH_TOKEN", "API_TOKEN",
-                    "API_KEY", "ACCESS_KEY", "SECRET_KEY", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "PASSWORD",
-                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BUCKET_STORAGE_ACCESS_KEY",
-                    "BUCKET_STORAGE_SECRET_KEY"}
+CREDENTIAL_NAMES = {
+    "TOKEN",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "ACCESS_TOKEN",
+    "AUTH_TOKEN",
+    "API_TOKEN",
+    "API_KEY",
+    "ACCESS_KEY",
+    "SECRET_KEY",
+    "ACCESS_KEY_ID",
+    "SECRET_ACCESS_KEY",
+    "PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "BUCKET_STORAGE_ACCESS_KEY",
+    "BUCKET_STORAGE_SECRET_KEY",
+}
 
 
 def _words(name: str) -> list[str]:
@@ -157,9 +183,13 @@ def secret_like_env(name: str) -> bool:
 def credential_like_key(name: str) -> bool:
     words = _words(name)
     joined = "_".join(words)
-    return ("PASSWORD" in words or "PASSWD" in words or joined in CREDENTIAL_NAMES
-            or any(joined.endswith("_" + c) for c in CREDENTIAL_NAMES if "_" in c and c != "HF_TOKEN")
-            or ("SECRET" in words and ("KEY" in words or "ACCESS" in words)))
+    return (
+        "PASSWORD" in words
+        or "PASSWD" in words
+        or joined in CREDENTIAL_NAMES
+        or any(joined.endswith("_" + c) for c in CREDENTIAL_NAMES if "_" in c and c != "HF_TOKEN")
+        or ("SECRET" in words and ("KEY" in words or "ACCESS" in words))
+    )
 
 
 def _credential_keys(node, where: str) -> list[str]:
@@ -202,8 +232,9 @@ def secret_problems(documents: list[dict], pods: list[tuple[str, dict]]) -> list
                 parsed = yaml.safe_load(text)
             except yaml.YAMLError:
                 continue
-            problems.extend(f"ConfigMap {cm}: {key}: {path} holds a credential"
-                            for path in _credential_keys(parsed, ""))
+            problems.extend(
+                f"ConfigMap {cm}: {key}: {path} holds a credential" for path in _credential_keys(parsed, "")
+            )
     return problems
 
 
@@ -215,16 +246,38 @@ def test_secrets_only_through_secret_key_refs(chart, file):
 
 
 def test_secret_check_catches_literals_and_config_map_credentials():
-    pods = [("job", {"containers": [{"name": "c", "env": [
-        {"name": "HF_TOKEN", "value": "hf_abc"},
-        {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
-        {"name": "BUCKET_STORAGE_SECRET_KEY", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "y"}}},
-        {"name": "BUCKET_STORAGE_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}},
-    ]}]})]
-    config = {"kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {
-        "config.yaml": "tokenizer:\n  eos_token: </s>\nhub:\n  hf_token: hf_abc\n",
-        "env": "AWS_SECRET_ACCESS_KEY=abc\nMODE=x\n",
-    }}
+    pods = [
+        (
+            "job",
+            {
+                "containers": [
+                    {
+                        "name": "c",
+                        "env": [
+                            {"name": "HF_TOKEN", "value": "hf_abc"},
+                            {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
+                            {
+                                "name": "BUCKET_STORAGE_SECRET_KEY",
+                                "valueFrom": {"configMapKeyRef": {"name": "x", "key": "y"}},
+                            },
+                            {
+                                "name": "BUCKET_STORAGE_ACCESS_KEY",
+                                "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}},
+                            },
+                        ],
+                    }
+                ]
+            },
+        )
+    ]
+    config = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg"},
+        "data": {
+            "config.yaml": "tokenizer:\n  eos_token: </s>\nhub:\n  hf_token: hf_abc\n",
+            "env": "AWS_SECRET_ACCESS_KEY=abc\nMODE=x\n",
+        },
+    }
     problems = secret_problems([config], pods)
     assert any("HF_TOKEN is a literal" in p for p in problems)
     assert any("BUCKET_STORAGE_SECRET_KEY does not come from a Secret" in p for p in problems)

@@ -68,70 +68,267 @@ CASES = [
     (["report", "./emptydir"], "./emptydir has no metrics.jsonl"),
     (["local", "charts/nope", "-f", "x.yaml"], "charts/nope is not a chart folder (no Chart.yaml)"),
     (["local", "{charts}/llm-finetune", "-f", "nope.yaml"], "values file nope.yaml does not exist"),
-    (["local", "{charts}/llm-finetune", "-f", "dupkey-values.yaml", "--dry-run"],
-     "dupkey-values.yaml:3: the key 'basemodel' appears twice"),
+    (
+        ["local", "{charts}/llm-finetune", "-f", "dupkey-values.yaml", "--dry-run"],
+        "dupkey-values.yaml:3: the key 'basemodel' appears twice",
+    ),
     # chart values: `--set KEY=null` deletes a key, which the schema names (not a nil pointer in a template)
-    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
-      "to-minio.yaml", "--set", "bucketCredentialsSecret=null", "--dry-run"],
-     "missing property 'bucketCredentialsSecret'"),
-    (["local", "{charts}/download-model-to-bucket", "-f", "{overrides}/download-model-to-bucket/tutorial-01-tiny-llama-"
-      "to-minio.yaml", "--set", "image=null", "--dry-run"], "missing property 'image'"),
-    (["local", "{charts}/download-data-to-bucket", "-f", "{original}/download-data-to-bucket--tutorial-01-argilla-to-"
-      "minio.yaml", "--set", "hfTokenSecret=null", "--dry-run"], "missing property 'hfTokenSecret'"),
-    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
-      "--set", "bucketCredentialsSecret=null", "--dry-run"], "missing property 'bucketCredentialsSecret'"),
-    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "service=null", "--dry-run"],
-     "missing property 'service'"),
-    (["local", "{charts}/llm-evaluate", "-f", "{overrides}/llm-evaluate/tutorial-01-evaluate-sweep.yaml",
-      "--set", "gpuResourceName=null", "--dry-run"], "missing property 'gpuResourceName'"),
-    (["local", "{charts}/llm-tune", "-f", "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
-      "--set", "studyStorage=null", "--dry-run"], "missing property 'studyStorage'"),
-    (["local", "{charts}/llm-tune", "-f", "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
-      "--set", "finetuning_config.training_args.push_to_hub=true", "--dry-run"],
-     "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub"),
-    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
-      "--set", "checkpointsRemote=not a path", "--dry-run"],
-     "checkpointsRemote: \"not a path\" is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
-     "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /"),
+    (
+        [
+            "local",
+            "{charts}/download-model-to-bucket",
+            "-f",
+            "{original}/download-model-to-bucket--tutorial-01-tiny-llama-to-minio.yaml",
+            "--set",
+            "bucketCredentialsSecret=null",
+            "--dry-run",
+        ],
+        "missing property 'bucketCredentialsSecret'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/download-model-to-bucket",
+            "-f",
+            "{overrides}/download-model-to-bucket/tutorial-01-tiny-llama-to-minio.yaml",
+            "--set",
+            "image=null",
+            "--dry-run",
+        ],
+        "missing property 'image'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/download-data-to-bucket",
+            "-f",
+            "{original}/download-data-to-bucket--tutorial-01-argilla-to-minio.yaml",
+            "--set",
+            "hfTokenSecret=null",
+            "--dry-run",
+        ],
+        "missing property 'hfTokenSecret'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+            "--set",
+            "bucketCredentialsSecret=null",
+            "--dry-run",
+        ],
+        "missing property 'bucketCredentialsSecret'",
+    ),
+    (
+        ["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "service=null", "--dry-run"],
+        "missing property 'service'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-evaluate",
+            "-f",
+            "{overrides}/llm-evaluate/tutorial-01-evaluate-sweep.yaml",
+            "--set",
+            "gpuResourceName=null",
+            "--dry-run",
+        ],
+        "missing property 'gpuResourceName'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-tune",
+            "-f",
+            "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
+            "--set",
+            "studyStorage=null",
+            "--dry-run",
+        ],
+        "missing property 'studyStorage'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-tune",
+            "-f",
+            "{overrides}/llm-tune/tutorial-01-lora-search.yaml",
+            "--set",
+            "finetuning_config.training_args.push_to_hub=true",
+            "--dry-run",
+        ],
+        "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+            "--set",
+            "checkpointsRemote=not a path",
+            "--dry-run",
+        ],
+        "checkpointsRemote: \"not a path\" is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
+        "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /",
+    ),
     # the original tutorial's files (tests/fixtures/original-tutorial): read, or refused naming the new spelling
-    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
-      "to-minio.yaml", "--set", "modelID=a/b", "--dry-run"],
-     "modelId and modelID are both given (modelId is the original tutorial's spelling of modelID): keep only modelID"),
-    (["local", "{charts}/download-model-to-bucket", "-f", "{original}/download-model-to-bucket--tutorial-01-tiny-llama-"
-      "to-minio.yaml", "--set", "bucketModelPath=default-bucket/models/x", "--dry-run"],
-     "bucketPath and bucketModelPath are both given"),
-    (["local", "{charts}/llm-finetune", "-f", "{original}/llm-finetune--tutorial-01-finetune-lora.yaml", "--dry-run"],
-     "chat_template_name: a template name of the original engine, got \"mistral-with-system\" (the original "
-     "engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original"),
-    (["local", "{charts}/llm-finetune", "-f", "{original}/llm-finetune--tutorial-01-finetune-lora.yaml",
-      "--set", "finetuning_config.data_conf.chat_template_name=keep-original", "--dry-run"],
-     "finetuningImage: a key of the original tutorial's chart; set image.repository and image.tag instead"),
-    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
-      "--set", "finetuning_config.training_args.push_to_hub=true", "--dry-run"],
-     "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub"),
-    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
-      "--set", "finetuning_config.run_conf.model_args.torch_dtype=float64", "--dry-run"],
-     "finetuning_config.run_conf.model_args.torch_dtype: unknown key, got \"float64\" (use run_conf.model_args.dtype"),
-    (["local", "{charts}/llm-inference-vllm", "-f", "{original}/llm-inference-vllm--tinyllama-original-keys.yaml",
-      "--dry-run"], "; a Hugging Face Hub model is written hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
-    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "image=rocm/vllm:rocm6.4.1",
-      "--dry-run"],
-     "write it as image.repository and image.tag: --set image.repository=rocm/vllm --set image.tag=rocm6.4.1"),
-    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "served_model_name=a",
-      "--set", "vllm_engine_args.served-model-name=b", "--dry-run"],
-     "served_model_name and vllm_engine_args.served-model-name are both given"),
-    (["local", "{charts}/download-data-to-bucket", "-f", "{overrides}/download-data-to-bucket/tutorial-01-argilla-to-"
-      "minio.yaml", "--set", "dataScript=null", "--dry-run"], "missing property 'dataScript'"),
-    (["local", "{charts}/llm-inference-vllm", "--set", "model=hf://a/b", "--set", "downloaderImage=null", "--dry-run"],
-     "missing property 'downloaderImage'"),
-    (["local", "{charts}/llm-finetune", "-f", "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
-      "--set", "finetuning_config.training_args.bf16=false", "--dry-run"],
-     "finetuning_config.training_args.bf16: unknown key, got false (precision is run_conf.model_args.dtype"),
-    (["sft", "original-template.yaml"], "finetuning_config.data_conf.chat_template_name: a template name of the "
-                                        "original engine, got \"simplified-llama31\" (use llama-3"),
-    (["train", "original-precision.yaml"],
-     "run_conf.model_args.dtype: the precision keys disagree (training_args.bf16: true, "
-     "run_conf.model_args.torch_dtype: \"float32\")"),
+    (
+        [
+            "local",
+            "{charts}/download-model-to-bucket",
+            "-f",
+            "{original}/download-model-to-bucket--tutorial-01-tiny-llama-to-minio.yaml",
+            "--set",
+            "modelID=a/b",
+            "--dry-run",
+        ],
+        "modelId and modelID are both given (modelId is the original tutorial's spelling of modelID): "
+        "keep only modelID",
+    ),
+    (
+        [
+            "local",
+            "{charts}/download-model-to-bucket",
+            "-f",
+            "{original}/download-model-to-bucket--tutorial-01-tiny-llama-to-minio.yaml",
+            "--set",
+            "bucketModelPath=default-bucket/models/x",
+            "--dry-run",
+        ],
+        "bucketPath and bucketModelPath are both given",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{original}/llm-finetune--tutorial-01-finetune-lora.yaml",
+            "--dry-run",
+        ],
+        'chat_template_name: a template name of the original engine, got "mistral-with-system" (the original '
+        "engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{original}/llm-finetune--tutorial-01-finetune-lora.yaml",
+            "--set",
+            "finetuning_config.data_conf.chat_template_name=keep-original",
+            "--dry-run",
+        ],
+        "finetuningImage: a key of the original tutorial's chart; set image.repository and image.tag instead",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+            "--set",
+            "finetuning_config.training_args.push_to_hub=true",
+            "--dry-run",
+        ],
+        "finetuning_config.training_args.push_to_hub: unknown key, got true (the engine never pushes to the Hub",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+            "--set",
+            "finetuning_config.run_conf.model_args.torch_dtype=float64",
+            "--dry-run",
+        ],
+        'finetuning_config.run_conf.model_args.torch_dtype: unknown key, got "float64" (use run_conf.model_args.dtype',
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-inference-vllm",
+            "-f",
+            "{original}/llm-inference-vllm--tinyllama-original-keys.yaml",
+            "--dry-run",
+        ],
+        "; a Hugging Face Hub model is written hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-inference-vllm",
+            "--set",
+            "model=hf://a/b",
+            "--set",
+            "image=rocm/vllm:rocm6.4.1",
+            "--dry-run",
+        ],
+        "write it as image.repository and image.tag: --set image.repository=rocm/vllm --set image.tag=rocm6.4.1",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-inference-vllm",
+            "--set",
+            "model=hf://a/b",
+            "--set",
+            "served_model_name=a",
+            "--set",
+            "vllm_engine_args.served-model-name=b",
+            "--dry-run",
+        ],
+        "served_model_name and vllm_engine_args.served-model-name are both given",
+    ),
+    (
+        [
+            "local",
+            "{charts}/download-data-to-bucket",
+            "-f",
+            "{overrides}/download-data-to-bucket/tutorial-01-argilla-to-minio.yaml",
+            "--set",
+            "dataScript=null",
+            "--dry-run",
+        ],
+        "missing property 'dataScript'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-inference-vllm",
+            "--set",
+            "model=hf://a/b",
+            "--set",
+            "downloaderImage=null",
+            "--dry-run",
+        ],
+        "missing property 'downloaderImage'",
+    ),
+    (
+        [
+            "local",
+            "{charts}/llm-finetune",
+            "-f",
+            "{overrides}/llm-finetune/tutorial-01-finetune-lora.yaml",
+            "--set",
+            "finetuning_config.training_args.bf16=false",
+            "--dry-run",
+        ],
+        "finetuning_config.training_args.bf16: unknown key, got false (precision is run_conf.model_args.dtype",
+    ),
+    (
+        ["sft", "original-template.yaml"],
+        "finetuning_config.data_conf.chat_template_name: a template name of the "
+        'original engine, got "simplified-llama31" (use llama-3',
+    ),
+    (
+        ["train", "original-precision.yaml"],
+        "run_conf.model_args.dtype: the precision keys disagree (training_args.bf16: true, "
+        'run_conf.model_args.torch_dtype: "float32")',
+    ),
 ]
 
 
@@ -152,33 +349,68 @@ def probe_dir(tmp_path_factory):
     (root / "broken.yaml").write_text("method: sft\ntraining_args: [1\n")
     (root / "list.yaml").write_text("- method: sft\n")
     (root / "unknown-key.yaml").write_text("method: sft\ntraining_args:\n  learnign_rate: 1.0e-4\n")
-    (root / "output-is-a-file.yaml").write_text(json.dumps({
-        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
-        "training_args": {"output_dir": "file.txt"}, "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": "./notok"}}))
+    (root / "output-is-a-file.yaml").write_text(
+        json.dumps(
+            {
+                "method": "sft",
+                "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
+                "training_args": {"output_dir": "file.txt"},
+                "peft_conf": {"peft_type": "NO_PEFT"},
+                "run_conf": {"model": "./notok"},
+            }
+        )
+    )
     for name, section, values in (
-            ("packing-yes", "sft_args", {"packing": "yes"}), ("zero-steps", "training_args", {"max_steps": 0}),
-            ("best-metric", "training_args", {"metric_for_best_model": "eval_accuracy", "eval_strategy": "steps"}),
-            ("scheduler-kwargs", "training_args", {"lr_scheduler_type": "linear",
-                                                   "lr_scheduler_kwargs": {"num_cycles": 2}})):
-        config = {"method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]},
-                                                 "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.5}},
-                  "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"},
-                  "run_conf": {"model": "./notok"}}
+        ("packing-yes", "sft_args", {"packing": "yes"}),
+        ("zero-steps", "training_args", {"max_steps": 0}),
+        ("best-metric", "training_args", {"metric_for_best_model": "eval_accuracy", "eval_strategy": "steps"}),
+        (
+            "scheduler-kwargs",
+            "training_args",
+            {"lr_scheduler_type": "linear", "lr_scheduler_kwargs": {"num_cycles": 2}},
+        ),
+    ):
+        config = {
+            "method": "sft",
+            "data_conf": {
+                "training_data": {"datasets": [{"path": "good.jsonl"}]},
+                "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.5},
+            },
+            "training_args": {"output_dir": "out"},
+            "peft_conf": {"peft_type": "NO_PEFT"},
+            "run_conf": {"model": "./notok"},
+        }
         config.setdefault(section, {}).update(values)
         (root / f"{name}.yaml").write_text(json.dumps(config))
-    (root / "original-precision.yaml").write_text(json.dumps({  # the original engine's keys, disagreeing
-        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
-        "training_args": {"output_dir": "out", "bf16": True}, "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": "./notok", "model_args": {"torch_dtype": "float32"}}}))
-    (root / "original-template.yaml").write_text(json.dumps({
-        "method": "sft", "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]},
-                                       "chat_template_name": "simplified-llama31"},
-        "training_args": {"output_dir": "out"}, "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": "./notok"}}))
+    (root / "original-precision.yaml").write_text(
+        json.dumps(
+            {  # the original engine's keys, disagreeing
+                "method": "sft",
+                "data_conf": {"training_data": {"datasets": [{"path": "good.jsonl"}]}},
+                "training_args": {"output_dir": "out", "bf16": True},
+                "peft_conf": {"peft_type": "NO_PEFT"},
+                "run_conf": {"model": "./notok", "model_args": {"torch_dtype": "float32"}},
+            }
+        )
+    )
+    (root / "original-template.yaml").write_text(
+        json.dumps(
+            {
+                "method": "sft",
+                "data_conf": {
+                    "training_data": {"datasets": [{"path": "good.jsonl"}]},
+                    "chat_template_name": "simplified-llama31",
+                },
+                "training_args": {"output_dir": "out"},
+                "peft_conf": {"peft_type": "NO_PEFT"},
+                "run_conf": {"model": "./notok"},
+            }
+        )
+    )
     (root / "dupkey-values.yaml").write_text("basemodel: a/b\ncheckpointsRemote: x/y\nbasemodel: c/d\n")
-    (root / "good.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                              {"role": "assistant", "content": "hello"}]}) + "\n")
+    (root / "good.jsonl").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n"
+    )
     return root
 
 
@@ -203,7 +435,7 @@ def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, pro
     # One message: `error: ...` (a config's problems follow it one per line) or argparse's `llmft X: error: ...`.
     messages = [line for line in err.splitlines() if line.startswith(("error:", "llmft"))]
     assert len(messages) == 1, err
-    assert expected in err[err.index(messages[0]):], err
+    assert expected in err[err.index(messages[0]) :], err
 
 
 def test_a_failure_that_may_pass_exits_1_so_a_job_retries(probe_dir, monkeypatch, capsys):

@@ -29,8 +29,13 @@ def test_every_listed_benchmark_has_a_script():
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_quick_benchmark_reports_its_figures(name, tmp_path):
     out = tmp_path / "results"
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", name, "--out", str(out)],
-                               cwd=REPO, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", name, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
 
     report = json.loads((out / "latest.json").read_text())
@@ -51,8 +56,13 @@ def test_quick_benchmark_reports_its_figures(name, tmp_path):
 def test_gpu_check_runs_on_the_cpu_and_writes_its_report(tmp_path):
     """`make gpu-check` runs on a GPU machine only later; `--cpu` (tiny sizes) keeps the script from rotting."""
     out = tmp_path / "gpu"
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--cpu", "--out", str(out)],
-                               cwd=REPO, capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--cpu", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert set(report["throughput"]) == {"full packed", "full padded", "lora packed", "lora padded"}
@@ -66,11 +76,25 @@ def test_gpu_check_runs_on_the_cpu_and_writes_its_report(tmp_path):
 def test_readme_table_is_rewritten_between_its_markers_only():
     from benchmarks.readme import BEGIN, END, rewrite
 
-    report = {"date": "2026-12-02T00:00:00+00:00", "quick": False, "failures": {},
-              "machine": {"cpus": 2, "processor": "cpu", "platform": "linux",
-                          "load_average_1min": {"start": 0.1, "end": 0.2}},
-              "results": {"resume": {"title": "Resume", "setup": "s", "wall_seconds": 120, "figures": [
-                  {"name": "ratio", "value": 1.1, "target": "<= 1.15", "meets": True, "explain": ""}]}}}
+    report = {
+        "date": "2026-12-02T00:00:00+00:00",
+        "quick": False,
+        "failures": {},
+        "machine": {
+            "cpus": 2,
+            "processor": "cpu",
+            "platform": "linux",
+            "load_average_1min": {"start": 0.1, "end": 0.2},
+        },
+        "results": {
+            "resume": {
+                "title": "Resume",
+                "setup": "s",
+                "wall_seconds": 120,
+                "figures": [{"name": "ratio", "value": 1.1, "target": "<= 1.15", "meets": True, "explain": ""}],
+            }
+        },
+    }
     readme = f"intro\n{BEGIN}\nold table\n{END}\nhow each figure is measured\n"
     rewritten = rewrite(readme, report)
     assert rewritten.startswith("intro\n") and rewritten.endswith(f"{END}\nhow each figure is measured\n")

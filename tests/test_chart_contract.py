@@ -17,6 +17,7 @@ import typing
 import pytest
 import yaml
 from harness import CHARTS, OVERRIDES, render_valid
+
 from llmft.charts import load_values_file, render_chart
 from llmft.errors import UserError
 from llmft.finetune.config import BUCKET_NAME_PATTERN, load_config, location_problem
@@ -25,14 +26,33 @@ from llmft.storage.location import parse_location
 
 FINETUNE = CHARTS / "llm-finetune"
 LIBRARY = CHARTS / "llmft-common"
-APPLICATION_CHARTS = sorted(path.parent for path in CHARTS.glob("*/Chart.yaml")
-                            if yaml.safe_load(path.read_text()).get("type") != "library")
+APPLICATION_CHARTS = sorted(
+    path.parent for path in CHARTS.glob("*/Chart.yaml") if yaml.safe_load(path.read_text()).get("type") != "library"
+)
 
 LOCATIONS = [
-    "default-bucket/datasets/train.jsonl", "s3://default-bucket/x", "s3://default-bucket/", "default-bucket",
-    "a.b-c/x/y", "not a path", "default-bucket/../etc", "s3://default-bucket/a/..", "default-bucket/a/..b",
-    "Default_Bucket/x", "ab/x", "s3://", "s3:///x", "gs://bucket/x", "./data", "/data", "../data", "~/data",
-    ".", "..", "hf://org/name", " default-bucket/x ",
+    "default-bucket/datasets/train.jsonl",
+    "s3://default-bucket/x",
+    "s3://default-bucket/",
+    "default-bucket",
+    "a.b-c/x/y",
+    "not a path",
+    "default-bucket/../etc",
+    "s3://default-bucket/a/..",
+    "default-bucket/a/..b",
+    "Default_Bucket/x",
+    "ab/x",
+    "s3://",
+    "s3:///x",
+    "gs://bucket/x",
+    "./data",
+    "/data",
+    "../data",
+    "~/data",
+    ".",
+    "..",
+    "hf://org/name",
+    " default-bucket/x ",
 ]
 
 
@@ -43,11 +63,14 @@ def probe_chart(tmp_path_factory):
     (chart / "templates").mkdir(parents=True)
     (chart / "charts").mkdir()
     (chart / "charts" / "llmft-common").symlink_to(LIBRARY)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\ndependencies:\n"
-                                      "  - {name: llmft-common, version: 0.1.0, repository: file://../llmft-common}\n")
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\ndependencies:\n"
+        "  - {name: llmft-common, version: 0.1.0, repository: file://../llmft-common}\n"
+    )
     (chart / "templates" / "probe.yaml").write_text(
         'kind: Probe\nkind_of_location: {{ include "llmft-common.locationKind" .Values.location | quote }}\n'
-        '{{- include "llmft-common.checkLocation" (list "location" .Values.location) }}\n')
+        '{{- include "llmft-common.checkLocation" (list "location" .Values.location) }}\n'
+    )
     return chart
 
 
@@ -69,39 +92,71 @@ def test_generated_location_check_is_the_engines_rule(probe_chart, value):
     assert kind == expected
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["finetuning_config.data_conf.validation_data.ratio=1.5"],
-     ('finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 '
-      '(or null), got "1.5"')),
-    (["finetuning_config.training_args.learning_rate=-0.5"],
-     'finetuning_config.training_args.learning_rate: must be a number greater than 0, got "-0.5"'),
-    (["finetuning_config.method=dpo", "finetuning_config.training_args.label_smoothing=0.7"],
-     "finetuning_config.training_args.label_smoothing: must be a number at least 0 and less than 0.5"),
-    (["finetuning_config.training_args.warmup_steps=2.5"],
-     ("finetuning_config.training_args.warmup_steps: must be a non-negative integer or a number greater than 0 "
-      "and less than 1")),
-    (["checkpointsRemote=not a path"], "checkpointsRemote: \"not a path\" is not a bucket name"),
-    (["checkpointsRemote=default-bucket/../etc"], "checkpointsRemote: '..' is not allowed in a bucket key"),
-    (["finetuning_config.data_conf.training_data.datasets[0].path=default-bucket/../etc/train.jsonl"],
-     "finetuning_config.data_conf.training_data.datasets[0].path: '..' is not allowed in a bucket key"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (
+            ["finetuning_config.data_conf.validation_data.ratio=1.5"],
+            (
+                "finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 "
+                '(or null), got "1.5"'
+            ),
+        ),
+        (
+            ["finetuning_config.training_args.learning_rate=-0.5"],
+            'finetuning_config.training_args.learning_rate: must be a number greater than 0, got "-0.5"',
+        ),
+        (
+            ["finetuning_config.method=dpo", "finetuning_config.training_args.label_smoothing=0.7"],
+            "finetuning_config.training_args.label_smoothing: must be a number at least 0 and less than 0.5",
+        ),
+        (
+            ["finetuning_config.training_args.warmup_steps=2.5"],
+            (
+                "finetuning_config.training_args.warmup_steps: must be a non-negative integer or a number "
+                "greater than 0 and less than 1"
+            ),
+        ),
+        (["checkpointsRemote=not a path"], 'checkpointsRemote: "not a path" is not a bucket name'),
+        (["checkpointsRemote=default-bucket/../etc"], "checkpointsRemote: '..' is not allowed in a bucket key"),
+        (
+            ["finetuning_config.data_conf.training_data.datasets[0].path=default-bucket/../etc/train.jsonl"],
+            "finetuning_config.data_conf.training_data.datasets[0].path: '..' is not allowed in a bucket key",
+        ),
+    ],
+)
 def test_set_values_the_engine_refuses_fail_at_helm_template(sets, message):
     with pytest.raises(UserError) as failure:
         render_chart(FINETUNE, set_values=sets, release_name="bad")
     assert message in str(failure.value)
 
 
-@pytest.mark.parametrize("chart, values, message", [
-    ("download-model-to-bucket", {"modelID": "a/b", "bucketModelPath": "not a path"},
-     'bucketModelPath: "not a path" is not a bucket name'),
-    ("download-model-to-bucket", {"modelID": "a/b", "bucketModelPath": "default-bucket/../etc"},
-     "bucketModelPath: '..' is not allowed in a bucket key"),
-    ("download-data-to-bucket", {"dataScript": "print()", "bucketDataDir": "default-bucket/../etc"},
-     "bucketDataDir: '..' is not allowed in a bucket key"),
-    ("download-data-to-bucket", {"dataScript": "print()", "bucketDataDir": "./data"},
-     'bucketDataDir: "./data" is a local path, which the pod cannot see'),
-    ("llm-inference-vllm", {"model": "not a path"}, 'model: "not a path" is not a bucket name'),
-])
+@pytest.mark.parametrize(
+    "chart, values, message",
+    [
+        (
+            "download-model-to-bucket",
+            {"modelID": "a/b", "bucketModelPath": "not a path"},
+            'bucketModelPath: "not a path" is not a bucket name',
+        ),
+        (
+            "download-model-to-bucket",
+            {"modelID": "a/b", "bucketModelPath": "default-bucket/../etc"},
+            "bucketModelPath: '..' is not allowed in a bucket key",
+        ),
+        (
+            "download-data-to-bucket",
+            {"dataScript": "print()", "bucketDataDir": "default-bucket/../etc"},
+            "bucketDataDir: '..' is not allowed in a bucket key",
+        ),
+        (
+            "download-data-to-bucket",
+            {"dataScript": "print()", "bucketDataDir": "./data"},
+            'bucketDataDir: "./data" is a local path, which the pod cannot see',
+        ),
+        ("llm-inference-vllm", {"model": "not a path"}, 'model: "not a path" is not a bucket name'),
+    ],
+)
 def test_bucket_locations_of_every_chart_fail_at_helm_template(chart, values, message):
     with pytest.raises(UserError) as failure:
         render_chart(CHARTS / chart, values, release_name="bad")
@@ -110,8 +165,11 @@ def test_bucket_locations_of_every_chart_fail_at_helm_template(chart, values, me
 
 def test_a_decimal_in_a_values_file_is_checked_by_the_schema():
     with pytest.raises(UserError, match=r"(?s)finetuning_config/data_conf/validation_data/ratio.*1\.5"):
-        render_chart(FINETUNE, {"finetuning_config": {"data_conf": {"validation_data": {
-            "type": "AUTO_SPLIT", "ratio": 1.5}}}}, release_name="bad")
+        render_chart(
+            FINETUNE,
+            {"finetuning_config": {"data_conf": {"validation_data": {"type": "AUTO_SPLIT", "ratio": 1.5}}}},
+            release_name="bad",
+        )
 
 
 def _no_nulls(value) -> bool:
@@ -127,9 +185,12 @@ def test_the_original_tutorial_full_parameter_values_render_as_written(tmp_path)
     file = OVERRIDES / "llm-finetune" / "tutorial-01-finetune-full-param.yaml"
     values = load_values_file(file)
     assert values["finetuning_config"]["peft_conf"] == {"peft_type": "NO_PEFT"} and _no_nulls(values)
-    rendered = render_valid(FINETUNE, values_files=[file], release_name="tiny-llama-argilla-v1",
-                            set_values=["checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1",
-                                        "finetuningGpus=8"])
+    rendered = render_valid(
+        FINETUNE,
+        values_files=[file],
+        release_name="tiny-llama-argilla-v1",
+        set_values=["checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1", "finetuningGpus=8"],
+    )
     text = rendered.one("ConfigMap")["data"]["finetuning_config.yaml"]
     (tmp_path / "finetuning_config.yaml").write_text(text)
     config = load_config(tmp_path / "finetuning_config.yaml")
@@ -138,9 +199,14 @@ def test_the_original_tutorial_full_parameter_values_render_as_written(tmp_path)
 
 
 def test_validation_from_files_needs_no_ratio_removed():
-    rendered = render_valid(FINETUNE, release_name="files", set_values=[
-        "finetuning_config.data_conf.validation_data.type=CONCATENATION",
-        "finetuning_config.data_conf.validation_data.datasets[0].path=default-bucket/datasets/eval.jsonl"])
+    rendered = render_valid(
+        FINETUNE,
+        release_name="files",
+        set_values=[
+            "finetuning_config.data_conf.validation_data.type=CONCATENATION",
+            "finetuning_config.data_conf.validation_data.datasets[0].path=default-bucket/datasets/eval.jsonl",
+        ],
+    )
     config = yaml.safe_load(rendered.one("ConfigMap")["data"]["finetuning_config.yaml"])
     assert load_config(config).data_conf.validation_data.ratio is None
 
@@ -184,10 +250,15 @@ def test_no_template_carries_a_copy_of_an_engine_rule_or_a_location_parser():
         text = path.read_text()
         where = path.relative_to(CHARTS)
         copies += [f"{where}: location parsing {pattern!r}" for pattern in LOCATION_PARSING if re.search(pattern, text)]
-        copies += [f"{where}: fails on a finetuning_config key" for _ in re.findall(r"fail[^\n]*finetuning_config", text)]
+        copies += [
+            f"{where}: fails on a finetuning_config key" for _ in re.findall(r"fail[^\n]*finetuning_config", text)
+        ]
         if path.name != "NOTES.txt":  # NOTES may name the run's peft_type in words; it enforces nothing
-            copies += [f"{where}: compares with the engine value {value!r}" for value in sorted(enums)
-                       if re.search(rf'(eq|ne)\b[^\n]*"{re.escape(value)}"', text)]
+            copies += [
+                f"{where}: compares with the engine value {value!r}"
+                for value in sorted(enums)
+                if re.search(rf'(eq|ne)\b[^\n]*"{re.escape(value)}"', text)
+            ]
     for chart in APPLICATION_CHARTS:  # a bucket-location pattern in a schema would be a copy of the rule too
         if "{1,61}" in (chart / "values.schema.json").read_text():
             copies.append(f"{chart.name}/values.schema.json: a bucket-name pattern")
@@ -201,8 +272,14 @@ def test_every_chart_uses_the_library_and_keeps_only_its_own_helpers():
         link = chart / "charts" / "llmft-common"
         assert link.is_symlink() and link.resolve() == LIBRARY.resolve(), f"{link}: not the shared copy"
         text = "\n".join(path.read_text() for path in (chart / "templates").iterdir())
-        for shared in ("runAsNonRoot", "app.kubernetes.io/managed-by", "BUCKET_STORAGE_ACCESS_KEY", "name: HF_TOKEN",
-                       "allowPrivilegeEscalation", "regexMatch \"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\""):
+        for shared in (
+            "runAsNonRoot",
+            "app.kubernetes.io/managed-by",
+            "BUCKET_STORAGE_ACCESS_KEY",
+            "name: HF_TOKEN",
+            "allowPrivilegeEscalation",
+            'regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"',
+        ):
             assert shared not in text, f"{chart.name}: {shared!r} belongs in llmft-common"
         assert (chart / "values.yaml").read_text().startswith("# yaml-language-server: $schema=values.schema.json\n")
 
@@ -212,15 +289,29 @@ RELATION_CASES = {
     "ratio without AUTO_SPLIT": {"data_conf": {"validation_data": {"ratio": 0.5}}},
     "CONCATENATION without datasets": {"data_conf": {"validation_data": {"type": "CONCATENATION"}}},
     "evaluation without validation data": {"training_args": {"eval_strategy": "steps"}},
-    "sampling_weight in a concatenation": {"data_conf": {"training_data": {"datasets": [
-        {"path": "default-bucket/a.jsonl"}, {"path": "default-bucket/b.jsonl", "sampling_weight": 2}]}}},
+    "sampling_weight in a concatenation": {
+        "data_conf": {
+            "training_data": {
+                "datasets": [
+                    {"path": "default-bucket/a.jsonl"},
+                    {"path": "default-bucket/b.jsonl", "sampling_weight": 2},
+                ]
+            }
+        }
+    },
     "both warmups": {"training_args": {"warmup_steps": 3, "warmup_ratio": 0.1}},
     "best checkpoint without evaluation": {"training_args": {"save_strategy": "best"}},
     "4-bit without bits-and-bytes": {"quant_conf": {"load_in_4bit": True}},
-    "quantized full training": {"peft_conf": {"peft_type": "NO_PEFT"},
-                                "quant_conf": {"quantization_type": "bits-and-bytes", "load_in_4bit": True}},
-    "column_map with DPO": {"method": "dpo", "data_conf": {"training_data": {"datasets": [
-        {"path": "default-bucket/a.jsonl", "column_map": {"input": "question"}}]}}},
+    "quantized full training": {
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "quant_conf": {"quantization_type": "bits-and-bytes", "load_in_4bit": True},
+    },
+    "column_map with DPO": {
+        "method": "dpo",
+        "data_conf": {
+            "training_data": {"datasets": [{"path": "default-bucket/a.jsonl", "column_map": {"input": "question"}}]}
+        },
+    },
 }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from harness import lint_chart, render_chart, validate_manifests
+
 from llmft.charts import compose_values
 from llmft.errors import UserError
 
@@ -65,5 +65,5 @@ def test_bad_values_file_names_file_and_line(tmp_path):
 
 
 def test_set_json_applies_before_set_like_helm():
-    merged = compose_values(set_values=["replicas=3"], set_json_values=['replicas=9', 'items=[{"path": "j"}]'])
+    merged = compose_values(set_values=["replicas=3"], set_json_values=["replicas=9", 'items=[{"path": "j"}]'])
     assert merged == {"replicas": 3, "items": [{"path": "j"}]}

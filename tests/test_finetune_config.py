@@ -95,10 +95,13 @@ def test_output_dir_is_read_from_the_config_only(monkeypatch):
     assert load_config(contract()).training_args.output_dir == "./checkpoints"
 
 
-@pytest.mark.parametrize("location, problem", [
-    ("not a path", "run_conf.checkpoints_remote: \"not a path\" is not a bucket name"),
-    ("default-bucket/../etc", "run_conf.checkpoints_remote: '..' is not allowed in a bucket key"),
-])
+@pytest.mark.parametrize(
+    "location, problem",
+    [
+        ("not a path", 'run_conf.checkpoints_remote: "not a path" is not a bucket name'),
+        ("default-bucket/../etc", "run_conf.checkpoints_remote: '..' is not allowed in a bucket key"),
+    ],
+)
 def test_bad_bucket_locations_fail_naming_the_key_and_the_fix(location, problem):
     data = contract()
     data["run_conf"]["checkpoints_remote"] = location
@@ -120,67 +123,113 @@ DELETE = object()
 
 # (what to change, the line the error must contain)
 BAD_CONFIGS = [
-    ({"peft_conf.peft_kwargs.r": "eight"},
-     'finetuning_config.peft_conf.peft_kwargs.r: must be a positive integer, got "eight"'),
+    (
+        {"peft_conf.peft_kwargs.r": "eight"},
+        'finetuning_config.peft_conf.peft_kwargs.r: must be a positive integer, got "eight"',
+    ),
     ({"peft_conf.peft_kwargs.r": 0}, "finetuning_config.peft_conf.peft_kwargs.r: must be a positive integer, got 0"),
-    ({"peft_conf.peft_kwarg": {"r": 8}},
-     "finetuning_config.peft_conf.peft_kwarg: unknown key, got {\"r\": 8} (did you mean peft_kwargs?"),
-    ({"training_args.learning_rat": 0.1}, "finetuning_config.training_args.learning_rat: unknown key, got 0.1 "
-                                          "(did you mean learning_rate?"),
-    ({"training_args.bf16": False}, "finetuning_config.training_args.bf16: unknown key, got false "
-                                   "(precision is run_conf.model_args.dtype"),
-    ({"peft_conf.peft_type": "LORAX"}, 'finetuning_config.peft_conf.peft_type: must be one of "NO_PEFT", "LORA", '
-                                       'got "LORAX"'),
-    ({"data_conf.chat_template_name": "chatml"},
-     'finetuning_config.data_conf.chat_template_name: must be one of "keep-original", "chat-ml", "llama-3", '
-     'got "chatml"'),
-    ({"peft_conf.peft_kwargs.target_modules": []},
-     "finetuning_config.peft_conf.peft_kwargs.target_modules: must be a non-empty list of strings or "
-     "\"all-linear\", got []"),
-    ({"peft_conf.peft_kwargs.lora_dropout": 1.5},
-     "finetuning_config.peft_conf.peft_kwargs.lora_dropout: must be a number at least 0 and less than 1, got 1.5"),
-    ({"data_conf.validation_data.ratio": 1.2},
-     "finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 "
-     "(or null), got 1.2"),
-    ({"data_conf.training_data.datasets": []},
-     "finetuning_config.data_conf.training_data.datasets: must be a non-empty list of objects with keys path, "
-     "sampling_weight, column_map, got []"),
+    (
+        {"peft_conf.peft_kwarg": {"r": 8}},
+        'finetuning_config.peft_conf.peft_kwarg: unknown key, got {"r": 8} (did you mean peft_kwargs?',
+    ),
+    (
+        {"training_args.learning_rat": 0.1},
+        "finetuning_config.training_args.learning_rat: unknown key, got 0.1 (did you mean learning_rate?",
+    ),
+    (
+        {"training_args.bf16": False},
+        "finetuning_config.training_args.bf16: unknown key, got false (precision is run_conf.model_args.dtype",
+    ),
+    (
+        {"peft_conf.peft_type": "LORAX"},
+        'finetuning_config.peft_conf.peft_type: must be one of "NO_PEFT", "LORA", got "LORAX"',
+    ),
+    (
+        {"data_conf.chat_template_name": "chatml"},
+        'finetuning_config.data_conf.chat_template_name: must be one of "keep-original", "chat-ml", "llama-3", '
+        'got "chatml"',
+    ),
+    (
+        {"peft_conf.peft_kwargs.target_modules": []},
+        "finetuning_config.peft_conf.peft_kwargs.target_modules: must be a non-empty list of strings or "
+        '"all-linear", got []',
+    ),
+    (
+        {"peft_conf.peft_kwargs.lora_dropout": 1.5},
+        "finetuning_config.peft_conf.peft_kwargs.lora_dropout: must be a number at least 0 and less than 1, got 1.5",
+    ),
+    (
+        {"data_conf.validation_data.ratio": 1.2},
+        "finetuning_config.data_conf.validation_data.ratio: must be a number greater than 0 and less than 1 "
+        "(or null), got 1.2",
+    ),
+    (
+        {"data_conf.training_data.datasets": []},
+        "finetuning_config.data_conf.training_data.datasets: must be a non-empty list of objects with keys path, "
+        "sampling_weight, column_map, got []",
+    ),
     ({"run_conf.model": DELETE}, "finetuning_config.run_conf.model: required, expected a non-empty string"),
-    ({"run_conf.model": "ftp://host/model"},
-     "finetuning_config.run_conf.model: location 'ftp://host/model': scheme ftp:// is not supported here"),
-    ({"run_conf.resume_from_checkpoint": "sometimes"},
-     "finetuning_config.run_conf.resume_from_checkpoint: must be `auto`, `none` or a local path"),
-    ({"batchsize_conf.total_train_batch_size": -8},
-     "finetuning_config.batchsize_conf.total_train_batch_size: must be a positive integer (or null), got -8"),
-    ({"training_args.logging_steps": 1.5},
-     "finetuning_config.training_args.logging_steps: must be a positive integer or a number greater than 0 and "
-     "less than 1, got 1.5"),
-    ({"training_args.report_to": ["wandb"]},
-     "finetuning_config.training_args.report_to[0]: must be one of \"none\", \"tensorboard\", \"mlflow\", "
-     "got \"wandb\""),
-    ({"sft_args.max_seq_length": "long"},
-     'finetuning_config.sft_args.max_seq_length: must be a positive integer, got "long"'),
-    ({"run_conf.model_args": {"torch_dtype": "float64"}},
-     "finetuning_config.run_conf.model_args.torch_dtype: unknown key, got \"float64\" (use "
-     "run_conf.model_args.dtype"),
-    ({"run_conf.model_args": {"dtype": "float16"}},
-     'finetuning_config.run_conf.model_args.dtype: must be one of "auto", "bf16", "fp16", "fp32", got "float16"'),
-    ({"data_conf.training_data.datasets.0.column_map": {"inputs": "question"}},
-     "finetuning_config.data_conf.training_data.datasets[0].column_map.inputs: unknown key, got \"question\" "
-     "(did you mean input?"),
+    (
+        {"run_conf.model": "ftp://host/model"},
+        "finetuning_config.run_conf.model: location 'ftp://host/model': scheme ftp:// is not supported here",
+    ),
+    (
+        {"run_conf.resume_from_checkpoint": "sometimes"},
+        "finetuning_config.run_conf.resume_from_checkpoint: must be `auto`, `none` or a local path",
+    ),
+    (
+        {"batchsize_conf.total_train_batch_size": -8},
+        "finetuning_config.batchsize_conf.total_train_batch_size: must be a positive integer (or null), got -8",
+    ),
+    (
+        {"training_args.logging_steps": 1.5},
+        "finetuning_config.training_args.logging_steps: must be a positive integer or a number greater than 0 and "
+        "less than 1, got 1.5",
+    ),
+    (
+        {"training_args.report_to": ["wandb"]},
+        'finetuning_config.training_args.report_to[0]: must be one of "none", "tensorboard", "mlflow", got "wandb"',
+    ),
+    (
+        {"sft_args.max_seq_length": "long"},
+        'finetuning_config.sft_args.max_seq_length: must be a positive integer, got "long"',
+    ),
+    (
+        {"run_conf.model_args": {"torch_dtype": "float64"}},
+        'finetuning_config.run_conf.model_args.torch_dtype: unknown key, got "float64" (use run_conf.model_args.dtype',
+    ),
+    (
+        {"run_conf.model_args": {"dtype": "float16"}},
+        'finetuning_config.run_conf.model_args.dtype: must be one of "auto", "bf16", "fp16", "fp32", got "float16"',
+    ),
+    (
+        {"data_conf.training_data.datasets.0.column_map": {"inputs": "question"}},
+        'finetuning_config.data_conf.training_data.datasets[0].column_map.inputs: unknown key, got "question" '
+        "(did you mean input?",
+    ),
     # Cross-field problems.
-    ({"data_conf.validation_data": {"type": "NONE"}},
-     "finetuning_config.training_args.eval_strategy: needs validation data; set data_conf.validation_data"),
-    ({"peft_conf": {"peft_type": "NO_PEFT", "peft_kwargs": {"r": 8}}},
-     "finetuning_config.peft_conf.peft_kwargs: only used with peft_type LORA"),
-    ({"data_conf.training_data.datasets.0.sampling_weight": 2.0},
-     "finetuning_config.data_conf.training_data.datasets[0].sampling_weight: only used with training_data.type "
-     "PRECOMPUTE_WEIGHTED_MIX"),
-    ({"quant_conf": {"quantization_type": "bits-and-bytes"}},
-     "finetuning_config.quant_conf.load_in_4bit: with bits-and-bytes set exactly one of load_in_4bit or "
-     "load_in_8bit to true"),
-    ({"training_args.report_to": ["mlflow"]}, "finetuning_config.tracking: required when training_args.report_to "
-                                              "includes mlflow"),
+    (
+        {"data_conf.validation_data": {"type": "NONE"}},
+        "finetuning_config.training_args.eval_strategy: needs validation data; set data_conf.validation_data",
+    ),
+    (
+        {"peft_conf": {"peft_type": "NO_PEFT", "peft_kwargs": {"r": 8}}},
+        "finetuning_config.peft_conf.peft_kwargs: only used with peft_type LORA",
+    ),
+    (
+        {"data_conf.training_data.datasets.0.sampling_weight": 2.0},
+        "finetuning_config.data_conf.training_data.datasets[0].sampling_weight: only used with training_data.type "
+        "PRECOMPUTE_WEIGHTED_MIX",
+    ),
+    (
+        {"quant_conf": {"quantization_type": "bits-and-bytes"}},
+        "finetuning_config.quant_conf.load_in_4bit: with bits-and-bytes set exactly one of load_in_4bit or "
+        "load_in_8bit to true",
+    ),
+    (
+        {"training_args.report_to": ["mlflow"]},
+        "finetuning_config.tracking: required when training_args.report_to includes mlflow",
+    ),
     ({"method": "ppo"}, 'finetuning_config.method: must be one of sft, dpo, got "ppo"'),
 ]
 
@@ -205,8 +254,12 @@ def test_every_problem_is_listed_at_once():
         load_config(data)
     message = str(caught.value)
     assert message.startswith("invalid config (4 problems):")
-    for key in ("peft_conf.peft_kwargs.r", "training_args.max_step", "sft_args.max_seq_length",
-                "data_conf.missing_pad_token_strategy"):
+    for key in (
+        "peft_conf.peft_kwargs.r",
+        "training_args.max_step",
+        "sft_args.max_seq_length",
+        "data_conf.missing_pad_token_strategy",
+    ):
         assert f"finetuning_config.{key}:" in message
 
 
@@ -223,8 +276,12 @@ def test_bf16_fp16_and_qlora_on_a_machine_without_cuda_are_config_errors():
     data["quant_conf"] = {"quantization_type": "bits-and-bytes", "load_in_4bit": True}
     problems = machine_problems(load_config(data), cuda=False, bf16=False)
     assert any(p.startswith("finetuning_config.run_conf.model_args.dtype: bf16 needs a GPU") for p in problems)
-    assert any(p.startswith("finetuning_config.quant_conf.quantization_type: 4-bit bitsandbytes quantization "
-                            "(QLoRA) needs a CUDA GPU") for p in problems)
+    assert any(
+        p.startswith(
+            "finetuning_config.quant_conf.quantization_type: 4-bit bitsandbytes quantization (QLoRA) needs a CUDA GPU"
+        )
+        for p in problems
+    )
     data["run_conf"]["model_args"] = {"dtype": "fp16"}
     assert any("fp16 training needs a CUDA GPU" in p for p in machine_problems(load_config(data), cuda=False))
     # A GPU with bf16 support accepts the same config (the check is about the machine, not the config).
@@ -250,8 +307,18 @@ def test_json_schema_is_self_contained_and_strict():
     assert len(sections) >= 12
     for path, node in sections:
         assert node.get("additionalProperties") is False, path
-    for section in ("method", "data_conf", "training_args", "batchsize_conf", "peft_conf", "quant_conf",
-                    "run_conf", "sft_args", "tracking", "overrides"):
+    for section in (
+        "method",
+        "data_conf",
+        "training_args",
+        "batchsize_conf",
+        "peft_conf",
+        "quant_conf",
+        "run_conf",
+        "sft_args",
+        "tracking",
+        "overrides",
+    ):
         assert section in schema["properties"]
 
 
@@ -267,8 +334,9 @@ def test_json_schema_agrees_with_the_models():
 
 
 def test_config_schema_command_prints_the_schema():
-    result = subprocess.run([sys.executable, "-m", "llmft", "config-schema", "sft"], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "config-schema", "sft"], capture_output=True, text=True, check=True
+    )
     assert json.loads(result.stdout) == config_json_schema("sft")
 
 

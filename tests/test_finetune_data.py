@@ -28,12 +28,15 @@ def _conf(**data_conf) -> DataConf:
 
 
 def test_every_bad_line_of_every_file_is_reported_with_file_and_line(tmp_path):
-    first = _write(tmp_path / "a.jsonl", [
-        _chat("q1", "a1"),
-        "{not json",
-        {"messages": [{"role": "user", "content": "only a question"}]},
-        {"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
-    ])
+    first = _write(
+        tmp_path / "a.jsonl",
+        [
+            _chat("q1", "a1"),
+            "{not json",
+            {"messages": [{"role": "user", "content": "only a question"}]},
+            {"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+        ],
+    )
     second = _write(tmp_path / "b.jsonl", [{"text": "no messages"}, _chat("q", "a")])
     conf = _conf(training_data={"datasets": [{"path": first}, {"path": second}]})
     with pytest.raises(UserError) as caught:
@@ -62,20 +65,25 @@ def test_missing_local_dataset_suggests_the_local_form(tmp_path):
 
 def test_column_map_turns_instruction_rows_into_chats(tmp_path):
     path = _write(tmp_path / "fix.jsonl", [{"incorrect": "teh cat", "correct": "the cat", "id": 1}])
-    spec = _conf(training_data={"datasets": [{"path": path, "column_map": {"input": "incorrect",
-                                                                             "output": "correct"}}]})
+    spec = _conf(
+        training_data={"datasets": [{"path": path, "column_map": {"input": "incorrect", "output": "correct"}}]}
+    )
     records, problems = data.load_records(spec.training_data.datasets[0], tmp_path)
     assert problems == []
-    assert records[0].messages == [{"role": "user", "content": "teh cat"},
-                                   {"role": "assistant", "content": "the cat"}]
+    assert records[0].messages == [{"role": "user", "content": "teh cat"}, {"role": "assistant", "content": "the cat"}]
     assert records[0].where == f"{path}:1"
 
 
 def test_weighted_mix_follows_the_weights_and_the_seed(tmp_path):
     a = _write(tmp_path / "a.jsonl", [_chat(f"a{i}", "x") for i in range(10)])
     b = _write(tmp_path / "b.jsonl", [_chat(f"b{i}", "x") for i in range(30)])
-    conf = _conf(training_data={"type": "PRECOMPUTE_WEIGHTED_MIX", "seed": 7,
-                                "datasets": [{"path": a, "sampling_weight": 3}, {"path": b, "sampling_weight": 1}]})
+    conf = _conf(
+        training_data={
+            "type": "PRECOMPUTE_WEIGHTED_MIX",
+            "seed": 7,
+            "datasets": [{"path": a, "sampling_weight": 3}, {"path": b, "sampling_weight": 1}],
+        }
+    )
     loaded = data.load_datasets(conf.training_data.datasets, tmp_path)
     mixed = data.mix(loaded, conf.training_data)
     sources = Counter(record.where.split(":")[0] for record in mixed)
@@ -90,8 +98,9 @@ def test_weighted_mix_follows_the_weights_and_the_seed(tmp_path):
 
 def test_auto_split_is_seeded_and_disjoint(tmp_path):
     path = _write(tmp_path / "t.jsonl", [_chat(f"q{i}", "a") for i in range(20)])
-    conf = _conf(training_data={"datasets": [{"path": path}]},
-                 validation_data={"type": "AUTO_SPLIT", "ratio": 0.25, "seed": 3})
+    conf = _conf(
+        training_data={"datasets": [{"path": path}]}, validation_data={"type": "AUTO_SPLIT", "ratio": 0.25, "seed": 3}
+    )
     records = data.load_datasets(conf.training_data.datasets, tmp_path)[0]
     train, held_out = data.split_validation(records, conf, tmp_path)
     assert (len(train), len(held_out)) == (15, 5)
@@ -103,10 +112,13 @@ def test_auto_split_is_seeded_and_disjoint(tmp_path):
 def test_validation_concatenation_reads_its_own_files(tmp_path):
     train_path = _write(tmp_path / "t.jsonl", [_chat("q", "a")] * 3)
     valid_path = _write(tmp_path / "v.jsonl", [_chat("vq", "va")] * 2)
-    conf = _conf(training_data={"datasets": [{"path": train_path}]},
-                 validation_data={"type": "CONCATENATION", "datasets": [{"path": valid_path}]})
-    train, held_out = data.split_validation(data.load_datasets(conf.training_data.datasets, tmp_path)[0], conf,
-                                            tmp_path)
+    conf = _conf(
+        training_data={"datasets": [{"path": train_path}]},
+        validation_data={"type": "CONCATENATION", "datasets": [{"path": valid_path}]},
+    )
+    train, held_out = data.split_validation(
+        data.load_datasets(conf.training_data.datasets, tmp_path)[0], conf, tmp_path
+    )
     assert len(train) == 3 and [r.where for r in held_out] == [f"{valid_path}:1", f"{valid_path}:2"]
 
 
@@ -114,8 +126,9 @@ def test_long_samples_are_left_out_counted_and_reported(tiny_model_dir, tmp_path
     tokenizer = load_tokenizer(tiny_model_dir)
     setup = prepare_tokenizer(tokenizer, "chat-ml", "bos-repurpose")
     path = _write(tmp_path / "t.jsonl", [_chat("short", "ok"), _chat("long " * 200, "ok"), _chat("hi", "yes")])
-    records = data.load_datasets(_conf(training_data={"datasets": [{"path": path}]}).training_data.datasets,
-                                 tmp_path)[0]
+    records = data.load_datasets(_conf(training_data={"datasets": [{"path": path}]}).training_data.datasets, tmp_path)[
+        0
+    ]
     examples, report = data.encode_all(records, tokenizer, setup.chat_format, 64, True, "training data")
     assert len(examples) == 2 and report.kept == 2 and report.too_long == 1
     assert report.examples == [f"{path}:2"] and report.longest_left_out > 64
@@ -156,13 +169,15 @@ def test_conversations_the_template_refuses_are_all_listed_with_file_and_line(ti
     setup = prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose")
     system = {"role": "system", "content": "Be brief."}
     records = [data.Record(_chat("q", "a")["messages"], "d.jsonl:1")] + [
-        data.Record([system] + _chat("q", "a")["messages"], f"d.jsonl:{n}") for n in (2, 3)]
+        data.Record([system] + _chat("q", "a")["messages"], f"d.jsonl:{n}") for n in (2, 3)
+    ]
     with pytest.raises(UserError) as caught:
         data.encode_all(records, tokenizer, setup.chat_format, 256, True, "training data")
     lines = str(caught.value).splitlines()
     assert lines[0] == "the chat template cannot render 2 training data conversation(s):"
     assert [line.split(": ", 1)[0].strip() for line in lines[1:]] == ["d.jsonl:2", "d.jsonl:3"]
     assert "the chat template refused this conversation: System role not supported" in lines[1]
-    examples, report = data.encode_all(records, tokenizer, setup.chat_format, 256, True, "training data",
-                                       "fold-into-first-user")
+    examples, report = data.encode_all(
+        records, tokenizer, setup.chat_format, 256, True, "training data", "fold-into-first-user"
+    )
     assert report.kept == 3 and len(examples) == 3

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import CHARTS, OVERRIDES
+
 from llmft.charts import load_values_file, render_chart
 from llmft.finetune.batching import resolve_batch_size
 from llmft.finetune.config import load_config
@@ -94,8 +94,9 @@ def test_tiny_recipes_read_what_the_tiny_delivery_overrides_write(monkeypatch, t
     written = {f"{load_values_file(data_override)['bucketDataDir']}/{p.name}" for p in datasets.iterdir()}
     for file in (TINY_LORA, TINY_FULL):
         config = config_of(render(file))
-        read = {d["path"] for part in ("training_data", "validation_data")
-                for d in config["data_conf"][part]["datasets"]}
+        read = {
+            d["path"] for part in ("training_data", "validation_data") for d in config["data_conf"][part]["datasets"]
+        }
         assert config["run_conf"]["model"] == model_path
         assert read == written  # train and eval files, both used
 
@@ -104,8 +105,12 @@ def test_lora_sweep_command_gives_each_rank_its_own_job_and_remote():
     seen = set()
     for r in (4, 64):
         name = f"tiny-llama-argilla-r-sweep-alpha-{r}"
-        rendered = render(LORA, f"finetuning_config.peft_conf.peft_kwargs.r={r}",
-                          f"checkpointsRemote=default-bucket/experiments/{name}", release=name)
+        rendered = render(
+            LORA,
+            f"finetuning_config.peft_conf.peft_kwargs.r={r}",
+            f"checkpointsRemote=default-bucket/experiments/{name}",
+            release=name,
+        )
         config = load_config(config_of(rendered))
         assert config.peft_conf.lora().r == r
         assert config.run_conf.checkpoints_remote == f"default-bucket/experiments/{name}"
@@ -128,10 +133,18 @@ def test_lora_recipe_is_the_tutorials():
 
 
 def test_full_parameter_recipe_on_8_gpus_and_its_single_gpu_comparison():
-    eight = render(FULL, "finetuningGpus=8", "checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1",
-                   release="tiny-llama-argilla-v1")
-    one = render(FULL, "finetuningGpus=1", "checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1-singlegpu",
-                 release="tiny-llama-argilla-v1-singlegpu")
+    eight = render(
+        FULL,
+        "finetuningGpus=8",
+        "checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1",
+        release="tiny-llama-argilla-v1",
+    )
+    one = render(
+        FULL,
+        "finetuningGpus=1",
+        "checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1-singlegpu",
+        release="tiny-llama-argilla-v1-singlegpu",
+    )
     config = load_config(config_of(eight))
     assert config.peft_conf.peft_type == "NO_PEFT" and config.run_conf.model_args.dtype == "bf16"
     assert (num_processes(eight), num_processes(one)) == (8, 1)
@@ -158,8 +171,9 @@ def test_tiny_recipes_run_on_one_cpu_process_quickly(file):
 
 
 @pytest.mark.slow
-def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_env, tiny_model_dir, tmp_path,
-                                                                     monkeypatch):
+def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(
+    bucket, s3_env, tiny_model_dir, tmp_path, monkeypatch
+):
     """`llmft local charts/llm-finetune -f tiny-model-lora.yaml`, with the bucket paths moved to a test bucket."""
     upload_tree(tiny_model_dir, parse_location(f"{bucket}/models/tiny-random-llama"))
     datasets = tmp_path / "datasets"
@@ -167,13 +181,27 @@ def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_
     for path in datasets.iterdir():
         upload_file(path, parse_location(f"{bucket}/datasets/tiny-synthetic/{path.name}"))
     remote = f"{bucket}/experiments/tiny-lora"
-    command = [sys.executable, "-m", "llmft", "local", str(CHART), "-f", str(TINY_LORA), "--name", "tiny-lora",
-               "--set", f"basemodel={bucket}/models/tiny-random-llama",
-               "--set", f"finetuning_config.data_conf.training_data.datasets[0].path="
-                        f"{bucket}/datasets/tiny-synthetic/tiny-synthetic-train.jsonl",
-               "--set", f"finetuning_config.data_conf.validation_data.datasets[0].path="
-                        f"{bucket}/datasets/tiny-synthetic/tiny-synthetic-eval.jsonl",
-               "--set", f"checkpointsRemote={remote}"]
+    command = [
+        sys.executable,
+        "-m",
+        "llmft",
+        "local",
+        str(CHART),
+        "-f",
+        str(TINY_LORA),
+        "--name",
+        "tiny-lora",
+        "--set",
+        f"basemodel={bucket}/models/tiny-random-llama",
+        "--set",
+        f"finetuning_config.data_conf.training_data.datasets[0].path="
+        f"{bucket}/datasets/tiny-synthetic/tiny-synthetic-train.jsonl",
+        "--set",
+        f"finetuning_config.data_conf.validation_data.datasets[0].path="
+        f"{bucket}/datasets/tiny-synthetic/tiny-synthetic-eval.jsonl",
+        "--set",
+        f"checkpointsRemote={remote}",
+    ]
     env = {**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state"), "LLMFT_PROGRESS_INTERVAL": "5"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -186,14 +214,15 @@ def test_tiny_lora_recipe_trains_and_merges_through_the_local_runner(bucket, s3_
         assert is_complete(parse_location(f"{remote}/{tree}")), tree
     final = list_objects(parse_location(f"{remote}/checkpoint-final"))
     assert "adapter_config.json" not in final and any(name.endswith(".safetensors") for name in final)
-    assert any(name.startswith("events.out.tfevents") or "/events.out.tfevents" in name
-               for name in list_objects(parse_location(f"{remote}/logs")))
+    assert any(
+        name.startswith("events.out.tfevents") or "/events.out.tfevents" in name
+        for name in list_objects(parse_location(f"{remote}/logs"))
+    )
 
     # Applying the same Job again after it finished does not train again.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "step 5/40" not in again.stderr and "Job/tiny-lora succeeded" in again.stderr
-
 
 
 # Values whose contents are free-form (or, for finetuning_config, documented by the engine's reference).
@@ -209,8 +238,11 @@ def test_readme_parameter_table_lists_every_value():
         else:
             expected.add(key)
     table = {line.split("`")[1] for line in (CHART / "README.md").read_text().splitlines() if line.startswith("| `")}
-    presets = {line.split("`")[1] for line in (CHART / "README.md").read_text().split("## Parameters")[0]
-               .splitlines() if line.startswith("| `")}
+    presets = {
+        line.split("`")[1]
+        for line in (CHART / "README.md").read_text().split("## Parameters")[0].splitlines()
+        if line.startswith("| `")
+    }
     assert presets == set(PRESETS)  # the distributedType table documents every preset
     assert table - presets == expected
 

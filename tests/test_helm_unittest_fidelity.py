@@ -56,18 +56,18 @@ pack_subcharts()
 @dataclass
 class ExpectedTest:
     name: str
-    verdict: str                      # pass, fail or skip
-    failing: set[int] | None          # a failing test's failing assertions (None: not compared, the job errs)
+    verdict: str  # pass, fail or skip
+    failing: set[int] | None  # a failing test's failing assertions (None: not compared, the job errs)
     translates: str
 
 
 @dataclass
 class ExpectedSuite:
     name: str | None
-    refused: bool                     # the plugin refuses to load the original file
+    refused: bool  # the plugin refuses to load the original file
     tests: list[ExpectedTest]
     translates: str
-    run: str                          # the plugin's Go test that recorded the verdicts
+    run: str  # the plugin's Go test that recorded the verdicts
 
 
 @dataclass
@@ -85,10 +85,13 @@ def expected_files() -> list[ExpectedFile]:
         by_path: dict[Path, ExpectedFile] = {}
         for entry in data["suites"]:
             path = chart / entry["file"]
-            tests = [ExpectedTest(t["it"], t["verdict"], set(t["failing"]) if "failing" in t else None,
-                                  t["translates"]) for t in entry.get("tests") or []]
-            suite = ExpectedSuite(entry.get("suite"), bool(entry.get("refused")), tests, entry["translates"],
-                                  entry["run"])
+            tests = [
+                ExpectedTest(t["it"], t["verdict"], set(t["failing"]) if "failing" in t else None, t["translates"])
+                for t in entry.get("tests") or []
+            ]
+            suite = ExpectedSuite(
+                entry.get("suite"), bool(entry.get("refused")), tests, entry["translates"], entry["run"]
+            )
             by_path.setdefault(path, ExpectedFile(chart, path, [])).suites.append(suite)
         files.extend(by_path.values())
     return files
@@ -130,8 +133,9 @@ def compare(expected: ExpectedFile, into: Comparison, record: bool = False) -> N
         unmatched.remove(want)
         tests = {t.name: t for t in want.tests}
         if [c.name for c in suite.cases] != [t.name for t in want.tests]:
-            into.disagreements.append(f"{where_file}: {suite.name!r} has tests {[c.name for c in suite.cases]}, "
-                                      f"expected/ lists {list(tests)}")
+            into.disagreements.append(
+                f"{where_file}: {suite.name!r} has tests {[c.name for c in suite.cases]}, expected/ lists {list(tests)}"
+            )
             continue
         for case in suite.cases:
             result = run_case(case)
@@ -144,20 +148,24 @@ def compare(expected: ExpectedFile, into: Comparison, record: bool = False) -> N
             if result.new_snapshots and not record:  # every snapshot the plugin compared was recorded
                 into.disagreements.append(f"{where}: {result.new_snapshots} snapshot(s) not found in __snapshot__/")
             if got != test.verdict:
-                into.disagreements.append(f"{where}: helm-unittest says {test.verdict}, the runner {got}\n"
-                                          f"{result.report()}")
+                into.disagreements.append(
+                    f"{where}: helm-unittest says {test.verdict}, the runner {got}\n{result.report()}"
+                )
                 continue
             if got == "fail":
                 failing = {a.index for a in result.assertions if not a.passed}
                 into.assertions += len(case.assertions)
                 if result.error is None and test.failing is not None and failing != test.failing:
-                    into.disagreements.append(f"{where}: failing assertions {sorted(failing)}, helm-unittest's "
-                                              f"{sorted(test.failing)}\n{result.report()}")
+                    into.disagreements.append(
+                        f"{where}: failing assertions {sorted(failing)}, helm-unittest's "
+                        f"{sorted(test.failing)}\n{result.report()}"
+                    )
     into.disagreements.extend(f"{where_file}: suite {e.name!r} not loaded" for e in unmatched)
 
 
-@pytest.mark.parametrize("expected", [pytest.param(e, id=str(e.path.relative_to(FIXTURES / "charts")))
-                                      for e in expected_files()])
+@pytest.mark.parametrize(
+    "expected", [pytest.param(e, id=str(e.path.relative_to(FIXTURES / "charts"))) for e in expected_files()]
+)
 def test_verdicts_equal_helm_unittest(expected):
     comparison = Comparison()
     compare(expected, comparison)
@@ -168,10 +176,12 @@ def test_verdicts_equal_helm_unittest(expected):
 # Charts run with the plugin's default suite discovery (tests/*_test.yaml, --with-subchart): chart -> the Go
 # test whose run it translates (None: "Test Suites: 0 passed, 0 total", the only suites are in a subchart its
 # values turn off).
-DISCOVERY_RUNS = {"kitchen": "TestV3RunnerWithTestsInSubchart",
-                  "nested": "TestV3RunnerOkWithSubSubChartsPassedTests",
-                  "tagged-parts": "TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnTags",
-                  "switched-off-part": None}  # TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnCondition
+DISCOVERY_RUNS = {
+    "kitchen": "TestV3RunnerWithTestsInSubchart",
+    "nested": "TestV3RunnerOkWithSubSubChartsPassedTests",
+    "tagged-parts": "TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnTags",
+    "switched-off-part": None,
+}  # TestV3RunnerOkWithSkippedTestsWhenSubchartDisabledOnCondition
 
 
 def test_suite_discovery_equals_helm_unittests():
@@ -190,9 +200,15 @@ def test_suite_discovery_equals_helm_unittests():
 def _validator_cases():
     data = yaml.safe_load((FIXTURES / "validators.yaml").read_text())
     documents = {name: load_yaml(text) for name, text in data["documents"].items()}
-    return [pytest.param(case, [documents[d] for d in case["docs"]],
-                         [documents[d] for d in case.get("selected", case["docs"])], id=case["source"])
-            for case in data["cases"]]
+    return [
+        pytest.param(
+            case,
+            [documents[d] for d in case["docs"]],
+            [documents[d] for d in case.get("selected", case["docs"])],
+            id=case["source"],
+        )
+        for case in data["cases"]
+    ]
 
 
 def validator_verdict(case: dict, docs: list, selected: list) -> tuple[bool, list[str]]:
@@ -218,14 +234,19 @@ def main(record: bool) -> None:
     for expected in expected_files():
         compare(expected, comparison, record)
     validators = [p.values for p in _validator_cases()]
-    wrong = [case["source"] for case, docs, selected in validators
-             if validator_verdict(case, docs, selected)[0] != case["pass"]]
+    wrong = [
+        case["source"]
+        for case, docs, selected in validators
+        if validator_verdict(case, docs, selected)[0] != case["pass"]
+    ]
     comparison.disagreements.extend(f"validator case {source}" for source in wrong)
     print("\n\n".join(comparison.disagreements))
-    print(f"suites loaded: {comparison.loaded}/{comparison.suites}; test verdicts compared: {comparison.tests}; "
-          f"assertion verdicts of failing tests compared: {comparison.assertions}; "
-          f"single-validator verdicts compared: {len(validators)}; "
-          f"disagreements: {len(comparison.disagreements)}")
+    print(
+        f"suites loaded: {comparison.loaded}/{comparison.suites}; test verdicts compared: {comparison.tests}; "
+        f"assertion verdicts of failing tests compared: {comparison.assertions}; "
+        f"single-validator verdicts compared: {len(validators)}; "
+        f"disagreements: {len(comparison.disagreements)}"
+    )
 
 
 if __name__ == "__main__":

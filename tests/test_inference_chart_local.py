@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from harness import CHARTS
+
 from llmft.storage import MANIFEST_NAME, parse_location, upload_tree
 from llmft.storage.seaweed import free_ports
 from llmft.storage.transfer import delete_object
@@ -38,8 +38,14 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "llmft", "local", str(CHART), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmft", "local", str(CHART), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_healthy(process: subprocess.Popen, base: str, timeout: float = 180) -> None:
@@ -81,8 +87,10 @@ def adapter_dir(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     path = tmp_path / "adapter"
     model.save_pretrained(path)
     return path
@@ -94,17 +102,30 @@ def test_tutorial_deploy_downloads_and_answers_chat(s3_env, bucket, local_env, t
     upload_tree(tiny_model_dir, parse_location(model))
     upload_tree(adapter_dir, parse_location(adapter))
     port = free_ports(1)[0]
-    process = _start(["--set", f"model={model}", "--set", "vllm_engine_args.served_model_name=tiny-run",
-                      "--set", f"adapters.my-adapter={adapter}", "--name", "tiny-run", "--port", str(port)],
-                     local_env)
+    process = _start(
+        [
+            "--set",
+            f"model={model}",
+            "--set",
+            "vllm_engine_args.served_model_name=tiny-run",
+            "--set",
+            f"adapters.my-adapter={adapter}",
+            "--name",
+            "tiny-run",
+            "--port",
+            str(port),
+        ],
+        local_env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(process, base)
         question = "What are the top five benefits of eating a large breakfast?"
         for name in ("tiny-run", "my-adapter"):
-            status, body = _post(f"{base}/v1/chat/completions",
-                                 {"model": name, "max_tokens": 8,
-                                  "messages": [{"role": "user", "content": question}]})
+            status, body = _post(
+                f"{base}/v1/chat/completions",
+                {"model": name, "max_tokens": 8, "messages": [{"role": "user", "content": question}]},
+            )
             assert status == 200, body
             assert isinstance(body["choices"][0]["message"]["content"], str)
         with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as response:

@@ -16,8 +16,14 @@ CHART = Path(__file__).parent / "fixtures" / "charts" / "local-check"
 
 
 def local(*args: str, env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmft", "local", str(CHART), *args],
-                          env=env, capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "llmft", "local", str(CHART), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -26,8 +32,9 @@ def runner_env(s3_env, tmp_path):
 
 
 def test_runs_init_then_main_with_volumes_paths_and_secrets(bucket, runner_env):
-    result = local("--name", "first", "--set", f"destination={bucket}/out/result.txt",
-                   "--set", "message=hi there", env=runner_env)
+    result = local(
+        "--name", "first", "--set", f"destination={bucket}/out/result.txt", "--set", "message=hi there", env=runner_env
+    )
     assert result.returncode == 0, result.stderr
     # The init container wrote into the emptyDir the main container uploaded from.
     assert read_object(parse_location(f"{bucket}/out/result.txt")) == b"hi there via work"
@@ -39,8 +46,15 @@ def test_runs_init_then_main_with_volumes_paths_and_secrets(bucket, runner_env):
 
 def test_failed_pod_is_restarted_up_to_backoff_limit(bucket, runner_env, tmp_path):
     marker = tmp_path / "failed-once"
-    result = local("--name", "retry", "--set", f"destination={bucket}/retry.txt",
-                   "--set", f"failOnceMarker={marker}", env=runner_env)
+    result = local(
+        "--name",
+        "retry",
+        "--set",
+        f"destination={bucket}/retry.txt",
+        "--set",
+        f"failOnceMarker={marker}",
+        env=runner_env,
+    )
     assert result.returncode == 0, result.stderr
     assert "pod failed with exit code 7: starting a new pod (attempt 2 of 3)" in result.stderr
     assert read_object(parse_location(f"{bucket}/retry.txt")).startswith(b"hello from the pod")
@@ -64,8 +78,9 @@ def test_missing_secret_names_the_fix(runner_env):
     result = local("--name", "nosecret", "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     assert "init script: " in result.stdout
-    assert ("# a real run needs: env BUCKET_STORAGE_ACCESS_KEY needs key 'access-key' of Secret "
-            "'bucket-credentials'") in result.stdout
+    assert (
+        "# a real run needs: env BUCKET_STORAGE_ACCESS_KEY needs key 'access-key' of Secret 'bucket-credentials'"
+    ) in result.stdout
 
 
 def test_dry_run_masks_secrets_from_a_secrets_file(runner_env, tmp_path):
@@ -79,12 +94,39 @@ def test_dry_run_masks_secrets_from_a_secrets_file(runner_env, tmp_path):
     assert "s3cr3t-value" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("argv", [
-    ["vllm", "serve", "/models/m", "--served-model-name", "run-a", "--port", "8080", "--enable-lora",
-     "--lora-modules", "a=/adapters/a", "b=/adapters/b", "--max-model-len", "2048"],
-    ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model=/models/m", "--served-model-name=run-a",
-     "--port", "8080", "--lora-modules", "a=/adapters/a", "--lora-modules", "b=/adapters/b"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "vllm",
+            "serve",
+            "/models/m",
+            "--served-model-name",
+            "run-a",
+            "--port",
+            "8080",
+            "--enable-lora",
+            "--lora-modules",
+            "a=/adapters/a",
+            "b=/adapters/b",
+            "--max-model-len",
+            "2048",
+        ],
+        [
+            "python3",
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model=/models/m",
+            "--served-model-name=run-a",
+            "--port",
+            "8080",
+            "--lora-modules",
+            "a=/adapters/a",
+            "--lora-modules",
+            "b=/adapters/b",
+        ],
+    ],
+)
 def test_vllm_command_becomes_the_cpu_server(argv):
     """Without vLLM and a GPU, the same model, name, port and adapters go to `llmft serve`."""
     from llmft.local.runner import _cpu_server_argv
@@ -111,9 +153,14 @@ def test_sigterm_stops_the_pod_processes(runner_env, tmp_path):
     (chart / "templates" / "job.yaml").write_text(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {name: sleepy}\nspec:\n  template:\n    spec:\n"
         "      restartPolicy: Never\n      containers:\n"
-        f"        - {{name: main, image: x, command: [python, {str(sleeper)!r}]}}\n")
-    process = subprocess.Popen([sys.executable, "-m", "llmft", "local", str(chart), "--name", "sleepy"],
-                               env=runner_env, stderr=subprocess.PIPE, text=True)
+        f"        - {{name: main, image: x, command: [python, {str(sleeper)!r}]}}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmft", "local", str(chart), "--name", "sleepy"],
+        env=runner_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not marker.exists() or not marker.read_text():
         assert time.monotonic() < deadline and process.poll() is None
@@ -129,12 +176,16 @@ def test_s3_env_points_other_commands_at_the_embedded_server(tmp_path):
     """`eval "$(llmft local s3 env)"` makes `llmft storage` use the local runner's bucket."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUCKET_STORAGE", "AWS_"))}
     env["LLMFT_STATE_DIR"] = str(tmp_path / "state")
-    script = (f"set -e; PATH={Path(sys.executable).parent}:$PATH; " + 'eval "$(python -m llmft local s3 env)"; echo hi > f.txt; '
-              'python -m llmft storage cp ./f.txt default-bucket/x/f.txt; python -m llmft storage ls default-bucket/x; '
-              'python -m llmft local s3 stop')
+    script = (
+        f"set -e; PATH={Path(sys.executable).parent}:$PATH; "
+        + 'eval "$(python -m llmft local s3 env)"; echo hi > f.txt; '
+        "python -m llmft storage cp ./f.txt default-bucket/x/f.txt; python -m llmft storage ls default-bucket/x; "
+        "python -m llmft local s3 stop"
+    )
     try:
-        result = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            ["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
     finally:  # never leave the server running, whatever failed
         subprocess.run([sys.executable, "-m", "llmft", "local", "s3", "stop"], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr
@@ -143,8 +194,9 @@ def test_s3_env_points_other_commands_at_the_embedded_server(tmp_path):
 
 def test_read_only_root_filesystem_fails_a_write_outside_the_volumes(bucket, runner_env):
     """A cache written below HOME fails the pod when HOME is the image's (read-only), naming the path and fix."""
-    result = local("--name", "readonly", "--set", f"destination={bucket}/ro.txt", "--set", "cacheInHome=true",
-                   env=runner_env)
+    result = local(
+        "--name", "readonly", "--set", f"destination={bucket}/ro.txt", "--set", "cacheInHome=true", env=runner_env
+    )
     assert result.returncode == 2, result.stderr
     assert "container script has a read-only root filesystem but wrote" in result.stderr
     assert ".cache/some-library/index" in result.stderr and "podSecurity.readOnlyRootFilesystem" in result.stderr
@@ -154,8 +206,16 @@ def test_read_only_root_filesystem_allows_writes_to_volumes(bucket, runner_env, 
     """The same write succeeds with HOME on the emptyDir, and with the read-only rule loosened (the caller's HOME)."""
     env = {**runner_env, "HOME": str(tmp_path / "caller-home")}
     for sets in (["--set", "home=/work/home"], ["--set", "readOnlyRootFilesystem=false"]):
-        result = local("--name", "readonly-ok", "--set", f"destination={bucket}/ro.txt", "--set", "cacheInHome=true",
-                       *sets, env=env)
+        result = local(
+            "--name",
+            "readonly-ok",
+            "--set",
+            f"destination={bucket}/ro.txt",
+            "--set",
+            "cacheInHome=true",
+            *sets,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "caller-home" / ".cache" / "some-library" / "index").exists()
     assert read_object(parse_location(f"{bucket}/ro.txt")) == b"hello from the pod via work"
@@ -171,12 +231,31 @@ def test_a_relative_local_path_means_the_callers_folder(bucket, runner_env, tiny
     shutil.copytree(tiny_model_dir, tmp_path / "model")
     monkeypatch.chdir(tmp_path)
     mapper = PathMapper({"/downloads": tmp_path / "volumes" / "downloads"})
-    assert mapper("./model ./missing /downloads/x") == \
-        f"{tmp_path / 'model'} ./missing {tmp_path / 'volumes' / 'downloads'}/x"
+    assert (
+        mapper("./model ./missing /downloads/x")
+        == f"{tmp_path / 'model'} ./missing {tmp_path / 'volumes' / 'downloads'}/x"
+    )
 
     chart = Path(__file__).resolve().parent.parent / "charts" / "download-model-to-bucket"
-    result = subprocess.run([sys.executable, "-m", "llmft", "local", str(chart), "--set", "modelID=./model",
-                             "--set", f"bucketModelPath={bucket}/models/tiny", "--name", "relative"],
-                            env=runner_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "local",
+            str(chart),
+            "--set",
+            "modelID=./model",
+            "--set",
+            f"bucketModelPath={bucket}/models/tiny",
+            "--name",
+            "relative",
+        ],
+        env=runner_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_object(parse_location(f"{bucket}/models/tiny/config.json"))

@@ -30,9 +30,17 @@ def make_adapter(base: Path, folder: Path, grow_vocab: bool) -> Path:
         model.resize_token_embeddings(len(tokenizer))
         modules_to_save = ["embed_tokens", "lm_head"]
     torch.manual_seed(1)
-    peft_model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8,
-                                                  target_modules="all-linear", init_lora_weights=False,
-                                                  modules_to_save=modules_to_save))
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=4,
+            lora_alpha=8,
+            target_modules="all-linear",
+            init_lora_weights=False,
+            modules_to_save=modules_to_save,
+        ),
+    )
     if grow_vocab:
         with torch.no_grad():  # trained rows for the new tokens
             for name, parameter in peft_model.named_parameters():
@@ -79,8 +87,9 @@ def test_merged_logits_equal_base_plus_adapter(tiny_model_dir, tmp_path, grow_vo
     # The adapter really changed the model (the comparison would be vacuous otherwise).
     plain = tokenizer("hello there", return_tensors="pt", add_special_tokens=False)["input_ids"]
     base_vocab = merged_logits(tiny_model_dir, plain).shape[-1]
-    assert not torch.allclose(merged_logits(tiny_model_dir, plain), merged_logits(out, plain)[..., :base_vocab],
-                              atol=1e-3)
+    assert not torch.allclose(
+        merged_logits(tiny_model_dir, plain), merged_logits(out, plain)[..., :base_vocab], atol=1e-3
+    )
     # A plain model folder: no PEFT files, safetensors weights, tokenizer with its template.
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     assert (out / "tokenizer_config.json").is_file() and (out / "chat_template.jinja").is_file()
@@ -97,8 +106,17 @@ def test_merge_adapter_command_with_bucket_locations(tiny_model_dir, tmp_path, b
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter", grow_vocab=False)
     shutil.copy(tiny_model_dir / "generation_config.json", adapter / "generation_config.json")
     upload_tree(adapter, parse_location(f"{bucket}/runs/a/checkpoint-final-adapter"))
-    assert main(["merge-adapter", str(tiny_model_dir), f"{bucket}/runs/a/checkpoint-final-adapter",
-                 f"s3://{bucket}/runs/a/checkpoint-final"]) == 0
+    assert (
+        main(
+            [
+                "merge-adapter",
+                str(tiny_model_dir),
+                f"{bucket}/runs/a/checkpoint-final-adapter",
+                f"s3://{bucket}/runs/a/checkpoint-final",
+            ]
+        )
+        == 0
+    )
     assert is_complete(parse_location(f"{bucket}/runs/a/checkpoint-final"))
     assert main(["merge-adapter", str(tiny_model_dir), str(adapter), str(tmp_path / "local-merged")]) == 0
     assert (tmp_path / "local-merged" / "model.safetensors").is_file()
@@ -113,15 +131,19 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-@pytest.mark.parametrize("out, message", [
-    ("{base}", "merge-adapter OUT: {base} is the BASE folder {base}; writing there would overwrite it"),
-    ("{base}/merged", "merge-adapter OUT: {base}/merged lies inside the BASE folder {base}"),
-    ("{adapter}", "merge-adapter OUT: {adapter} is the ADAPTER folder {adapter}"),
-    ("{full}", "merge-adapter OUT: {full} is not empty; choose a new folder, or pass --overwrite"),
-    ("{file}", "merge-adapter OUT: {file} is a file; give the path of a folder"),
-])
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("{base}", "merge-adapter OUT: {base} is the BASE folder {base}; writing there would overwrite it"),
+        ("{base}/merged", "merge-adapter OUT: {base}/merged lies inside the BASE folder {base}"),
+        ("{adapter}", "merge-adapter OUT: {adapter} is the ADAPTER folder {adapter}"),
+        ("{full}", "merge-adapter OUT: {full} is not empty; choose a new folder, or pass --overwrite"),
+        ("{file}", "merge-adapter OUT: {file} is a file; give the path of a folder"),
+    ],
+)
 def test_merge_adapter_refuses_an_out_that_would_destroy_files_before_loading_anything(
-        tiny_model_dir, tmp_path, capsys, out, message):
+    tiny_model_dir, tmp_path, capsys, out, message
+):
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
     adapter = tmp_path / "adapter"

@@ -26,14 +26,19 @@ from llmft.finetune.config import load_config
 ORIGINAL = REPO / "tests" / "fixtures" / "original-tutorial"
 MODEL_FILE = ORIGINAL / "download-model-to-bucket--tutorial-01-tiny-llama-to-minio.yaml"
 DATA_FILE = ORIGINAL / "download-data-to-bucket--tutorial-01-argilla-to-minio.yaml"
-FINETUNE_FILES = [ORIGINAL / "llm-finetune--tutorial-01-finetune-lora.yaml",
-                  ORIGINAL / "llm-finetune--tutorial-01-finetune-full-param.yaml"]
+FINETUNE_FILES = [
+    ORIGINAL / "llm-finetune--tutorial-01-finetune-lora.yaml",
+    ORIGINAL / "llm-finetune--tutorial-01-finetune-full-param.yaml",
+]
 VLLM_FILE = ORIGINAL / "llm-inference-vllm--tinyllama-original-keys.yaml"
 # What the original finetune files need here (the docs say so): the engine has no `mistral-with-system`
 # template, and the original chart's image and AIM manifest keys are not this chart's. `--set KEY=null`
 # removes a key of a values file.
-FINETUNE_FIXES = ["finetuning_config.data_conf.chat_template_name=keep-original", "finetuningImage=null",
-                  "aimManifest=null"]
+FINETUNE_FIXES = [
+    "finetuning_config.data_conf.chat_template_name=keep-original",
+    "finetuningImage=null",
+    "aimManifest=null",
+]
 
 
 def test_the_fixtures_are_unchanged_copies_naming_their_source():
@@ -44,18 +49,21 @@ def test_the_fixtures_are_unchanged_copies_naming_their_source():
 
 def test_original_model_delivery_file_works_as_written():
     """modelId / bucketPath are the original spellings of modelID / bucketModelPath."""
-    rendered = render_valid("download-model-to-bucket", values_files=[MODEL_FILE],
-                            release_name="deliver-tiny-llama-model")
-    (_, spec), = pod_specs(rendered)
-    assert spec["containers"][0]["args"][:2] == ["hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-                                                 "default-bucket/models/tiny-llama/tinyllama-1.1b-chat-v1.0"]
+    rendered = render_valid(
+        "download-model-to-bucket", values_files=[MODEL_FILE], release_name="deliver-tiny-llama-model"
+    )
+    ((_, spec),) = pod_specs(rendered)
+    assert spec["containers"][0]["args"][:2] == [
+        "hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        "default-bucket/models/tiny-llama/tinyllama-1.1b-chat-v1.0",
+    ]
     assert "--exclude" in spec["containers"][0]["args"]
     assert lint_chart(CHARTS / "download-model-to-bucket", yaml.safe_load(MODEL_FILE.read_text())) == []
 
 
 def test_original_data_delivery_file_works_as_written():
     rendered = render_valid("download-data-to-bucket", values_files=[DATA_FILE], release_name="deliver-argilla-data")
-    config_map, = rendered.of_kind("ConfigMap")
+    (config_map,) = rendered.of_kind("ConfigMap")
     script = next(iter(config_map["data"].values()))
     assert 'dataset.to_json("/downloads/datasets/argilla-mistral-large-human-prompts.jsonl")' in script
     assert lint_chart(CHARTS / "download-data-to-bucket", yaml.safe_load(DATA_FILE.read_text())) == []
@@ -65,9 +73,10 @@ def test_original_data_delivery_file_works_as_written():
 def test_original_finetune_file_fails_naming_the_template_to_use(values):
     with pytest.raises(UserError) as caught:
         render_chart(CHARTS / "llm-finetune", values_files=[values], release_name="tiny-llama-argilla-v1")
-    assert ('chat_template_name: a template name of the original engine, got "mistral-with-system" (the original '
-            "engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original") \
-        in str(caught.value)
+    assert (
+        'chat_template_name: a template name of the original engine, got "mistral-with-system" (the original '
+        "engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; use keep-original"
+    ) in str(caught.value)
 
 
 @pytest.mark.parametrize("values", FINETUNE_FILES, ids=lambda p: p.name)
@@ -75,8 +84,9 @@ def test_original_finetune_file_with_the_named_fixes_renders_and_the_engine_read
     """bf16: true with torch_dtype: bfloat16 is dtype bf16; push_to_hub: false and use_cache: false are what
     the engine always does. The rendered engine config passes the engine's own check."""
     sets = FINETUNE_FIXES + ["checkpointsRemote=default-bucket/experiments/tiny-llama-argilla-v1"]
-    rendered = render_valid("llm-finetune", values_files=[values], set_values=sets,
-                            release_name="tiny-llama-argilla-v1")
+    rendered = render_valid(
+        "llm-finetune", values_files=[values], set_values=sets, release_name="tiny-llama-argilla-v1"
+    )
     config_map = next(cm for cm in rendered.of_kind("ConfigMap") if "finetuning_config.yaml" in cm.get("data", {}))
     engine_config = yaml.safe_load(config_map["data"]["finetuning_config.yaml"])
     assert engine_config["training_args"]["bf16"] is True  # passed on as written; the engine reads it
@@ -96,14 +106,20 @@ def test_precision_keys_that_disagree_are_one_problem_naming_both():
     data["run_conf"].update(model="default-bucket/models/x", model_args={"torch_dtype": "float32"})
     with pytest.raises(UserError) as caught:
         load_config(data)
-    assert ("finetuning_config.run_conf.model_args.dtype: the precision keys disagree (training_args.bf16: true, "
-            'run_conf.model_args.torch_dtype: "float32") (keep only run_conf.model_args.dtype)') in str(caught.value)
+    assert (
+        "finetuning_config.run_conf.model_args.dtype: the precision keys disagree (training_args.bf16: true, "
+        'run_conf.model_args.torch_dtype: "float32") (keep only run_conf.model_args.dtype)'
+    ) in str(caught.value)
 
 
 def test_original_vllm_keys_render_with_an_hf_model_and_a_bare_hub_id_fails_naming_hf():
-    rendered = render_valid("llm-inference-vllm", values_files=[VLLM_FILE],
-                            set_values=["model=hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"], release_name="tiny-llama")
-    deployment, = rendered.of_kind("Deployment")
+    rendered = render_valid(
+        "llm-inference-vllm",
+        values_files=[VLLM_FILE],
+        set_values=["model=hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"],
+        release_name="tiny-llama",
+    )
+    (deployment,) = rendered.of_kind("Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--no-enable-chunked-prefill" in args
     assert args[args.index("--served-model-name") + 1] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
@@ -116,9 +132,14 @@ def test_original_vllm_keys_render_with_an_hf_model_and_a_bare_hub_id_fails_nami
 
 def test_the_tutorials_vllm_command_renders():
     name = "tiny-llama-argilla-v1"
-    rendered = render_valid("llm-inference-vllm", set_values=[
-        f"model=s3://default-bucket/experiments/{name}/checkpoint-final",
-        f"vllm_engine_args.served_model_name={name}"], release_name=name)
+    rendered = render_valid(
+        "llm-inference-vllm",
+        set_values=[
+            f"model=s3://default-bucket/experiments/{name}/checkpoint-final",
+            f"vllm_engine_args.served_model_name={name}",
+        ],
+        release_name=name,
+    )
     assert rendered.of_kind("Service")[0]["metadata"]["name"] == f"llm-inference-vllm-{name}"
 
 
@@ -154,19 +175,51 @@ def test_original_data_script_runs_locally_inside_the_state_dir(bucket, s3_env, 
     standin.mkdir()
     (standin / "sitecustomize.py").write_text(STANDIN_SITECUSTOMIZE)
     state = tmp_path / "state"
-    env = dict(os.environ, LLMFT_STATE_DIR=str(state), ORIGINAL_TUTORIAL_STANDIN="1",
-               PYTHONPATH=os.pathsep.join([str(standin), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LLMFT_STATE_DIR=str(state),
+        ORIGINAL_TUTORIAL_STANDIN="1",
+        PYTHONPATH=os.pathsep.join([str(standin), os.environ.get("PYTHONPATH", "")]),
+    )
     destination = f"{bucket}/datasets/"
     result = subprocess.run(
-        [sys.executable, "-m", "llmft", "local", str(CHARTS / "download-data-to-bucket"), "-f", str(DATA_FILE),
-         "--set", f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}", "--set", f"bucketDataDir={destination}",
-         "--name", "deliver-argilla-data"],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "local",
+            str(CHARTS / "download-data-to-bucket"),
+            "-f",
+            str(DATA_FILE),
+            "--set",
+            f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}",
+            "--set",
+            f"bucketDataDir={destination}",
+            "--name",
+            "deliver-argilla-data",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert not Path("/downloads/datasets/argilla-mistral-large-human-prompts.jsonl").exists()
-    listing = subprocess.run([sys.executable, "-m", "llmft", "storage", "cp",
-                              f"{destination}argilla-mistral-large-human-prompts.jsonl", str(tmp_path / "got.jsonl")],
-                             env=env, capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "storage",
+            "cp",
+            f"{destination}argilla-mistral-large-human-prompts.jsonl",
+            str(tmp_path / "got.jsonl"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0, listing.stderr
     records = [json.loads(line) for line in (tmp_path / "got.jsonl").read_text().splitlines()]
     assert len(records) == 9  # the human-written prompts
@@ -176,17 +229,34 @@ def test_original_data_script_runs_locally_inside_the_state_dir(bucket, s3_env, 
     assert "empty system messages dropped (harmless): 9 record(s)" in result.stderr
 
 
-@pytest.mark.parametrize("chart, sets", [
-    ("download-model-to-bucket", ["modelID=/no-such-model-folder", "bucketModelPath={bucket}/models/x"]),
-    ("download-data-to-bucket", ["dataScript=import sys; sys.exit(0)", "bucketDataDir={bucket}/datasets/"]),
-], ids=["download-model", "download-data"])
+@pytest.mark.parametrize(
+    "chart, sets",
+    [
+        ("download-model-to-bucket", ["modelID=/no-such-model-folder", "bucketModelPath={bucket}/models/x"]),
+        ("download-data-to-bucket", ["dataScript=import sys; sys.exit(0)", "bucketDataDir={bucket}/datasets/"]),
+    ],
+    ids=["download-model", "download-data"],
+)
 def test_local_runner_treats_exit_status_2_of_a_staging_job_as_final(chart, sets, bucket, s3_env, tmp_path):
     """podFailurePolicy FailJob on exit status 2: one pod, not backoffLimit + 1 (the chart's default is 3)."""
     env = dict(os.environ, LLMFT_STATE_DIR=str(tmp_path / "state"))
     arguments = [part for item in sets for part in ("--set", item.format(bucket=bucket))]
-    result = subprocess.run([sys.executable, "-m", "llmft", "local", str(CHARTS / chart), *arguments,
-                             "--set", f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "local",
+            str(CHARTS / chart),
+            *arguments,
+            "--set",
+            f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert "failed with exit code 2, which its podFailurePolicy treats as final" in result.stderr
     assert "starting a new pod" not in result.stderr

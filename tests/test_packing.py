@@ -53,8 +53,7 @@ def unpacked_reference(model, samples):
         out = model(input_ids=ids).logits[0]
         logits.append(out)
         targets = torch.tensor(sample["labels"][1:])
-        token_losses = torch.nn.functional.cross_entropy(out[:-1], targets, ignore_index=IGNORE_INDEX,
-                                                         reduction="sum")
+        token_losses = torch.nn.functional.cross_entropy(out[:-1], targets, ignore_index=IGNORE_INDEX, reduction="sum")
         loss_sum = loss_sum + token_losses
         count += int((targets != IGNORE_INDEX).sum())
     return logits, loss_sum, count
@@ -66,7 +65,7 @@ def split_logits(batch_logits, rows, samples_in_order):
     for b, row in enumerate(rows):
         start = 0
         for n in row["seq_lengths"]:
-            pieces.append(batch_logits[b, start:start + n])
+            pieces.append(batch_logits[b, start : start + n])
             start += n
     return pieces
 
@@ -78,7 +77,7 @@ def packed_order(samples, rows):
     for row in rows:
         start = 0
         for n in row["seq_lengths"]:
-            order.append(by_ids[tuple(row["input_ids"][start:start + n])])
+            order.append(by_ids[tuple(row["input_ids"][start : start + n])])
             start += n
     return order
 
@@ -107,15 +106,15 @@ def test_packed_equals_unpacked_logits_loss_and_gradients(tiny_model_dir, attn):
     # Same trained-token count as the unpacked run: the Trainer's normaliser matches.
     assert num_items == ref_count
     with torch.no_grad():
-        for got, want in zip(split_logits(packed_out.logits, rows, ordered), ref_logits):
+        for got, want in zip(split_logits(packed_out.logits, rows, ordered), ref_logits, strict=False):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
             # per-sample loss too
         for b, row in enumerate(rows):
             start = 0
             for n in row["seq_lengths"]:
-                logits = packed_out.logits[b, start:start + n]
-                targets = batch["labels"][b, start + 1:start + n]
-                sample = next(s for s in ordered if s["input_ids"] == row["input_ids"][start:start + n])
+                logits = packed_out.logits[b, start : start + n]
+                targets = batch["labels"][b, start + 1 : start + n]
+                sample = next(s for s in ordered if s["input_ids"] == row["input_ids"][start : start + n])
                 single = model(input_ids=torch.tensor([sample["input_ids"]])).logits[0]
                 want = torch.nn.functional.cross_entropy(single[:-1], torch.tensor(sample["labels"][1:]))
                 got = torch.nn.functional.cross_entropy(logits[:-1], targets)
@@ -133,8 +132,9 @@ def test_without_the_mask_samples_leak_into_each_other(tiny_model_dir):
     batch = PackedCollator("sdpa", pad_token_id=0)(rows)
     model = load(tiny_model_dir, "sdpa")
     with torch.no_grad():
-        masked = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       attention_mask=batch["attention_mask"]).logits
+        masked = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch["attention_mask"]
+        ).logits
         leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
     first = rows[0]["seq_lengths"][0]
     # The first sample of a row sees nothing before it either way...
@@ -156,17 +156,33 @@ def test_without_the_boundary_label_fix_the_loss_crosses_samples(tiny_model_dir)
         _, ref_sum, ref_count = unpacked_reference(model, ordered)
         fixed = model(**batch).loss
         width = batch["input_ids"].shape[1]
-        naive_labels = torch.tensor([row["input_ids"] + [IGNORE_INDEX] * (width - len(row["input_ids"]))
-                                     for row in rows])
-        naive = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                      attention_mask=batch["attention_mask"], labels=naive_labels).loss
+        naive_labels = torch.tensor(
+            [row["input_ids"] + [IGNORE_INDEX] * (width - len(row["input_ids"])) for row in rows]
+        )
+        naive = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=naive_labels,
+        ).loss
     torch.testing.assert_close(fixed, ref_sum / ref_count, atol=1e-6, rtol=1e-5)
     assert abs(naive.item() - (ref_sum / ref_count).item()) > 1e-3
 
 
-def _reference_varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                                cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None,
-                                **kwargs):
+def _reference_varlen_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    dropout=0.0,
+    cu_seq_lens_q=None,
+    cu_seq_lens_k=None,
+    max_length_q=None,
+    max_length_k=None,
+    **kwargs,
+):
     """CPU stand-in for flash_attn_varlen_func (flash-attn needs a GPU): causal attention per segment."""
     assert attention_mask is None, "varlen batches must not carry a mask"
     assert torch.equal(cu_seq_lens_q, cu_seq_lens_k)
@@ -174,10 +190,11 @@ def _reference_varlen_attention(module, query, key, value, attention_mask, scali
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     out = torch.empty_like(query)
     bounds = cu_seq_lens_q.tolist()
-    assert max(b - a for a, b in zip(bounds, bounds[1:])) == max_length_q
-    for start, end in zip(bounds, bounds[1:]):
+    assert max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == max_length_q
+    for start, end in zip(bounds, bounds[1:], strict=False):
         out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True, scale=scaling)
+            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True, scale=scaling
+        )
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -207,7 +224,7 @@ def test_varlen_batches_reach_the_attention_kernel_with_correct_boundaries(tiny_
         ref_logits, ref_sum, ref_count = unpacked_reference(load(tiny_model_dir, "sdpa"), ordered)
     start = 0
     for want in ref_logits:
-        torch.testing.assert_close(out.logits[0, start:start + len(want)], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.logits[0, start : start + len(want)], want, atol=1e-5, rtol=1e-5)
         start += len(want)
     torch.testing.assert_close(out.loss, ref_sum / ref_count, atol=1e-6, rtol=1e-5)
 
@@ -232,8 +249,7 @@ def test_many_samples_each_packed_once_within_the_limit():
     samples = [{"input_ids": [i] * n, "labels": [i] * n} for i, n in enumerate(lengths)]
     rows = pack_samples(samples, max_seq_length=128)
     assert all(len(row["input_ids"]) <= 128 for row in rows)
-    seen = sorted(row["input_ids"][sum(row["seq_lengths"][:k])] for row in rows
-                  for k in range(len(row["seq_lengths"])))
+    seen = sorted(row["input_ids"][sum(row["seq_lengths"][:k])] for row in rows for k in range(len(row["seq_lengths"])))
     assert seen == list(range(2000))
     # FFD is near-optimal: at most a few rows more than the token lower bound.
     assert len(rows) <= -(-sum(lengths) // 128) + 2
@@ -246,7 +262,7 @@ def test_padding_gets_no_attention_and_efficiency_counters():
         [True, False, False, False],
         [True, True, False, False],
         [False, False, True, False],
-        [False, False, False, True],   # padding only sees itself; no real token sees padding
+        [False, False, False, True],  # padding only sees itself; no real token sees padding
     ]
     additive = block_causal_mask(segments, additive=True)[0, 0]
     assert additive[1, 0] == 0 and additive[2, 0] == torch.finfo(torch.float32).min
@@ -284,8 +300,12 @@ def test_sample_longer_than_max_seq_length_is_a_clear_error():
 
 # ------------------------------------------------------------------ end to end: `llmft sft` with packing
 
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare."), ("How many legs does a spider have?", "Eight.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("How many legs does a spider have?", "Eight."),
+]
 
 
 @pytest.mark.slow
@@ -302,8 +322,15 @@ def test_sft_with_packing_learns_and_reports_padding(tiny_model_dir, tmp_path):
     config = {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(out), "learning_rate": 1e-2, "lr_scheduler_type": "constant",
-                          "max_steps": 24, "logging_steps": 4, "save_strategy": "no", "report_to": []},
+        "training_args": {
+            "output_dir": str(out),
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "max_steps": 24,
+            "logging_steps": 4,
+            "save_strategy": "no",
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
         "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {"model": str(tiny_model_dir), "model_args": {"attn_implementation": "sdpa"}},
@@ -318,14 +345,17 @@ def test_sft_with_packing_learns_and_reports_padding(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out / "checkpoint-final")
-    longest = max(len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
-                  for row in rows)
+    longest = max(
+        len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+        for row in rows
+    )
     # Several samples per row: a row holds more real tokens, on average, than the longest sample.
     assert throughput["rows"] > 0 and throughput["effective_tokens"] / throughput["rows"] > 1.5 * longest
     assert throughput["effective_tokens_per_second"] > 0
     assert 0 <= throughput["padding_fraction"] < 0.5
     assert throughput["effective_tokens"] + throughput["padding_tokens"] == round(
-        throughput["mean_sequence_length"] * throughput["rows"])
+        throughput["mean_sequence_length"] * throughput["rows"]
+    )
 
 
 def test_trl_sft_trainer_loss_and_gradients_are_the_same_packed_and_unpacked(tiny_model_dir, tmp_path):
@@ -338,14 +368,19 @@ def test_trl_sft_trainer_loss_and_gradients_are_the_same_packed_and_unpacked(tin
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     examples = []
     for question, reply in QA:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question},
-                                             {"role": "assistant", "content": reply}],
-                                            tokenize=True, return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}, {"role": "assistant", "content": reply}],
+            tokenize=True,
+            return_dict=True,
+        )["input_ids"]
         examples.append({"input_ids": ids, "labels": [IGNORE_INDEX] * 8 + ids[8:]})
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    trainer = SFTTrainer(model=model, args=SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True,
-                                                     max_length=96),
-                         train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, max_length=96),
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+    )
     rows = pack_samples(examples, 96)
     assert max(len(row["seq_lengths"]) for row in rows) >= 2
     packed = PackedCollator("sdpa", tokenizer.pad_token_id)(rows)

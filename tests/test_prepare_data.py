@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import OVERRIDES
+
 from llmft.dataformats import sft_problems
 from llmft.errors import UserError
 from llmft.staging.data_script import run_data_script
@@ -35,9 +35,11 @@ def sft(question: str, answer: str) -> dict:
 
 
 def dpo(prompt: str, chosen: str, rejected: str) -> dict:
-    return {"prompt_messages": [{"role": "user", "content": prompt}],
-            "chosen_messages": [{"role": "assistant", "content": chosen}],
-            "rejected_messages": [{"role": "assistant", "content": rejected}]}
+    return {
+        "prompt_messages": [{"role": "user", "content": prompt}],
+        "chosen_messages": [{"role": "assistant", "content": chosen}],
+        "rejected_messages": [{"role": "assistant", "content": rejected}],
+    }
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -63,8 +65,10 @@ def test_valid_files_upload_with_same_names_and_manifest(bucket, tmp_path):
     report = prepare_data(data, f"{bucket}/datasets", settings=FAST)
     assert [(r.kind, r.records) for r in report.files] == [("sft", 10), ("dpo", 3)]
     back = uploaded(f"{bucket}/datasets", tmp_path)
-    assert back == {"chat.jsonl": (data / "chat.jsonl").read_text(),
-                    "prefs/pairs.json": (data / "prefs" / "pairs.json").read_text()}
+    assert back == {
+        "chat.jsonl": (data / "chat.jsonl").read_text(),
+        "prefs/pairs.json": (data / "prefs" / "pairs.json").read_text(),
+    }
     # Summary numbers: 10 conversations of 2 + i characters.
     chars = report.files[0].chars["conversation"]
     assert sorted(chars) == [2 + i + (1 if i >= 10 else 0) for i in range(1, 11)]
@@ -95,8 +99,8 @@ def test_skip_invalid_uploads_good_lines_and_rejects_next_to_them(bucket, tmp_pa
     report = prepare_data(data, f"{bucket}/ds", skip_invalid=True, settings=FAST)
     assert report.invalid_count == 2 and report.rejects == ["d.rejects.jsonl"]
     back = uploaded(f"{bucket}/ds", tmp_path)
-    assert [json.loads(l)["messages"][0]["content"] for l in back["d.jsonl"].splitlines()] == ["q1", "q2", "q3"]
-    rejects = [json.loads(l) for l in back["d.rejects.jsonl"].splitlines()]
+    assert [json.loads(line)["messages"][0]["content"] for line in back["d.jsonl"].splitlines()] == ["q1", "q2", "q3"]
+    rejects = [json.loads(line) for line in back["d.rejects.jsonl"].splitlines()]
     assert [(r["line"], r["text"]) for r in rejects] == [(2, "nope"), (4, '{"messages": []}')]
     assert "non-empty list" in rejects[1]["reason"]
     # The user's own file is untouched.
@@ -133,23 +137,28 @@ def test_folder_problems_are_named(tmp_path):
 
 
 def test_token_lengths_with_a_tokenizer_from_the_bucket(bucket, tmp_path, tiny_model_dir):
-    from llmft.storage import upload_tree
     from transformers import AutoTokenizer
+
+    from llmft.storage import upload_tree
 
     upload_tree(tiny_model_dir, parse_location(f"{bucket}/models/tiny"))
     conversation = sft("What is 2 plus 2?", "2 plus 2 is 4.")
     data = write_jsonl(tmp_path / "datasets" / "d.jsonl", [conversation] * 3)
     report = prepare_data(data.parent, f"{bucket}/datasets", tokenizer=f"{bucket}/models/tiny", settings=FAST)
-    expected = len(AutoTokenizer.from_pretrained(tiny_model_dir).apply_chat_template(
-        conversation["messages"], tokenize=True)["input_ids"])
+    expected = len(
+        AutoTokenizer.from_pretrained(tiny_model_dir).apply_chat_template(conversation["messages"], tokenize=True)[
+            "input_ids"
+        ]
+    )
     assert report.files[0].tokens["conversation"] == [expected] * 3
 
 
 def test_cli_prints_summary_and_upload(bucket, s3_env, tmp_path):
     data = tmp_path / "datasets"
     write_jsonl(data / "d.jsonl", [sft("q", "a"), "bad"])
-    result = subprocess.run([LLMFT, "prepare-data", str(data), f"{bucket}/d", "--skip-invalid"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [LLMFT, "prepare-data", str(data), f"{bucket}/d", "--skip-invalid"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "uploaded 1 data file(s) with 1 record(s)" in result.stdout
     assert "dropped 1 invalid line(s), see d.rejects.jsonl" in result.stdout
@@ -162,12 +171,16 @@ def test_cli_prints_summary_and_upload(bucket, s3_env, tmp_path):
 def make_wheel(folder: Path, name: str = "llmft_test_helper") -> Path:
     """A minimal pure-Python wheel, so pip can install it without network access."""
     wheel = folder / f"{name}-1.0-py3-none-any.whl"
-    files = {f"{name}/__init__.py": b"ANSWER = 42\n",
-             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-             f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                            b"Tag: py3-none-any\n"}
-    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for path, data in files.items())
+    files = {
+        f"{name}/__init__.py": b"ANSWER = 42\n",
+        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()
+    )
     files[f"{name}-1.0.dist-info/RECORD"] = (record + f"{name}-1.0.dist-info/RECORD,,\n").encode()
     with zipfile.ZipFile(wheel, "w") as archive:
         for path, data in files.items():
@@ -182,7 +195,8 @@ def test_data_script_with_pip_packages_writes_to_datasets_dir(tmp_path):
         "import json, os, llmft_test_helper\n"
         "with open(os.path.join(os.environ['DATASETS_DIR'], 'x.jsonl'), 'w') as f:\n"
         "    f.write(json.dumps({'messages': [{'role': 'user', 'content': 'q'},"
-        " {'role': 'assistant', 'content': str(llmft_test_helper.ANSWER)}]}) + '\\n')\n")
+        " {'role': 'assistant', 'content': str(llmft_test_helper.ANSWER)}]}) + '\\n')\n"
+    )
     written = run_data_script(script, tmp_path / "downloads" / "datasets", [str(wheel)])
     assert [p.name for p in written] == ["x.jsonl"]
     assert '"42"' in written[0].read_text()
@@ -213,14 +227,28 @@ def override_script(name: str) -> str:
     return yaml.safe_load((OVERRIDES / "download-data-to-bucket" / name).read_text())["dataScript"]
 
 
-def argilla_row(kind="human", prompt="Explain recursion briefly.", answer="Recursion is a function calling itself.",
-                with_generation_prompt=True):
+def argilla_row(
+    kind="human",
+    prompt="Explain recursion briefly.",
+    answer="Recursion is a function calling itself.",
+    with_generation_prompt=True,
+):
     """A row in the schema of argilla/10k_prompts_ranked_mistral_large_responses (made up here)."""
-    row = {"prompt": prompt, "quality": [{"user_id": "u1", "value": "4", "status": "submitted"}],
-           "metadata": '{"source": "sharegpt"}', "avg_rating": 4.0, "num_responses": 1,
-           "agreement_ratio": 1.0, "raw_responses": [4], "kind": kind, "cluster_description": "Programming",
-           "topic": "Software Development", "generations": [answer], "raw_generation_responses": [answer],
-           "model_name": "mistral-large-2402"}
+    row = {
+        "prompt": prompt,
+        "quality": [{"user_id": "u1", "value": "4", "status": "submitted"}],
+        "metadata": '{"source": "sharegpt"}',
+        "avg_rating": 4.0,
+        "num_responses": 1,
+        "agreement_ratio": 1.0,
+        "raw_responses": [4],
+        "kind": kind,
+        "cluster_description": "Programming",
+        "topic": "Software Development",
+        "generations": [answer],
+        "raw_generation_responses": [answer],
+        "model_name": "mistral-large-2402",
+    }
     if with_generation_prompt:
         row["generation_prompt"] = [[{"role": "system", "content": ""}, {"role": "user", "content": prompt}]]
     return row
@@ -232,15 +260,22 @@ def test_argilla_transform_is_a_pure_function_on_the_data_sets_rows():
     to_record = namespace["to_record"]
 
     record = to_record(argilla_row(), 7)
-    assert record == {"dataset": "argilla-mistral-large-human-prompts", "id": "argilla-mistral-large-human-prompts_7",
-                      "messages": [{"role": "user", "content": "Explain recursion briefly."},
-                                   {"role": "assistant", "content": "Recursion is a function calling itself."}]}
+    assert record == {
+        "dataset": "argilla-mistral-large-human-prompts",
+        "id": "argilla-mistral-large-human-prompts_7",
+        "messages": [
+            {"role": "user", "content": "Explain recursion briefly."},
+            {"role": "assistant", "content": "Recursion is a function calling itself."},
+        ],
+    }
     assert sft_problems(record) == []  # the empty system prompt is dropped, so the record is valid
     assert to_record(argilla_row(kind="synthetic"), 1) is None
     assert to_record(argilla_row(answer=None), 2) is None
     assert to_record(argilla_row(answer="   "), 3) is None
-    assert to_record(argilla_row(with_generation_prompt=False), 4)["messages"][0]["content"] == \
-        "Explain recursion briefly."
+    assert (
+        to_record(argilla_row(with_generation_prompt=False), 4)["messages"][0]["content"]
+        == "Explain recursion briefly."
+    )
     row = argilla_row()
     to_record(row, 5)
     assert row == argilla_row()  # pure: the input is not modified
@@ -255,5 +290,7 @@ def test_synthetic_script_is_deterministic_valid_and_small(tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     report = prepare_data(tmp_path / "a", str(tmp_path / "out"))
     assert {r.path.rsplit("/", 1)[-1]: r.records for r in report.files} == {
-        "tiny-synthetic-eval.jsonl": 29, "tiny-synthetic-train.jsonl": 267}
+        "tiny-synthetic-eval.jsonl": 29,
+        "tiny-synthetic-train.jsonl": 267,
+    }
     assert all(r.kind == "sft" and not r.invalid for r in report.files)

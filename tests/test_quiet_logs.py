@@ -22,17 +22,31 @@ def test_a_run_logs_no_third_party_noise_and_keeps_real_warnings(tiny_model_dir,
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "method": "sft",
-        "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "chat-ml"},
-        "training_args": {"output_dir": str(tmp_path / "out"), "max_steps": 2, "save_steps": 1, "report_to": []},
-        "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
-        "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 4, "lora_alpha": 8}},
-        "run_conf": {"model": str(tiny_model_dir)},
-        "sft_args": {"max_seq_length": 64},
-    }))
-    result = subprocess.run([sys.executable, "-m", "llmft", "sft", str(config)], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "sft",
+                "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "chat-ml"},
+                "training_args": {
+                    "output_dir": str(tmp_path / "out"),
+                    "max_steps": 2,
+                    "save_steps": 1,
+                    "report_to": [],
+                },
+                "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
+                "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 4, "lora_alpha": 8}},
+                "run_conf": {"model": str(tiny_model_dir)},
+                "sft_args": {"max_seq_length": 64},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "sft", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert [noise for noise in NOISE if noise in log] == [], log
@@ -40,7 +54,11 @@ def test_a_run_logs_no_third_party_noise_and_keeps_real_warnings(tiny_model_dir,
 
 
 def test_a_command_that_does_not_train_is_quiet(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "llmft", "tiny-model", str(tmp_path / "tiny")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "tiny-model", str(tmp_path / "tiny")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "Setting accelerator to CPU" not in result.stderr and "WARNING" not in result.stderr

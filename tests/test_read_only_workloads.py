@@ -29,8 +29,12 @@ def local(chart: str, values: str, sets: list[str], env: dict) -> subprocess.Com
 def test_model_and_data_charts_run_with_a_read_only_root(bucket, s3_env, tiny_model_dir, tmp_path):
     env = {**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state")}
     model = f"{bucket}/models/tiny"
-    result = local("download-model-to-bucket", "tiny-random-model-to-minio.yaml",
-                   [f"modelID={tiny_model_dir}", f"bucketModelPath={model}"], env)
+    result = local(
+        "download-model-to-bucket",
+        "tiny-random-model-to-minio.yaml",
+        [f"modelID={tiny_model_dir}", f"bucketModelPath={model}"],
+        env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_manifest(parse_location(model)) is not None
 

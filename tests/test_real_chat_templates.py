@@ -24,6 +24,7 @@ from chat_template_cases import (
     family_tokenizer,
     write_family_model,
 )
+
 from llmft.cli import main
 from llmft.errors import UserError
 from llmft.finetune.data import IGNORE_INDEX, encode
@@ -47,10 +48,10 @@ TURNS = [
 CONVERSATIONS = {"system-and-turns": [SYSTEM, *TURNS], "no-system": TURNS, "one-turn": TURNS[:2]}
 REFUSALS = {
     "raises": "the chat template refused this conversation: System role not supported; set "
-              "finetuning_config.data_conf.system_message_handling: fold-into-first-user",
+    "finetuning_config.data_conf.system_message_handling: fold-into-first-user",
     "after-assistant-turns": "the chat template refused this conversation: it leaves the system message out of "
-                             "the rendered text, so no turn would be trained with it; set "
-                             "finetuning_config.data_conf.system_message_handling: fold-into-first-user",
+    "the rendered text, so no turn would be trained with it; set "
+    "finetuning_config.data_conf.system_message_handling: fold-into-first-user",
 }
 FOLD = "fold-into-first-user"
 
@@ -58,7 +59,7 @@ FOLD = "fold-into-first-user"
 def labelled_runs(example: dict) -> list[list[int]]:
     """The token ids of each contiguous run of positions that carry loss (their label is the token)."""
     runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"]):
+    for token, label in zip(example["input_ids"], example["labels"], strict=False):
         if label == IGNORE_INDEX:
             if current:
                 runs.append(current)
@@ -107,8 +108,9 @@ def test_exactly_each_assistant_turn_and_its_end_of_turn_carry_loss(tiny_model_d
     assert [tokenizer.decode(run).lstrip(" ") for run in runs] == [answer + eot for answer in answers]
     assert all(run[-1] == tokenizer.convert_tokens_to_ids(eot) for run in runs)
     template_tokens = {tokenizer.convert_tokens_to_ids(t) for t in meta["special_tokens"]} - {
-        tokenizer.convert_tokens_to_ids(eot)}
-    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+        tokenizer.convert_tokens_to_ids(eot)
+    }
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=False) if label != IGNORE_INDEX]
     assert not template_tokens & set(trained)
     # The ids are the template's full rendering (what the model sees), tokenised once.
     shown = fold_system_message(messages) if handling == FOLD else messages
@@ -138,9 +140,16 @@ def test_qwen3_trains_the_think_block_the_data_wrote_and_not_the_empty_one_it_in
     tokenizer, chat_format = setup_family(tiny_model_dir, "qwen3")
     # The last turn keeps its reasoning (trained); Qwen3 renders the earlier turn without it.
     assert trained_texts(tokenizer, chat_format, THINKING) == [
-        "Hello!<|im_end|>", "<think>\nAdd them.\n</think>\n\n4<|im_end|>"]
+        "Hello!<|im_end|>",
+        "<think>\nAdd them.\n</think>\n\n4<|im_end|>",
+    ]
     # Without reasoning Qwen3 inserts an empty think block before the last answer: scaffolding, not trained.
-    plain = [THINKING[0], {"role": "assistant", "content": "Hello!"}, THINKING[2], {"role": "assistant", "content": "4"}]
+    plain = [
+        THINKING[0],
+        {"role": "assistant", "content": "Hello!"},
+        THINKING[2],
+        {"role": "assistant", "content": "4"},
+    ]
     assert "<think>\n\n</think>\n\n4<|im_end|>" in render(tokenizer, plain)
     assert trained_texts(tokenizer, chat_format, plain) == ["Hello!<|im_end|>", "4<|im_end|>"]
     # ... unless the data put that empty block there itself.
@@ -152,7 +161,9 @@ def test_deepseek_r1_trains_what_its_template_keeps_of_a_reasoning_turn(tiny_mod
     tokenizer, chat_format = setup_family(tiny_model_dir, "deepseek-r1-distill")
     # The template drops `...</think>` from every assistant turn; the answer after it is what is trained.
     assert trained_texts(tokenizer, chat_format, THINKING) == [
-        "\n\nHello!<｜end▁of▁sentence｜>", "\n\n4<｜end▁of▁sentence｜>"]
+        "\n\nHello!<｜end▁of▁sentence｜>",
+        "\n\n4<｜end▁of▁sentence｜>",
+    ]
 
 
 def test_trimming_templates_train_the_trimmed_answer(tiny_model_dir):
@@ -174,7 +185,8 @@ def test_generation_markers_in_a_template_decide_what_is_trained(tiny_model_dir)
     tokenizer.chat_template = (
         "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
         "{% generation %}{{ m['content'] }}{% endgeneration %}{{ '<|im_end|>\n' }}"
-        "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}")
+        "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    )
     chat_format = prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose").chat_format
     assert trained_texts(tokenizer, chat_format, TURNS[:4]) == ["The capital is Paris.", "Rome, of course!"]
 
@@ -193,13 +205,15 @@ def test_a_template_that_places_the_system_message_after_the_answers_is_refused(
     tokenizer.chat_template = (
         "{% for m in messages if m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] "
         "+ '<|im_end|>\n' }}{% endfor %}{% for m in messages if m['role'] == 'system' %}{{ m['content'] }}"
-        "{% endfor %}")
+        "{% endfor %}"
+    )
     chat_format = prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose").chat_format
     assert refusal_for(tokenizer, chat_format, [SYSTEM, *TURNS[:2]]) == (
         "the chat template refused this conversation: it places the system message after the first assistant turn, "
         "so the turns before it would be trained without it; set "
         "finetuning_config.data_conf.system_message_handling: fold-into-first-user (the system message becomes the "
-        "start of the first user turn)")
+        "start of the first user turn)"
+    )
     folded = encode(tokenizer, chat_format, [SYSTEM, *TURNS[:2]], True, FOLD)
     assert [tokenizer.decode(run) for run in labelled_runs(folded)] == ["The capital is Paris.<|im_end|>"]
 
@@ -211,14 +225,16 @@ def test_a_template_that_leaves_the_last_turn_open_is_refused_for_completions_on
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']}}"
         "{% if (loop.last and add_generation_prompt) or not loop.last %}{{ '<|im_end|>' + '\n'}}{% endif %}"
         "{% endfor %}{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}"
-        "{{ '<|im_start|>assistant\n' }}{% endif %}")
+        "{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
     with pytest.raises(UserError, match="keep-original, but no end-of-turn token follows the assistant's answer"):
         prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose")
     chat_format = ChatFormat("keep-original", tokenizer.chat_template, "<|im_end|>")
     assert refusal_for(tokenizer, chat_format, TURNS[:2]) == (
         "the chat template refused this conversation: it does not close assistant turn 1 with the end-of-turn token "
         "'<|im_end|>' (it renders '' after it), so the model would not learn to stop; choose another "
-        "finetuning_config.data_conf.chat_template_name")
+        "finetuning_config.data_conf.chat_template_name"
+    )
     # Whole-sequence training never looks for turns.
     example = encode(tokenizer, chat_format, TURNS[:2], completions_only=False)
     assert example["labels"] == example["input_ids"]
@@ -230,7 +246,8 @@ def test_an_error_a_template_raises_is_a_refusal_with_its_message(tiny_model_dir
     assert refusal_for(tokenizer, chat_format, wrong_order) == (
         "the chat template refused this conversation: Conversation roles must alternate "
         "user/assistant/user/assistant/...; fix the conversation, or choose another "
-        "finetuning_config.data_conf.chat_template_name")
+        "finetuning_config.data_conf.chat_template_name"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the commands
@@ -243,8 +260,11 @@ def quiet_cli_logging(monkeypatch):
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "_llmft_configured", True, raising=False)
-    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if not isinstance(h, logging.StreamHandler)
-                                           or type(h).__module__ != "logging"])
+    monkeypatch.setattr(
+        root,
+        "handlers",
+        [h for h in root.handlers if not isinstance(h, logging.StreamHandler) or type(h).__module__ != "logging"],
+    )
 
 
 def chat_lines(*conversations) -> str:
@@ -257,21 +277,29 @@ def gemma2_model(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def sft_yaml(tmp_path: Path, model: Path, dataset: Path, **data_conf) -> Path:
-    config = {"method": "sft",
-              "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]}, **data_conf},
-              "training_args": {"output_dir": str(tmp_path / "out"), "max_steps": 2, "save_steps": 100,
-                                "learning_rate": 1e-3, "report_to": []},
-              "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
-              "peft_conf": {"peft_type": "NO_PEFT"},
-              "run_conf": {"model": str(model)},
-              "sft_args": {"max_seq_length": 256}}
+    config = {
+        "method": "sft",
+        "data_conf": {"training_data": {"datasets": [{"path": str(dataset)}]}, **data_conf},
+        "training_args": {
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 2,
+            "save_steps": 100,
+            "learning_rate": 1e-3,
+            "report_to": [],
+        },
+        "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(model)},
+        "sft_args": {"max_seq_length": 256},
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def test_sft_reports_a_refused_conversation_with_file_line_and_the_fix_before_loading_a_model(
-        gemma2_model, tmp_path, capsys, monkeypatch):
+    gemma2_model, tmp_path, capsys, monkeypatch
+):
     import llmft.finetune.model as modeling
 
     def no_model(*args, **kwargs):
@@ -283,15 +311,25 @@ def test_sft_reports_a_refused_conversation_with_file_line_and_the_fix_before_lo
     assert main(["sft", str(sft_yaml(tmp_path, gemma2_model, dataset))]) == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
-    assert f"{dataset}:2: the chat template refused this conversation: System role not supported; set " \
-           "finetuning_config.data_conf.system_message_handling: fold-into-first-user" in error
+    assert (
+        f"{dataset}:2: the chat template refused this conversation: System role not supported; set "
+        "finetuning_config.data_conf.system_message_handling: fold-into-first-user" in error
+    )
     assert f"{dataset}:1" not in error and f"{dataset}:3" not in error
 
 
 def test_dpo_reports_a_refused_pair_with_file_line(gemma2_model, tmp_path, capsys):
     dataset = tmp_path / "pairs.jsonl"
-    dataset.write_text(json.dumps({"prompt_messages": [SYSTEM, TURNS[0]], "chosen_messages": [TURNS[1]],
-                                   "rejected_messages": [{"role": "assistant", "content": "Lyon."}]}) + "\n")
+    dataset.write_text(
+        json.dumps(
+            {
+                "prompt_messages": [SYSTEM, TURNS[0]],
+                "chosen_messages": [TURNS[1]],
+                "rejected_messages": [{"role": "assistant", "content": "Lyon."}],
+            }
+        )
+        + "\n"
+    )
     config = yaml.safe_load(sft_yaml(tmp_path, gemma2_model, dataset).read_text())
     config["method"] = "dpo"
     del config["sft_args"]
@@ -316,8 +354,7 @@ def test_dpo_folds_the_system_message_into_the_prompt_when_asked(tiny_model_dir)
     assert rows[0]["prompt"] == [{"role": "user", "content": f"{SYSTEM['content']}\n\n{TURNS[0]['content']}"}]
 
 
-def test_validate_data_with_a_tokenizer_lists_refused_conversations_as_invalid_lines(gemma2_model, tmp_path,
-                                                                                       capsys):
+def test_validate_data_with_a_tokenizer_lists_refused_conversations_as_invalid_lines(gemma2_model, tmp_path, capsys):
     dataset = tmp_path / "train.jsonl"
     dataset.write_text(chat_lines(TURNS[:2], [SYSTEM, *TURNS[:2]]))
     assert main(["validate-data", str(dataset), "--tokenizer", str(gemma2_model)]) == 1
@@ -335,8 +372,9 @@ def test_prepare_data_refuses_or_sets_aside_conversations_the_template_refuses(g
     (folder / "train.jsonl").write_text(chat_lines(TURNS[:2], [SYSTEM, *TURNS[:2]]))
     with pytest.raises(UserError) as failed:
         prepare_data(folder, str(tmp_path / "dest"), tokenizer=str(gemma2_model))
-    assert (f"{folder / 'train.jsonl'}:2: the chat template refused this conversation: System role not supported"
-            in str(failed.value))
+    assert f"{folder / 'train.jsonl'}:2: the chat template refused this conversation: System role not supported" in str(
+        failed.value
+    )
     assert not (tmp_path / "dest").exists()  # nothing delivered
     report = prepare_data(folder, str(tmp_path / "dest"), tokenizer=str(gemma2_model), skip_invalid=True)
     assert report.rejects == ["train.rejects.jsonl"]
@@ -355,8 +393,11 @@ def test_preview_data_shows_what_training_trains_without_the_model_weights(gemma
     out = tmp_path / "preview.jsonl"
     assert main(["preview-data", str(config), "-n", "1", "--json", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert (f"--- sample 1 ({dataset}:1): " in shown and "[[The capital is Paris.<end_of_turn>]]" in shown
-            and "[[Rome, of course!<end_of_turn>]]" in shown)
+    assert (
+        f"--- sample 1 ({dataset}:1): " in shown
+        and "[[The capital is Paris.<end_of_turn>]]" in shown
+        and "[[Rome, of course!<end_of_turn>]]" in shown
+    )
     assert "--- sample 2" not in shown  # -n 1
     assert "training data: 3 samples, 2 kept:" in shown
     assert re.search(rf"{re.escape(str(dataset))}:3: \d+ tokens, longer than sft_args.max_seq_length=256", shown)
@@ -396,8 +437,13 @@ def test_two_sft_steps_per_template_stop_generation_on_its_end_of_turn(tiny_mode
         dataset = root / "train.jsonl"
         dataset.write_text(chat_lines(*CONVERSATIONS.values()))
         handling = "keep" if family_meta(name)["system_message"] == "kept" else FOLD
-        config = load_config(yaml.safe_load(sft_yaml(root, model, dataset, chat_template_name="keep-original",
-                                                     system_message_handling=handling).read_text()))
+        config = load_config(
+            yaml.safe_load(
+                sft_yaml(
+                    root, model, dataset, chat_template_name="keep-original", system_message_handling=handling
+                ).read_text()
+            )
+        )
         if run_sft(config) != 0:
             failures.append(f"{name}: exit status")
             continue

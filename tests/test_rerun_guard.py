@@ -7,18 +7,17 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from test_sft import sft_config, write_data
 
 from llmft.errors import UserError
 from llmft.finetune.config import load_config
 from llmft.finetune.sft import run_sft
-from test_sft import sft_config, write_data
 
 pytestmark = pytest.mark.slow
 
 
 def tiny(out, model, data, remote=None, **training_args):
-    config = sft_config(out, str(model), str(data), training_args={"max_steps": 2, "save_steps": 2,
-                                                                  **training_args})
+    config = sft_config(out, str(model), str(data), training_args={"max_steps": 2, "save_steps": 2, **training_args})
     if remote:
         config["run_conf"]["checkpoints_remote"] = remote
     return load_config(config)
@@ -35,13 +34,17 @@ def test_rerun_of_a_finished_run_with_another_config(tiny_model_dir, tmp_path, b
     assert str(caught.value) == (
         f"{remote} holds a finished run trained with a different config (training_args.learning_rate: 0.01 -> "
         "0.001; training_args.max_steps: 2 -> 3); nothing was trained: to train this config use a new "
-        "run_conf.checkpoints_remote (checkpointsRemote in the chart)")
+        "run_conf.checkpoints_remote (checkpointsRemote in the chart)"
+    )
 
     shutil.rmtree(out)  # locally only: the local summary says so too, with its own fix
     assert run_sft(tiny(out, tiny_model_dir, data)) == 0
-    with pytest.raises(UserError, match=rf"{out} holds a finished run trained with a different config "
-                                        r"\(training_args.learning_rate: 0.01 -> 0.001\); .*use a new "
-                                        r"training_args.output_dir, or run_conf.resume_from_checkpoint: none"):
+    with pytest.raises(
+        UserError,
+        match=rf"{out} holds a finished run trained with a different config "
+        r"\(training_args.learning_rate: 0.01 -> 0.001\); .*use a new "
+        r"training_args.output_dir, or run_conf.resume_from_checkpoint: none",
+    ):
         run_sft(tiny(out, tiny_model_dir, data, learning_rate=1e-3))
     # Where the run lives may change: a relaunch with another output folder is the same run.
     assert run_sft(tiny(tmp_path / "elsewhere", tiny_model_dir, data, remote)) == 0

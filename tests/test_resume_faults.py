@@ -37,15 +37,25 @@ pytestmark = pytest.mark.slow
 
 MAX_STEPS = 12
 SAVE_STEPS = 3
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare.")] + [(f"Say the number {i}.", f"{i}") for i in range(9)]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+] + [(f"Say the number {i}.", f"{i}") for i in range(9)]
 # Uploads paced (one file at a time, capped bandwidth, one checkpoint pending at most) so a tiny
 # run cannot race past the moment a test acts on; the training arithmetic is untouched.
-PACED = {"LLMFT_TRANSFER_WORKERS": "1", "LLMFT_TRANSFER_MAX_BANDWIDTH": str(2 * 1024 * 1024),
-         "LLMFT_SYNC_MAX_PENDING": "1"}
+PACED = {
+    "LLMFT_TRANSFER_WORKERS": "1",
+    "LLMFT_TRANSFER_MAX_BANDWIDTH": str(2 * 1024 * 1024),
+    "LLMFT_SYNC_MAX_PENDING": "1",
+}
 # Patient-but-quick background retries for the outage test (the defaults ride out minutes).
-QUICK_RETRIES = {"LLMFT_SYNC_ATTEMPTS": "60", "LLMFT_SYNC_BACKOFF": "0.2", "LLMFT_SYNC_MAX_BACKOFF": "1",
-                 "LLMFT_SYNC_RETRY_PAUSE": "1"}
+QUICK_RETRIES = {
+    "LLMFT_SYNC_ATTEMPTS": "60",
+    "LLMFT_SYNC_BACKOFF": "0.2",
+    "LLMFT_SYNC_MAX_BACKOFF": "1",
+    "LLMFT_SYNC_RETRY_PAUSE": "1",
+}
 
 
 def sft_config(folder: Path, model_dir: Path, output: Path, remote: str, seed: int) -> Path:
@@ -58,11 +68,21 @@ def sft_config(folder: Path, model_dir: Path, output: Path, remote: str, seed: i
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = {
         "method": "sft",
-        "data_conf": {"training_data": {"type": "CONCATENATION", "datasets": [{"path": str(data)}]},
-                      "validation_data": {"type": "NONE"}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output), "learning_rate": 5e-3, "lr_scheduler_type": "linear",
-                          "max_steps": MAX_STEPS, "logging_steps": 1, "save_steps": SAVE_STEPS, "seed": seed,
-                          "report_to": []},
+        "data_conf": {
+            "training_data": {"type": "CONCATENATION", "datasets": [{"path": str(data)}]},
+            "validation_data": {"type": "NONE"},
+            "chat_template_name": "keep-original",
+        },
+        "training_args": {
+            "output_dir": str(output),
+            "learning_rate": 5e-3,
+            "lr_scheduler_type": "linear",
+            "max_steps": MAX_STEPS,
+            "logging_steps": 1,
+            "save_steps": SAVE_STEPS,
+            "seed": seed,
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
         "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "auto", "checkpoints_remote": remote},
@@ -84,14 +104,18 @@ class Training:
         config = sft_config(folder, model_dir, output, remote, seed)
         command = [sys.executable, "-m", "llmft", "sft", str(config)]
         with open(log_path, "w") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **env}, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+            )
 
     def last_step(self) -> int:
         """The newest optimizer step this process logged in metrics.jsonl (0 before the first)."""
         metrics = self.output / "metrics.jsonl"
-        steps = [json.loads(line).get("step", 0) for line in metrics.read_text().splitlines()
-                 if line.strip().endswith("}")] if metrics.exists() else []
+        steps = (
+            [json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.strip().endswith("}")]
+            if metrics.exists()
+            else []
+        )
         return max(steps, default=0)
 
     @property
@@ -101,8 +125,9 @@ class Training:
     def wait_for(self, condition, what: str, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            assert self.process.poll() is None, f"process exited ({self.process.returncode}) before {what}:\n" \
-                                                f"{self.log[-4000:]}"
+            assert self.process.poll() is None, (
+                f"process exited ({self.process.returncode}) before {what}:\n{self.log[-4000:]}"
+            )
             assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log[-4000:]}"
             time.sleep(0.02)
 
@@ -153,8 +178,14 @@ def reference_runs(tmp_path_factory, tiny_model_dir, s3_server):
     def run(seed: int) -> str:
         if seed not in runs:
             remote = f"{name}/runs/seed-{seed}"
-            Training(tiny_model_dir, root / f"seed-{seed}", remote, s3_server.environment(),
-                     root / f"seed-{seed}.log", seed=seed).finish()
+            Training(
+                tiny_model_dir,
+                root / f"seed-{seed}",
+                remote,
+                s3_server.environment(),
+                root / f"seed-{seed}.log",
+                seed=seed,
+            ).finish()
             runs[seed] = remote
         return runs[seed]
 
@@ -164,7 +195,8 @@ def reference_runs(tmp_path_factory, tiny_model_dir, s3_server):
 @pytest.mark.xdist_group("resume-faults-reference")
 @pytest.mark.parametrize("seed", [0])
 def test_sigkill_then_restart_from_the_bucket_ends_with_the_uninterrupted_weights(
-        seed, reference_runs, bucket, s3_env, tiny_model_dir, tmp_path):
+    seed, reference_runs, bucket, s3_env, tiny_model_dir, tmp_path
+):
     reference = reference_runs(seed)
     remote = f"{bucket}/runs/killed"
     output = tmp_path / "out"
@@ -172,8 +204,10 @@ def test_sigkill_then_restart_from_the_bucket_ends_with_the_uninterrupted_weight
     # complete in the bucket by then (waited for below all the same).
     kill_step = random.Random(seed).randint(2 * SAVE_STEPS + 1, MAX_STEPS - 3)
     first = Training(tiny_model_dir, output, remote, {**s3_env, **PACED}, tmp_path / "first.log", seed=seed)
-    first.wait_for(lambda: first.last_step() >= kill_step and complete_steps(remote),
-                   f"step {kill_step} and a complete remote checkpoint")
+    first.wait_for(
+        lambda: first.last_step() >= kill_step and complete_steps(remote),
+        f"step {kill_step} and a complete remote checkpoint",
+    )
     first.kill()
     saved = complete_steps(remote)
     assert saved and max(saved) < MAX_STEPS
@@ -204,8 +238,12 @@ def test_restart_after_completion_does_not_train_again(reference_runs, bucket, s
 @pytest.fixture
 def own_s3_server(tmp_path):
     """A dedicated server this test may stop and start again on the same ports."""
-    server = SeaweedServer(tmp_path / "seaweed" / "data", access_key="outage-" + secrets.token_hex(4),
-                           secret_key=secrets.token_hex(16), log_path=tmp_path / "seaweed" / "weed.log")
+    server = SeaweedServer(
+        tmp_path / "seaweed" / "data",
+        access_key="outage-" + secrets.token_hex(4),
+        secret_key=secrets.token_hex(16),
+        log_path=tmp_path / "seaweed" / "weed.log",
+    )
     server.start()
     yield server
     server.stop()
@@ -228,8 +266,10 @@ def test_s3_outage_during_training_is_ridden_out(own_s3_server, tiny_model_dir, 
         # is saved during the outage, and the uploads notice the outage.
         next_save = (down_at // SAVE_STEPS + 1) * SAVE_STEPS
         assert next_save <= MAX_STEPS
-        training.wait_for(lambda: training.last_step() >= next_save and "EndpointConnectionError" in training.log,
-                          f"step {next_save} and a failed upload during the outage")
+        training.wait_for(
+            lambda: training.last_step() >= next_save and "EndpointConnectionError" in training.log,
+            f"step {next_save} and a failed upload during the outage",
+        )
         server.start(keep_ports=True)
         assert server.endpoint == endpoint
         training.finish()  # exit 0: the outage was retried, not fatal
@@ -251,8 +291,11 @@ def test_kill_during_a_checkpoint_upload_leaves_no_usable_half_checkpoint(bucket
     second_save = location.child(f"checkpoint-{2 * SAVE_STEPS}")
 
     def half_uploaded() -> bool:
-        return (complete_steps(remote) == [SAVE_STEPS] and bool(list_objects(second_save))
-                and read_manifest(second_save) is None)
+        return (
+            complete_steps(remote) == [SAVE_STEPS]
+            and bool(list_objects(second_save))
+            and read_manifest(second_save) is None
+        )
 
     first.wait_for(half_uploaded, f"checkpoint-{2 * SAVE_STEPS} partly uploaded")
     first.kill()

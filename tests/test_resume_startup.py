@@ -37,17 +37,33 @@ sys.exit(main())
 
 
 def _config(path, tiny_model_dir, data, output, remote, max_steps):
-    path.write_text(yaml.safe_dump({
-        "method": "sft",
-        "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output), "learning_rate": 1e-4, "max_steps": max_steps,
-                          "save_steps": 1, "logging_steps": 1, "report_to": []},
-        "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
-        "peft_conf": {"peft_type": "NO_PEFT"},
-        "run_conf": {"model": str(tiny_model_dir), "checkpoints_remote": remote,
-                     "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"}},
-        "sft_args": {"max_seq_length": 64},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "sft",
+                "data_conf": {
+                    "training_data": {"datasets": [{"path": str(data)}]},
+                    "chat_template_name": "keep-original",
+                },
+                "training_args": {
+                    "output_dir": str(output),
+                    "learning_rate": 1e-4,
+                    "max_steps": max_steps,
+                    "save_steps": 1,
+                    "logging_steps": 1,
+                    "report_to": [],
+                },
+                "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
+                "peft_conf": {"peft_type": "NO_PEFT"},
+                "run_conf": {
+                    "model": str(tiny_model_dir),
+                    "checkpoints_remote": remote,
+                    "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"},
+                },
+                "sft_args": {"max_seq_length": 64},
+            }
+        )
+    )
     return path
 
 
@@ -60,17 +76,30 @@ def _program(config):
 
 @pytest.mark.slow
 def test_relaunch_restores_beside_the_imports_reports_its_time_line_and_keeps_peft_and_deepspeed_out(
-        bucket, s3_env, tiny_model_dir, tmp_path):
+    bucket, s3_env, tiny_model_dir, tmp_path
+):
     data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                                     {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
-                            for i in range(8)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"What is {i} + {i}?"},
+                        {"role": "assistant", "content": f"{2 * i}."},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
     remote = f"{bucket}/runs/startup"
     _program(_config(tmp_path / "first.yaml", tiny_model_dir, data, tmp_path / "first", remote, max_steps=1))
     s3_client().delete_object(Bucket=bucket, Key=f"runs/startup/{RUN_COMPLETE_MARKER}")  # died after its save
 
-    done, modules = _program(_config(tmp_path / "again.yaml", tiny_model_dir, data, tmp_path / "again", remote,
-                                     max_steps=2))
+    done, modules = _program(
+        _config(tmp_path / "again.yaml", tiny_model_dir, data, tmp_path / "again", remote, max_steps=2)
+    )
 
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-1")
@@ -92,12 +121,17 @@ def test_an_imported_run_keeps_its_libraries(tmp_path):
     from llmft.commands.finetune import unused_libraries
     from llmft.finetune.config import load_config
 
-    config = {"method": "sft", "data_conf": {"training_data": {"datasets": [{"path": str(tmp_path / "d.jsonl")}]}},
-              "training_args": {"output_dir": str(tmp_path / "out")}, "run_conf": {"model": str(tmp_path)}}
+    config = {
+        "method": "sft",
+        "data_conf": {"training_data": {"datasets": [{"path": str(tmp_path / "d.jsonl")}]}},
+        "training_args": {"output_dir": str(tmp_path / "out")},
+        "run_conf": {"model": str(tmp_path)},
+    }
     full = load_config({**config, "peft_conf": {"peft_type": "NO_PEFT"}})
     lora = load_config({**config, "peft_conf": {"peft_type": "LORA"}})
-    zero3 = load_config({**config, "peft_conf": {"peft_type": "LORA"},
-                         "launch_conf": {"distributed_type": "auto-deepspeed-stage3"}})
+    zero3 = load_config(
+        {**config, "peft_conf": {"peft_type": "LORA"}, "launch_conf": {"distributed_type": "auto-deepspeed-stage3"}}
+    )
     assert unused_libraries(full) == ["peft", "deepspeed"]
     assert unused_libraries(lora) == ["deepspeed"]
     assert unused_libraries(zero3) == []
@@ -108,8 +142,7 @@ def test_uploads_are_checked_by_the_server_and_not_read_back(bucket, tmp_path):
     folder.mkdir()
     (folder / "small.bin").write_bytes(b"x" * 1000)
     (folder / "big.bin").write_bytes(bytes(range(256)) * (24 * 1024 * 1024 // 256))  # multipart at a 16 MiB threshold
-    settings = TransferSettings(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                                attempts=1)
+    settings = TransferSettings(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, attempts=1)
     operations: list[tuple[str, str]] = []
 
     def note(params, model, **kwargs):
@@ -139,6 +172,7 @@ def test_bytes_that_do_not_match_their_checksum_are_refused_by_the_server(bucket
     path.write_bytes(b"the real bytes")
     wrong = hashlib.sha256(b"what the hash was taken of").hexdigest()
     with pytest.raises(CorruptObject, match="did not match their checksum"):
-        upload_file(path, parse_location(f"{bucket}/x/weights.bin"), settings=TransferSettings(attempts=1),
-                    sha256=wrong)
+        upload_file(
+            path, parse_location(f"{bucket}/x/weights.bin"), settings=TransferSettings(attempts=1), sha256=wrong
+        )
     assert list_objects(parse_location(f"{bucket}/x")) == {}

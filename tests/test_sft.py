@@ -17,8 +17,11 @@ from llmft.finetune.sft import run_sft
 
 pytestmark = pytest.mark.slow
 
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+]
 
 
 def write_data(path: Path, pairs=QA, repeat: int = 4) -> Path:
@@ -31,11 +34,19 @@ def sft_config(output_dir: Path, model: str, dataset: str, peft: str = "NO_PEFT"
     config = {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": dataset}]}, "chat_template_name": "keep-original"},
-        "training_args": {"output_dir": str(output_dir), "learning_rate": 1e-2, "lr_scheduler_type": "constant",
-                          "max_steps": 30, "logging_steps": 5, "save_steps": 15, "report_to": []},
+        "training_args": {
+            "output_dir": str(output_dir),
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "max_steps": 30,
+            "logging_steps": 5,
+            "save_steps": 15,
+            "report_to": [],
+        },
         "batchsize_conf": {"total_train_batch_size": 6, "max_per_device_train_batch_size": 6},
-        "peft_conf": {"peft_type": "NO_PEFT"} if peft == "NO_PEFT" else {
-            "peft_type": "LORA", "peft_kwargs": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}},
+        "peft_conf": {"peft_type": "NO_PEFT"}
+        if peft == "NO_PEFT"
+        else {"peft_type": "LORA", "peft_kwargs": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}},
         "run_conf": {"model": model, "resume_from_checkpoint": "auto"},
         "sft_args": {"max_seq_length": 256},
     }
@@ -50,10 +61,11 @@ def answer(model_dir: Path, question: str) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:])
+    return tokenizer.decode(output[0][inputs["input_ids"].shape[1] :])
 
 
 def eos_ids(folder: Path) -> list[int]:
@@ -106,17 +118,24 @@ def test_lora_with_new_template_tokens_trains_them_and_serves_the_merged_model(t
     out = tmp_path / "out"
     dataset = write_data(tmp_path / "train.jsonl", repeat=5)
     config = sft_config(
-        out, str(tiny_model_dir), str(dataset), peft="LORA",
+        out,
+        str(tiny_model_dir),
+        str(dataset),
+        peft="LORA",
         data_conf={"chat_template_name": "chat-ml", "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.2}},
         training_args={"eval_strategy": "steps", "eval_steps": 15, "report_to": ["tensorboard"]},
-        run_conf={"merge_adapter": True})
+        run_conf={"merge_adapter": True},
+    )
     assert run_sft(load_config(config)) == 0
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["training"] == "lora" and summary["resized_embeddings"] is True
     assert summary["added_tokens"] == ["<|im_start|>", "<|im_end|>"]
-    assert summary["outputs"] == {"final_model": "checkpoint-final", "adapter": "checkpoint-final-adapter",
-                                  "merged": True}
+    assert summary["outputs"] == {
+        "final_model": "checkpoint-final",
+        "adapter": "checkpoint-final-adapter",
+        "merged": True,
+    }
     # The adapter carries the resized embedding and output layers, so it cannot be served alone.
     assert summary["adapter_servable_alone"] is False and "serve the merged model" in summary["notes"][0]
     assert not adapter_is_lora_only(out / "checkpoint-final-adapter")
@@ -140,15 +159,26 @@ def _adapter_weights(folder: Path) -> dict:
 def test_resume_after_a_crash_ends_with_the_same_weights(tiny_model_dir, tmp_path):
     from transformers import TrainerCallback
 
-    dataset = write_data(tmp_path / "train.jsonl",
-                         QA + [(f"Say the number {i}.", f"{i}") for i in range(9)], repeat=1)
+    dataset = write_data(tmp_path / "train.jsonl", QA + [(f"Say the number {i}.", f"{i}") for i in range(9)], repeat=1)
 
     def config(out):
-        return load_config(sft_config(
-            out, str(tiny_model_dir), str(dataset), peft="LORA",
-            training_args={"max_steps": 6, "save_steps": 3, "logging_steps": 1, "learning_rate": 5e-3,
-                           "lr_scheduler_type": "linear", "warmup_steps": 2},
-            batchsize_conf={"total_train_batch_size": 4, "max_per_device_train_batch_size": 2}))
+        return load_config(
+            sft_config(
+                out,
+                str(tiny_model_dir),
+                str(dataset),
+                peft="LORA",
+                training_args={
+                    "max_steps": 6,
+                    "save_steps": 3,
+                    "logging_steps": 1,
+                    "learning_rate": 5e-3,
+                    "lr_scheduler_type": "linear",
+                    "warmup_steps": 2,
+                },
+                batchsize_conf={"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
+            )
+        )
 
     class Crash(TrainerCallback):
         """Stands in for a killed pod: fails right after checkpoint-3 is written."""
@@ -169,8 +199,10 @@ def test_resume_after_a_crash_ends_with_the_same_weights(tiny_model_dir, tmp_pat
 
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-3") and summary["steps"] == 6
-    expected, got = _adapter_weights(uninterrupted / "checkpoint-final-adapter"), \
-        _adapter_weights(resumed / "checkpoint-final-adapter")
+    expected, got = (
+        _adapter_weights(uninterrupted / "checkpoint-final-adapter"),
+        _adapter_weights(resumed / "checkpoint-final-adapter"),
+    )
     assert expected.keys() == got.keys() and expected
     for name in expected:
         assert torch.allclose(expected[name], got[name], atol=1e-6), name
@@ -189,8 +221,12 @@ def test_model_and_data_from_the_bucket(tiny_model_dir, bucket, tmp_path, monkey
     upload_tree(tiny_model_dir, parse_location(f"{bucket}/models/tiny"))
     upload_file(write_data(tmp_path / "train.jsonl"), parse_location(f"{bucket}/datasets/train.jsonl"))
     out = tmp_path / "out"
-    config = sft_config(out, f"{bucket}/models/tiny", f"s3://{bucket}/datasets/train.jsonl",
-                        training_args={"max_steps": 2, "save_steps": 2, "logging_steps": 1})
+    config = sft_config(
+        out,
+        f"{bucket}/models/tiny",
+        f"s3://{bucket}/datasets/train.jsonl",
+        training_args={"max_steps": 2, "save_steps": 2, "logging_steps": 1},
+    )
     assert run_sft(load_config(config)) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert (out / "checkpoint-final" / "model.safetensors").is_file()
@@ -217,5 +253,6 @@ def test_cli_reports_config_problems_and_checks(tmp_path, capsys, tiny_model_dir
     bad["peft_conf"] = {"peft_type": "LORA", "peft_kwargs": {"r": "eight"}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["sft", str(tmp_path / "bad.yaml")]) == 2
-    assert 'finetuning_config.peft_conf.peft_kwargs.r: must be a positive integer, got "eight"' in \
-        capsys.readouterr().err
+    assert (
+        'finetuning_config.peft_conf.peft_kwargs.r: must be a positive integer, got "eight"' in capsys.readouterr().err
+    )

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import CHARTS, OVERRIDES, lint_chart, pod_specs, render_chart, render_valid, restricted_violations
 from hub_standin import HubStandIn
+
 from llmft.errors import UserError
 from llmft.local.pods import PathMapper
 from llmft.storage import download_tree, list_objects, parse_location, read_manifest
@@ -38,12 +38,13 @@ SECRET_ENV = {"BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "HF_TOKE
 
 
 def override_cases():
-    return [(MODEL_CHART, path) for path in sorted(MODEL_OVERRIDES.glob("*.yaml"))] + \
-           [(DATA_CHART, path) for path in sorted(DATA_OVERRIDES.glob("*.yaml"))]
+    return [(MODEL_CHART, path) for path in sorted(MODEL_OVERRIDES.glob("*.yaml"))] + [
+        (DATA_CHART, path) for path in sorted(DATA_OVERRIDES.glob("*.yaml"))
+    ]
 
 
 def containers(rendered) -> dict[str, dict]:
-    (_, spec), = pod_specs(rendered)
+    ((_, spec),) = pod_specs(rendered)
     return {c["name"]: c for c in spec.get("initContainers", []) + spec["containers"]}
 
 
@@ -59,10 +60,14 @@ def argv(container: dict) -> list[str]:
 
 
 def test_there_are_overrides_for_both_charts():
-    assert {p.name for p in MODEL_OVERRIDES.glob("*.yaml")} >= {"tutorial-01-tiny-llama-to-minio.yaml",
-                                                               "tiny-random-model-to-minio.yaml"}
-    assert {p.name for p in DATA_OVERRIDES.glob("*.yaml")} >= {"tutorial-01-argilla-to-minio.yaml",
-                                                              "tiny-synthetic-to-minio.yaml"}
+    assert {p.name for p in MODEL_OVERRIDES.glob("*.yaml")} >= {
+        "tutorial-01-tiny-llama-to-minio.yaml",
+        "tiny-random-model-to-minio.yaml",
+    }
+    assert {p.name for p in DATA_OVERRIDES.glob("*.yaml")} >= {
+        "tutorial-01-argilla-to-minio.yaml",
+        "tiny-synthetic-to-minio.yaml",
+    }
 
 
 @pytest.mark.parametrize("chart, values", override_cases(), ids=lambda v: getattr(v, "name", None))
@@ -84,49 +89,98 @@ def test_the_tutorials_two_delivery_commands_render():
     model = render_valid(MODEL_CHART, values_files=[TUTORIAL_MODEL], release_name="deliver-tiny-llama-model")
     data = render_valid(DATA_CHART, values_files=[TUTORIAL_DATA], release_name="deliver-argilla-data")
     assert argv(containers(model)["download-model"])[:4] == [
-        "llmft", "download-model", "hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-        "default-bucket/models/tiny-llama/tinyllama-1.1b-chat-v1.0"]
+        "llmft",
+        "download-model",
+        "hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        "default-bucket/models/tiny-llama/tinyllama-1.1b-chat-v1.0",
+    ]
     assert argv(containers(data)["validate-and-upload"])[:4] == [
-        "llmft", "prepare-data", "/downloads/datasets", "default-bucket/datasets"]
+        "llmft",
+        "prepare-data",
+        "/downloads/datasets",
+        "default-bucket/datasets",
+    ]
     assert data.one("ConfigMap")["metadata"]["name"] == "deliver-argilla-data-config"
     assert "argilla/10k_prompts_ranked_mistral_large_responses" in data.one("ConfigMap")["data"]["data.py"]
 
 
-@pytest.mark.parametrize("model_id, source", [
-    ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
-    ("gpt2", "hf://gpt2"),
-    ("hf://org/name", "hf://org/name"),
-    ("s3://models-bucket/llama", "s3://models-bucket/llama"),
-    ("/models/llama", "/models/llama"),
-    ("./.demo/tiny-model", "./.demo/tiny-model"),
-])
+@pytest.mark.parametrize(
+    "model_id, source",
+    [
+        ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "hf://TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
+        ("gpt2", "hf://gpt2"),
+        ("hf://org/name", "hf://org/name"),
+        ("s3://models-bucket/llama", "s3://models-bucket/llama"),
+        ("/models/llama", "/models/llama"),
+        ("./.demo/tiny-model", "./.demo/tiny-model"),
+    ],
+)
 def test_model_id_rule(model_id, source):
     rendered = render_chart(MODEL_CHART, {"modelID": model_id, "bucketModelPath": "b-1/models/x"})
     assert containers(rendered)["download-model"]["args"][0] == source
 
 
 def test_model_chart_options_become_flags():
-    rendered = render_chart(MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=[
-        "modelRevision=v1.0", "downloadIncludeGlob={*.json,*.safetensors}", "allowOverwrite=true",
-        "transferWorkers=8"])
+    rendered = render_chart(
+        MODEL_CHART,
+        values_files=[TUTORIAL_MODEL],
+        set_values=[
+            "modelRevision=v1.0",
+            "downloadIncludeGlob={*.json,*.safetensors}",
+            "allowOverwrite=true",
+            "transferWorkers=8",
+        ],
+    )
     args = containers(rendered)["download-model"]["args"]
-    assert args[2:] == ["--scratch-dir", "/downloads", "--workers", "8", "--revision", "v1.0",
-                        "--include", "*.json", "--include", "*.safetensors", "--exclude", "original/*",
-                        "--overwrite"]
+    assert args[2:] == [
+        "--scratch-dir",
+        "/downloads",
+        "--workers",
+        "8",
+        "--revision",
+        "v1.0",
+        "--include",
+        "*.json",
+        "--include",
+        "*.safetensors",
+        "--exclude",
+        "original/*",
+        "--overwrite",
+    ]
     plain = containers(render_chart(MODEL_CHART, {"modelID": "a/b", "bucketModelPath": "b-1/m"}))
     assert plain["download-model"]["args"][2:] == ["--scratch-dir", "/downloads", "--workers", "4"]
 
 
 def test_data_chart_options_become_flags():
-    rendered = render_chart(DATA_CHART, values_files=[SYNTHETIC_DATA], set_values=[
-        "skipInvalid=true", "dataKind=sft", "tokenizerPath=default-bucket/models/tiny",
-        "pipPackages={pandas==2.2.3,pyarrow}"])
+    rendered = render_chart(
+        DATA_CHART,
+        values_files=[SYNTHETIC_DATA],
+        set_values=[
+            "skipInvalid=true",
+            "dataKind=sft",
+            "tokenizerPath=default-bucket/models/tiny",
+            "pipPackages={pandas==2.2.3,pyarrow}",
+        ],
+    )
     found = containers(rendered)
     assert found["validate-and-upload"]["args"] == [
-        "/downloads/datasets", "default-bucket/datasets/tiny-synthetic", "--skip-invalid", "--kind", "sft",
-        "--tokenizer", "default-bucket/models/tiny"]
-    assert found["data-script"]["args"] == ["/scripts/data.py", "--output-dir", "/downloads/datasets",
-                                            "--pip-package", "pandas==2.2.3", "--pip-package", "pyarrow"]
+        "/downloads/datasets",
+        "default-bucket/datasets/tiny-synthetic",
+        "--skip-invalid",
+        "--kind",
+        "sft",
+        "--tokenizer",
+        "default-bucket/models/tiny",
+    ]
+    assert found["data-script"]["args"] == [
+        "/scripts/data.py",
+        "--output-dir",
+        "/downloads/datasets",
+        "--pip-package",
+        "pandas==2.2.3",
+        "--pip-package",
+        "pyarrow",
+    ]
     # No pipPackages, no pip.
     plain = containers(render_chart(DATA_CHART, values_files=[SYNTHETIC_DATA]))
     assert "--pip-package" not in plain["data-script"]["args"]
@@ -142,14 +196,20 @@ def test_least_privilege_between_the_data_containers():
     # The upload: bucket credentials, no Hub token, and the Hub switched off.
     assert "HF_TOKEN" not in upload and upload["HF_HUB_OFFLINE"]["value"] == "1"
     assert upload["BUCKET_STORAGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
-        "name": "minio-credentials", "key": "minio-secret-key"}
+        "name": "minio-credentials",
+        "key": "minio-secret-key",
+    }
     # Only the script container sees the script; both share the scratch volume. Each has its own /tmp and
     # home folder (its own subPath), so the script cannot leave code there for the container holding the keys.
     mounts = {name: {m["mountPath"]: m.get("subPath") for m in c["volumeMounts"]} for name, c in found.items()}
-    assert mounts == {"data-script": {"/downloads": None, "/scripts": None, "/tmp": "data-script",
-                                      "/home/llmft": "data-script"},
-                      "validate-and-upload": {"/downloads": None, "/tmp": "validate-and-upload",
-                                              "/home/llmft": "validate-and-upload"}}
+    assert mounts == {
+        "data-script": {"/downloads": None, "/scripts": None, "/tmp": "data-script", "/home/llmft": "data-script"},
+        "validate-and-upload": {
+            "/downloads": None,
+            "/tmp": "validate-and-upload",
+            "/home/llmft": "validate-and-upload",
+        },
+    }
     assert [c["name"] for c in rendered.one("Job")["spec"]["template"]["spec"]["initContainers"]] == ["data-script"]
 
 
@@ -167,10 +227,19 @@ def test_secrets_only_as_secret_key_refs(chart, values):
 
 
 def test_labels_annotations_scheduling_and_scratch_volume():
-    rendered = render_chart(MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=[
-        "labels.kueue\\.x-k8s\\.io/queue-name=cpu-queue", "annotations.owner=ml",
-        "nodeSelector.pool=staging", "tolerations[0].key=dedicated", "tolerations[0].operator=Exists",
-        "priorityClassName=low", "imagePullSecrets[0].name=regcred"])
+    rendered = render_chart(
+        MODEL_CHART,
+        values_files=[TUTORIAL_MODEL],
+        set_values=[
+            "labels.kueue\\.x-k8s\\.io/queue-name=cpu-queue",
+            "annotations.owner=ml",
+            "nodeSelector.pool=staging",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+            "priorityClassName=low",
+            "imagePullSecrets[0].name=regcred",
+        ],
+    )
     job = rendered.one("Job")
     pod = job["spec"]["template"]
     for labels in (job["metadata"]["labels"], pod["metadata"]["labels"]):
@@ -186,26 +255,30 @@ def test_labels_annotations_scheduling_and_scratch_volume():
     assert spec["volumes"][0] == {"name": "downloads", "emptyDir": {"sizeLimit": "8Gi"}}
     assert [volume["name"] for volume in spec["volumes"][1:]] == ["tmp", "home"]  # the writable paths
     # With a storage class the scratch space is a generic ephemeral volume of that class and size.
-    ephemeral = render_valid(MODEL_CHART, values_files=[TUTORIAL_MODEL],
-                             set_values=["storageClass=fast-ssd", "storageQuantity=200Gi"])
+    ephemeral = render_valid(
+        MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=["storageClass=fast-ssd", "storageQuantity=200Gi"]
+    )
     claim = pod_specs(ephemeral)[0][1]["volumes"][0]["ephemeral"]["volumeClaimTemplate"]["spec"]
     assert claim["storageClassName"] == "fast-ssd" and claim["resources"]["requests"]["storage"] == "200Gi"
 
 
-@pytest.mark.parametrize("chart, values, sets, message", [
-    (MODEL_CHART, TUTORIAL_MODEL, ["modelId=x/y"], r"modelId"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["allowOverwrite=maybe"], r"allowOverwrite"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["bucketModelPath=Bad Bucket/x"], r"bucketModelPath"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["transferWorkers=0"], r"transferWorkers"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["modelID="], r"modelID is required"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["bucketModelPath="], r"bucketModelPath is required"),
-    (MODEL_CHART, TUTORIAL_MODEL, ["bucketCredentialsSecret.name="], r"bucketCredentialsSecret"),
-    (DATA_CHART, TUTORIAL_DATA, ["dataScript="], r"dataScript is required"),
-    (DATA_CHART, TUTORIAL_DATA, ["bucketDataDir="], r"bucketDataDir is required"),
-    (DATA_CHART, TUTORIAL_DATA, ["dataKind=chat"], r"dataKind"),
-    (DATA_CHART, TUTORIAL_DATA, ["pipPackage={pandas}"], r"pipPackage"),
-    (DATA_CHART, TUTORIAL_DATA, ["image.pullPolicy=Sometimes"], r"pullPolicy"),
-])
+@pytest.mark.parametrize(
+    "chart, values, sets, message",
+    [
+        (MODEL_CHART, TUTORIAL_MODEL, ["modelId=x/y"], r"modelId"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["allowOverwrite=maybe"], r"allowOverwrite"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["bucketModelPath=Bad Bucket/x"], r"bucketModelPath"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["transferWorkers=0"], r"transferWorkers"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["modelID="], r"modelID is required"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["bucketModelPath="], r"bucketModelPath is required"),
+        (MODEL_CHART, TUTORIAL_MODEL, ["bucketCredentialsSecret.name="], r"bucketCredentialsSecret"),
+        (DATA_CHART, TUTORIAL_DATA, ["dataScript="], r"dataScript is required"),
+        (DATA_CHART, TUTORIAL_DATA, ["bucketDataDir="], r"bucketDataDir is required"),
+        (DATA_CHART, TUTORIAL_DATA, ["dataKind=chat"], r"dataKind"),
+        (DATA_CHART, TUTORIAL_DATA, ["pipPackage={pandas}"], r"pipPackage"),
+        (DATA_CHART, TUTORIAL_DATA, ["image.pullPolicy=Sometimes"], r"pullPolicy"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(chart, values, sets, message):
     with pytest.raises(UserError, match=message):
         render_chart(chart, values_files=[values], set_values=sets)
@@ -216,23 +289,31 @@ def test_release_names_are_validated(chart, values):
     with pytest.raises(UserError, match="release name 'Deliver-Model' is invalid"):
         render_chart(chart, values_files=[values], release_name="Deliver-Model")
     # Helm accepts dots; a Job's pod label does not, so the chart refuses with its own message.
-    with pytest.raises(UserError, match=r"release name \\?\"deliver\.model\\?\" is invalid: use lowercase letters, "
-                                        r"digits and '-' \(at most 53 characters\)"):
+    with pytest.raises(
+        UserError,
+        match=r"release name \\?\"deliver\.model\\?\" is invalid: use lowercase letters, "
+        r"digits and '-' \(at most 53 characters\)",
+    ):
         render_chart(chart, values_files=[values], release_name="deliver.model")
 
 
 # ---------------------------------------------------------------- end to end: run the rendered containers
 
 
-def run_pod(rendered, tmp_path: Path, secrets: dict[tuple[str, str], str], extra_env: dict | None = None,
-            drop_env: tuple[str, ...] = ()) -> list[tuple[str, subprocess.CompletedProcess]]:
+def run_pod(
+    rendered,
+    tmp_path: Path,
+    secrets: dict[tuple[str, str], str],
+    extra_env: dict | None = None,
+    drop_env: tuple[str, ...] = (),
+) -> list[tuple[str, subprocess.CompletedProcess]]:
     """Run the rendered pod's containers here, init containers first, stopping at the first failure.
 
     Volumes become folders under tmp_path (ConfigMaps written out), container paths in arguments and
     environment values are mapped to them, and secretKeyRefs are looked up in `secrets` (a missing one
     is a KeyError: the chart asked for a Secret the test did not provide).
     """
-    (_, spec), = pod_specs(rendered)
+    ((_, spec),) = pod_specs(rendered)
     config_maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in rendered.of_kind("ConfigMap")}
     folders = {}
     for volume in spec["volumes"]:
@@ -242,8 +323,7 @@ def run_pod(rendered, tmp_path: Path, secrets: dict[tuple[str, str], str], extra
             for key, text in config_maps[volume["configMap"]["name"]].items():
                 (folder / key).write_text(text)
         folders[volume["name"]] = folder
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("BUCKET_STORAGE_", "AWS_")) and k not in drop_env}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BUCKET_STORAGE_", "AWS_")) and k not in drop_env}
     results = []
     for container in spec.get("initContainers", []) + spec["containers"]:
         # The local runner's rule: mount points become the folders; a path that exists here is the test's own.
@@ -268,9 +348,11 @@ def run_pod(rendered, tmp_path: Path, secrets: dict[tuple[str, str], str], extra
 
 @pytest.fixture
 def secrets(s3_env):
-    return {("minio-credentials", "minio-access-key"): s3_env["BUCKET_STORAGE_ACCESS_KEY"],
-            ("minio-credentials", "minio-secret-key"): s3_env["BUCKET_STORAGE_SECRET_KEY"],
-            ("hf-token", "hf-token"): "hf_granted"}
+    return {
+        ("minio-credentials", "minio-access-key"): s3_env["BUCKET_STORAGE_ACCESS_KEY"],
+        ("minio-credentials", "minio-secret-key"): s3_env["BUCKET_STORAGE_SECRET_KEY"],
+        ("hf-token", "hf-token"): "hf_granted",
+    }
 
 
 def local_files(root: Path) -> dict[str, bytes]:
@@ -292,36 +374,49 @@ def test_tutorial_model_delivery_end_to_end_from_the_hub(bucket, s3_env, secrets
     destination = f"{bucket}/models/tiny-llama/tinyllama-1.1b-chat-v1.0"
     with HubStandIn() as hub:
         hub.add_repo("TinyLlama/TinyLlama-1.1B-Chat-v1.0", repo, gated=True, tokens=("hf_granted",))
-        sets = [f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}", f"bucketModelPath={destination}",
-                "hfTokenSecret.name=hf-token"]
-        rendered = render_valid(MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=sets,
-                                release_name="deliver-tiny-llama-model")
+        sets = [
+            f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}",
+            f"bucketModelPath={destination}",
+            "hfTokenSecret.name=hf-token",
+        ]
+        rendered = render_valid(
+            MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=sets, release_name="deliver-tiny-llama-model"
+        )
         hub_env = {"HF_ENDPOINT": hub.endpoint}
         offline = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")
-        (name, result), = run_pod(rendered, tmp_path / "run1", secrets, hub_env, offline)
+        ((name, result),) = run_pod(rendered, tmp_path / "run1", secrets, hub_env, offline)
         assert result.returncode == 0, result.stderr
         assert bucket_tree(destination, tmp_path) == local_files(tiny_model_dir)  # original/ excluded
         assert "copied 7 file(s)" in result.stdout
 
         # The Job's retry (or a second apply) skips what is complete.
-        (name, again), = run_pod(rendered, tmp_path / "run2", secrets, hub_env, offline)
+        ((name, again),) = run_pod(rendered, tmp_path / "run2", secrets, hub_env, offline)
         assert again.returncode == 0, again.stderr
         assert "copied 0 file(s)" in again.stdout and "skipped 7 already complete" in again.stdout
 
         # Without the token Secret the gated model fails with a one-line error.
         no_token = render_chart(MODEL_CHART, values_files=[TUTORIAL_MODEL], set_values=sets[:2])
-        (name, failed), = run_pod(no_token, tmp_path / "run3", secrets, hub_env, offline)
+        ((name, failed),) = run_pod(no_token, tmp_path / "run3", secrets, hub_env, offline)
         assert failed.returncode == 2
-        assert failed.stderr.strip().splitlines()[-1].startswith(
-            "error: model TinyLlama/TinyLlama-1.1B-Chat-v1.0 is gated")
+        assert (
+            failed.stderr.strip()
+            .splitlines()[-1]
+            .startswith("error: model TinyLlama/TinyLlama-1.1B-Chat-v1.0 is gated")
+        )
 
 
 def test_tiny_model_override_end_to_end_from_a_folder(bucket, s3_env, secrets, tiny_model_dir, tmp_path):
     destination = f"{bucket}/models/tiny-random-llama"
-    rendered = render_valid(MODEL_CHART, values_files=[TINY_MODEL], set_values=[
-        f"modelID={tiny_model_dir}", f"bucketModelPath={destination}",
-        f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}"])
-    (name, result), = run_pod(rendered, tmp_path, secrets)
+    rendered = render_valid(
+        MODEL_CHART,
+        values_files=[TINY_MODEL],
+        set_values=[
+            f"modelID={tiny_model_dir}",
+            f"bucketModelPath={destination}",
+            f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}",
+        ],
+    )
+    ((name, result),) = run_pod(rendered, tmp_path, secrets)
     assert result.returncode == 0, result.stderr
     assert bucket_tree(destination, tmp_path) == local_files(tiny_model_dir)
     assert read_manifest(parse_location(destination)) is not None
@@ -329,8 +424,11 @@ def test_tiny_model_override_end_to_end_from_a_folder(bucket, s3_env, secrets, t
 
 def test_synthetic_data_override_end_to_end(bucket, s3_env, secrets, tmp_path):
     destination = f"{bucket}/datasets/tiny-synthetic"
-    rendered = render_valid(DATA_CHART, values_files=[SYNTHETIC_DATA], set_values=[
-        f"bucketDataDir={destination}", f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}"])
+    rendered = render_valid(
+        DATA_CHART,
+        values_files=[SYNTHETIC_DATA],
+        set_values=[f"bucketDataDir={destination}", f"bucketStorageHost={s3_env['BUCKET_STORAGE_HOST']}"],
+    )
     results = run_pod(rendered, tmp_path, secrets)
     assert [name for name, _ in results] == ["data-script", "validate-and-upload"]
     for name, result in results:
@@ -361,8 +459,11 @@ with open(out, "w") as f:
 
 def test_bad_lines_fail_the_job_or_are_skipped_with_rejects(bucket, s3_env, secrets, tmp_path):
     destination = f"{bucket}/datasets/mixed"
-    values = {"dataScript": BAD_SCRIPT, "bucketDataDir": destination,
-              "bucketStorageHost": s3_env["BUCKET_STORAGE_HOST"]}
+    values = {
+        "dataScript": BAD_SCRIPT,
+        "bucketDataDir": destination,
+        "bucketStorageHost": s3_env["BUCKET_STORAGE_HOST"],
+    }
     failing = run_pod(render_valid(DATA_CHART, values=values), tmp_path / "strict", secrets)
     name, result = failing[-1]
     assert name == "validate-and-upload" and result.returncode == 2
@@ -401,8 +502,7 @@ def documented_keys(values: dict) -> set[str]:
 def test_readme_parameter_table_and_values_comments_match_values_yaml(chart):
     text = (chart / "values.yaml").read_text()
     values = yaml.safe_load(text)
-    table = {line.split("`")[1] for line in (chart / "README.md").read_text().splitlines()
-             if line.startswith("| `")}
+    table = {line.split("`")[1] for line in (chart / "README.md").read_text().splitlines() if line.startswith("| `")}
     assert table == documented_keys(values)
     lines = text.splitlines()
     for index, line in enumerate(lines):

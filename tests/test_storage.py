@@ -28,8 +28,9 @@ from llmft.storage.transfer import TransferSettings
 
 MIB = 1024 * 1024
 # A small multipart threshold so a 12 MiB file goes up in three parts (S3's minimum part is 5 MiB).
-MULTIPART = TransferSettings(workers=4, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB,
-                             attempts=2, backoff_seconds=0.1)
+MULTIPART = TransferSettings(
+    workers=4, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, attempts=2, backoff_seconds=0.1
+)
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -46,14 +47,17 @@ def make_tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize("text, bucket, key", [
-    ("s3://b/models/x", "b", "models/x"),
-    ("default-bucket/models/tiny", "default-bucket", "models/tiny"),
-    ("default-bucket", "default-bucket", ""),
-    ("/abs/path", None, "/abs/path"),
-    ("./rel/path", None, "./rel/path"),
-    ("../up", None, "../up"),
-])
+@pytest.mark.parametrize(
+    "text, bucket, key",
+    [
+        ("s3://b/models/x", "b", "models/x"),
+        ("default-bucket/models/tiny", "default-bucket", "models/tiny"),
+        ("default-bucket", "default-bucket", ""),
+        ("/abs/path", None, "/abs/path"),
+        ("./rel/path", None, "./rel/path"),
+        ("../up", None, "../up"),
+    ],
+)
 def test_location_rule(text, bucket, key):
     location = parse_location(text)
     assert (location.bucket, location.key) == (bucket, key)
@@ -104,8 +108,12 @@ def test_interrupted_upload_leaves_no_manifest(bucket, tmp_path, s3_env):
         (source / f"part-{index:02d}.bin").write_bytes(os.urandom(2 * MIB))
     destination = f"{bucket}/ckpt/checkpoint-10"
     env = {**os.environ, **s3_env, "LLMFT_TRANSFER_WORKERS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "llmft", "storage", "cp", str(source), destination],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmft", "storage", "cp", str(source), destination],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     location = parse_location(destination)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list_objects(location)) < 3:
@@ -118,8 +126,13 @@ def test_interrupted_upload_leaves_no_manifest(bucket, tmp_path, s3_env):
     assert not is_complete(location)
     with pytest.raises(UserError, match="incomplete"):
         download_tree(location, tmp_path / "out")
-    listing = subprocess.run([sys.executable, "-m", "llmft", "storage", "ls", f"{bucket}/ckpt"],
-                             env=env, capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        [sys.executable, "-m", "llmft", "storage", "ls", f"{bucket}/ckpt"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "checkpoint-10/  [incomplete (no manifest)]" in listing.stdout
 
 
@@ -177,8 +190,13 @@ def test_missing_bucket_suggests_local_form(s3_env, tmp_path):
     (tmp_path / "mydata").mkdir()
     (tmp_path / "mydata" / "train.jsonl").write_text("{}\n")
     env = {**os.environ, **s3_env, "LLMFT_TRANSFER_ATTEMPTS": "1"}
-    result = subprocess.run([sys.executable, "-m", "llmft", "storage", "cp", "mydata/train.jsonl", "/tmp/x"],
-                            env=env, capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "storage", "cp", "mydata/train.jsonl", "/tmp/x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "bucket 'mydata' does not exist" in result.stderr
     assert "write ./mydata/train.jsonl" in result.stderr
@@ -188,9 +206,13 @@ def test_missing_bucket_suggests_local_form(s3_env, tmp_path):
 def test_unreachable_endpoint_names_the_variable(tmp_path):
     from llmft.storage.seaweed import free_ports
 
-    env = {**os.environ, "BUCKET_STORAGE_HOST": f"http://127.0.0.1:{free_ports(1)[0]}",
-           "BUCKET_STORAGE_ACCESS_KEY": "k", "BUCKET_STORAGE_SECRET_KEY": "s",
-           "LLMFT_TRANSFER_ATTEMPTS": "1"}
+    env = {
+        **os.environ,
+        "BUCKET_STORAGE_HOST": f"http://127.0.0.1:{free_ports(1)[0]}",
+        "BUCKET_STORAGE_ACCESS_KEY": "k",
+        "BUCKET_STORAGE_SECRET_KEY": "s",
+        "LLMFT_TRANSFER_ATTEMPTS": "1",
+    }
     result = run_cli("storage", "ls", "some-bucket/x", env=env)
     assert result.returncode == 1  # may pass on its own: a Job retries it
     assert result.stderr.startswith("error: cannot reach bucket storage at http://127.0.0.1:")

@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from llmft.storage import BucketUnreachable, parse_location
 from llmft.storage.transfer import (
     TransferSettings,
@@ -23,8 +24,9 @@ from llmft.storage.transfer import (
     upload_file,
 )
 
-ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
-              b"<Message>try again</Message></Error>")
+ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>try again</Message></Error>'
+)
 
 
 class _Answers503(BaseHTTPRequestHandler):
@@ -95,8 +97,11 @@ def _serve(server, monkeypatch):
 @pytest.fixture(params=["503", "close"])
 def failing_endpoint(request, monkeypatch):
     handler = _Answers503 if request.param == "503" else None
-    server = (ThreadingHTTPServer(("127.0.0.1", 0), handler) if handler
-              else _ThreadingTCPServer(("127.0.0.1", 0), _ClosesConnections))
+    server = (
+        ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if handler
+        else _ThreadingTCPServer(("127.0.0.1", 0), _ClosesConnections)
+    )
     _serve(server, monkeypatch)
     yield server.requests
     server.shutdown()

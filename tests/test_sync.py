@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from llmft.errors import UserError
 from llmft.storage import (
     MANIFEST_NAME,
@@ -55,8 +56,11 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 def remote_bytes(location) -> dict[str, bytes]:
     client = s3_client()
-    return {rel: client.get_object(Bucket=location.bucket, Key=location.child(rel).key)["Body"].read()
-            for rel in list_objects(location) if rel != MANIFEST_NAME}
+    return {
+        rel: client.get_object(Bucket=location.bucket, Key=location.child(rel).key)["Body"].read()
+        for rel in list_objects(location)
+        if rel != MANIFEST_NAME
+    }
 
 
 def final_outputs(output: Path) -> None:
@@ -68,11 +72,14 @@ def final_outputs(output: Path) -> None:
     (output / "summary.json").write_text('{"steps": 4}')
 
 
-@pytest.mark.parametrize("text, message", [
-    ("./local/run", "is a local path"),
-    ("/abs/run", "is a local path"),
-    ("s3://only-bucket", "names a whole bucket"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("./local/run", "is a local path"),
+        ("/abs/run", "is a local path"),
+        ("s3://only-bucket", "names a whole bucket"),
+    ],
+)
 def test_remote_must_be_a_bucket_folder(text, message):
     with pytest.raises(UserError, match=message) as info:
         parse_remote(text)
@@ -103,8 +110,9 @@ def test_checkpoints_upload_in_background_survive_local_rotation_and_follow_rete
     assert marker["trees"] == ["checkpoint-final", "logs"]
     assert marker["files"] == ["metrics.jsonl", "summary.json"]
     assert marker["checkpoints_uploaded"] == ["checkpoint-5", "checkpoint-10", "checkpoint-15", "checkpoint-20"]
-    assert json.loads(s3_client().get_object(Bucket=bucket, Key=f"runs/r1/{RUN_COMPLETE_MARKER}")["Body"].read()) \
-        == marker
+    assert (
+        json.loads(s3_client().get_object(Bucket=bucket, Key=f"runs/r1/{RUN_COMPLETE_MARKER}")["Body"].read()) == marker
+    )
     assert not (output / ".llmft-sync-staging").exists()
 
 
@@ -119,8 +127,7 @@ def test_full_queue_makes_the_save_wait_until_an_upload_finished(bucket, tmp_pat
     sync.enqueue(fake_checkpoint(output, 2), 2)
     # The second save returned only once checkpoint-1 was complete in the bucket.
     assert read_manifest(remote.child("checkpoint-1")) is not None
-    assert any("upload queue full" in r.getMessage() and "checkpoint-2 waits" in r.getMessage()
-               for r in caplog.records)
+    assert any("upload queue full" in r.getMessage() and "checkpoint-2 waits" in r.getMessage() for r in caplog.records)
     final_outputs(output)
     sync.finish()
     assert sorted(scan(remote).complete) == [1, 2]
@@ -202,8 +209,7 @@ class _FailObjectReads(BaseHTTPRequestHandler):
         pass
 
 
-def test_restore_stops_when_the_bucket_fails_instead_of_trying_older_checkpoints(bucket, s3_env, tmp_path,
-                                                                                 monkeypatch):
+def test_restore_stops_when_the_bucket_fails_instead_of_trying_older_checkpoints(bucket, s3_env, tmp_path, monkeypatch):
     """A bucket that lists but cannot serve objects must not make the run start from step 0."""
     remote = parse_location(f"{bucket}/runs/r5")
     source = tmp_path / "src"
@@ -256,17 +262,42 @@ def test_trainer_callback_streams_checkpoints_from_a_real_training_run(bucket, s
     output = tmp_path / "out"
     remote = parse_location(f"{bucket}/runs/trainer")
     result = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), "--model", str(tiny_model_dir), "--output", str(output),
-         "--remote", str(remote), "--max-steps", "6", "--save-steps", "2", "--save-total-limit", "1"],
-        check=False, capture_output=True, text=True, env={**os.environ, **s3_env}, timeout=300)
+        [
+            sys.executable,
+            str(TRAIN_SCRIPT),
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(output),
+            "--remote",
+            str(remote),
+            "--max-steps",
+            "6",
+            "--save-steps",
+            "2",
+            "--save-total-limit",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **s3_env},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = scan(remote)
     assert sorted(run.complete) == [6]
-    state = json.loads(s3_client().get_object(Bucket=bucket, Key=f"{remote.key}/checkpoint-6/trainer_state.json")
-                       ["Body"].read())
+    state = json.loads(
+        s3_client().get_object(Bucket=bucket, Key=f"{remote.key}/checkpoint-6/trainer_state.json")["Body"].read()
+    )
     assert state["global_step"] == 6
     assert set(read_manifest(remote.child("checkpoint-6")).files) >= {
-        "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}
+        "model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "trainer_state.json",
+    }
     assert run.finished() == (True, "")
     for step in (2, 4, 6):
         assert f"checkpoint-{step} queued for upload" in result.stderr
@@ -276,14 +307,23 @@ def test_seaweed_restart_keeps_endpoint_and_data(tmp_path):
     """The outage test's tool: a restarted server answers on the same endpoint with the same data."""
     import boto3
 
-    server = SeaweedServer(tmp_path / "data", access_key="restart-test", secret_key="restart-secret-0123456789",
-                           log_path=tmp_path / "weed.log")
+    server = SeaweedServer(
+        tmp_path / "data",
+        access_key="restart-test",
+        secret_key="restart-secret-0123456789",
+        log_path=tmp_path / "weed.log",
+    )
     server.start()
     try:
         endpoint = server.endpoint
         server.create_bucket("kept")
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=server.access_key,
-                              aws_secret_access_key=server.secret_key, region_name="us-east-1")
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name="us-east-1",
+        )
         client.put_object(Bucket="kept", Key="a/b.txt", Body=b"survives")
         server.restart()
         assert server.endpoint == endpoint and server.process.poll() is None

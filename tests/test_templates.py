@@ -24,7 +24,7 @@ END_OF_TURN = {"keep-original": "</s>", "chat-ml": "<|im_end|>", "llama-3": "<|e
 def _labelled_runs(example: dict) -> list[list[int]]:
     """The token ids of each contiguous run of labelled positions."""
     runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"]):
+    for token, label in zip(example["input_ids"], example["labels"], strict=False):
         if label == IGNORE_INDEX:
             if current:
                 runs.append(current)
@@ -50,7 +50,8 @@ def test_only_assistant_text_and_end_of_turn_carry_loss(tiny_model_dir, name):
     for run in _labelled_runs(example):
         assert run[-1] == tokenizer.convert_tokens_to_ids(eot)
     # Nothing of the user turns, the system prompt or the template's headers is trained.
-    trained = tokenizer.decode([t for t, l in zip(example["input_ids"], example["labels"]) if l != IGNORE_INDEX])
+    pairs = zip(example["input_ids"], example["labels"], strict=True)
+    trained = tokenizer.decode([token for token, label in pairs if label != IGNORE_INDEX])
     assert "France" not in trained and "assistant" not in trained and "short sentence" not in trained
 
 
@@ -78,8 +79,9 @@ def test_templates_add_their_special_tokens_once(tiny_model_dir):
 def test_keep_original_without_a_template_is_an_error(tiny_model_dir, tmp_path):
     tokenizer = load_tokenizer(tiny_model_dir)
     tokenizer.chat_template = None
-    with pytest.raises(UserError, match="keep-original, but the model's tokenizer has no chat template; "
-                                        "choose chat-ml or llama-3"):
+    with pytest.raises(
+        UserError, match="keep-original, but the model's tokenizer has no chat template; choose chat-ml or llama-3"
+    ):
         prepare_tokenizer(tokenizer, "keep-original", "bos-repurpose")
 
 
@@ -94,8 +96,9 @@ def no_pad_model(tiny_model_dir, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("strategy,expected", [("bos-repurpose", "<s>"), ("eos-repurpose", "</s>"),
-                                               ("add-new", "<pad>")])
+@pytest.mark.parametrize(
+    "strategy,expected", [("bos-repurpose", "<s>"), ("eos-repurpose", "</s>"), ("add-new", "<pad>")]
+)
 def test_missing_pad_token_strategies(no_pad_model, strategy, expected):
     tokenizer = load_tokenizer(no_pad_model)
     assert tokenizer.pad_token is None
@@ -106,8 +109,10 @@ def test_missing_pad_token_strategies(no_pad_model, strategy, expected):
 
 def test_unk_repurpose_without_unk_token_says_what_to_do(no_pad_model):
     tokenizer = load_tokenizer(no_pad_model)
-    with pytest.raises(UserError, match="missing_pad_token_strategy: the tokenizer has no pad token and no unk token "
-                                        "to reuse; use add-new"):
+    with pytest.raises(
+        UserError,
+        match="missing_pad_token_strategy: the tokenizer has no pad token and no unk token to reuse; use add-new",
+    ):
         prepare_tokenizer(tokenizer, "chat-ml", "unk-repurpose")
 
 

@@ -15,8 +15,9 @@ def test_loads_generates_and_has_chat_template(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert tokenizer.pad_token and tokenizer.bos_token and tokenizer.eos_token
     assert len({tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}) == 3
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                         tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|user|>\nWhat is the capital of France?</s>\n<|assistant|>\n"
     # Byte-level BPE: arbitrary text round-trips exactly.
     sample = "Ünïcødé & emoji 🚀 {json: [1, 2]}"
@@ -38,8 +39,11 @@ def test_same_seed_same_files_different_seed_different_weights(tmp_path):
 
     # Two separate processes with the same seed write identical files.
     for name in ("a", "b"):
-        subprocess.run([sys.executable, "-m", "llmft", "tiny-model", str(tmp_path / name), "--seed", "1"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "llmft", "tiny-model", str(tmp_path / name), "--seed", "1"],
+            check=True,
+            capture_output=True,
+        )
     build_tiny_model(tmp_path / "c", seed=2)
     a, b, c = (_digest(tmp_path / n) for n in "abc")
     assert a == b

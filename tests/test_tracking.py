@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_sft import sft_config, write_data
 
 from llmft.errors import UserError
 from llmft.finetune import tracking
 from llmft.finetune.config import load_config
 from llmft.finetune.sft import run_sft
-from test_sft import sft_config, write_data
 
 SECRET = "do-not-log-this-value-42"
 
@@ -24,8 +24,7 @@ def metrics_rows(output_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_mlflow_records_run_params_and_losses_and_a_resume_continues_the_run(tiny_model_dir, tmp_path,
-                                                                               monkeypatch):
+def test_mlflow_records_run_params_and_losses_and_a_resume_continues_the_run(tiny_model_dir, tmp_path, monkeypatch):
     import mlflow
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -34,10 +33,13 @@ def test_mlflow_records_run_params_and_losses_and_a_resume_continues_the_run(tin
         monkeypatch.setenv(name, SECRET)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    config = sft_config(out, str(tiny_model_dir), str(write_data(tmp_path / "train.jsonl")),
-                        training_args={"max_steps": 4, "logging_steps": 2, "save_steps": 2,
-                                       "report_to": ["tensorboard", "mlflow"]},
-                        tracking={"mlflow_server_uri": uri, "experiment_name": "llmft-tests", "run_name": "sweep-r16"})
+    config = sft_config(
+        out,
+        str(tiny_model_dir),
+        str(write_data(tmp_path / "train.jsonl")),
+        training_args={"max_steps": 4, "logging_steps": 2, "save_steps": 2, "report_to": ["tensorboard", "mlflow"]},
+        tracking={"mlflow_server_uri": uri, "experiment_name": "llmft-tests", "run_name": "sweep-r16"},
+    )
     assert run_sft(load_config(config)) == 0
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -63,8 +65,9 @@ def test_mlflow_records_run_params_and_losses_and_a_resume_continues_the_run(tin
     # TensorBoard: event files under logs/ with the same losses.
     events = EventAccumulator(str(out / "logs"))
     events.Reload()
-    assert [(e.step, round(e.value, 4)) for e in events.Scalars("train/loss")] == \
-        [(r["step"], round(r["loss"], 4)) for r in rows]
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("train/loss")] == [
+        (r["step"], round(r["loss"], 4)) for r in rows
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "out", "train.jsonl"]
 
     # A job that died after step 4's checkpoint and restarts with more steps continues the same MLflow run.
@@ -79,8 +82,14 @@ def test_mlflow_records_run_params_and_losses_and_a_resume_continues_the_run(tin
 
 
 def test_mlflow_params_never_carry_secrets():
-    config = load_config(sft_config(Path("./out"), "./model", "./train.jsonl", tracking={
-        "mlflow_server_uri": f"https://alice:{SECRET}@mlflow.example.com", "experiment_name": "e"}))
+    config = load_config(
+        sft_config(
+            Path("./out"),
+            "./model",
+            "./train.jsonl",
+            tracking={"mlflow_server_uri": f"https://alice:{SECRET}@mlflow.example.com", "experiment_name": "e"},
+        )
+    )
     params = tracking.config_params(config, {"hf_token": SECRET, "storage.secret_key": SECRET, "plain": "kept"})
     assert params["tracking.mlflow_server_uri"] == "https://alice:***@mlflow.example.com"
     assert params["hf_token"] == "***" and params["storage.secret_key"] == "***" and params["plain"] == "kept"
@@ -91,19 +100,27 @@ def test_mlflow_params_never_carry_secrets():
 
 
 def test_unusable_mlflow_uri_fails_before_training(tmp_path):
-    config = load_config(sft_config(tmp_path / "out", "./model", "./train.jsonl",
-                                    tracking={"mlflow_server_uri": "bogus-scheme://nowhere"}))
-    with pytest.raises(UserError, match=r"finetuning_config.tracking.mlflow_server_uri: cannot use MLflow at "
-                                        r"bogus-scheme://nowhere"):
+    config = load_config(
+        sft_config(
+            tmp_path / "out", "./model", "./train.jsonl", tracking={"mlflow_server_uri": "bogus-scheme://nowhere"}
+        )
+    )
+    with pytest.raises(
+        UserError,
+        match=r"finetuning_config.tracking.mlflow_server_uri: cannot use MLflow at "
+        r"bogus-scheme://nowhere",
+    ):
         tracking.mlflow_callback(config, tmp_path / "out")
 
 
 def test_mlflow_in_report_to_needs_the_tracking_section_and_tracking_alone_turns_it_on(tmp_path):
-    with pytest.raises(UserError, match="finetuning_config.tracking: required when training_args.report_to "
-                                        "includes mlflow"):
+    with pytest.raises(
+        UserError, match="finetuning_config.tracking: required when training_args.report_to includes mlflow"
+    ):
         load_config(sft_config(tmp_path, "./model", "./train.jsonl", training_args={"report_to": ["mlflow"]}))
-    config = load_config(sft_config(tmp_path, "./model", "./train.jsonl",
-                                    tracking={"mlflow_server_uri": str(tmp_path / "mlruns")}))
+    config = load_config(
+        sft_config(tmp_path, "./model", "./train.jsonl", tracking={"mlflow_server_uri": str(tmp_path / "mlruns")})
+    )
     callbacks = tracking.make_callbacks(config, tmp_path, is_main=True)
     assert [type(c).__name__ for c in callbacks] == ["MlflowTracking"]
     # A local folder holds an sqlite store (MLflow 3 refuses its old plain-folder store).

@@ -18,8 +18,11 @@ from llmft.cli import main
 from llmft.errors import UserError
 from llmft.tune.spec import load_spec
 
-QA = [("What is the capital of France?", "Paris."), ("What color is the sky?", "Blue."),
-      ("Who wrote Hamlet?", "Shakespeare.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky?", "Blue."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+]
 LR_KEY = "finetuning_config.training_args.learning_rate"
 RANK_KEY = "finetuning_config.peft_conf.peft_kwargs.r"
 DROPOUT_KEY = "finetuning_config.peft_conf.peft_kwargs.lora_dropout"
@@ -53,11 +56,20 @@ def make_spec(model: str, data: str, name: str = "tiny-search", max_steps: int =
         "mergeAdapter": True,
         "finetuning_config": {
             "method": "sft",
-            "data_conf": {"training_data": {"datasets": [{"path": data}]},
-                          "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.2}},
-            "training_args": {"learning_rate": 1e-3, "lr_scheduler_type": "constant", "max_steps": max_steps,
-                              "logging_steps": 2, "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2,
-                              "report_to": []},
+            "data_conf": {
+                "training_data": {"datasets": [{"path": data}]},
+                "validation_data": {"type": "AUTO_SPLIT", "ratio": 0.2},
+            },
+            "training_args": {
+                "learning_rate": 1e-3,
+                "lr_scheduler_type": "constant",
+                "max_steps": max_steps,
+                "logging_steps": 2,
+                "eval_strategy": "steps",
+                "eval_steps": 2,
+                "save_steps": 2,
+                "report_to": [],
+            },
             "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
             "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}},
             "sft_args": {"max_seq_length": 128},
@@ -92,20 +104,25 @@ def test_bad_specs_fail_at_start_with_every_key_path_and_fix(data_file):
     space = spec["tune"]["search_space"]
     space[0]["key"] = "finetuning_config.training_args.lerning_rate"
     space[1].update(min=20, max=4)
-    space.append({"key": "finetuning_config.training_args.weight_decay", "type": "double", "min": 0.0, "max": 0.1,
-                  "log": True})
+    space.append(
+        {"key": "finetuning_config.training_args.weight_decay", "type": "double", "min": 0.0, "max": 0.1, "log": True}
+    )
     space.append({"key": "finetuning_config.peft_conf.peft_kwargs.lora_alpha", "type": "int", "min": 0, "max": 8})
     spec["tune"]["objective"]["metric"] = "rewards/margins"
     spec["tune"]["algorithm"]["settings"] = {"n_startup": 2}
     message = spec_errors(spec)
     assert message.startswith("invalid experiment spec (6 problems):")
-    assert ("tune.search_space[0].key: unknown key path: 'lerning_rate' is not a key of training_args "
-            "(did you mean learning_rate?") in message
+    assert (
+        "tune.search_space[0].key: unknown key path: 'lerning_rate' is not a key of training_args "
+        "(did you mean learning_rate?"
+    ) in message
     assert "tune.search_space[1].min: is larger than max (4); swap them, got 20" in message
     assert "tune.search_space[3].min: must be above 0 on a log scale (log: true)" in message
-    assert ("tune.search_space[4].min: the engine rejects finetuning_config.peft_conf.peft_kwargs.lora_alpha = 0: "
-            "must be a number greater than 0") in message
-    assert "tune.objective.metric: a run with method: sft never writes this metric, got \"rewards/margins\"" in message
+    assert (
+        "tune.search_space[4].min: the engine rejects finetuning_config.peft_conf.peft_kwargs.lora_alpha = 0: "
+        "must be a number greater than 0"
+    ) in message
+    assert 'tune.objective.metric: a run with method: sft never writes this metric, got "rewards/margins"' in message
     assert "tune.algorithm.settings.n_startup: unknown setting for Optuna's TPESampler" in message
 
 
@@ -119,10 +136,9 @@ def test_an_empty_space_unknown_keys_and_a_metric_without_evaluation_fail(data_f
     spec = make_spec(MODEL, str(data_file))
     spec["finetuning_config"]["training_args"]["eval_strategy"] = "no"
     spec["finetuning_config"]["data_conf"]["validation_data"] = {"type": "NONE"}
-    assert "tune.objective.metric: is written only when the run evaluates, got \"eval_loss\"" in spec_errors(spec)
+    assert 'tune.objective.metric: is written only when the run evaluates, got "eval_loss"' in spec_errors(spec)
 
-    spec = make_spec(MODEL, str(data_file), objective={"metric": "tokens_per_second",
-                                                                     "direction": "maximize"})
+    spec = make_spec(MODEL, str(data_file), objective={"metric": "tokens_per_second", "direction": "maximize"})
     assert "tune.early_stopping.name: needs intermediate values" in spec_errors(spec)
 
 
@@ -146,14 +162,19 @@ def test_every_algorithm_and_pruner_builds_from_the_spec(data_file):
     for algorithm in ("random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"):
         settings = {"grid_points": 3} if algorithm == "grid" else {}
         pruner = {"name": pruners.pop() if pruners else "median"}
-        spec = load_spec(make_spec(MODEL, str(data_file), early_stopping=pruner,
-                                   algorithm={"name": algorithm, "seed": 1, "settings": settings}))
+        spec = load_spec(
+            make_spec(
+                MODEL,
+                str(data_file),
+                early_stopping=pruner,
+                algorithm={"name": algorithm, "seed": 1, "settings": settings},
+            )
+        )
         sampler, pruner = studies.sampler_and_pruner(spec)
         study = optuna.create_study(sampler=sampler, pruner=pruner)
         trial = study.ask()
         assert 1e-7 <= trial.suggest_float("learning_rate", 1e-7, 3e-2, log=True) <= 3e-2
-    grid = load_spec(make_spec(MODEL, str(data_file),
-                               algorithm={"name": "grid", "settings": {"grid_points": 3}}))
+    grid = load_spec(make_spec(MODEL, str(data_file), algorithm={"name": "grid", "settings": {"grid_points": 3}}))
     assert studies.sampler_and_pruner(grid)[0]._search_space["learning_rate"][0] == pytest.approx(1e-7)
     assert len(studies.sampler_and_pruner(grid)[0]._all_grids) == 3 * 15 * 2
 
@@ -163,8 +184,12 @@ def test_every_algorithm_and_pruner_builds_from_the_spec(data_file):
 
 def tune_process(spec_path: Path, experiment: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     log = open(experiment.parent / f"tuner-{experiment.name}-{time.time_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "llmft", "tune", str(spec_path), "--dir", str(experiment), *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmft", "tune", str(spec_path), "--dir", str(experiment), *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def trial_pids(experiment: Path) -> dict[int, int]:
@@ -188,7 +213,8 @@ def read_results(experiment: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_planned_trials(
-        tiny_model_dir, data_file, tmp_path, capsys):
+    tiny_model_dir, data_file, tmp_path, capsys
+):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(make_spec(str(tiny_model_dir), str(data_file), max_steps=8)))
     experiment = tmp_path / "experiment"
@@ -259,16 +285,25 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_file, tmp_path, bucket, capsys):
     remote = f"{bucket}/experiments/shared"
-    spec = make_spec(str(tiny_model_dir), str(data_file), name="two-workers", max_steps=4, max_trial_count=2,
-                     parallel_trial_count=2, early_stopping={"name": "none"})
+    spec = make_spec(
+        str(tiny_model_dir),
+        str(data_file),
+        name="two-workers",
+        max_steps=4,
+        max_trial_count=2,
+        parallel_trial_count=2,
+        early_stopping={"name": "none"},
+    )
     spec["checkpointsRemote"] = remote
     spec["tune"]["storage"] = f"journal://{tmp_path / 'shared' / 'study.journal'}"
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
 
     # Two workers (as two pods of the Indexed Job would be), each with its own folder and one slot.
-    workers = [tune_process(spec_path, tmp_path / f"worker-{index}", "--slots", "1",
-                            env={"JOB_COMPLETION_INDEX": str(index)}) for index in (1, 0)]
+    workers = [
+        tune_process(spec_path, tmp_path / f"worker-{index}", "--slots", "1", env={"JOB_COMPLETION_INDEX": str(index)})
+        for index in (1, 0)
+    ]
     assert [worker.wait(timeout=400) for worker in workers] == [0, 0]
 
     import optuna
@@ -330,8 +365,7 @@ def test_the_schema_holds_the_engine_config_and_rejects_unknown_keys(capsys):
 def test_the_study_holds_exactly_the_planned_trials_whoever_claims_them(data_file, tmp_path):
     from llmft.tune import study as studies
 
-    spec_data = make_spec(MODEL, str(data_file), algorithm={"name": "grid",
-                                                                          "settings": {"grid_points": 2}})
+    spec_data = make_spec(MODEL, str(data_file), algorithm={"name": "grid", "settings": {"grid_points": 2}})
     spec = load_spec(spec_data)
     storage = studies.open_storage(studies.journal_url(tmp_path))
     study = studies.prepare(spec, storage, index=0)
@@ -375,9 +409,13 @@ def test_the_chart_gives_its_workers_the_spec_llmft_tune_reads(capsys):
     result = render_chart(CHARTS / "llm-tune", values_files=[override], release_name="tiny-search")
     config_map = next(d for d in result.documents if d["kind"] == "ConfigMap")
     spec = load_spec(yaml.safe_load(config_map["data"]["spec.yaml"]))
-    assert spec == load_spec({k: v for k, v in yaml.safe_load(override.read_text()).items()
-                              if k in ("name", "basemodel", "checkpointsRemote", "mergeAdapter", "finetuning_config",
-                                       "tune")})
+    assert spec == load_spec(
+        {
+            k: v
+            for k, v in yaml.safe_load(override.read_text()).items()
+            if k in ("name", "basemodel", "checkpointsRemote", "mergeAdapter", "finetuning_config", "tune")
+        }
+    )
     # The same values file locally: the chart's own keys are named as unused, the spec is checked.
     from llmft.commands.tune import _load
 
@@ -395,9 +433,23 @@ def test_workers_share_a_study_through_the_storage_server(data_file, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "llmft", "tune", "storage-server", "--journal",
-                               str(tmp_path / "study.journal"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmft",
+            "tune",
+            "storage-server",
+            "--journal",
+            str(tmp_path / "study.journal"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -422,10 +474,15 @@ def test_workers_share_a_study_through_the_storage_server(data_file, tmp_path):
 
 def test_failed_trials_count_and_too_many_fail_the_experiment(data_file, tmp_path, capsys):
     """Each value alone is valid, together the engine rejects them: every trial fails before it trains."""
-    spec = make_spec(MODEL, str(data_file), max_failed_trial_count=1, search_space=[
-        {"key": "finetuning_config.training_args.warmup_steps", "type": "int", "min": 1, "max": 3},
-        {"key": "finetuning_config.training_args.warmup_ratio", "type": "categorical", "values": [0.1, 0.2]},
-    ])
+    spec = make_spec(
+        MODEL,
+        str(data_file),
+        max_failed_trial_count=1,
+        search_space=[
+            {"key": "finetuning_config.training_args.warmup_steps", "type": "int", "min": 1, "max": 3},
+            {"key": "finetuning_config.training_args.warmup_ratio", "type": "categorical", "values": [0.1, 0.2]},
+        ],
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     experiment = tmp_path / "experiment"
@@ -442,8 +499,14 @@ def test_failed_trials_count_and_too_many_fail_the_experiment(data_file, tmp_pat
 def test_the_experiment_state_follows_failures_and_the_goal(data_file):
     from llmft.tune.results import experiment_state
 
-    spec = load_spec(make_spec(MODEL, str(data_file), max_failed_trial_count=1,
-                               objective={"metric": "eval_loss", "direction": "minimize", "goal": 5.0}))
+    spec = load_spec(
+        make_spec(
+            MODEL,
+            str(data_file),
+            max_failed_trial_count=1,
+            objective={"metric": "eval_loss", "direction": "minimize", "goal": 5.0},
+        )
+    )
     row = lambda state, value=None: {"state": state, "value": value}  # noqa: E731
     assert experiment_state([row("complete", 5.5), row("running"), row("waiting")], spec) == "running"
     assert experiment_state([row("complete", 4.9), row("waiting")], spec) == "goal-reached"
@@ -453,7 +516,9 @@ def test_the_experiment_state_follows_failures_and_the_goal(data_file):
 
 def test_several_gpus_per_trial_need_an_accelerate_config(data_file):
     spec = make_spec(MODEL, str(data_file), resources_per_trial={"gpus": 4})
-    assert ("tune.resources_per_trial.gpus: more than one GPU per trial runs one process per GPU under accelerate, "
-            "which needs finetuning_config.launch_conf.accelerate_config, got 4") in spec_errors(spec)
+    assert (
+        "tune.resources_per_trial.gpus: more than one GPU per trial runs one process per GPU under accelerate, "
+        "which needs finetuning_config.launch_conf.accelerate_config, got 4"
+    ) in spec_errors(spec)
     spec["finetuning_config"]["launch_conf"] = {"accelerate_config": "/presets/auto-ddp/accelerate_config.yaml"}
     assert load_spec(spec).tune.resources_per_trial.gpus == 4

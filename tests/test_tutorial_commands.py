@@ -6,7 +6,6 @@ import re
 import shlex
 
 import pytest
-
 from harness import REPO, render_valid
 
 TUTORIAL = REPO / "docs" / "tutorials" / "tutorial-01-deliver-model-and-data-then-finetune.md"
@@ -35,7 +34,7 @@ def test_tutorial_helm_command_renders(command):
     args = shlex.split(command)[2:]
     chart, options = args[0], args[1:]
     values_files, set_values, release = [], [], "release"
-    for flag, value in zip(options[::2], options[1::2]):
+    for flag, value in zip(options[::2], options[1::2], strict=False):
         if flag in ("--values", "-f"):
             values_files.append(REPO / value)
         elif flag == "--set":

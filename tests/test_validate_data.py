@@ -41,11 +41,13 @@ def test_valid_sft_file_exits_zero_with_a_summary(tmp_path):
 
 
 def test_invalid_file_exits_one_with_file_line_reasons_and_no_traceback(tmp_path):
-    rows = [chat(("user", "q"), ("assistant", "a")),
-            "{not json",
-            chat(("assistant", "a"), ("user", "q")),
-            chat(("user", "q"), ("assistant", "")),
-            {"text": "plain"}]
+    rows = [
+        chat(("user", "q"), ("assistant", "a")),
+        "{not json",
+        chat(("assistant", "a"), ("user", "q")),
+        chat(("user", "q"), ("assistant", "")),
+        {"text": "plain"},
+    ]
     path = write(tmp_path / "bad.jsonl", rows)
     result = run(str(path))
     assert result.returncode == 1
@@ -60,11 +62,16 @@ def test_invalid_file_exits_one_with_file_line_reasons_and_no_traceback(tmp_path
 
 
 def test_dpo_is_detected_and_trl_preference_rows_are_accepted(tmp_path):
-    ours = {"prompt_messages": [{"role": "user", "content": "Pick one"}],
-            "chosen_messages": [{"role": "assistant", "content": "Good"}],
-            "rejected_messages": [{"role": "assistant", "content": "Bad!"}]}
-    trl = {"prompt": [{"role": "user", "content": "Pick two"}], "chosen": [{"role": "assistant", "content": "Yes"}],
-           "rejected": [{"role": "assistant", "content": "No"}]}
+    ours = {
+        "prompt_messages": [{"role": "user", "content": "Pick one"}],
+        "chosen_messages": [{"role": "assistant", "content": "Good"}],
+        "rejected_messages": [{"role": "assistant", "content": "Bad!"}],
+    }
+    trl = {
+        "prompt": [{"role": "user", "content": "Pick two"}],
+        "chosen": [{"role": "assistant", "content": "Yes"}],
+        "rejected": [{"role": "assistant", "content": "No"}],
+    }
     path = write(tmp_path / "dpo.jsonl", [ours, trl])
     report = validate_file(path)
     assert report.kind == "dpo" and report.records == 2 and not report.invalid
@@ -76,9 +83,11 @@ def test_dpo_is_detected_and_trl_preference_rows_are_accepted(tmp_path):
 
 def test_kind_option_and_mixed_formats(tmp_path):
     sft_row = chat(("user", "q"), ("assistant", "a"))
-    dpo_row = {"prompt_messages": [{"role": "user", "content": "p"}],
-               "chosen_messages": [{"role": "assistant", "content": "c"}],
-               "rejected_messages": [{"role": "assistant", "content": "r"}]}
+    dpo_row = {
+        "prompt_messages": [{"role": "user", "content": "p"}],
+        "chosen_messages": [{"role": "assistant", "content": "c"}],
+        "rejected_messages": [{"role": "assistant", "content": "r"}],
+    }
     mixed = write(tmp_path / "mixed.jsonl", [sft_row, dpo_row])
     result = run(str(mixed))
     assert result.returncode == 1
@@ -103,8 +112,9 @@ def test_token_lengths_with_the_tiny_models_tokenizer(tmp_path, tiny_model_dir):
     counter = load_token_counter(str(tiny_model_dir))
     report = validate_file(path, tokens=counter)
     # Counted through the chat template, as training sees the conversation.
-    expected = len(AutoTokenizer.from_pretrained(tiny_model_dir).apply_chat_template(
-        row["messages"], tokenize=True)["input_ids"])
+    expected = len(
+        AutoTokenizer.from_pretrained(tiny_model_dir).apply_chat_template(row["messages"], tokenize=True)["input_ids"]
+    )
     assert report.tokens == {"conversation": [expected, expected]}
     assert f"conversation length in tokens ({tiny_model_dir}): p50 {expected}" in summary(report, counter)
 
@@ -118,7 +128,8 @@ def test_missing_file_and_bad_tokenizer_are_user_errors(tmp_path):
     (tmp_path / "latin.jsonl").write_bytes(b'{"messages": "\xe9"}\n')
     report = validate_file(tmp_path / "latin.jsonl")  # an invalid line with its number, not a crash
     assert [(item.line, item.reason) for item in report.invalid] == [
-        (1, "not UTF-8 text (byte 0xe9 at column 15); save the file as UTF-8")]
+        (1, "not UTF-8 text (byte 0xe9 at column 15); save the file as UTF-8")
+    ]
 
 
 def test_percentiles_nearest_rank():

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import CHARTS, REPO, pod_specs, render_chart
 from test_all_charts import CASES, rendered
 
@@ -190,8 +189,9 @@ def test_inference_image_is_vllm_plus_llmft():
     assert "ln -s /opt/llmft/bin/llmft /usr/local/bin/llmft" in run
 
 
-@pytest.mark.parametrize("image, entrypoint", [("staging", ["llmft"]), ("finetune", ["llmft"]),
-                                               ("inference", ["vllm", "serve"])])
+@pytest.mark.parametrize(
+    "image, entrypoint", [("staging", ["llmft"]), ("finetune", ["llmft"]), ("inference", ["vllm", "serve"])]
+)
 def test_entrypoints(image, entrypoint):
     entries = [rest for keyword, rest in instructions(WORKLOADS / image / "Dockerfile") if keyword == "ENTRYPOINT"]
     assert entries and yaml.safe_load(entries[-1]) == entrypoint
@@ -209,8 +209,9 @@ def test_image_user_is_the_charts_run_as_user(image):
             context = spec.get("securityContext", {})
             for container in spec.get("initContainers", []) + spec["containers"]:
                 own = container.get("securityContext", {})
-                run_as.add((own.get("runAsUser", context.get("runAsUser")),
-                            own.get("runAsGroup", context.get("runAsGroup"))))
+                run_as.add(
+                    (own.get("runAsUser", context.get("runAsUser")), own.get("runAsGroup", context.get("runAsGroup")))
+                )
     assert run_as == {(int(uid), int(gid or uid))}
 
 
@@ -245,15 +246,23 @@ def test_chart_default_image_is_one_of_these_images(chart):
 
 
 def test_each_image_is_used_by_its_charts():
-    wanted = {"download-model-to-bucket": "staging", "download-data-to-bucket": "staging",
-              "llm-finetune": "finetune", "llm-inference-vllm": "inference"}
+    wanted = {
+        "download-model-to-bucket": "staging",
+        "download-data-to-bucket": "staging",
+        "llm-finetune": "finetune",
+        "llm-inference-vllm": "inference",
+    }
     for chart, image in wanted.items():
         assert _default_image(CHARTS / chart)["repository"] == f"{REGISTRY}/llmft-{image}", chart
 
 
 def test_charts_render_with_these_images():
-    rendered_chart = render_chart(CHARTS / "llm-inference-vllm", release_name="x",
-                                  values={"model": "default-bucket/models/tiny"})
-    images = {c["image"] for _n, spec in pod_specs(rendered_chart)
-              for c in spec.get("initContainers", []) + spec["containers"]}
+    rendered_chart = render_chart(
+        CHARTS / "llm-inference-vllm", release_name="x", values={"model": "default-bucket/models/tiny"}
+    )
+    images = {
+        c["image"]
+        for _n, spec in pod_specs(rendered_chart)
+        for c in spec.get("initContainers", []) + spec["containers"]
+    }
     assert images == {f"{REGISTRY}/llmft-inference:{_version()}"}

@@ -23,8 +23,10 @@ def test_a_key_given_twice_names_both_lines(tmp_path):
     path.write_text(CONFIG)
     with pytest.raises(UserError) as caught:
         load_config(path)
-    assert str(caught.value) == (f"{path}:5: the key 'learning_rate' appears twice in one mapping (lines 3 and 5); "
-                                 "the second would silently replace the first: keep one")
+    assert str(caught.value) == (
+        f"{path}:5: the key 'learning_rate' appears twice in one mapping (lines 3 and 5); "
+        "the second would silently replace the first: keep one"
+    )
 
 
 def test_the_same_key_in_different_mappings_is_fine(tmp_path):
@@ -42,10 +44,13 @@ def test_values_file_with_a_duplicate_key(tmp_path):
         load_values_file(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"method: sft\n# caf\xe9\n", r"config.yaml:2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"),
-    (b"method: sft\ntraining_args: [1\n", r"config.yaml:3: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"method: sft\n# caf\xe9\n", r"config.yaml:2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"),
+        (b"method: sft\ntraining_args: [1\n", r"config.yaml:3: not valid YAML"),
+    ],
+)
 def test_cli_reports_file_and_line_with_exit_status_2(tmp_path, capsys, content, message):
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
