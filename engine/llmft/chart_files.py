@@ -46,41 +46,58 @@ def _object(properties: dict, required: list[str] | None = None) -> dict:
 
 # The security values every chart shares (read by llmft-common's helpers; each chart README's "Security").
 _ID = {"type": "integer", "minimum": 1}
-POD_SECURITY = _object({
-    "runAsUser": {**_ID, "description": "UID of every container (the images' user is 10001)."},
-    "runAsGroup": _ID,
-    "fsGroup": {**_ID, "description": "Group that owns the volumes, so runAsUser can write them."},
-    "readOnlyRootFilesystem": {"type": "boolean"},
-    "automountServiceAccountToken": {"type": "boolean"},
-    "tmpSize": QUANTITY,
-    "homeSize": QUANTITY,
-})
-IMAGE_DIGEST = {"type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$",
-                "description": "sha256:... digest; when set the image is pulled as repository@digest."}
+POD_SECURITY = _object(
+    {
+        "runAsUser": {**_ID, "description": "UID of every container (the images' user is 10001)."},
+        "runAsGroup": _ID,
+        "fsGroup": {**_ID, "description": "Group that owns the volumes, so runAsUser can write them."},
+        "readOnlyRootFilesystem": {"type": "boolean"},
+        "automountServiceAccountToken": {"type": "boolean"},
+        "tmpSize": QUANTITY,
+        "homeSize": QUANTITY,
+    }
+)
+IMAGE_DIGEST = {
+    "type": "string",
+    "pattern": "^(sha256:[0-9a-f]{64})?$",
+    "description": "sha256:... digest; when set the image is pulled as repository@digest.",
+}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
-_ENDPOINT = _object({"cidr": {"type": "string", "minLength": 1},
-                     "except": {"type": "array", "items": {"type": "string"}},
-                     "ports": {"type": "array", "minItems": 1, "items": _PORT}},
-                    ["cidr", "ports"])
+_ENDPOINT = _object(
+    {
+        "cidr": {"type": "string", "minLength": 1},
+        "except": {"type": "array", "items": {"type": "string"}},
+        "ports": {"type": "array", "minItems": 1, "items": _PORT},
+    },
+    ["cidr", "ports"],
+)
 
 
 def network_policy_schema(**extra: dict) -> dict:
     """`networkPolicy`: the keys every chart has (llmft-common.networkPolicy) plus a chart's own."""
-    return _object({"enabled": {"type": "boolean"},
-                    "bucketEndpoints": {"type": "array", "items": _ENDPOINT},
-                    "allowHub": {"type": "boolean"},
-                    "extraEgress": {"type": "array", "items": {"type": "object"}},
-                    **extra})
+    return _object(
+        {
+            "enabled": {"type": "boolean"},
+            "bucketEndpoints": {"type": "array", "items": _ENDPOINT},
+            "allowHub": {"type": "boolean"},
+            "extraEgress": {"type": "array", "items": {"type": "object"}},
+            **extra,
+        }
+    )
 
 
 def job_pod_values() -> dict:
     """The values every chart built on llmft-common shares: bucket, scheduling, image, security, extras."""
     return {
         "bucketStorageHost": {"type": "string", "minLength": 1},
-        "bucketCredentialsSecret": _object({"name": {"type": "string", "minLength": 1},
-                                            "accessKeyKey": {"type": "string", "minLength": 1},
-                                            "secretKeyKey": {"type": "string", "minLength": 1}},
-                                           ["name", "accessKeyKey", "secretKeyKey"]),
+        "bucketCredentialsSecret": _object(
+            {
+                "name": {"type": "string", "minLength": 1},
+                "accessKeyKey": {"type": "string", "minLength": 1},
+                "secretKeyKey": {"type": "string", "minLength": 1},
+            },
+            ["name", "accessKeyKey", "secretKeyKey"],
+        ),
         "storageClass": {"type": "string"},
         "activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 1},
         "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
@@ -91,12 +108,23 @@ def job_pod_values() -> dict:
         "affinity": {"type": "object"},
         "priorityClassName": {"type": "string"},
         "imagePullSecrets": {"type": "array", "items": _object({"name": NAME}, ["name"])},
-        "image": _object({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string", "minLength": 1},
-                          "digest": IMAGE_DIGEST,
-                          "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
+        "image": _object(
+            {
+                "repository": {"type": "string", "minLength": 1},
+                "tag": {"type": "string", "minLength": 1},
+                "digest": IMAGE_DIGEST,
+                "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+            }
+        ),
         "podSecurity": POD_SECURITY,
-        "env": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                           "properties": {"name": {"type": "string", "minLength": 1}}}},
+        "env": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1}},
+            },
+        },
         "llmft-common": LIBRARY_VALUES,
     }
 
@@ -170,7 +198,8 @@ def _allow_original_spellings(schema: dict) -> None:
         types = sorted({_JSON_TYPES[type(json.loads(value))] for value in accepted})
         section["properties"][path[-1]] = {
             "type": types[0] if len(types) == 1 else types,
-            "description": f"The original engine's spelling, read as far as it maps: {', '.join(accepted)}."}
+            "description": f"The original engine's spelling, read as far as it maps: {', '.join(accepted)}.",
+        }
     template = schema["properties"]["data_conf"]["properties"]["chat_template_name"]
     template["enum"] = template["enum"] + list(ORIGINAL_NAMES)
 
@@ -197,31 +226,46 @@ def _values_schema_without_required() -> dict:
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "llm-finetune values",
-        **_object({
-            "basemodel": {"type": "string", "minLength": 1, "description": "Base model: bucket/path, s3://..., or hf://org/name."},
-            "checkpointsRemote": {"type": "string", "description": "Bucket location for checkpoints and outputs."},
-            "logsRemote": {"type": "string"},
-            "finetuningGpus": {"type": "integer", "minimum": 0, "description": "GPUs (processes); 0 = one CPU process."},
-            "gpuResourceName": {"type": "string", "minLength": 1},
-            "memoryPerGpu": {"type": "integer", "minimum": 1, "description": "GiB per GPU."},
-            "cpusPerGpu": {"type": "integer", "minimum": 1},
-            "distributedType": {"type": "string", "enum": list(PRESETS)},
-            "customAccelerateConfig": {"type": "string"},
-            "mergeAdapter": {"type": "boolean"},
-            "runTensorboard": {"type": "boolean"},
-            "finetuning_config": _finetuning_config_schema(),
-            **job_pod_values(),
-            "hfTokenSecret": secret_ref,
-            "downloadsReservedSize": QUANTITY,
-            "checkpointsReservedSize": QUANTITY,
-            "sharedMemorySize": QUANTITY,
-            "backoffLimit": {"type": "integer", "minimum": 0},
-            "networkPolicy": network_policy_schema(),
-            "finetuningImage": {"description": "The original chart's image key: refused at render, naming `image`."},
-            "aimManifest": {"description": "The original chart's AIM manifest: refused at render (not written here)."},
-            "debug": _object({"skip_checkpoint_upload": {"type": "boolean"},
-                              "skip_checkpoint_download": {"type": "boolean"}}),
-        }),
+        **_object(
+            {
+                "basemodel": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Base model: bucket/path, s3://..., or hf://org/name.",
+                },
+                "checkpointsRemote": {"type": "string", "description": "Bucket location for checkpoints and outputs."},
+                "logsRemote": {"type": "string"},
+                "finetuningGpus": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "GPUs (processes); 0 = one CPU process.",
+                },
+                "gpuResourceName": {"type": "string", "minLength": 1},
+                "memoryPerGpu": {"type": "integer", "minimum": 1, "description": "GiB per GPU."},
+                "cpusPerGpu": {"type": "integer", "minimum": 1},
+                "distributedType": {"type": "string", "enum": list(PRESETS)},
+                "customAccelerateConfig": {"type": "string"},
+                "mergeAdapter": {"type": "boolean"},
+                "runTensorboard": {"type": "boolean"},
+                "finetuning_config": _finetuning_config_schema(),
+                **job_pod_values(),
+                "hfTokenSecret": secret_ref,
+                "downloadsReservedSize": QUANTITY,
+                "checkpointsReservedSize": QUANTITY,
+                "sharedMemorySize": QUANTITY,
+                "backoffLimit": {"type": "integer", "minimum": 0},
+                "networkPolicy": network_policy_schema(),
+                "finetuningImage": {
+                    "description": "The original chart's image key: refused at render, naming `image`."
+                },
+                "aimManifest": {
+                    "description": "The original chart's AIM manifest: refused at render (not written here)."
+                },
+                "debug": _object(
+                    {"skip_checkpoint_upload": {"type": "boolean"}, "skip_checkpoint_download": {"type": "boolean"}}
+                ),
+            }
+        ),
     }
 
 
@@ -261,7 +305,9 @@ def location_helpers() -> str:
 
     local = " ".join(f"(hasPrefix {json.dumps(prefix)} $value)" for prefix in _LOCAL_PREFIXES)
     bucket_name_problem = json.dumps(BUCKET_NAME_PROBLEM.replace("%", "%%").format(bucket="%q"))
-    return GENERATED_HEADER + f"""
+    return (
+        GENERATED_HEADER
+        + f"""
 {{{{/* "local", "hub" ({HUB_SCHEME}...) or "bucket": how llmft reads a location. Called with the location. */}}}}
 {{{{- define "llmft-common.locationKind" -}}}}
 {{{{- $value := trim (toString .) -}}}}
@@ -331,6 +377,7 @@ and the fix.
 {{{{- end -}}}}
 {{{{- end -}}}}
 """
+    )
 
 
 def _section_types(annotation) -> list[type]:
@@ -348,8 +395,12 @@ def _location_fields(model, path: tuple = ()) -> list[tuple]:
     """Key paths ("[]" for list items) of every field the engine validates with its location rule."""
     from llmft.finetune.config import _check_location
 
-    checked = {name for decorator in model.__pydantic_decorators__.field_validators.values()
-               if decorator.func is _check_location for name in decorator.info.fields}
+    checked = {
+        name
+        for decorator in model.__pydantic_decorators__.field_validators.values()
+        if decorator.func is _check_location
+        for name in decorator.info.fields
+    }
     found = []
     for name, field in model.model_fields.items():
         if name in checked:
@@ -401,7 +452,7 @@ def _walk_template(path: tuple, root: str, body) -> str:
             key_args.append(index)
             value = f"$v{depth}"
         else:
-            lines.append(f"{{{{- if and (kindIs \"map\" {value}) (hasKey {value} {json.dumps(part)}) }}}}")
+            lines.append(f'{{{{- if and (kindIs "map" {value}) (hasKey {value} {json.dumps(part)}) }}}}')
             key_parts.append(f".{part}")
             value = f"(index {value} {json.dumps(part)})"
     key_format = "finetuning_config" + "".join(key_parts)
@@ -415,8 +466,10 @@ def _schema_default(schema: dict, path: tuple):
     """The default the engine's model gives the key at `path` (None when it has none)."""
     node = schema
     for key in path:
-        node = next((option["properties"][key] for option in node.get("anyOf", [node])
-                     if key in option.get("properties", {})), {})
+        node = next(
+            (option["properties"][key] for option in node.get("anyOf", [node]) if key in option.get("properties", {})),
+            {},
+        )
     return node.get("default")
 
 
@@ -430,9 +483,9 @@ def _condition(value: str, condition) -> str:
     from llmft.finetune.config import SET, UNSET
 
     if condition == SET:
-        return f"(include \"llm-finetune.isSet\" {value})"
+        return f'(include "llm-finetune.isSet" {value})'
     if condition == UNSET:
-        return f"(not (include \"llm-finetune.isSet\" {value}))"
+        return f'(not (include "llm-finetune.isSet" {value}))'
     words = " ".join(json.dumps(json.dumps(item) if isinstance(item, bool) else str(item)) for item in condition)
     return f"(has (toString {value}) (list {words}))"
 
@@ -449,7 +502,7 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
     lines.append(f"{{{{- $other := {other} }}}}")
     if "[]" in relation.field:
         split = relation.field.index("[]")
-        items, rest = relation.field[:split], relation.field[split + 1:]
+        items, rest = relation.field[:split], relation.field[split + 1 :]
         if "[]" in rest or relation.report is not None:
             raise RuntimeError(f"{relation.field}: one list level, reported at the field, is all this generates")
         key_format = "finetuning_config." + ".".join(items) + "[%d]." + ".".join(rest)
@@ -463,8 +516,12 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
         if relation.report is not None:
             lines.append(f"{{{{- $reported := {_dig(relation.report, 'nil', '$config')} }}}}")
     reported = "$reported" if relation.report is not None else "$value"
-    lines.append(f"{{{{- if and {_condition('$value', relation.when)} (not {_condition('$other', relation.allowed)}) }}}}")
-    lines.append(f"{{{{- fail (printf {json.dumps('%s: ' + message + ', got %s')} $key{other_arg} (toJson {reported})) }}}}")
+    lines.append(
+        f"{{{{- if and {_condition('$value', relation.when)} (not {_condition('$other', relation.allowed)}) }}}}"
+    )
+    lines.append(
+        f"{{{{- fail (printf {json.dumps('%s: ' + message + ', got %s')} $key{other_arg} (toJson {reported})) }}}}"
+    )
     lines.append("{{- end }}")
     if "[]" in relation.field:
         lines.append("{{- end }}")
@@ -483,22 +540,37 @@ def original_spelling_checks() -> str:
     for path, accepted in ORIGINAL_KEYS.items():
         words = " ".join(json.dumps(value) for value in accepted)
         message = json.dumps(f"%s: unknown key, got %s ({MOVED_KEYS[path[-1]]})")
-        blocks.append(_walk_template(path, "$config", lambda key, value, words=words, message=message: (
-            f"{{{{- if not (has (toJson {value}) (list {words})) }}}}"
-            f"{{{{ fail (printf {message} {key} (toJson {value})) }}}}{{{{ end }}}}")))
+        blocks.append(
+            _walk_template(
+                path,
+                "$config",
+                lambda key, value, words=words, message=message: (
+                    f"{{{{- if not (has (toJson {value}) (list {words})) }}}}"
+                    f"{{{{ fail (printf {message} {key} (toJson {value})) }}}}{{{{ end }}}}"
+                ),
+            )
+        )
     for name, fix in ORIGINAL_NAMES.items():
-        message = (f"finetuning_config.data_conf.chat_template_name: a template name of the original engine, "
-                   f"got {json.dumps(name)} ({fix})")
+        message = (
+            f"finetuning_config.data_conf.chat_template_name: a template name of the original engine, "
+            f"got {json.dumps(name)} ({fix})"
+        )
         name_given = '(toString (dig "data_conf" "chat_template_name" "" $config))'
-        blocks.append(f"{{{{- if eq {name_given} {json.dumps(name)} }}}}"
-                      f"{{{{ fail {json.dumps(message)} }}}}{{{{ end }}}}")
-    return GENERATED_HEADER + """
+        blocks.append(
+            f"{{{{- if eq {name_given} {json.dumps(name)} }}}}{{{{ fail {json.dumps(message)} }}}}{{{{ end }}}}"
+        )
+    return (
+        GENERATED_HEADER
+        + """
 {{/* The original engine's spellings in finetuning_config: read by the engine, or refused naming the fix. */}}
 {{- define "llmft-common.checkOriginalSpellings" -}}
 {{- $config := . | default dict -}}
-""" + "\n".join(blocks) + """
+"""
+        + "\n".join(blocks)
+        + """
 {{- end -}}
 """
+    )
 
 
 def finetune_checks() -> str:
@@ -526,15 +598,31 @@ def finetune_checks() -> str:
     blocks = []
     for path, (options, node) in numeric.items():
         allowed = _describe(node)
-        blocks.append(_walk_template(path, "$config", lambda key, value, options=options, allowed=allowed: (
-            f"{{{{- include \"llm-finetune.checkNumericString\" (list {key} {value} "
-            f"(fromJsonArray {json.dumps(json.dumps(options))}) {json.dumps(allowed)}) }}}}")))
+        blocks.append(
+            _walk_template(
+                path,
+                "$config",
+                lambda key, value, options=options, allowed=allowed: (
+                    f'{{{{- include "llm-finetune.checkNumericString" (list {key} {value} '
+                    f"(fromJsonArray {json.dumps(json.dumps(options))}) {json.dumps(allowed)}) }}}}"
+                ),
+            )
+        )
     for path in dict.fromkeys(locations):
-        blocks.append(_walk_template(path, "$config", lambda key, value: (
-            f"{{{{- if {value} }}}}{{{{ include \"llmft-common.checkLocation\" (list {key} {value}) }}}}{{{{ end }}}}")))
+        blocks.append(
+            _walk_template(
+                path,
+                "$config",
+                lambda key, value: (
+                    f'{{{{- if {value} }}}}{{{{ include "llmft-common.checkLocation" (list {key} {value}) }}}}{{{{ end }}}}'
+                ),
+            )
+        )
     for relation, (methods, schema) in relations.items():
         blocks.append(_relation_template(relation, methods, list(METHODS), schema))
-    return GENERATED_HEADER + """
+    return (
+        GENERATED_HEADER
+        + """
 {{/*
 A decimal that `--set` left as a string, held to the bounds of the engine's model: fails naming the key, what
 is allowed and the value. Called with (list "key.path" $value $options "what is allowed").
@@ -571,18 +659,25 @@ to their bounds, locations, and the rules between keys (`RELATIONS` of the confi
 */}}
 {{- define "llm-finetune.generatedChecks" -}}
 {{- $config := .Values.finetuning_config | default dict -}}
-{{- $method := dig "method" """ + json.dumps(DEFAULT_METHOD) + """ $config -}}
-""" + "\n".join(blocks) + """
+{{- $method := dig "method" """
+        + json.dumps(DEFAULT_METHOD)
+        + """ $config -}}
+"""
+        + "\n".join(blocks)
+        + """
 {{- end -}}
 """
+    )
 
 
 def expected_files(charts_dir: Path) -> dict[Path, str]:
     chart = charts_dir / CHART
-    files = {chart / "values.schema.json": json.dumps(values_schema(), indent=2) + "\n",
-             chart / "templates" / "_generated_checks.tpl": finetune_checks(),
-             charts_dir / "llmft-common" / "templates" / "_generated_locations.tpl": location_helpers(),
-             charts_dir / "llmft-common" / "templates" / "_generated_original_spellings.tpl": original_spelling_checks()}
+    files = {
+        chart / "values.schema.json": json.dumps(values_schema(), indent=2) + "\n",
+        chart / "templates" / "_generated_checks.tpl": finetune_checks(),
+        charts_dir / "llmft-common" / "templates" / "_generated_locations.tpl": location_helpers(),
+        charts_dir / "llmft-common" / "templates" / "_generated_original_spellings.tpl": original_spelling_checks(),
+    }
     for relative, content in preset_files().items():
         files[chart / "files" / "presets" / relative] = content
     from llmft.evaluate.chart import chart_files as evaluate_chart_files

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,13 @@ def _apply(base: Any, parsed: Any, expression: str, key: str | None) -> Any:
             target[child_key] = _apply(target.get(child_key), child, expression, child_key)
         return target
     if isinstance(parsed, list) and key is not None and _indexed(expression, key) and isinstance(base, list):
-        target = list(base)
+        items = list(base)
         for index, item in enumerate(parsed):
-            if index >= len(target):
-                target.append(item)
+            if index >= len(items):
+                items.append(item)
             elif item is not None:
-                target[index] = _apply(target[index], item, expression, None)
-        return target
+                items[index] = _apply(items[index], item, expression, None)
+        return items
     return parsed
 
 
@@ -75,8 +76,11 @@ def apply_set(values: dict, expression: str, kind: str = "set") -> dict:
     """Apply one `--set`, `--set-string` or `--set-json` expression to `values`, as Helm does."""
     import helm_python
 
-    parser = {"set": helm_python.parse_set_string, "set-string": helm_python.parse_set_string_values,
-              "set-json": helm_python.parse_set_json}[kind]
+    parser = {
+        "set": helm_python.parse_set_string,
+        "set-string": helm_python.parse_set_string_values,
+        "set-json": helm_python.parse_set_json,
+    }[kind]
     try:
         parsed = parser(expression)
     except helm_python.HelmError as error:
@@ -96,8 +100,12 @@ def load_values_file(path: Path) -> dict:
     return data
 
 
-def compose_values(values_files: list[Path] = (), set_values: list[str] = (),
-                   set_string_values: list[str] = (), set_json_values: list[str] = ()) -> dict:
+def compose_values(
+    values_files: Sequence[Path] = (),
+    set_values: Sequence[str] = (),
+    set_string_values: Sequence[str] = (),
+    set_json_values: Sequence[str] = (),
+) -> dict:
     """The user-supplied values of `helm template -f F... --set-json J... --set S... --set-string T...`.
 
     Helm applies them in this order whatever the order on the command line.
@@ -111,9 +119,17 @@ def compose_values(values_files: list[Path] = (), set_values: list[str] = (),
     return values
 
 
-def render_chart(chart_dir: Path, values: dict | None = None, *, values_files: list[Path] = (),
-                 set_values: list[str] = (), set_string_values: list[str] = (), set_json_values: list[str] = (),
-                 release_name: str = "release", namespace: str = "default") -> Rendered:
+def render_chart(
+    chart_dir: Path,
+    values: dict | None = None,
+    *,
+    values_files: Sequence[Path] = (),
+    set_values: Sequence[str] = (),
+    set_string_values: Sequence[str] = (),
+    set_json_values: Sequence[str] = (),
+    release_name: str = "release",
+    namespace: str = "default",
+) -> Rendered:
     """Render `chart_dir` offline with the real Helm engine; raise UserError on any Helm error."""
     import helm_python
 
@@ -147,8 +163,10 @@ def render_chart(chart_dir: Path, values: dict | None = None, *, values_files: l
         except yaml.YAMLError as error:  # e.g. `--set gpuResourceName=null` left a key empty
             mark = getattr(error, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else path
-            raise UserError(f"helm template {chart_dir}: {where} renders as invalid YAML ({error.problem}): a value "
-                            "the template uses is probably null or missing; check the --set and -f values") from None
+            raise UserError(
+                f"helm template {chart_dir}: {where} renders as invalid YAML ({error.problem}): a value "
+                "the template uses is probably null or missing; check the --set and -f values"
+            ) from None
         rendered.documents.extend(document for document in documents if document)
     return rendered
 
@@ -164,6 +182,9 @@ def lint_chart(chart_dir: Path, values: dict | None = None, strict: bool = True)
     import helm_python
 
     report = helm_python.lint(str(chart_dir), values or {}, strict=strict, quiet=False)
-    problems = [f"{m.get('path', '')}: {m.get('error', '')}" for m in report.get("messages", [])
-                if int(m.get("severity", 0)) >= 2]
+    problems = [
+        f"{m.get('path', '')}: {m.get('error', '')}"
+        for m in report.get("messages", [])
+        if int(m.get("severity", 0)) >= 2
+    ]
     return problems + list(report.get("errors") or [])

@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+from typing import Protocol
 
 from llmft import settings
 
@@ -29,6 +30,12 @@ def human_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class ProgressSink(Protocol):
+    """What a transfer reports its bytes to: a `Progress`, or something feeding several."""
+
+    def update(self, amount: float) -> None: ...
 
 
 class Progress:

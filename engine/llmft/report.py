@@ -49,13 +49,16 @@ def expand(patterns: list[str]) -> list[Location]:
         stem = parse_location(pattern[:-1])
         parent_key, _, name_prefix = stem.key.rpartition("/")
         if stem.is_local:
-            parent = Path(parent_key or ".")
-            found = sorted(p.name for p in parent.glob(f"{name_prefix}*") if (p / METRICS).is_file())
-            runs += [Location(None, str(parent / name)) for name in found]
+            folder = Path(parent_key or ".")
+            names = sorted(p.name for p in folder.glob(f"{name_prefix}*") if (p / METRICS).is_file())
+            runs += [Location(None, str(folder / name)) for name in names]
             continue
         parent = Location(stem.bucket, parent_key)
-        found = {rel.split("/", 1)[0] for rel in list_objects(parent)
-                 if rel.startswith(name_prefix) and rel.endswith("/metrics.jsonl") and rel.count("/") == 1}
+        found = {
+            rel.split("/", 1)[0]
+            for rel in list_objects(parent)
+            if rel.startswith(name_prefix) and rel.endswith("/metrics.jsonl") and rel.count("/") == 1
+        }
         runs += [parent.child(name) for name in found]
         if not found:
             raise UserError(f"no run folder with metrics.jsonl matches {pattern}")
@@ -78,8 +81,9 @@ def load_run(location: Location, scratch: Path) -> Run:
         raise UserError(f"{location} has no metrics.jsonl: is it a run folder (checkpointsRemote of a finetune run)?")
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     summary_text = _read_text(location.child(SUMMARY), scratch)
-    return Run(location.name, records, json.loads(summary_text) if summary_text else {},
-               read_evaluations(location, scratch))
+    return Run(
+        location.name, records, json.loads(summary_text) if summary_text else {}, read_evaluations(location, scratch)
+    )
 
 
 def markdown_table(runs: list[Run]) -> str:
@@ -88,19 +92,31 @@ def markdown_table(runs: list[Run]) -> str:
 
     # One column per evaluation metric any run has (`llmft evaluate`: <run>/eval/<name>/results.json).
     scores = sorted({(name, metric) for run in runs for name, values in run.evaluations.items() for metric in values})
-    lines = ["| run | steps | final train loss | final eval loss | best eval loss | tokens | runtime (s) |"
-             + "".join(f" {name}: {metric} |" for name, metric in scores),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(scores)]
+    lines = [
+        "| run | steps | final train loss | final eval loss | best eval loss | tokens | runtime (s) |"
+        + "".join(f" {name}: {metric} |" for name, metric in scores),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(scores),
+    ]
     for run in runs:
         steps = run.series("loss")[0] + run.series("eval_loss")[0]
         evals = run.series("eval_loss")[1]
         summary = run.summary
-        lines.append("| " + " | ".join([
-            run.name, fmt(max(steps) if steps else None), fmt(run.last("loss")), fmt(run.last("eval_loss")),
-            fmt(min(evals) if evals else None),
-            fmt(summary.get("tokens_seen")),
-            fmt(summary.get("runtime_seconds"), 1),
-        ] + [fmt(run.evaluations.get(name, {}).get(metric)) for name, metric in scores]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    run.name,
+                    fmt(max(steps) if steps else None),
+                    fmt(run.last("loss")),
+                    fmt(run.last("eval_loss")),
+                    fmt(min(evals) if evals else None),
+                    fmt(summary.get("tokens_seen")),
+                    fmt(summary.get("runtime_seconds"), 1),
+                ]
+                + [fmt(run.evaluations.get(name, {}).get(metric)) for name, metric in scores]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -119,8 +135,16 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
             axes.plot(steps, losses, color=color, linewidth=1.6, label=f"{run.name} (train)")
         steps, losses = run.series("eval_loss")
         if steps:
-            axes.plot(steps, losses, color=color, linewidth=1.6, linestyle="--", marker="o", markersize=4,
-                      label=f"{run.name} (eval)")
+            axes.plot(
+                steps,
+                losses,
+                color=color,
+                linewidth=1.6,
+                linestyle="--",
+                marker="o",
+                markersize=4,
+                label=f"{run.name} (eval)",
+            )
     axes.set_xlabel("training step")
     axes.set_ylabel("loss (cross-entropy per trained token)")
     axes.set_title(title)

@@ -28,8 +28,18 @@ _origin_kind = ""
 _marks: dict[str, float] = {}
 
 # The order of the phases in the log line and the summary block.
-PHASES = ("interpreter", "imports", "restore_started", "restore_done", "data", "model", "trainer", "optimizer",
-          "first_step", "first_step_done")
+PHASES = (
+    "interpreter",
+    "imports",
+    "restore_started",
+    "restore_done",
+    "data",
+    "model",
+    "trainer",
+    "optimizer",
+    "first_step",
+    "first_step_done",
+)
 
 
 def process_start_time() -> float | None:
@@ -81,8 +91,9 @@ def as_dict() -> dict | None:
         block["restore_seconds"] = round(marks["restore_done"] - marks["restore_started"], 3)
         # The restore ran beside imports and data; what the run waited for it is what it took past them.
         waited_from = max((marks[name] for name in ("imports", "data") if name in marks), default=0.0)
-        block["restore_waited_seconds"] = round(max(0.0, marks["restore_done"] - max(waited_from,
-                                                                                      marks["restore_started"])), 3)
+        block["restore_waited_seconds"] = round(
+            max(0.0, marks["restore_done"] - max(waited_from, marks["restore_started"])), 3
+        )
     return block
 
 

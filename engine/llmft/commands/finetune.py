@@ -18,17 +18,20 @@ from llmft import timeline
 
 METHODS = {
     "sft": ("supervised fine-tuning (LoRA or full) from a YAML config", "the data (file:line), then trains"),
-    "dpo": ("direct preference optimisation (LoRA or full) from a YAML config",
-            "the preference data (file:line), then trains with TRL's DPO trainer"),
+    "dpo": (
+        "direct preference optimisation (LoRA or full) from a YAML config",
+        "the preference data (file:line), then trains with TRL's DPO trainer",
+    ),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     for method, (summary, what) in METHODS.items():
         parser = subparsers.add_parser(
-            method, help=summary,
+            method,
+            help=summary,
             description=f"Validates the config (every problem at once), {what}. "
-                        "See docs/config-reference.md for every key.",
+            "See docs/config-reference.md for every key.",
         )
         parser.add_argument("config", help=f"YAML file with the finetuning_config sections (method: {method}, ...)")
         parser.add_argument("--check", action="store_true", help="validate the config and stop")
@@ -42,8 +45,10 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if config.method != args.method:
-        raise UserError(f"{args.config}: method is {config.method!r}; run `llmft {config.method} {args.config}` "
-                        f"(or set method: {args.method})")
+        raise UserError(
+            f"{args.config}: method is {config.method!r}; run `llmft {config.method} {args.config}` "
+            f"(or set method: {args.method})"
+        )
     if args.check:
         print(f"{args.config}: valid {args.method} config")
         return 0
@@ -105,10 +110,15 @@ def unused_libraries(config) -> list[str]:
     from llmft.finetune.distributed import DEEPSPEED_STAGES
 
     accelerate_config = config.launch_conf.accelerate_config
-    uses_deepspeed = (config.launch_conf.distributed_type in DEEPSPEED_STAGES
-                      or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
-                      or (accelerate_config is not None and Path(accelerate_config).is_file()
-                          and "deepspeed" in Path(accelerate_config).read_text().lower()))
+    uses_deepspeed = (
+        config.launch_conf.distributed_type in DEEPSPEED_STAGES
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+        or (
+            accelerate_config is not None
+            and Path(accelerate_config).is_file()
+            and "deepspeed" in Path(accelerate_config).read_text().lower()
+        )
+    )
     if not uses_deepspeed:
         unused.append("deepspeed")
     return unused

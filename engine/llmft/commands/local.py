@@ -1,7 +1,7 @@
 """`llmft local`: run a chart's workload on this machine, as `helm template ... | kubectl apply` would in a cluster.
 
-    llmft local CHART [-f VALUES]... [--set K=V]... [--name RELEASE]
-    llmft local s3 start|stop|status|env
+llmft local CHART [-f VALUES]... [--set K=V]... [--name RELEASE]
+llmft local s3 start|stop|status|env
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "local", help="render a chart with Helm and run its Job or Deployment locally (or: local s3 start|stop|status|env)",
+        "local",
+        help="render a chart with Helm and run its Job or Deployment locally (or: local s3 start|stop|status|env)",
         description="Render CHART with the real Helm engine (same -f / --set as `helm template`) and run what the "
-                    "rendered Job or Deployment would run, as local processes. Bucket storage: BUCKET_STORAGE_HOST "
-                    "if set, else the embedded S3 server (`llmft local s3 start|stop|status`; "
-                    "`eval \"$(llmft local s3 env)\"` points other llmft commands of your shell at it).",
+        "rendered Job or Deployment would run, as local processes. Bucket storage: BUCKET_STORAGE_HOST "
+        "if set, else the embedded S3 server (`llmft local s3 start|stop|status`; "
+        '`eval "$(llmft local s3 env)"` points other llmft commands of your shell at it).',
     )
     parser.add_argument("chart", help="chart folder, or `s3` to manage the embedded S3 server")
     parser.add_argument("action", nargs="?", choices=("start", "stop", "status", "env"), help="with `s3`: what to do")
@@ -39,7 +40,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.chart == "s3":
         return _s3(args.action or "status")
     if args.action:
-        raise UserError(f"unexpected argument {args.action!r} after the chart (did you mean `llmft local s3 {args.action}`?)")
+        raise UserError(
+            f"unexpected argument {args.action!r} after the chart (did you mean `llmft local s3 {args.action}`?)"
+        )
     import signal
 
     from llmft.local.runner import run_chart
@@ -48,9 +51,18 @@ def _run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    return run_chart(Path(args.chart), [Path(v) for v in args.values], args.set, args.set_string, args.name,
-                     Path(args.secrets_file) if args.secrets_file else None, dry_run=args.dry_run,
-                     keep_volumes=args.keep_volumes, serve_port=args.port, set_json_values=args.set_json)
+    return run_chart(
+        Path(args.chart),
+        [Path(v) for v in args.values],
+        args.set,
+        args.set_string,
+        args.name,
+        Path(args.secrets_file) if args.secrets_file else None,
+        dry_run=args.dry_run,
+        keep_volumes=args.keep_volumes,
+        serve_port=args.port,
+        set_json_values=args.set_json,
+    )
 
 
 def _s3(action: str) -> int:
@@ -70,6 +82,10 @@ def _s3(action: str) -> int:
     if action == "stop":
         print("stopped the embedded S3 server" if s3.stop() else "the embedded S3 server is not running")
         return 0
-    server = s3.status()
-    print(f"embedded S3 running at {server.endpoint} (pid {server.pid})" if server else "the embedded S3 server is not running")
-    return 0 if server else 3
+    running = s3.status()
+    print(
+        f"embedded S3 running at {running.endpoint} (pid {running.pid})"
+        if running
+        else "the embedded S3 server is not running"
+    )
+    return 0 if running else 3

@@ -14,10 +14,13 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="validate a fine-tuning config and run it (multi-process via accelerate)")
+    parser = subparsers.add_parser(
+        "train", help="validate a fine-tuning config and run it (multi-process via accelerate)"
+    )
     parser.add_argument("config", help="fine-tuning config YAML (method: sft or dpo; launch_conf: processes)")
-    parser.add_argument("--num-processes", type=int, help="processes (GPUs) on this node, instead of "
-                        "launch_conf.num_processes")
+    parser.add_argument(
+        "--num-processes", type=int, help="processes (GPUs) on this node, instead of launch_conf.num_processes"
+    )
     parser.add_argument("--accelerate-config", help="accelerate config YAML, instead of launch_conf.accelerate_config")
     parser.set_defaults(func=_run)
 
@@ -51,12 +54,25 @@ def _run(args: argparse.Namespace) -> int:
         # In this process: the pod's own program, so its restore and time line start here.
         return run_config(config, program=getattr(args, "program", False))
     if accelerate_path is None:
-        raise UserError(f"finetuning_config.launch_conf.accelerate_config: required with num_processes "
-                        f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
-                        "(or pass --accelerate-config)")
+        raise UserError(
+            f"finetuning_config.launch_conf.accelerate_config: required with num_processes "
+            f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
+            "(or pass --accelerate-config)"
+        )
     resolved = _resolved_accelerate_file(accelerate or {}, accelerate_path, launch.num_processes)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolved),
-               "--num_processes", str(launch.num_processes), "-m", "llmft", config.method, args.config]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(resolved),
+        "--num_processes",
+        str(launch.num_processes),
+        "-m",
+        "llmft",
+        config.method,
+        args.config,
+    ]
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
     return 0  # not reached
@@ -90,7 +106,6 @@ def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
         deepspeed["deepspeed_config_file"] = str((path.parent / file).resolve())
         config["deepspeed_config"] = deepspeed
     config["num_processes"] = num_processes
-    handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="llmft-accelerate-", delete=False)
-    with handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="llmft-accelerate-", delete=False) as handle:
         yaml.safe_dump(config, handle)
     return Path(handle.name)

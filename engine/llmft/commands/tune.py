@@ -18,19 +18,26 @@ ACTIONS = ("status", "best", "schema", "reference", "storage-server")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "tune", help="hyperparameter optimisation: run an experiment spec, or show its status and best trial",
+        "tune",
+        help="hyperparameter optimisation: run an experiment spec, or show its status and best trial",
         description="`llmft tune SPEC` runs an experiment (docs/hpo.md); `llmft tune status|best EXPERIMENT` shows "
-                    "it (EXPERIMENT: the experiment folder, the spec file, or its checkpointsRemote in the bucket); "
-                    "`llmft tune schema|reference` print the spec's JSON Schema or Markdown reference; "
-                    "`llmft tune storage-server` serves a study storage to workers (the llm-tune chart).",
+        "it (EXPERIMENT: the experiment folder, the spec file, or its checkpointsRemote in the bucket); "
+        "`llmft tune schema|reference` print the spec's JSON Schema or Markdown reference; "
+        "`llmft tune storage-server` serves a study storage to workers (the llm-tune chart).",
         usage="llmft tune SPEC [options] | llmft tune {status,best} EXPERIMENT | llmft tune {schema,reference} | "
-              "llmft tune storage-server --journal FILE [--port P]")
+        "llmft tune storage-server --journal FILE [--port P]",
+    )
     parser.add_argument("words", nargs="+", metavar="SPEC | ACTION [EXPERIMENT]", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help="experiment folder (default: $LLMFT_STATE_DIR/tune/<name>)")
-    parser.add_argument("--worker-index", type=int, default=None,
-                        help="this worker's index (default: $JOB_COMPLETION_INDEX, else 0; worker 0 creates the study)")
-    parser.add_argument("--slots", type=int, default=None,
-                        help="trials this worker trains at once (default: tune.parallel_trial_count)")
+    parser.add_argument(
+        "--worker-index",
+        type=int,
+        default=None,
+        help="this worker's index (default: $JOB_COMPLETION_INDEX, else 0; worker 0 creates the study)",
+    )
+    parser.add_argument(
+        "--slots", type=int, default=None, help="trials this worker trains at once (default: tune.parallel_trial_count)"
+    )
     parser.add_argument("--json", action="store_true", help="status/best: print experiment.json's data")
     parser.add_argument("--journal", help="storage-server: the journal file to serve")
     parser.add_argument("--host", default="0.0.0.0", help="storage-server: address to listen on")
@@ -45,8 +52,9 @@ def _run(args: argparse.Namespace) -> int:
     action, rest = args.words[0], args.words[1:]
     if action not in ACTIONS:
         if rest:
-            raise UserError(f"llmft tune takes one spec file, got {' '.join(args.words)}; "
-                            f"or an action: {', '.join(ACTIONS)}")
+            raise UserError(
+                f"llmft tune takes one spec file, got {' '.join(args.words)}; or an action: {', '.join(ACTIONS)}"
+            )
         return _tune(args, action)
     if action in ("schema", "reference", "storage-server") and rest:
         raise UserError(f"llmft tune {action} takes no argument, got {' '.join(rest)}")
@@ -65,8 +73,10 @@ def _run(args: argparse.Namespace) -> int:
     if action == "storage-server":
         return _storage_server(args)
     if len(rest) != 1:
-        raise UserError(f"usage: llmft tune {action} EXPERIMENT (an experiment folder, the spec file, or the bucket "
-                        "folder of its checkpointsRemote)")
+        raise UserError(
+            f"usage: llmft tune {action} EXPERIMENT (an experiment folder, the spec file, or the bucket "
+            "folder of its checkpointsRemote)"
+        )
     return _show(args, action, rest[0])
 
 
@@ -92,9 +102,11 @@ def _tune(args: argparse.Namespace, spec_file: str) -> int:
 
     if (experiment_dir / results.EXPERIMENT).is_file():
         print(results.status_table(results.load(str(experiment_dir))))
-    print(f"experiment folder: {experiment_dir}\n"
-          f"see `llmft tune status {experiment_dir}`, `llmft tune best {experiment_dir}`, "
-          f"`llmft report {experiment_dir}`")
+    print(
+        f"experiment folder: {experiment_dir}\n"
+        f"see `llmft tune status {experiment_dir}`, `llmft tune best {experiment_dir}`, "
+        f"`llmft report {experiment_dir}`"
+    )
     return status
 
 
@@ -115,8 +127,11 @@ def _uses_bucket(spec) -> bool:
     from llmft.tune import keypath
 
     config = spec.base_config()
-    places = [spec.checkpointsRemote, keypath.get(config, ("run_conf", "model")),
-              keypath.get(config, ("run_conf", "tokenizer"))]
+    places = [
+        spec.checkpointsRemote,
+        keypath.get(config, ("run_conf", "model")),
+        keypath.get(config, ("run_conf", "tokenizer")),
+    ]
     data = config.get("data_conf") or {}
     for section in ("training_data", "validation_data"):
         places += [item.get("path") for item in (data.get(section) or {}).get("datasets") or []]
@@ -152,8 +167,10 @@ def _live_results(path):
             from llmft.errors import UserError
 
             remote = f" ({spec.checkpointsRemote})" if spec.checkpointsRemote else ""
-            raise UserError(f"no experiment {spec.name} in {folder} (the default folder); give the folder it ran in "
-                            f"(--dir) or its checkpointsRemote{remote}")
+            raise UserError(
+                f"no experiment {spec.name} in {folder} (the default folder); give the folder it ran in "
+                f"(--dir) or its checkpointsRemote{remote}"
+            )
     elif (path / results.SPEC).is_file():
         spec, folder = load_spec(path / results.SPEC), path
     else:

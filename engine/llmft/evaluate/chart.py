@@ -41,27 +41,38 @@ def _without_null(schema: dict) -> dict:
 def values_schema() -> dict:
     from llmft.chart_files import QUANTITY, _object, job_pod_values, network_policy_schema, require_every_value
 
-    secret_ref = _object({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
-                         ["name", "key"])
-    return require_every_value({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "llm-evaluate values",
-        **_object({
-            "evaluation": {**evaluation_schema(), "description": "The evaluation spec (docs/evaluate-reference.md)."},
-            "apiKeySecrets": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                              "additionalProperties": secret_ref,
-                              "description": "Environment variable name -> Secret {name, key}: the API keys that "
-                                             "endpoint.api_key_env names."},
-            "gpus": {"type": "integer", "minimum": 0, "description": "GPUs for a checkpoint's model; 0 = CPU."},
-            "gpuResourceName": {"type": "string", "minLength": 1},
-            "memory": {"type": "integer", "minimum": 1, "description": "GiB, request and limit."},
-            "cpus": {"type": "integer", "minimum": 1},
-            **job_pod_values(),
-            "downloadsReservedSize": QUANTITY,
-            "backoffLimit": {"type": "integer", "minimum": 0},
-            "networkPolicy": network_policy_schema(),
-        }),
-    })
+    secret_ref = _object(
+        {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}}, ["name", "key"]
+    )
+    return require_every_value(
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "llm-evaluate values",
+            **_object(
+                {
+                    "evaluation": {
+                        **evaluation_schema(),
+                        "description": "The evaluation spec (docs/evaluate-reference.md).",
+                    },
+                    "apiKeySecrets": {
+                        "type": "object",
+                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                        "additionalProperties": secret_ref,
+                        "description": "Environment variable name -> Secret {name, key}: the API keys that "
+                        "endpoint.api_key_env names.",
+                    },
+                    "gpus": {"type": "integer", "minimum": 0, "description": "GPUs for a checkpoint's model; 0 = CPU."},
+                    "gpuResourceName": {"type": "string", "minLength": 1},
+                    "memory": {"type": "integer", "minimum": 1, "description": "GiB, request and limit."},
+                    "cpus": {"type": "integer", "minimum": 1},
+                    **job_pod_values(),
+                    "downloadsReservedSize": QUANTITY,
+                    "backoffLimit": {"type": "integer", "minimum": 0},
+                    "networkPolicy": network_policy_schema(),
+                }
+            ),
+        }
+    )
 
 
 def chart_files(charts_dir: Path) -> dict[Path, str]:

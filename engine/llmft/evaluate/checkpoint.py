@@ -32,7 +32,7 @@ def _device_and_dtype():
 
 def _batches(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class CausalLM:
@@ -49,9 +49,11 @@ class CausalLM:
         self.spec = spec
         self.tokenizer = load_tokenizer(folder)
         if not self.tokenizer.chat_template:
-            raise UserError(f"target: the model at {folder} has no chat template, so its prompts cannot be rendered "
-                            "as in training; evaluate a checkpoint written by `llmft sft` (it carries its template) "
-                            "or a chat model")
+            raise UserError(
+                f"target: the model at {folder} has no chat template, so its prompts cannot be rendered "
+                "as in training; evaluate a checkpoint written by `llmft sft` (it carries its template) "
+                "or a chat model"
+            )
         self.chat_format, _ = apply_chat_format(self.tokenizer, "keep-original")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -62,13 +64,21 @@ class CausalLM:
         """Per sample: `loss_sum` and `loss_tokens` (or `loss_left_out` with the reason)."""
         from llmft.finetune.data import IGNORE_INDEX, Record, encode_records
 
-        records = [Record(sample.messages, sample.where) for sample in samples]
-        encoded = list(encode_records(records, self.tokenizer, self.chat_format, self.spec.loss.max_seq_length,
-                                      self.spec.loss.completions_only))  # system messages: folded on reading
+        records = [Record(sample.conversation, sample.where) for sample in samples]
+        encoded = list(
+            encode_records(
+                records,
+                self.tokenizer,
+                self.chat_format,
+                self.spec.loss.max_seq_length,
+                self.spec.loss.completions_only,
+            )
+        )  # system messages: folded on reading
         refused = [f"{item.record.where}: {item.left_out}" for item in encoded if item.refused]
         if refused:
-            raise UserError("the chat template cannot render these evaluation conversations:\n  "
-                            + "\n  ".join(refused))
+            raise UserError(
+                "the chat template cannot render these evaluation conversations:\n  " + "\n  ".join(refused)
+            )
         rows: list[dict] = [{} for _ in samples]
         kept = [(index, item.example) for index, item in enumerate(encoded) if not item.left_out]
         for index, item in enumerate(encoded):
@@ -82,15 +92,20 @@ class CausalLM:
             mask = [[1] * len(ex["input_ids"]) + [0] * (width - len(ex["input_ids"])) for _, ex in batch]
             torch = self.torch
             with torch.no_grad():
-                logits = self.model(input_ids=torch.tensor(ids, device=self.device),
-                                    attention_mask=torch.tensor(mask, device=self.device)).logits.float()
+                logits = self.model(
+                    input_ids=torch.tensor(ids, device=self.device),
+                    attention_mask=torch.tensor(mask, device=self.device),
+                ).logits.float()
             targets = torch.tensor(labels, device=self.device)[:, 1:]
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets,
-                                                       ignore_index=IGNORE_INDEX, reduction="none")
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+            )
             trained = targets != IGNORE_INDEX
             for row, (index, _) in enumerate(batch):
-                rows[index] = {"loss_sum": float(losses[row][trained[row]].sum()),
-                               "loss_tokens": int(trained[row].sum())}
+                rows[index] = {
+                    "loss_sum": float(losses[row][trained[row]].sum()),
+                    "loss_tokens": int(trained[row].sum()),
+                }
         return rows
 
     def generate(self, samples: list[Sample]) -> list[str]:
@@ -117,7 +132,7 @@ class CausalLM:
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         with self.torch.no_grad():
             output = self.model.generate(**inputs, generation_config=config)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
@@ -132,20 +147,32 @@ class Classifier:
         self.names = names
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.device, dtype = _device_and_dtype()
-        options = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                   "label2id": {name: i for i, name in enumerate(names)}}
+        options = {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+        }
         if len(model_config.get("id2label") or {}) not in (0, len(names)):
             options["ignore_mismatched_sizes"] = True
-            log.warning("the model's head has %d classes, data.labels %d: a fresh head is made (untrained, its "
-                        "scores mean nothing until it is trained)", len(model_config["id2label"]), len(names))
+            log.warning(
+                "the model's head has %d classes, data.labels %d: a fresh head is made (untrained, its "
+                "scores mean nothing until it is trained)",
+                len(model_config["id2label"]),
+                len(names),
+            )
         self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype, **options)
         self.model.to(self.device).eval()
         self.batch_size = spec.generation.batch_size
         self.max_length = min(spec.loss.max_seq_length, getattr(self.tokenizer, "model_max_length", 10**6))
 
     def predict(self, samples: list[Sample]) -> list[str]:
-        inputs = self.tokenizer([sample.text for sample in samples], return_tensors="pt", padding=True,
-                                truncation=True, max_length=self.max_length)
+        inputs = self.tokenizer(
+            [sample.text for sample in samples],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+        )
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         with self.torch.no_grad():
             predicted = self.model(**inputs).logits.argmax(dim=-1).tolist()

@@ -33,13 +33,19 @@ class Sample:
     label: str | int | None = None  # classification: the reference label as written
 
     @property
+    def conversation(self) -> list[dict]:
+        """Chat: the whole conversation."""
+        assert self.messages is not None, "a chat sample"
+        return self.messages
+
+    @property
     def prompt(self) -> list[dict]:
         """Chat: the conversation up to the last assistant turn."""
-        return self.messages[:-1]
+        return self.conversation[:-1]
 
     @property
     def reference(self) -> str:
-        return self.messages[-1]["content"]
+        return self.conversation[-1]["content"]
 
     @property
     def question(self) -> str:
@@ -58,13 +64,17 @@ def _classification_problems(record, data: Data) -> list[str]:
     problems = []
     text = record.get(data.text_field)
     if data.text_field not in record:
-        problems.append(f"missing the text field {data.text_field!r} (set data.text_field to the field that holds "
-                        f"the text; this line has {', '.join(sorted(record)) or 'no fields'})")
+        problems.append(
+            f"missing the text field {data.text_field!r} (set data.text_field to the field that holds "
+            f"the text; this line has {', '.join(sorted(record)) or 'no fields'})"
+        )
     elif not isinstance(text, str) or not text.strip():
         problems.append(f"{data.text_field!r} must be a non-empty string")
     if data.label_field not in record:
-        problems.append(f"missing the reference field {data.label_field!r} (set data.label_field to the field "
-                        f"that holds the label; this line has {', '.join(sorted(record)) or 'no fields'})")
+        problems.append(
+            f"missing the reference field {data.label_field!r} (set data.label_field to the field "
+            f"that holds the label; this line has {', '.join(sorted(record)) or 'no fields'})"
+        )
     elif not isinstance(record[data.label_field], (str, int)) or isinstance(record[data.label_field], bool):
         problems.append(f"{data.label_field!r} must be a class name (string) or a class index (integer)")
     return problems
@@ -73,9 +83,11 @@ def _classification_problems(record, data: Data) -> list[str]:
 def _chat_problems(record) -> list[str]:
     problems = sft_problems(record)
     if problems and isinstance(record, dict) and "messages" not in record:
-        problems = ["missing the reference: chat samples are SFT records whose last message is the assistant's "
-                    "reference answer ({\"messages\": [{\"role\": \"user\", ...}, {\"role\": \"assistant\", ...}]}); "
-                    "for {\"text\", \"label\"} rows set data.format: classification"]
+        problems = [
+            "missing the reference: chat samples are SFT records whose last message is the assistant's "
+            'reference answer ({"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}); '
+            'for {"text", "label"} rows set data.format: classification'
+        ]
     return problems
 
 
@@ -88,8 +100,9 @@ def read_samples(data: Data) -> list[Sample]:
         if location.is_local:
             local, name = location.path.expanduser(), str(location.path)
             if not local.is_file():
-                hint = " (for a local file write ./" + data.path + ")" if not data.path.startswith(("/", ".", "~")) \
-                    else ""
+                hint = (
+                    " (for a local file write ./" + data.path + ")" if not data.path.startswith(("/", ".", "~")) else ""
+                )
                 raise UserError(f"data.path: {data.path} does not exist{hint}")
         else:
             local, name = Path(scratch) / "data.jsonl", str(location)
@@ -105,8 +118,11 @@ def _parse(local: Path, name: str, data: Data) -> list[Sample]:
         if data.max_samples is not None and len(samples) >= data.max_samples:
             break
         record = line.record
-        reasons = [line.error] if line.error else (
-            _chat_problems(record) if data.format == "chat" else _classification_problems(record, data))
+        reasons = (
+            [line.error]
+            if line.error
+            else (_chat_problems(record) if data.format == "chat" else _classification_problems(record, data))
+        )
         if reasons:
             bad += 1
             if bad <= MAX_PROBLEMS:

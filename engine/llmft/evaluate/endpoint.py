@@ -51,8 +51,10 @@ class EndpointClient:
         if self.endpoint.api_key_env:
             key = os.environ.get(self.endpoint.api_key_env)
             if not key:
-                raise UserError(f"{self.key_path}.api_key_env: the variable {self.endpoint.api_key_env} is not set; "
-                                "export it (the chart sets it from a Secret)")
+                raise UserError(
+                    f"{self.key_path}.api_key_env: the variable {self.endpoint.api_key_env} is not set; "
+                    "export it (the chart sets it from a Secret)"
+                )
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
@@ -68,25 +70,33 @@ class EndpointClient:
         try:
             listing = self._call("GET", "/models")
         except urllib.error.HTTPError as error:
-            hint = {401: f"the server wants an API key: set {self.key_path}.api_key_env",
-                    403: "the API key is refused", 404: f"no OpenAI API there: {self.key_path}.url must end "
-                                                        "with /v1 (e.g. http://host/v1)"}.get(error.code, "")
-            raise UserError(f"{self.key_path}.url: {url} answered HTTP {error.code}{'; ' + hint if hint else ''}, "
-                            f"got {self.endpoint.url!r}") from None
+            hint = {
+                401: f"the server wants an API key: set {self.key_path}.api_key_env",
+                403: "the API key is refused",
+                404: f"no OpenAI API there: {self.key_path}.url must end with /v1 (e.g. http://host/v1)",
+            }.get(error.code, "")
+            raise UserError(
+                f"{self.key_path}.url: {url} answered HTTP {error.code}{'; ' + hint if hint else ''}, "
+                f"got {self.endpoint.url!r}"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            raise UserError(f"{self.key_path}.url: cannot reach {url} ({reason}); check that the server runs and "
-                            "the URL is right (in the cluster: http://llm-inference-vllm-<release>/v1; locally: "
-                            f"`llmft serve MODEL --port 8080` and http://127.0.0.1:8080/v1), got "
-                            f"{self.endpoint.url!r}") from None
-        names = [item.get("id") for item in listing.get("data", []) if isinstance(item, dict)]
+            raise UserError(
+                f"{self.key_path}.url: cannot reach {url} ({reason}); check that the server runs and "
+                "the URL is right (in the cluster: http://llm-inference-vllm-<release>/v1; locally: "
+                f"`llmft serve MODEL --port 8080` and http://127.0.0.1:8080/v1), got "
+                f"{self.endpoint.url!r}"
+            ) from None
+        names = [item["id"] for item in listing.get("data", []) if isinstance(item, dict) and item.get("id")]
         if self.model is None:
             if not names:
                 raise UserError(f"{self.key_path}.model: {url} lists no model; set the served model name")
             self.model = names[0]
         elif names and self.model not in names:
-            raise UserError(f"{self.key_path}.model: {self.model!r} is not served at {self.base}; it serves "
-                            f"{', '.join(map(str, names))}")
+            raise UserError(
+                f"{self.key_path}.model: {self.model!r} is not served at {self.base}; it serves "
+                f"{', '.join(map(str, names))}"
+            )
         return self.model
 
     def chat(self, messages: list[dict], max_tokens: int, temperature: float) -> str:
@@ -107,8 +117,14 @@ class EndpointClient:
             except (KeyError, IndexError, TypeError, ValueError) as error:
                 raise RequestFailed(f"not an OpenAI chat completion ({error!r})") from None
             if attempt < self.requests.retries:
-                log.warning("%s: request failed (%s); retry %d of %d in %.0f s", self.base, problem, attempt + 1,
-                            self.requests.retries, delay)
+                log.warning(
+                    "%s: request failed (%s); retry %d of %d in %.0f s",
+                    self.base,
+                    problem,
+                    attempt + 1,
+                    self.requests.retries,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
         raise RequestFailed(f"{problem} (after {self.requests.retries + 1} attempts)")

@@ -31,8 +31,10 @@ def _require():
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise UserError("lm_eval: the lm-eval package is not installed here; install it (pip install "
-                        "lm-eval==0.4.13, part of llmft's `train` extra) or remove lm_eval from the metrics") from None
+        raise UserError(
+            "lm_eval: the lm-eval package is not installed here; install it (pip install "
+            "lm-eval==0.4.13, part of llmft's `train` extra) or remove lm_eval from the metrics"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -48,8 +50,10 @@ def task_folder(settings: LmEval) -> Iterator[Path]:
         yield folder
         return
     if not is_complete(location):
-        raise UserError(f"lm_eval.task_dir: {location} is not complete (no manifest); upload the folder with "
-                        f"`llmft storage cp ./tasks {location}`, got {settings.task_dir!r}")
+        raise UserError(
+            f"lm_eval.task_dir: {location} is not complete (no manifest); upload the folder with "
+            f"`llmft storage cp ./tasks {location}`, got {settings.task_dir!r}"
+        )
     with tempfile.TemporaryDirectory(prefix="llmft-lm-eval-") as scratch:
         download_tree(location, Path(scratch))
         yield Path(scratch)
@@ -64,8 +68,10 @@ def check_tasks(settings: LmEval, folder: Path):
     known = set(manager.all_tasks)
     unknown = [task for task in settings.tasks if task not in known]
     if unknown:
-        raise UserError(f"lm_eval.tasks: {', '.join(unknown)} not defined in {settings.task_dir} (it defines "
-                        f"{', '.join(sorted(known)) or 'no task: each YAML file needs a `task:` name'})")
+        raise UserError(
+            f"lm_eval.tasks: {', '.join(unknown)} not defined in {settings.task_dir} (it defines "
+            f"{', '.join(sorted(known)) or 'no task: each YAML file needs a `task:` name'})"
+        )
     return manager
 
 
@@ -88,15 +94,27 @@ def run_tasks(settings: LmEval, folder: Path, manager, model_dir: Path) -> dict[
     dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     with _working_directory(folder):
         output = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype}, tasks=list(settings.tasks),
-            task_manager=manager, device=device, batch_size=settings.batch_size, limit=settings.limit,
-            num_fewshot=settings.num_fewshot, apply_chat_template=settings.apply_chat_template, log_samples=False)
+            model="hf",
+            model_args={"pretrained": str(model_dir), "dtype": dtype},
+            tasks=list(settings.tasks),
+            task_manager=manager,
+            device=device,
+            batch_size=settings.batch_size,
+            limit=settings.limit,
+            num_fewshot=settings.num_fewshot,
+            apply_chat_template=settings.apply_chat_template,
+            log_samples=False,
+        )
     metrics: dict[str, float] = {}
     for task, values in (output or {}).get("results", {}).items():
         for name, value in values.items():
             metric, _, filter_name = name.partition(",")
-            if metric.endswith("_stderr") or metric == "sample_len" or not isinstance(value, (int, float)) \
-                    or isinstance(value, bool):
+            if (
+                metric.endswith("_stderr")
+                or metric == "sample_len"
+                or not isinstance(value, (int, float))
+                or isinstance(value, bool)
+            ):
                 continue
             suffix = "" if filter_name in ("", "none") else f"_{filter_name}"
             metrics[f"lm_eval/{task}/{metric}{suffix}"] = float(value)

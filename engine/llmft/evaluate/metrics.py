@@ -15,6 +15,7 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 
 TEXT_METRICS = ("exact_match", "contains", "token_f1", "rouge_l")
 LOWER_IS_BETTER = ("loss", "perplexity", "judge_failure_rate")  # every other metric: higher is better
@@ -65,7 +66,7 @@ def rouge_l(prediction: str, reference: str) -> float:
 TEXT_FUNCTIONS = {"exact_match": exact_match, "contains": contains, "token_f1": token_f1, "rouge_l": rouge_l}
 
 
-def text_scores(prediction: str, reference: str, metrics: list[str]) -> dict[str, float]:
+def text_scores(prediction: str, reference: str, metrics: Sequence[str]) -> dict[str, float]:
     """The requested text metrics of one answer."""
     return {name: TEXT_FUNCTIONS[name](prediction, reference) for name in metrics if name in TEXT_FUNCTIONS}
 
@@ -74,9 +75,9 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def aggregate_chat(rows: list[dict], metrics: list[str]) -> tuple[dict[str, float], dict]:
+def aggregate_chat(rows: list[dict], metrics: Sequence[str]) -> tuple[dict[str, float], dict]:
     """Metrics over every scored chat sample, and the counts behind them."""
-    results: dict[str, float] = {}
+    results: dict[str, float | None] = {}  # None: no sample to average (left out of the result)
     counts: dict = {"samples": len(rows)}
     for name in TEXT_METRICS:
         if name in metrics:
@@ -102,7 +103,9 @@ def aggregate_chat(rows: list[dict], metrics: list[str]) -> tuple[dict[str, floa
     return {k: v for k, v in results.items() if v is not None}, counts
 
 
-def aggregate_classification(rows: list[dict], metrics: list[str], labels: list[str]) -> tuple[dict[str, float], dict]:
+def aggregate_classification(
+    rows: list[dict], metrics: Sequence[str], labels: list[str]
+) -> tuple[dict[str, float], dict]:
     """Accuracy, macro F1 (mean F1 over every class that occurs as reference or prediction) and per-class counts."""
     classes = list(dict.fromkeys(labels + [row["reference"] for row in rows] + [row["predicted"] for row in rows]))
     per_class = {}
@@ -113,8 +116,14 @@ def aggregate_classification(rows: list[dict], metrics: list[str], labels: list[
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"support": tp + fn, "predicted": tp + fp, "true_positives": tp, "precision": precision,
-                           "recall": recall, "f1": f1}
+        per_class[name] = {
+            "support": tp + fn,
+            "predicted": tp + fp,
+            "true_positives": tp,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
     present = [name for name in classes if per_class[name]["support"] or per_class[name]["predicted"]]
     results: dict[str, float] = {}
     if "accuracy" in metrics and rows:

@@ -70,8 +70,9 @@ class SampleStore:
                 else:
                     stale += 1
         if stale:
-            log.info("samples.jsonl: %d row(s) of an earlier attempt with another spec or other data are scored "
-                     "again", stale)
+            log.info(
+                "samples.jsonl: %d row(s) of an earlier attempt with another spec or other data are scored again", stale
+            )
         self.path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
         return rows
 
@@ -101,8 +102,10 @@ class SampleStore:
     def load_harness(self) -> dict[str, float] | None:
         """The lm-eval metrics an earlier attempt finished under this spec, else None."""
         text = self._read(EVAL_HARNESS)
+        if not text:
+            return None
         try:
-            saved = json.loads(text) if text else {}
+            saved = json.loads(text)
         except json.JSONDecodeError:
             return None
         if saved.get("fingerprint") != self.fingerprint:
@@ -157,7 +160,7 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
 
 def read_evaluations(run: Location, scratch: Path) -> dict[str, dict[str, float]]:
     """Every finished evaluation of a run folder: `{name: {metric: value}}` from `<run>/eval/*/results.json`."""
-    if run.is_local:
+    if run.bucket is None:  # a local run folder
         found = {path.parent.name: path.read_text() for path in sorted((run.path / EVAL).glob(f"*/{EVAL_RESULTS}"))}
     else:
         from llmft.storage import download_file, list_objects
@@ -191,15 +194,19 @@ def best_run(patterns: list[str], score: str) -> tuple[str, float, list[tuple[st
 
     name, _, metric = score.partition("/")
     if not name or not metric:
-        raise UserError(f"--metric: write EVALUATION/METRIC (the spec's name, a metric), e.g. heldout/rouge_l, "
-                        f"got {score!r}")
+        raise UserError(
+            f"--metric: write EVALUATION/METRIC (the spec's name, a metric), e.g. heldout/rouge_l, got {score!r}"
+        )
     with tempfile.TemporaryDirectory(prefix="llmft-eval-best-") as scratch:
-        values = [(str(run), read_evaluations(run, Path(scratch)).get(name, {}).get(metric))
-                  for run in expand(patterns)]
+        values = [
+            (str(run), read_evaluations(run, Path(scratch)).get(name, {}).get(metric)) for run in expand(patterns)
+        ]
     scored = [(run, value) for run, value in values if value is not None]
     if not scored:
-        raise UserError(f"no run has {EVAL}/{name}/{EVAL_RESULTS} with {metric!r}: run `llmft evaluate` on them "
-                        f"first (runs: {', '.join(run for run, _ in values) or 'none'})")
+        raise UserError(
+            f"no run has {EVAL}/{name}/{EVAL_RESULTS} with {metric!r}: run `llmft evaluate` on them "
+            f"first (runs: {', '.join(run for run, _ in values) or 'none'})"
+        )
     pick = min if metric in LOWER_IS_BETTER else max
     best = pick(scored, key=lambda item: item[1])
     return best[0], best[1], values

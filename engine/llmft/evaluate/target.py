@@ -23,8 +23,12 @@ from llmft.run_layout import FINAL, FINAL_ADAPTER, SUMMARY
 
 log = logging.getLogger("llmft.evaluate")
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass
@@ -51,19 +55,23 @@ def check_checkpoint(spec: EvalSpec) -> Checkpoint:
 
     given = spec.target.run or spec.target.checkpoint
     key = _key(spec)
-    location = parse_location(spec.checkpoint_location())
+    checkpoint = spec.checkpoint_location()
+    assert checkpoint is not None, "called for a checkpoint or run target"
+    location = parse_location(checkpoint)
     problem = _model_problem(location)
     if problem is None:
-        return Checkpoint(spec.checkpoint_location(), _read_json(location.child("config.json")))
+        return Checkpoint(checkpoint, _read_json(location.child("config.json")))
     if spec.target.run:
         run = parse_location(spec.target.run)
         adapter = run.child(FINAL_ADAPTER)
         if _tree_complete(adapter, "adapter_config.json"):
             return _adapter_checkpoint(spec, run, adapter)
         if run.is_local and not (run.path.expanduser() / SUMMARY).is_file():
-            raise UserError(f"{key}: {given} has no {SUMMARY}: the run has not finished (or it is not a run folder "
-                            f"of `llmft sft`); wait for it, or evaluate one of its checkpoints with "
-                            f"target.checkpoint, got {given!r}")
+            raise UserError(
+                f"{key}: {given} has no {SUMMARY}: the run has not finished (or it is not a run folder "
+                f"of `llmft sft`); wait for it, or evaluate one of its checkpoints with "
+                f"target.checkpoint, got {given!r}"
+            )
     raise UserError(f"{key}: {problem}, got {given!r}")
 
 
@@ -75,13 +83,17 @@ def _model_problem(location) -> str | None:
         if not (folder / "config.json").is_file():
             return f"no model at {folder} (no config.json); give a model folder such as <run>/{FINAL}"
         if not any((folder / name).is_file() for name in WEIGHT_FILES):
-            return (f"{folder} has a config.json but no weights ({', '.join(WEIGHT_FILES[::2])}): the checkpoint "
-                    "is not complete; evaluate a finished checkpoint")
+            return (
+                f"{folder} has a config.json but no weights ({', '.join(WEIGHT_FILES[::2])}): the checkpoint "
+                "is not complete; evaluate a finished checkpoint"
+            )
         return None
     if not is_complete(location):
         parent = location.key.rpartition("/")[0]
-        return (f"{location} is not complete (no manifest: its upload is missing or unfinished); wait for the run "
-                f"to finish or pick a complete checkpoint (`llmft storage ls {location.bucket}/{parent}` marks them)")
+        return (
+            f"{location} is not complete (no manifest: its upload is missing or unfinished); wait for the run "
+            f"to finish or pick a complete checkpoint (`llmft storage ls {location.bucket}/{parent}` marks them)"
+        )
     return None
 
 
@@ -107,12 +119,16 @@ def _adapter_checkpoint(spec: EvalSpec, run, adapter) -> Checkpoint:
         summary = _read_json(run.child(SUMMARY))
         base = summary["config"]["run_conf"]["model"]
     except (OSError, ValueError, KeyError, TypeError, UserError):
-        raise UserError(f"{key}: {run} has a LoRA adapter ({FINAL_ADAPTER}) but no {FINAL} and no {SUMMARY} naming "
-                        f"its base model; merge it (`llmft merge-adapter BASE ADAPTER OUT`) and evaluate OUT with "
-                        f"target.checkpoint, got {spec.target.run!r}") from None
-    if spec.data.format == "classification":
-        raise UserError(f"{key}: {run} holds only a LoRA adapter; classification evaluates a merged model: "
-                        f"`llmft merge-adapter` it and use target.checkpoint")
+        raise UserError(
+            f"{key}: {run} has a LoRA adapter ({FINAL_ADAPTER}) but no {FINAL} and no {SUMMARY} naming "
+            f"its base model; merge it (`llmft merge-adapter BASE ADAPTER OUT`) and evaluate OUT with "
+            f"target.checkpoint, got {spec.target.run!r}"
+        ) from None
+    if spec.data is not None and spec.data.format == "classification":
+        raise UserError(
+            f"{key}: {run} holds only a LoRA adapter; classification evaluates a merged model: "
+            f"`llmft merge-adapter` it and use target.checkpoint"
+        )
     from llmft.storage import parse_location
 
     base_location = parse_location(base)
@@ -143,7 +159,7 @@ def fetched(spec: EvalSpec, checkpoint: Checkpoint) -> Iterator[Path]:
 
 def class_names(spec: EvalSpec, model_config: dict) -> list[str]:
     """The class names in output order: `data.labels`, else the model's `id2label`."""
-    if spec.data.labels:
+    if spec.data is not None and spec.data.labels:
         return list(spec.data.labels)
     id2label = model_config.get("id2label") or {}
     if not id2label:

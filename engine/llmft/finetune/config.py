@@ -18,9 +18,10 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,7 +34,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 # Hugging Face accepts an absolute number of steps or a fraction of the total steps.
-StepsOrFraction = Union[PositiveInt, Fraction]
+StepsOrFraction = PositiveInt | Fraction
 
 
 class Section(BaseModel):
@@ -59,10 +60,13 @@ class Section(BaseModel):
 # `llmft.chart_files` generates the charts' render-time location check from these and that module.
 BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 PARENT_SEGMENT_PATTERN = r"(^|/)[.][.](/|$)"
-BUCKET_NAME_PROBLEM = ("{bucket} is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
-                       "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /")
-PARENT_SEGMENT_PROBLEM = ("'..' is not allowed in a bucket key: write the full path from the bucket, e.g. "
-                          "bucket/datasets/train.jsonl")
+BUCKET_NAME_PROBLEM = (
+    "{bucket} is not a bucket name (3-63 lowercase letters, digits, '.' or '-'): write "
+    "bucket/path/in/bucket or s3://bucket/path, or start a local path with ./ or /"
+)
+PARENT_SEGMENT_PROBLEM = (
+    "'..' is not allowed in a bucket key: write the full path from the bucket, e.g. bucket/datasets/train.jsonl"
+)
 HUB_SCHEME = "hf://"
 
 
@@ -108,7 +112,8 @@ class ColumnMap(Section):
     output: str | None = Field(None, description="Column holding the assistant answer (default: `output`).")
     system: str | None = Field(None, description="Column holding an optional system prompt (default: `system`).")
     instruction: str | None = Field(
-        None, description="Column holding an optional instruction, put before the input (Alpaca style).")
+        None, description="Column holding an optional instruction, put before the input (Alpaca style)."
+    )
 
     def as_dict(self) -> dict[str, str]:
         return {key: value for key, value in self.model_dump().items() if value is not None}
@@ -120,13 +125,17 @@ class DatasetSpec(Section):
     path: str = Field(
         min_length=1,
         description="Location of one JSONL file: a local path (`./data/train.jsonl`, `/data/train.jsonl`), "
-                    "`bucket/path/file.jsonl` or `s3://bucket/path/file.jsonl`.")
+        "`bucket/path/file.jsonl` or `s3://bucket/path/file.jsonl`.",
+    )
     sampling_weight: PositiveFloat | None = Field(
-        None, description="Relative weight of this dataset; only with `type: PRECOMPUTE_WEIGHTED_MIX` "
-                          "(default 1.0 there).")
+        None,
+        description="Relative weight of this dataset; only with `type: PRECOMPUTE_WEIGHTED_MIX` (default 1.0 there).",
+    )
     column_map: ColumnMap | None = Field(
-        None, description="Convert instruction-style rows to chat messages, e.g. "
-                          "`{input: incorrect, output: correct}`. Without it, rows must have `messages`.")
+        None,
+        description="Convert instruction-style rows to chat messages, e.g. "
+        "`{input: incorrect, output: correct}`. Without it, rows must have `messages`.",
+    )
 
     _location = field_validator("path")(_check_location)
 
@@ -137,8 +146,9 @@ class TrainingData(Section):
     type: Literal["CONCATENATION", "PRECOMPUTE_WEIGHTED_MIX"] = Field(
         "CONCATENATION",
         description="`CONCATENATION`: all samples of all datasets. `PRECOMPUTE_WEIGHTED_MIX`: the same total "
-                    "number of samples, drawn from each dataset in proportion to its `sampling_weight` "
-                    "(whole passes over a dataset, then a seeded subset), shuffled with `seed`.")
+        "number of samples, drawn from each dataset in proportion to its `sampling_weight` "
+        "(whole passes over a dataset, then a seeded subset), shuffled with `seed`.",
+    )
     datasets: list[DatasetSpec] = Field(min_length=1, description="The datasets, at least one.")
     seed: int = Field(19851243, description="Seed for the weighted mix draws.")
 
@@ -149,13 +159,16 @@ class ValidationData(Section):
     type: Literal["AUTO_SPLIT", "CONCATENATION", "NONE"] = Field(
         "NONE",
         description="`AUTO_SPLIT`: hold out `ratio` of the training samples (seeded). `CONCATENATION`: the "
-                    "samples of `datasets`. `NONE`: no validation (then `training_args.eval_strategy` must be "
-                    "`no`).")
+        "samples of `datasets`. `NONE`: no validation (then `training_args.eval_strategy` must be "
+        "`no`).",
+    )
     ratio: Fraction | None = Field(
-        None, description="Fraction of the training samples held out; only with `AUTO_SPLIT` (default 0.1).")
+        None, description="Fraction of the training samples held out; only with `AUTO_SPLIT` (default 0.1)."
+    )
     seed: int = Field(1289525893, description="Seed for the `AUTO_SPLIT` draw.")
     datasets: list[DatasetSpec] | None = Field(
-        None, description="The validation datasets; only with (and required by) `CONCATENATION`.")
+        None, description="The validation datasets; only with (and required by) `CONCATENATION`."
+    )
 
 
 class DataConf(Section):
@@ -163,23 +176,27 @@ class DataConf(Section):
 
     training_data: TrainingData = Field(description="Training datasets.")
     validation_data: ValidationData = Field(
-        default_factory=ValidationData, description="Validation data (default: none).")
+        default_factory=ValidationData, description="Validation data (default: none)."
+    )
     chat_template_name: Literal["keep-original", "chat-ml", "llama-3"] = Field(
         "keep-original",
         description="`keep-original`: the model's own chat template (an error if it has none). `chat-ml`: "
-                    "`<|im_start|>role ... <|im_end|>` turns. `llama-3`: `<|start_header_id|>role"
-                    "<|end_header_id|> ... <|eot_id|>` turns. Tokens a template needs are added to the tokenizer "
-                    "and the embeddings resized.")
+        "`<|im_start|>role ... <|im_end|>` turns. `llama-3`: `<|start_header_id|>role"
+        "<|end_header_id|> ... <|eot_id|>` turns. Tokens a template needs are added to the tokenizer "
+        "and the embeddings resized.",
+    )
     system_message_handling: Literal["keep", "fold-into-first-user"] = Field(
         "keep",
         description="`keep`: system messages go to the chat template as they are. `fold-into-first-user`: a "
-                    "leading system message becomes the start of the first user turn (a blank line between), for "
-                    "templates that refuse a system role (Gemma 2) or place it after the assistant turns "
-                    "(Mistral v0.3). See docs/chat-templates.md.")
+        "leading system message becomes the start of the first user turn (a blank line between), for "
+        "templates that refuse a system role (Gemma 2) or place it after the assistant turns "
+        "(Mistral v0.3). See docs/chat-templates.md.",
+    )
     missing_pad_token_strategy: Literal["bos-repurpose", "eos-repurpose", "unk-repurpose", "add-new"] = Field(
         "bos-repurpose",
         description="What to pad with when the tokenizer has no pad token: reuse the bos, eos or unk token, or "
-                    "add a new `<pad>` token (resizes the embeddings). Padding never carries loss.")
+        "add a new `<pad>` token (resizes the embeddings). Padding never carries loss.",
+    )
 
 
 # ------------------------------------------------------------------------------------------ training_args
@@ -195,59 +212,85 @@ class TrainingArgs(Section):
     output_dir: str = Field(
         "./checkpoints",
         description="Local folder for checkpoints and outputs (the finetune chart sets `/checkpoints`, its scratch "
-                    "volume).")
+        "volume).",
+    )
     learning_rate: PositiveFloat = Field(5e-5, description="Peak learning rate (see also `overrides`).")
     num_train_epochs: PositiveFloat = Field(1.0, description="Epochs to train when `max_steps` is -1.")
     max_steps: Literal[-1] | PositiveInt = Field(
-        -1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs (0 would train nothing).")
+        -1, description="Total optimizer steps; -1 trains `num_train_epochs` epochs (0 would train nothing)."
+    )
     lr_scheduler_type: Literal[
-        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-        "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+        "cosine_with_min_lr",
+        "warmup_stable_decay",
     ] = Field("linear", description="Learning-rate schedule.")
     lr_scheduler_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra arguments for the schedule, e.g. `{min_lr_rate: 0.1}`.")
+        default_factory=dict, description="Extra arguments for the schedule, e.g. `{min_lr_rate: 0.1}`."
+    )
     warmup_steps: Annotated[int, Field(ge=0)] | Fraction | None = Field(
-        None, description="Warmup steps (an integer) or a fraction of the total steps (a number below 1).")
+        None, description="Warmup steps (an integer) or a fraction of the total steps (a number below 1)."
+    )
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = Field(
-        None, description="Fraction of the total steps used for warmup (alternative to `warmup_steps`).")
+        None, description="Fraction of the total steps used for warmup (alternative to `warmup_steps`)."
+    )
     weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="AdamW weight decay.")
     max_grad_norm: PositiveFloat = Field(1.0, description="Gradient clipping norm.")
     optim: Literal[
-        "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop",
-        "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+        "adamw_torch",
+        "adamw_torch_fused",
+        "adafactor",
+        "sgd",
+        "adagrad",
+        "rmsprop",
+        "adamw_bnb_8bit",
+        "paged_adamw_8bit",
+        "paged_adamw_32bit",
     ] = Field("adamw_torch", description="Optimizer (the `*8bit`/`paged_*` ones need bitsandbytes and CUDA).")
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Adam beta1.")
     adam_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(0.999, description="Adam beta2.")
     adam_epsilon: PositiveFloat = Field(1e-8, description="Adam epsilon.")
     logging_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When to log metrics.")
     logging_steps: StepsOrFraction = Field(
-        10, description="Log every N steps (or a fraction of the total steps). One progress line and one "
-                        "`metrics.jsonl` row per log.")
+        10,
+        description="Log every N steps (or a fraction of the total steps). One progress line and one "
+        "`metrics.jsonl` row per log.",
+    )
     logging_first_step: bool = Field(False, description="Also log after the first step.")
-    eval_strategy: Literal["no", "steps", "epoch"] = Field(
-        "no", description="When to evaluate on the validation data.")
-    eval_steps: StepsOrFraction | None = Field(
-        None, description="Evaluate every N steps (default: `logging_steps`).")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate on the validation data.")
+    eval_steps: StepsOrFraction | None = Field(None, description="Evaluate every N steps (default: `logging_steps`).")
     save_strategy: Literal["no", "steps", "epoch", "best"] = Field(
-        "steps", description="When to write a resumable `checkpoint-<step>/`.")
+        "steps", description="When to write a resumable `checkpoint-<step>/`."
+    )
     save_steps: StepsOrFraction = Field(500, description="Save every N steps (or a fraction of the total).")
     save_total_limit: PositiveInt | None = Field(
-        None, description="Keep at most this many `checkpoint-<step>/` folders (locally and in "
-                          "`run_conf.checkpoints_remote`).")
+        None,
+        description="Keep at most this many `checkpoint-<step>/` folders (locally and in "
+        "`run_conf.checkpoints_remote`).",
+    )
     load_best_model_at_end: bool = Field(
-        False, description="Load the best checkpoint (by `metric_for_best_model`) before writing the finals.")
+        False, description="Load the best checkpoint (by `metric_for_best_model`) before writing the finals."
+    )
     metric_for_best_model: str | None = Field(None, description="Metric that picks the best checkpoint.")
     greater_is_better: bool | None = Field(None, description="Whether a larger `metric_for_best_model` is better.")
     report_to: list[Literal["none", "tensorboard", "mlflow"]] | Literal["none", "tensorboard", "mlflow"] = Field(
         default_factory=list,
         description="Where metrics go besides `metrics.jsonl` and the log: `tensorboard` (event files under "
-                    "`<output_dir>/logs/`), `mlflow` (see `tracking`). Empty or `none`: nowhere else.")
+        "`<output_dir>/logs/`), `mlflow` (see `tracking`). Empty or `none`: nowhere else.",
+    )
     seed: int = Field(42, description="Seed for weights init (LoRA), data order and dropout.")
     data_seed: int | None = Field(None, description="Seed for the data order only (default: `seed`).")
     full_determinism: bool = Field(
-        False, description="Deterministic algorithms on GPUs (`torch.use_deterministic_algorithms`, cuDNN "
-                           "deterministic, fixed cuBLAS workspace): two runs give the same weights, at some "
-                           "speed cost. On the CPU runs are bit-identical without it.")
+        False,
+        description="Deterministic algorithms on GPUs (`torch.use_deterministic_algorithms`, cuDNN "
+        "deterministic, fixed cuBLAS workspace): two runs give the same weights, at some "
+        "speed cost. On the CPU runs are bit-identical without it.",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on long sequences.")
     dataloader_num_workers: Annotated[int, Field(ge=0)] = Field(0, description="Data loading worker processes.")
     run_name: str | None = Field(None, description="Run name shown by trackers.")
@@ -268,12 +311,16 @@ class BatchsizeConf(Section):
     """
 
     total_train_batch_size: PositiveInt | None = Field(
-        None, description="Samples per optimizer step over all processes (default: the per-device maximum "
-                          "times the number of processes, no accumulation).")
+        None,
+        description="Samples per optimizer step over all processes (default: the per-device maximum "
+        "times the number of processes, no accumulation).",
+    )
     max_per_device_train_batch_size: PositiveInt = Field(
-        1, description="Largest batch one device processes at once (memory bound).")
+        1, description="Largest batch one device processes at once (memory bound)."
+    )
     per_device_eval_batch_size: PositiveInt | None = Field(
-        None, description="Evaluation batch per device (default: the resolved per-device training batch).")
+        None, description="Evaluation batch per device (default: the resolved per-device training batch)."
+    )
 
 
 class LoraKwargs(Section):
@@ -282,26 +329,33 @@ class LoraKwargs(Section):
     r: PositiveInt = Field(8, description="LoRA rank.")
     lora_alpha: PositiveFloat = Field(16.0, description="LoRA scaling numerator (scale = lora_alpha / r).")
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.05, description="Dropout on the LoRA input.")
-    target_modules: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | Literal[
-        "all-linear"] = Field(
-        "all-linear", description="Module names to adapt (e.g. `[q_proj, v_proj]`) or `all-linear` (every linear "
-                                  "layer except the output layer).")
+    target_modules: (
+        Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | Literal["all-linear"]
+    ) = Field(
+        "all-linear",
+        description="Module names to adapt (e.g. `[q_proj, v_proj]`) or `all-linear` (every linear "
+        "layer except the output layer).",
+    )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling (lora_alpha / sqrt(r)).")
     modules_to_save: list[str] | None = Field(
-        None, description="Extra modules trained in full and saved with the adapter (the embedding and output "
-                          "layers are added automatically when the vocabulary grows).")
+        None,
+        description="Extra modules trained in full and saved with the adapter (the embedding and output "
+        "layers are added automatically when the vocabulary grows).",
+    )
 
 
 class PeftConf(Section):
     """Adapter configuration."""
 
     peft_type: Literal["NO_PEFT", "LORA"] = Field(
-        description="`LORA`: train a LoRA adapter. `NO_PEFT`: full-parameter training.")
+        description="`LORA`: train a LoRA adapter. `NO_PEFT`: full-parameter training."
+    )
     task_type: Literal["CAUSAL_LM"] = Field("CAUSAL_LM", description="PEFT task type.")
     peft_kwargs: LoraKwargs | None = Field(
-        None, description="LoRA settings; only with `peft_type: LORA` (defaults apply when omitted).")
+        None, description="LoRA settings; only with `peft_type: LORA` (defaults apply when omitted)."
+    )
 
     def lora(self) -> LoraKwargs | None:
         if self.peft_type != "LORA":
@@ -313,7 +367,8 @@ class QuantConf(Section):
     """Quantized base model (QLoRA) with bitsandbytes; needs a CUDA GPU."""
 
     quantization_type: Literal["no-quantization", "bits-and-bytes"] = Field(
-        "no-quantization", description="`bits-and-bytes` loads the base model in 4 or 8 bits (LoRA only).")
+        "no-quantization", description="`bits-and-bytes` loads the base model in 4 or 8 bits (LoRA only)."
+    )
     load_in_4bit: bool = Field(False, description="4-bit base weights (QLoRA).")
     load_in_8bit: bool = Field(False, description="8-bit base weights.")
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
@@ -325,13 +380,18 @@ class ModelArgs(Section):
     """How the base model is loaded."""
 
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="Weights and training precision. `auto`: bf16 on a GPU that supports it, else fp32 "
-                            "(the CPU). bf16/fp16 on a machine without support is a config error.")
+        "auto",
+        description="Weights and training precision. `auto`: bf16 on a GPU that supports it, else fp32 "
+        "(the CPU). bf16/fp16 on a machine without support is a config error.",
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
-        None, description="Attention kernel (default: transformers' choice, sdpa where supported). "
-                          "`flash_attention_2` needs CUDA and the flash-attn package.")
+        None,
+        description="Attention kernel (default: transformers' choice, sdpa where supported). "
+        "`flash_attention_2` needs CUDA and the flash-attn package.",
+    )
     trust_remote_code: bool = Field(
-        False, description="Run model code shipped with the checkpoint (only for models you trust).")
+        False, description="Run model code shipped with the checkpoint (only for models you trust)."
+    )
 
 
 class RunConf(Section):
@@ -340,25 +400,34 @@ class RunConf(Section):
     model: str = Field(
         min_length=1,
         description="Base model folder: a local path, `bucket/path`, `s3://bucket/path`, or `hf://org/name` "
-                    "(downloaded from the Hugging Face Hub; needs network).")
+        "(downloaded from the Hugging Face Hub; needs network).",
+    )
     tokenizer: str | None = Field(None, description="Tokenizer location if not the model's (same forms).")
     model_args: ModelArgs = Field(default_factory=ModelArgs, description="How the model is loaded.")
     resume_from_checkpoint: str = Field(
         "auto",
         description="`auto`: continue from the newest complete `checkpoint-<step>/` in the output dir (a "
-                    "finished run is not repeated); `none`: start fresh; or a path to one checkpoint folder.")
+        "finished run is not repeated); `none`: start fresh; or a path to one checkpoint folder.",
+    )
     merge_adapter: bool = Field(
-        False, description="LoRA only: merge the adapter into the base model and write it to "
-                           "`checkpoint-final/` (what you serve). The adapter alone stays in "
-                           "`checkpoint-final-adapter/`.")
+        False,
+        description="LoRA only: merge the adapter into the base model and write it to "
+        "`checkpoint-final/` (what you serve). The adapter alone stays in "
+        "`checkpoint-final-adapter/`.",
+    )
     checkpoints_remote: str | None = Field(
-        None, description="Stream checkpoints to this bucket location (`bucket/path` or `s3://...`) while "
-                          "training and resume from it when the job restarts.")
+        None,
+        description="Stream checkpoints to this bucket location (`bucket/path` or `s3://...`) while "
+        "training and resume from it when the job restarts.",
+    )
     logs_remote: str | None = Field(
-        None, description="Bucket location for the TensorBoard event files (`logs/`); default "
-                          "`<checkpoints_remote>/logs`. Only with `checkpoints_remote`.")
+        None,
+        description="Bucket location for the TensorBoard event files (`logs/`); default "
+        "`<checkpoints_remote>/logs`. Only with `checkpoints_remote`.",
+    )
     skip_checkpoint_download: bool = Field(
-        False, description="Start fresh instead of resuming from `checkpoints_remote` (uploads continue).")
+        False, description="Start fresh instead of resuming from `checkpoints_remote` (uploads continue)."
+    )
 
     _locations = field_validator("model", "tokenizer", "checkpoints_remote", "logs_remote")(_check_location)
 
@@ -367,33 +436,45 @@ class RunConf(Section):
     def _resume(cls, value: str) -> str:
         if value in ("auto", "none") or value.startswith(("/", "./", "../", "~")):
             return value
-        raise ValueError("must be `auto`, `none` or a local path to a checkpoint folder (starting with /, ./ "
-                         "or ../); to resume from the bucket use run_conf.checkpoints_remote")
+        raise ValueError(
+            "must be `auto`, `none` or a local path to a checkpoint folder (starting with /, ./ "
+            "or ../); to resume from the bucket use run_conf.checkpoints_remote"
+        )
 
 
 class LaunchConf(Section):
     """How `llmft train` starts the run's processes (the finetune chart fills this section)."""
 
     num_processes: PositiveInt = Field(
-        1, description="Processes on this node, one per GPU (the chart: `finetuningGpus`, at least 1). More than "
-                       "one runs under `accelerate launch` with `accelerate_config`.")
+        1,
+        description="Processes on this node, one per GPU (the chart: `finetuningGpus`, at least 1). More than "
+        "one runs under `accelerate launch` with `accelerate_config`.",
+    )
     distributed_type: Literal[DISTRIBUTED_PRESETS] | None = Field(  # type: ignore[valid-type]
-        None, description="The preset `accelerate_config` was generated from (the chart: `distributedType`); each "
-                          "process checks that the launch really engaged it (DeepSpeed, FSDP, one process group).")
+        None,
+        description="The preset `accelerate_config` was generated from (the chart: `distributedType`); each "
+        "process checks that the launch really engaged it (DeepSpeed, FSDP, one process group).",
+    )
     accelerate_config: str | None = Field(
-        None, description="The accelerate config YAML (`llmft accelerate-config`; a relative path is relative to "
-                          "this config file). Needed for several processes, DeepSpeed or FSDP.")
+        None,
+        description="The accelerate config YAML (`llmft accelerate-config`; a relative path is relative to "
+        "this config file). Needed for several processes, DeepSpeed or FSDP.",
+    )
 
 
 class SftArgs(Section):
     """Supervised fine-tuning settings."""
 
     max_seq_length: PositiveInt = Field(
-        2048, description="Longest sample in tokens. Longer samples are left out, counted and reported "
-                          "(log and summary.json), never truncated.")
+        2048,
+        description="Longest sample in tokens. Longer samples are left out, counted and reported "
+        "(log and summary.json), never truncated.",
+    )
     train_on_completions_only: bool = Field(
-        True, description="Loss on assistant turns only (each with its end-of-turn token, so the model learns "
-                          "to stop). `false`: loss on the whole conversation.")
+        True,
+        description="Loss on assistant turns only (each with its end-of-turn token, so the model learns "
+        "to stop). `false`: loss on the whole conversation.",
+    )
     packing: bool = Field(False, description="Pack several samples into each sequence (isolated by attention).")
 
 
@@ -407,7 +488,8 @@ class Tracking(Section):
     mlflow_server_uri: str = Field(
         min_length=1,
         description="MLflow tracking URI: a server URL (`http://mlflow:5000`), a `sqlite:///path/mlflow.db` "
-                    "URI, or a local folder (`./mlruns`: an sqlite store `mlflow.db` in it).")
+        "URI, or a local folder (`./mlruns`: an sqlite store `mlflow.db` in it).",
+    )
     experiment_name: str = Field("llmft", description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default: `training_args.run_name`).")
 
@@ -418,13 +500,15 @@ class Overrides(Section):
     num_train_epochs: PositiveFloat | None = Field(None, description="Overrides `training_args.num_train_epochs`.")
     lr_multiplier: PositiveFloat = Field(1.0, description="Multiplies `training_args.learning_rate`.")
     lr_batch_size_scaling: Literal["none", "sqrt", "linear"] = Field(
-        "none", description="Also multiply the learning rate by sqrt(total batch size) or by the total batch "
-                            "size (then `learning_rate` is the rate for a batch of one).")
+        "none",
+        description="Also multiply the learning rate by sqrt(total batch size) or by the total batch "
+        "size (then `learning_rate` is the rate for a batch of one).",
+    )
 
 
 # ------------------------------------------------------------------------------------------ relations
 
-SET = "set"      # a value is given: not absent, not null, not false, not an empty list
+SET = "set"  # a value is given: not absent, not null, not false, not an empty list
 UNSET = "unset"  # the opposite of SET
 
 
@@ -481,11 +565,11 @@ def _values_at(node: Any, path: tuple, where: tuple = ()) -> list[tuple[tuple, A
 def relation_problems(config: Section, relations: tuple[Relation, ...]) -> list[tuple[tuple, str, Any]]:
     found = []
     for relation in relations:
-        (_, other), = _values_at(config, relation.other)
+        ((_, other),) = _values_at(config, relation.other)
         for where, value in _values_at(config, relation.field):
             if matches(value, relation.when) and not matches(other, relation.allowed):
                 report = where if relation.report is None else relation.report
-                (_, reported), = _values_at(config, report)
+                ((_, reported),) = _values_at(config, report)
                 found.append((report, relation.message.format(other=other), _plain(reported)))
     return found
 
@@ -493,8 +577,7 @@ def relation_problems(config: Section, relations: tuple[Relation, ...]) -> list[
 _WEIGHTED_MIX = ("data_conf", "training_data", "type")
 _VALIDATION = ("data_conf", "validation_data")
 _EVALUATES = ("steps", "epoch")
-_BEST_NEEDS_EVALUATION = ("picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation "
-                          "data)")
+_BEST_NEEDS_EVALUATION = "picking the best checkpoint needs evaluation; set eval_strategy: steps (and validation data)"
 
 # ------------------------------------------------------------------------------------------ the configs
 
@@ -502,54 +585,127 @@ _BEST_NEEDS_EVALUATION = ("picking the best checkpoint needs evaluation; set eva
 class CommonConfig(Section):
     """Sections shared by every training method (SFT now, DPO next)."""
 
+    if TYPE_CHECKING:
+        method: str  # each method's config declares it as a Literal field (`SftConfig.method`)
+
     data_conf: DataConf = Field(description="Data input: datasets, chat template, padding.")
     training_args: TrainingArgs = Field(
-        default_factory=TrainingArgs, description="Optimizer, schedule, logging, evaluation and saving.")
+        default_factory=TrainingArgs, description="Optimizer, schedule, logging, evaluation and saving."
+    )
     batchsize_conf: BatchsizeConf = Field(default_factory=BatchsizeConf, description="Batch size.")
     peft_conf: PeftConf = Field(description="LoRA or full-parameter training.")
     quant_conf: QuantConf = Field(default_factory=QuantConf, description="Quantized base model (QLoRA).")
     run_conf: RunConf = Field(description="Model, resume, merge and checkpoint streaming.")
     tracking: Tracking | None = Field(
-        None, description="MLflow tracking (off unless set). metrics.jsonl is always written; TensorBoard is "
-                          "`training_args.report_to: [tensorboard]`.")
+        None,
+        description="MLflow tracking (off unless set). metrics.jsonl is always written; TensorBoard is "
+        "`training_args.report_to: [tensorboard]`.",
+    )
     overrides: Overrides = Field(default_factory=Overrides, description="Learning-rate and epoch overrides.")
     launch_conf: LaunchConf = Field(default_factory=LaunchConf, description="Processes and distributed launch.")
 
     RELATIONS: ClassVar[tuple[Relation, ...]] = (
-        Relation(("data_conf", "training_data", "datasets", "[]", "sampling_weight"), SET, _WEIGHTED_MIX,
-                 ("PRECOMPUTE_WEIGHTED_MIX",),
-                 "only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or change the type"),
-        Relation(_VALIDATION + ("type",), ("CONCATENATION",), _VALIDATION + ("datasets",), SET,
-                 "required with validation_data.type CONCATENATION (a list of {{path: ...}})",
-                 report=_VALIDATION + ("datasets",)),
-        Relation(_VALIDATION + ("datasets",), SET, _VALIDATION + ("type",), ("CONCATENATION",),
-                 "only used with validation_data.type CONCATENATION, but the type is {other}"),
-        Relation(_VALIDATION + ("ratio",), SET, _VALIDATION + ("type",), ("AUTO_SPLIT",),
-                 "only used with validation_data.type AUTO_SPLIT, but the type is {other}"),
-        Relation(("training_args", "eval_strategy"), _EVALUATES, _VALIDATION + ("type",),
-                 ("AUTO_SPLIT", "CONCATENATION"),
-                 "needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) or "
-                 "eval_strategy: no"),
-        Relation(("training_args", "save_strategy"), ("best",), ("training_args", "eval_strategy"), _EVALUATES,
-                 _BEST_NEEDS_EVALUATION),
-        Relation(("training_args", "load_best_model_at_end"), (True,), ("training_args", "eval_strategy"),
-                 _EVALUATES, _BEST_NEEDS_EVALUATION),
-        Relation(("training_args", "metric_for_best_model"), SET, ("training_args", "eval_strategy"), _EVALUATES,
-                 "is read from evaluations, and eval_strategy is {other}; set eval_strategy: steps (and "
-                 "validation data) or remove it"),
-        Relation(("training_args", "warmup_ratio"), SET, ("training_args", "warmup_steps"), UNSET,
-                 "set either warmup_steps or warmup_ratio, not both"),
-        Relation(("peft_conf", "peft_kwargs"), SET, ("peft_conf", "peft_type"), ("LORA",),
-                 "only used with peft_type LORA; remove it for full-parameter training (NO_PEFT)"),
-        Relation(("run_conf", "logs_remote"), SET, ("run_conf", "checkpoints_remote"), SET,
-                 "only used with run_conf.checkpoints_remote (logs stream with the checkpoints)"),
-        Relation(("quant_conf", "quantization_type"), ("bits-and-bytes",), ("peft_conf", "peft_type"), ("LORA",),
-                 "a quantized model cannot be trained in full; use peft_conf.peft_type: LORA (QLoRA) or "
-                 "quantization_type: no-quantization"),
-        Relation(("quant_conf", "load_in_4bit"), (True,), ("quant_conf", "quantization_type"), ("bits-and-bytes",),
-                 "only used with quantization_type: bits-and-bytes"),
-        Relation(("quant_conf", "load_in_8bit"), (True,), ("quant_conf", "quantization_type"), ("bits-and-bytes",),
-                 "only used with quantization_type: bits-and-bytes"),
+        Relation(
+            ("data_conf", "training_data", "datasets", "[]", "sampling_weight"),
+            SET,
+            _WEIGHTED_MIX,
+            ("PRECOMPUTE_WEIGHTED_MIX",),
+            "only used with training_data.type PRECOMPUTE_WEIGHTED_MIX; remove it or change the type",
+        ),
+        Relation(
+            _VALIDATION + ("type",),
+            ("CONCATENATION",),
+            _VALIDATION + ("datasets",),
+            SET,
+            "required with validation_data.type CONCATENATION (a list of {{path: ...}})",
+            report=_VALIDATION + ("datasets",),
+        ),
+        Relation(
+            _VALIDATION + ("datasets",),
+            SET,
+            _VALIDATION + ("type",),
+            ("CONCATENATION",),
+            "only used with validation_data.type CONCATENATION, but the type is {other}",
+        ),
+        Relation(
+            _VALIDATION + ("ratio",),
+            SET,
+            _VALIDATION + ("type",),
+            ("AUTO_SPLIT",),
+            "only used with validation_data.type AUTO_SPLIT, but the type is {other}",
+        ),
+        Relation(
+            ("training_args", "eval_strategy"),
+            _EVALUATES,
+            _VALIDATION + ("type",),
+            ("AUTO_SPLIT", "CONCATENATION"),
+            "needs validation data; set data_conf.validation_data (AUTO_SPLIT or CONCATENATION) or eval_strategy: no",
+        ),
+        Relation(
+            ("training_args", "save_strategy"),
+            ("best",),
+            ("training_args", "eval_strategy"),
+            _EVALUATES,
+            _BEST_NEEDS_EVALUATION,
+        ),
+        Relation(
+            ("training_args", "load_best_model_at_end"),
+            (True,),
+            ("training_args", "eval_strategy"),
+            _EVALUATES,
+            _BEST_NEEDS_EVALUATION,
+        ),
+        Relation(
+            ("training_args", "metric_for_best_model"),
+            SET,
+            ("training_args", "eval_strategy"),
+            _EVALUATES,
+            "is read from evaluations, and eval_strategy is {other}; set eval_strategy: steps (and "
+            "validation data) or remove it",
+        ),
+        Relation(
+            ("training_args", "warmup_ratio"),
+            SET,
+            ("training_args", "warmup_steps"),
+            UNSET,
+            "set either warmup_steps or warmup_ratio, not both",
+        ),
+        Relation(
+            ("peft_conf", "peft_kwargs"),
+            SET,
+            ("peft_conf", "peft_type"),
+            ("LORA",),
+            "only used with peft_type LORA; remove it for full-parameter training (NO_PEFT)",
+        ),
+        Relation(
+            ("run_conf", "logs_remote"),
+            SET,
+            ("run_conf", "checkpoints_remote"),
+            SET,
+            "only used with run_conf.checkpoints_remote (logs stream with the checkpoints)",
+        ),
+        Relation(
+            ("quant_conf", "quantization_type"),
+            ("bits-and-bytes",),
+            ("peft_conf", "peft_type"),
+            ("LORA",),
+            "a quantized model cannot be trained in full; use peft_conf.peft_type: LORA (QLoRA) or "
+            "quantization_type: no-quantization",
+        ),
+        Relation(
+            ("quant_conf", "load_in_4bit"),
+            (True,),
+            ("quant_conf", "quantization_type"),
+            ("bits-and-bytes",),
+            "only used with quantization_type: bits-and-bytes",
+        ),
+        Relation(
+            ("quant_conf", "load_in_8bit"),
+            (True,),
+            ("quant_conf", "quantization_type"),
+            ("bits-and-bytes",),
+            "only used with quantization_type: bits-and-bytes",
+        ),
     )
 
     def problems(self) -> list[tuple[tuple, str, Any]]:
@@ -564,20 +720,38 @@ class CommonConfig(Section):
         if "none" in targets and len(targets) > 1:
             found.append((("training_args", "report_to"), "`none` cannot be combined with other targets", targets))
         if "mlflow" in targets and self.tracking is None:
-            found.append((("tracking",), "required when training_args.report_to includes mlflow "
-                          "(tracking.mlflow_server_uri)", None))
+            found.append(
+                (
+                    ("tracking",),
+                    "required when training_args.report_to includes mlflow (tracking.mlflow_server_uri)",
+                    None,
+                )
+            )
         best = args.metric_for_best_model
         if best is not None:
             from llmft.tune.metrics import catalog  # what each method's evaluation writes
 
-            evaluated = sorted(name.removeprefix("eval_") for name, source in catalog(self.method).items()
-                               if source.file == "metrics.jsonl" and source.needs_evaluation)
+            evaluated = sorted(
+                name.removeprefix("eval_")
+                for name, source in catalog(self.method).items()
+                if source.file == "metrics.jsonl" and source.needs_evaluation
+            )
             if best.removeprefix("eval_") not in evaluated:
-                found.append((("training_args", "metric_for_best_model"), "no evaluation of this method writes it; "
-                              f"use one of {', '.join(evaluated)}", best))
+                found.append(
+                    (
+                        ("training_args", "metric_for_best_model"),
+                        f"no evaluation of this method writes it; use one of {', '.join(evaluated)}",
+                        best,
+                    )
+                )
         if quant.quantization_type == "bits-and-bytes" and quant.load_in_4bit == quant.load_in_8bit:
-            found.append((("quant_conf", "load_in_4bit"), "with bits-and-bytes set exactly one of "
-                          "load_in_4bit or load_in_8bit to true", quant.load_in_4bit))
+            found.append(
+                (
+                    ("quant_conf", "load_in_4bit"),
+                    "with bits-and-bytes set exactly one of load_in_4bit or load_in_8bit to true",
+                    quant.load_in_4bit,
+                )
+            )
         return found
 
 
@@ -590,8 +764,7 @@ class SftConfig(CommonConfig):
     def problems(self) -> list[tuple[tuple, str, Any]]:
         found = super().problems()
         if self.sft_args.packing and importlib.util.find_spec("llmft.finetune.packing") is None:
-            found.append((("sft_args", "packing"), "packing is not available in this build; set packing: false",
-                          True))
+            found.append((("sft_args", "packing"), "packing is not available in this build; set packing: false", True))
         return found
 
 
@@ -608,9 +781,9 @@ MOVED_KEYS = {
     "bf16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `bf16: true` is read as dtype: bf16",
     "fp16": "precision is run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); `fp16: true` is read as dtype: fp16",
     "torch_dtype": "use run_conf.model_args.dtype (auto | bf16 | fp16 | fp32); bfloat16, float16, float32 and auto "
-                   "are read as such",
+    "are read as such",
     "push_to_hub": "the engine never pushes to the Hub (only `push_to_hub: false` is accepted): outputs go to "
-                   "checkpoints_remote; remove the key",
+    "checkpoints_remote; remove the key",
     "use_cache": "training always runs without the KV cache (only `use_cache: false` is accepted); remove the key",
     "per_device_train_batch_size": "batch sizes are set in batchsize_conf",
     "gradient_accumulation_steps": "accumulation follows from batchsize_conf.total_train_batch_size",
@@ -624,11 +797,15 @@ MOVED_KEYS = {
 # The original engine's spellings (the silogen/ai-workloads tutorial files), accepted where the meaning maps
 # exactly: key path -> {JSON of an accepted value: the run_conf.model_args.dtype it means, or None where it is
 # what this engine always does}. Any other value stays in place and is reported with its MOVED_KEYS note.
-ORIGINAL_KEYS = {
+ORIGINAL_KEYS: dict[tuple[str, ...], dict[str, str | None]] = {
     ("training_args", "bf16"): {"true": "bf16"},
     ("training_args", "fp16"): {"true": "fp16"},
     ("run_conf", "model_args", "torch_dtype"): {
-        '"bfloat16"': "bf16", '"float16"': "fp16", '"float32"': "fp32", '"auto"': "auto"},
+        '"bfloat16"': "bf16",
+        '"float16"': "fp16",
+        '"float32"': "fp32",
+        '"auto"': "auto",
+    },
     ("training_args", "push_to_hub"): {"false": None},
     ("run_conf", "model_args", "use_cache"): {"false": None},
 }
@@ -643,24 +820,26 @@ def _accept_original_keys(data: dict) -> list[tuple]:
     """
     from llmft.finetune.templates import ORIGINAL_NAMES
 
-    problems = []
+    problems: list[tuple] = []
     data_conf = data.get("data_conf")
     if isinstance(data_conf, dict) and data_conf.get("chat_template_name") in ORIGINAL_NAMES:
         name = data_conf.pop("chat_template_name")
-        problems.append((("data_conf", "chat_template_name"), "a template name of the original engine", name,
-                         ORIGINAL_NAMES[name]))
+        problems.append(
+            (("data_conf", "chat_template_name"), "a template name of the original engine", name, ORIGINAL_NAMES[name])
+        )
     precisions: dict[tuple, str] = {}
     shown = []
     for path, accepted in ORIGINAL_KEYS.items():
         *parents, key = path
-        section = data
+        section: Any = data
         for parent in parents:
             section = section.get(parent) if isinstance(section, dict) else None
         if not isinstance(section, dict) or key not in section:
             continue
-        meaning = accepted.get(json.dumps(section[key]), _MISSING)
-        if meaning is _MISSING:
+        spelled = json.dumps(section[key])
+        if spelled not in accepted:
             continue  # reported as an unknown key, with the new spelling (MOVED_KEYS)
+        meaning = accepted[spelled]
         value = section.pop(key)
         if meaning is not None:
             precisions[path] = meaning
@@ -673,8 +852,14 @@ def _accept_original_keys(data: dict) -> list[tuple]:
         precisions[DTYPE_PATH] = model_args["dtype"]
         shown.append(f"{'.'.join(DTYPE_PATH)}: {json.dumps(model_args['dtype'])}")
     if len(set(map(str, precisions.values()))) > 1:
-        problems.append((DTYPE_PATH, f"the precision keys disagree ({', '.join(shown)})", _MISSING,
-                         "keep only run_conf.model_args.dtype"))
+        problems.append(
+            (
+                DTYPE_PATH,
+                f"the precision keys disagree ({', '.join(shown)})",
+                _MISSING,
+                "keep only run_conf.model_args.dtype",
+            )
+        )
     else:
         model_args["dtype"] = next(iter(precisions.values()))
     return problems
@@ -855,8 +1040,8 @@ def _value(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _pydantic_problems(error: ValidationError, schema: dict) -> list[tuple[tuple, str, Any]]:
-    problems: list[tuple[tuple, str, Any]] = []
+def _pydantic_problems(error: ValidationError, schema: dict) -> list[tuple]:
+    problems: list[tuple] = []
     seen: set[tuple] = set()
     for item in error.errors(include_url=False):
         path, node, parent = _walk(schema, tuple(item["loc"]))
@@ -888,11 +1073,12 @@ def _pydantic_problems(error: ValidationError, schema: dict) -> list[tuple[tuple
 _MISSING = object()
 
 
-def _format_problems(problems: list[tuple[tuple, str, Any]], key_prefix: str, noun: str = "config") -> str:
+def _format_problems(problems: Sequence[tuple], key_prefix: str, noun: str = "config") -> str:
     lines = []
     for path, message, value, *after in problems:
-        key = ".".join(([key_prefix] if key_prefix else []) + [f"[{p}]" if isinstance(p, int) else str(p)
-                                                              for p in path])
+        key = ".".join(
+            ([key_prefix] if key_prefix else []) + [f"[{p}]" if isinstance(p, int) else str(p) for p in path]
+        )
         key = key.replace(".[", "[")
         got = "" if value is _MISSING else f", got {_value(value)}"
         note = f" ({after[0]})" if after and after[0] else ""

@@ -18,15 +18,22 @@ from __future__ import annotations
 import logging
 
 from llmft.errors import UserError
-from llmft.finetune import data, model as modeling, recipe, throughput
+from llmft.finetune import data, recipe, throughput
+from llmft.finetune import model as modeling
 from llmft.finetune.dpo_config import DpoConfig
 from llmft.finetune.templates import TemplateRefusal, fold_system_message, render
 
 log = logging.getLogger("llmft.finetune.dpo")
 
 # TRL's DPO metrics that summary.json reports first and last values of.
-HEADLINE_METRICS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
-                    "logps/chosen", "logps/rejected")
+HEADLINE_METRICS = (
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 def run_dpo(config: DpoConfig, callbacks: list | tuple = ()) -> int:
@@ -55,28 +62,33 @@ def run_dpo(config: DpoConfig, callbacks: list | tuple = ()) -> int:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=config.training_args.gradient_checkpointing)
+                model, use_gradient_checkpointing=config.training_args.gradient_checkpointing
+            )
 
     recipe.seed_everything(config)  # LoRA's initial weights (TRL wraps the model inside its constructor)
     trainer = build_trainer(model, tokenizer, args, train_pairs, eval_pairs, peft_config)
     recipe.attach_callbacks(trainer, config, run, plan, tokenizer, generation_config, callbacks)
     result, runtime = recipe.train(trainer, run)
-    report = recipe.throughput_report(trainer, runtime,
-                                      reference_forward=not config.training_args.precompute_ref_log_probs)
+    report = recipe.throughput_report(
+        trainer, runtime, reference_forward=not config.training_args.precompute_ref_log_probs
+    )
 
-    finals = recipe.write_finals(config, trainer, model_dir, run.output_dir, tokenizer, generation_config,
-                                 run.state.is_main_process)
+    finals = recipe.write_finals(
+        config, trainer, model_dir, run.output_dir, tokenizer, generation_config, run.state.is_main_process
+    )
     summary = None
     if run.state.is_main_process:
-        summary = recipe.base_summary(config, trainer, result, runtime, plan, setup, resized, run.resume_from,
-                                      finals, report)
+        summary = recipe.base_summary(
+            config, trainer, result, runtime, plan, setup, resized, run.resume_from, finals, report
+        )
         summary["data"] = {"training": train_report.as_dict(), "validation": eval_report.as_dict()}
         summary["dpo"] = dpo_summary(config, trainer)
     return recipe.finish(run, trainer, summary)
 
 
-def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: int, label: str,
-                 system_message_handling: str = "keep") -> tuple[list[dict], data.LengthReport]:
+def encode_pairs(
+    records: list[data.PreferenceRecord], tokenizer, max_length: int, label: str, system_message_handling: str = "keep"
+) -> tuple[list[dict], data.LengthReport]:
     """TRL's conversational rows (`prompt`, `chosen`, `rejected` message lists) for the pairs that fit.
 
     A pair is left out (counted, reported) when its prompt plus chosen or plus rejected answer, as the
@@ -89,8 +101,9 @@ def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: in
     rows = []
     progress = Progress(f"tokenize {label}", len(records), unit="pairs")
     for record in records:
-        prompt = fold_system_message(record.prompt) if system_message_handling == "fold-into-first-user" \
-            else record.prompt
+        prompt = (
+            fold_system_message(record.prompt) if system_message_handling == "fold-into-first-user" else record.prompt
+        )
         try:
             length = max(_token_count(tokenizer, prompt + answer) for answer in (record.chosen, record.rejected))
         except TemplateRefusal as error:
@@ -103,12 +116,21 @@ def encode_pairs(records: list[data.PreferenceRecord], tokenizer, max_length: in
     progress.close()
     report.kept = len(rows)
     if report.too_long:
-        log.warning("%s: left out %d of %d pairs longer than dpo_args.max_length=%d tokens (longest %d; first at "
-                    "%s); raise max_length to keep them", label, report.too_long, len(records), max_length,
-                    report.longest_left_out, ", ".join(report.examples))
+        log.warning(
+            "%s: left out %d of %d pairs longer than dpo_args.max_length=%d tokens (longest %d; first at "
+            "%s); raise max_length to keep them",
+            label,
+            report.too_long,
+            len(records),
+            max_length,
+            report.longest_left_out,
+            ", ".join(report.examples),
+        )
     if records and not rows:
-        raise UserError(f"finetuning_config.dpo_args.max_length: every {label} pair is longer than {max_length} "
-                        f"tokens; raise it, got {max_length}")
+        raise UserError(
+            f"finetuning_config.dpo_args.max_length: every {label} pair is longer than {max_length} "
+            f"tokens; raise it, got {max_length}"
+        )
     return rows, report
 
 
@@ -144,9 +166,15 @@ def build_trainer(model, tokenizer, args, train_pairs: list[dict], eval_pairs: l
     try:
         # ref_model=None: with peft_config the reference is the adapter disabled; without, TRL loads a
         # frozen copy, or none at all when the reference log-probabilities are precomputed.
-        return throughput.counting(DPOTrainer)(model=model, ref_model=None, args=args, train_dataset=train,
-                                               eval_dataset=evaluation, processing_class=tokenizer,
-                                               peft_config=peft_config)
+        return throughput.counting(DPOTrainer)(
+            model=model,
+            ref_model=None,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     except (ValueError, NotImplementedError) as error:
         raise UserError(f"finetuning_config: TRL's DPO trainer rejected the settings: {error}") from None
 

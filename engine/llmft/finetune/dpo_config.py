@@ -34,9 +34,15 @@ def trl_loss_types() -> tuple[str, ...]:
     source = _trl_source("trainer/dpo_trainer.py")
     if source:
         for node in ast.walk(ast.parse(source)):
-            if (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "loss_type"
-                    and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)
-                    and isinstance(node.comparators[0], ast.Constant) and isinstance(node.comparators[0].value, str)):
+            if (
+                isinstance(node, ast.Compare)
+                and isinstance(node.left, ast.Name)
+                and node.left.id == "loss_type"
+                and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.Eq)
+                and isinstance(node.comparators[0], ast.Constant)
+                and isinstance(node.comparators[0].value, str)
+            ):
                 found.append(node.comparators[0].value)
     if not found:
         config_source = _trl_source("trainer/dpo_config.py") or ""
@@ -56,30 +62,41 @@ class DpoTrainingArgs(TrainingArgs):
     """Hugging Face TrainingArguments (as for SFT) plus DPO's own (TRL's DPOConfig)."""
 
     beta: PositiveFloat = Field(
-        0.1, description="How far the policy may move from the reference model: higher keeps it closer. For "
-                         "`ipo` it is the regularisation parameter tau.")
-    loss_type: LossType | Annotated[list[LossType], Field(min_length=1)] = Field(  # type: ignore[valid-type]
+        0.1,
+        description="How far the policy may move from the reference model: higher keeps it closer. For "
+        "`ipo` it is the regularisation parameter tau.",
+    )
+    loss_type: LossType | Annotated[list[LossType], Field(min_length=1)] = Field(
         "sigmoid",
-        description="DPO loss, one of the installed TRL's: " + ", ".join(f"`{name}`" for name in LOSS_TYPES)
-                    + ". A list combines several (weighted by `loss_weights`).")
+        description="DPO loss, one of the installed TRL's: "
+        + ", ".join(f"`{name}`" for name in LOSS_TYPES)
+        + ". A list combines several (weighted by `loss_weights`).",
+    )
     loss_weights: list[PositiveFloat] | None = Field(
-        None, description="Weights of the losses in a `loss_type` list (default: 1 each).")
+        None, description="Weights of the losses in a `loss_type` list (default: 1 each)."
+    )
     label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = Field(
-        0.0, description="Probability that a preference label is flipped (`robust`); the epsilon of `exo_pair`, "
-                         "which needs it above 0.")
+        0.0,
+        description="Probability that a preference label is flipped (`robust`); the epsilon of `exo_pair`, "
+        "which needs it above 0.",
+    )
     precompute_ref_log_probs: bool = Field(
-        False, description="Compute the reference model's log-probabilities of every pair once before training, "
-                           "so no reference model is kept in memory (full-parameter training: saves a model "
-                           "copy). With LoRA the reference is the base model with the adapter disabled, which "
-                           "needs no copy either way.")
+        False,
+        description="Compute the reference model's log-probabilities of every pair once before training, "
+        "so no reference model is kept in memory (full-parameter training: saves a model "
+        "copy). With LoRA the reference is the base model with the adapter disabled, which "
+        "needs no copy either way.",
+    )
 
 
 class DpoArgs(Section):
     """Direct preference optimisation settings."""
 
     max_length: PositiveInt = Field(
-        2048, description="Longest prompt + answer in tokens (chosen and rejected each). Longer pairs are left "
-                          "out, counted and reported (log and summary.json), never truncated.")
+        2048,
+        description="Longest prompt + answer in tokens (chosen and rejected each). Longer pairs are left "
+        "out, counted and reported (log and summary.json), never truncated.",
+    )
 
 
 class DpoConfig(CommonConfig):
@@ -88,13 +105,19 @@ class DpoConfig(CommonConfig):
     method: Literal["dpo"] = Field("dpo", description="Training method: `dpo`.")
     training_args: DpoTrainingArgs = Field(
         default_factory=DpoTrainingArgs,
-        description="Optimizer, schedule, logging, evaluation, saving and DPO's beta and loss.")
+        description="Optimizer, schedule, logging, evaluation, saving and DPO's beta and loss.",
+    )
     dpo_args: DpoArgs = Field(default_factory=DpoArgs, description="DPO settings.")
 
     RELATIONS: ClassVar[tuple[Relation, ...]] = CommonConfig.RELATIONS + (
-        Relation(("data_conf", "training_data", "datasets", "[]", "column_map"), SET, ("method",), ("sft",),
-                 "maps instruction rows to SFT chat messages; DPO data needs prompt_messages, chosen_messages and "
-                 "rejected_messages (or prompt, chosen, rejected): remove it"),
+        Relation(
+            ("data_conf", "training_data", "datasets", "[]", "column_map"),
+            SET,
+            ("method",),
+            ("sft",),
+            "maps instruction rows to SFT chat messages; DPO data needs prompt_messages, chosen_messages and "
+            "rejected_messages (or prompt, chosen, rejected): remove it",
+        ),
     )
 
     def problems(self) -> list[tuple[tuple, str, Any]]:
@@ -102,9 +125,19 @@ class DpoConfig(CommonConfig):
         args = self.training_args
         losses = [args.loss_type] if isinstance(args.loss_type, str) else list(args.loss_type)
         if args.loss_weights is not None and len(args.loss_weights) != len(losses):
-            found.append((("training_args", "loss_weights"), f"needs one weight per loss_type ({len(losses)}: "
-                          f"{', '.join(losses)})", args.loss_weights))
+            found.append(
+                (
+                    ("training_args", "loss_weights"),
+                    f"needs one weight per loss_type ({len(losses)}: {', '.join(losses)})",
+                    args.loss_weights,
+                )
+            )
         if "exo_pair" in losses and args.label_smoothing == 0:
-            found.append((("training_args", "label_smoothing"), "the exo_pair loss needs label_smoothing above 0 "
-                          "(the EXO paper suggests 0.001)", args.label_smoothing))
+            found.append(
+                (
+                    ("training_args", "label_smoothing"),
+                    "the exo_pair loss needs label_smoothing above 0 (the EXO paper suggests 0.001)",
+                    args.label_smoothing,
+                )
+            )
         return found

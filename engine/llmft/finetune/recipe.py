@@ -17,11 +17,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llmft import timeline
 from llmft.errors import UserError
-from llmft.finetune import batching, data, model as modeling, outputs, throughput, tracking
+from llmft.finetune import batching, data, outputs, throughput, tracking
+from llmft.finetune import model as modeling
 from llmft.finetune.config import CommonConfig
 
 log = logging.getLogger("llmft.finetune.recipe")
@@ -58,8 +59,9 @@ def start_run(config: CommonConfig) -> Run | None:
     state = PartialState(cpu=not torch.cuda.is_available())
     output_dir = Path(config.training_args.output_dir).expanduser()
     if output_dir.is_file():
-        raise UserError(f"finetuning_config.training_args.output_dir: {output_dir} is a file; give the path of "
-                        "a folder")
+        raise UserError(
+            f"finetuning_config.training_args.output_dir: {output_dir} is a file; give the path of a folder"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     run_conf = config.run_conf
 
@@ -68,18 +70,29 @@ def start_run(config: CommonConfig) -> Run | None:
     if sync is not None:
         restored = sync.restore()  # joins the download `llmft sft` started before its imports, if it did
         if restored.final_complete:
-            check_same_config(config, _remote_summary(run_conf.checkpoints_remote), run_conf.checkpoints_remote,
-                              "use a new run_conf.checkpoints_remote (checkpointsRemote in the chart)")
+            assert run_conf.checkpoints_remote is not None, "a checkpoint sync streams to checkpoints_remote"
+            check_same_config(
+                config,
+                _remote_summary(run_conf.checkpoints_remote),
+                run_conf.checkpoints_remote,
+                "use a new run_conf.checkpoints_remote (checkpointsRemote in the chart)",
+            )
             log.info("the run already finished in %s; nothing to do", run_conf.checkpoints_remote)
             return None
 
     resume_from = resume_checkpoint(run_conf.resume_from_checkpoint, output_dir)
     if resume_from == "finished":
-        check_same_config(config, json.loads((output_dir / outputs.SUMMARY).read_text()), str(output_dir),
-                          "use a new training_args.output_dir, or run_conf.resume_from_checkpoint: none to train "
-                          "there again from the start")
-        log.info("%s/summary.json says this run finished; nothing to do (resume_from_checkpoint: none starts over)",
-                 output_dir)
+        check_same_config(
+            config,
+            json.loads((output_dir / outputs.SUMMARY).read_text()),
+            str(output_dir),
+            "use a new training_args.output_dir, or run_conf.resume_from_checkpoint: none to train "
+            "there again from the start",
+        )
+        log.info(
+            "%s/summary.json says this run finished; nothing to do (resume_from_checkpoint: none starts over)",
+            output_dir,
+        )
         return None
     return Run(state, output_dir, sync, resume_from, config.launch_conf.distributed_type)
 
@@ -104,9 +117,11 @@ def check_scheduler_kwargs(config: CommonConfig) -> None:
     accepted = sorted(set(parameters) - filled)
     unknown = sorted(set(t.lr_scheduler_kwargs) - set(accepted))
     if unknown:
-        raise UserError(f"finetuning_config.training_args.lr_scheduler_kwargs: the {t.lr_scheduler_type} scheduler "
-                        f"does not take {', '.join(unknown)}; it takes {', '.join(accepted) or 'no arguments'}, "
-                        f"got {json.dumps(t.lr_scheduler_kwargs)}")
+        raise UserError(
+            f"finetuning_config.training_args.lr_scheduler_kwargs: the {t.lr_scheduler_type} scheduler "
+            f"does not take {', '.join(unknown)}; it takes {', '.join(accepted) or 'no arguments'}, "
+            f"got {json.dumps(t.lr_scheduler_kwargs)}"
+        )
 
 
 def checkpoint_sync(config: CommonConfig):
@@ -116,16 +131,24 @@ def checkpoint_sync(config: CommonConfig):
         return None
     from llmft.sync import CheckpointSync
 
-    return CheckpointSync(remote=run_conf.checkpoints_remote,
-                          output_dir=Path(config.training_args.output_dir).expanduser(),
-                          save_total_limit=config.training_args.save_total_limit or None,
-                          logs_remote=run_conf.logs_remote, skip_download=run_conf.skip_checkpoint_download)
+    return CheckpointSync(
+        remote=run_conf.checkpoints_remote,
+        output_dir=Path(config.training_args.output_dir).expanduser(),
+        save_total_limit=config.training_args.save_total_limit or None,
+        logs_remote=run_conf.logs_remote,
+        skip_download=run_conf.skip_checkpoint_download,
+    )
 
 
 # Where a run is and how it is started: the same run may be relaunched with these changed.
-_RELAUNCH_KEYS = {("training_args", "output_dir"), ("run_conf", "checkpoints_remote"), ("run_conf", "logs_remote"),
-                  ("run_conf", "skip_checkpoint_download"), ("run_conf", "resume_from_checkpoint"),
-                  ("launch_conf", "accelerate_config")}
+_RELAUNCH_KEYS = {
+    ("training_args", "output_dir"),
+    ("run_conf", "checkpoints_remote"),
+    ("run_conf", "logs_remote"),
+    ("run_conf", "skip_checkpoint_download"),
+    ("run_conf", "resume_from_checkpoint"),
+    ("launch_conf", "accelerate_config"),
+}
 
 
 def _flatten(value, path=()) -> dict[tuple, object]:
@@ -139,14 +162,21 @@ def check_same_config(config: CommonConfig, summary: dict | None, where: str, fi
     if not summary or "config" not in summary:
         return
     before, now = _flatten(summary["config"]), _flatten(config.model_dump(mode="json"))
-    changed = [key for key in sorted(set(before) | set(now), key=str)
-               if key not in _RELAUNCH_KEYS and before.get(key) != now.get(key)]
+    changed = [
+        key
+        for key in sorted(set(before) | set(now), key=str)
+        if key not in _RELAUNCH_KEYS and before.get(key) != now.get(key)
+    ]
     if changed:
-        shown = "; ".join(f"{'.'.join(map(str, key))}: {json.dumps(before.get(key))} -> {json.dumps(now.get(key))}"
-                          for key in changed[:5])
+        shown = "; ".join(
+            f"{'.'.join(map(str, key))}: {json.dumps(before.get(key))} -> {json.dumps(now.get(key))}"
+            for key in changed[:5]
+        )
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
-        raise UserError(f"{where} holds a finished run trained with a different config ({shown}{more}); nothing "
-                        f"was trained: to train this config {fix}")
+        raise UserError(
+            f"{where} holds a finished run trained with a different config ({shown}{more}); nothing "
+            f"was trained: to train this config {fix}"
+        )
 
 
 def _remote_summary(remote: str) -> dict | None:
@@ -157,7 +187,7 @@ def _remote_summary(remote: str) -> dict | None:
     return json.loads(data) if data else None
 
 
-def resume_checkpoint(setting: str, output_dir: Path) -> Path | str | None:
+def resume_checkpoint(setting: str, output_dir: Path) -> Path | Literal["finished"] | None:
     """The checkpoint to resume from: None (fresh), a folder, or "finished" (nothing left to do)."""
     if setting == "none":
         return None
@@ -168,8 +198,10 @@ def resume_checkpoint(setting: str, output_dir: Path) -> Path | str | None:
         return found[-1][1] if found else None
     path = Path(setting).expanduser()
     if not (path / outputs.TRAINER_STATE).is_file():
-        raise UserError(f"finetuning_config.run_conf.resume_from_checkpoint: {path} is not a complete checkpoint "
-                        f"(no {outputs.TRAINER_STATE}); use auto or a checkpoint-<step> folder, got {setting!r}")
+        raise UserError(
+            f"finetuning_config.run_conf.resume_from_checkpoint: {path} is not a complete checkpoint "
+            f"(no {outputs.TRAINER_STATE}); use auto or a checkpoint-<step> folder, got {setting!r}"
+        )
     return path
 
 
@@ -178,7 +210,8 @@ def read_data(config: CommonConfig, kind: str) -> tuple[list, list]:
     with tempfile.TemporaryDirectory(prefix="llmft-data-") as scratch:
         datasets = data.load_datasets(config.data_conf.training_data.datasets, Path(scratch), kind=kind)
         train_records, eval_records = data.split_validation(
-            data.mix(datasets, config.data_conf.training_data), config.data_conf, Path(scratch), kind=kind)
+            data.mix(datasets, config.data_conf.training_data), config.data_conf, Path(scratch), kind=kind
+        )
     log.info("data: %d training and %d validation samples", len(train_records), len(eval_records))
     timeline.mark("data")
     return train_records, eval_records
@@ -192,14 +225,21 @@ def prepare_tokenizer(config: CommonConfig, run: Run):
     run_conf = config.run_conf
     with run.state.local_main_process_first():
         model_dir = modeling.fetch_model(run_conf.model)
-        tokenizer_dir = modeling.fetch_model(
-            run_conf.tokenizer, "finetuning_config.run_conf.tokenizer", marker="tokenizer_config.json") \
-            if run_conf.tokenizer else model_dir
+        tokenizer_dir = (
+            modeling.fetch_model(
+                run_conf.tokenizer, "finetuning_config.run_conf.tokenizer", marker="tokenizer_config.json"
+            )
+            if run_conf.tokenizer
+            else model_dir
+        )
     tokenizer = modeling.load_tokenizer(
-        tokenizer_dir, run_conf.model_args.trust_remote_code,
-        "finetuning_config.run_conf.tokenizer" if run_conf.tokenizer else "finetuning_config.run_conf.model")
-    setup = modeling.prepare_tokenizer(tokenizer, config.data_conf.chat_template_name,
-                                       config.data_conf.missing_pad_token_strategy)
+        tokenizer_dir,
+        run_conf.model_args.trust_remote_code,
+        "finetuning_config.run_conf.tokenizer" if run_conf.tokenizer else "finetuning_config.run_conf.model",
+    )
+    setup = modeling.prepare_tokenizer(
+        tokenizer, config.data_conf.chat_template_name, config.data_conf.missing_pad_token_strategy
+    )
     return model_dir, tokenizer, setup
 
 
@@ -214,11 +254,17 @@ class Plan:
 
 def plan_batches(config: CommonConfig, run: Run) -> Plan:
     batch = batching.resolve_batch_size(config.batchsize_conf, run.state.num_processes)
-    learning_rate = batching.effective_learning_rate(config.training_args.learning_rate, config.overrides,
-                                                     batch.total)
+    learning_rate = batching.effective_learning_rate(config.training_args.learning_rate, config.overrides, batch.total)
     dtype = modeling.resolve_dtype(config)
-    log.info("batch: total %d = %d process(es) x %d per device x %d accumulation; learning rate %.3g; dtype %s",
-             batch.total, batch.processes, batch.per_device, batch.accumulation, learning_rate, dtype)
+    log.info(
+        "batch: total %d = %d process(es) x %d per device x %d accumulation; learning rate %.3g; dtype %s",
+        batch.total,
+        batch.processes,
+        batch.per_device,
+        batch.accumulation,
+        learning_rate,
+        dtype,
+    )
     return Plan(batch, learning_rate, dtype)
 
 
@@ -319,8 +365,9 @@ def make_arguments(args_class, **kwargs):
         raise UserError(f"finetuning_config.training_args: {error}") from None
 
 
-def attach_callbacks(trainer, config: CommonConfig, run: Run, plan: Plan, tokenizer, generation_config,
-                     callbacks=()) -> None:
+def attach_callbacks(
+    trainer, config: CommonConfig, run: Run, plan: Plan, tokenizer, generation_config, callbacks=()
+) -> None:
     """Progress lines + metrics.jsonl, model-folder extras, trackers, extra callbacks, checkpoint sync."""
     from transformers.trainer_callback import PrinterCallback
 
@@ -328,8 +375,9 @@ def attach_callbacks(trainer, config: CommonConfig, run: Run, plan: Plan, tokeni
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dicts
     for callback in outputs.make_callbacks(run.output_dir, run.state.is_main_process, tokenizer, generation_config):
         trainer.add_callback(callback)
-    for callback in tracking.make_callbacks(config, run.output_dir, run.state.is_main_process,
-                                            extra_params=tracking.plan_params(plan)):
+    for callback in tracking.make_callbacks(
+        config, run.output_dir, run.state.is_main_process, extra_params=tracking.plan_params(plan)
+    ):
         trainer.add_callback(callback)
     trainer.add_callback(timeline.callback())
     for callback in callbacks:
@@ -351,8 +399,9 @@ def train(trainer, run: Run):
     return result, time.monotonic() - started
 
 
-def write_finals(config: CommonConfig, trainer, model_dir: Path, output_dir: Path, tokenizer, generation_config,
-                 is_main: bool) -> dict:
+def write_finals(
+    config: CommonConfig, trainer, model_dir: Path, output_dir: Path, tokenizer, generation_config, is_main: bool
+) -> dict:
     """checkpoint-final/ (full or merged) and checkpoint-final-adapter/ (LoRA); returns what was written."""
     from llmft.finetune.merge import merge_adapter
 
@@ -363,8 +412,10 @@ def write_finals(config: CommonConfig, trainer, model_dir: Path, output_dir: Pat
         if is_main:
             outputs.save_model_extras(final, tokenizer, generation_config)
             if config.run_conf.merge_adapter:
-                log.info("run_conf.merge_adapter has nothing to merge in full-parameter training: "
-                         "checkpoint-final is the trained model")
+                log.info(
+                    "run_conf.merge_adapter has nothing to merge in full-parameter training: "
+                    "checkpoint-final is the trained model"
+                )
         return {"final_model": outputs.FINAL, "adapter": None, "merged": False}
     trainer.save_model(str(adapter))
     written = {"final_model": None, "adapter": outputs.FINAL_ADAPTER, "merged": False}
@@ -377,8 +428,18 @@ def write_finals(config: CommonConfig, trainer, model_dir: Path, output_dir: Pat
     return written
 
 
-def base_summary(config: CommonConfig, trainer, result, runtime: float, plan: Plan, setup, resized: bool,
-                 resume_from, finals: dict, report: dict | None) -> dict:
+def base_summary(
+    config: CommonConfig,
+    trainer,
+    result,
+    runtime: float,
+    plan: Plan,
+    setup,
+    resized: bool,
+    resume_from,
+    finals: dict,
+    report: dict | None,
+) -> dict:
     """The summary.json fields every method writes (a recipe adds its own before `finish`)."""
     output_dir = Path(config.training_args.output_dir)
     history = trainer.state.log_history
@@ -390,9 +451,11 @@ def base_summary(config: CommonConfig, trainer, result, runtime: float, plan: Pl
         adapter_ok = outputs.adapter_is_lora_only(output_dir / finals["adapter"])
     notes = []
     if finals["adapter"] and not adapter_ok:
-        notes.append("the adapter also holds the resized embedding and output layers (the chat template added "
-                     "tokens), so it cannot be served as a LoRA adapter on the base model: serve the merged model "
-                     "(run_conf.merge_adapter: true, or `llmft merge-adapter`)")
+        notes.append(
+            "the adapter also holds the resized embedding and output layers (the chat template added "
+            "tokens), so it cannot be served as a LoRA adapter on the base model: serve the merged model "
+            "(run_conf.merge_adapter: true, or `llmft merge-adapter`)"
+        )
     return {
         "status": "complete",
         "method": config.method,
@@ -410,8 +473,12 @@ def base_summary(config: CommonConfig, trainer, result, runtime: float, plan: Pl
         "samples_per_second": result.metrics.get("train_samples_per_second"),
         "throughput": report,
         "resumed_from": str(resume_from) if resume_from else None,
-        "batch": {"total": plan.batch.total, "processes": plan.batch.processes,
-                  "per_device": plan.batch.per_device, "gradient_accumulation_steps": plan.batch.accumulation},
+        "batch": {
+            "total": plan.batch.total,
+            "processes": plan.batch.processes,
+            "per_device": plan.batch.per_device,
+            "gradient_accumulation_steps": plan.batch.accumulation,
+        },
         "learning_rate": plan.learning_rate,
         "dtype": plan.dtype,
         "chat_template": setup.chat_format.name,
@@ -438,8 +505,12 @@ def finish(run: Run, trainer, summary: dict | None) -> int:
     if run.state.is_main_process and summary is not None:
         outputs.write_json(run.output_dir / outputs.SUMMARY, summary)
         tracking.log_summary(trainer, summary)
-        log.info("done: %d steps, final loss %s, outputs in %s", trainer.state.global_step,
-                 summary["final_train_loss"], run.output_dir)
+        log.info(
+            "done: %d steps, final loss %s, outputs in %s",
+            trainer.state.global_step,
+            summary["final_train_loss"],
+            run.output_dir,
+        )
     run.state.wait_for_everyone()
     if run.sync is not None:
         run.sync.finish()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from llmft.finetune import data, model as modeling, recipe, throughput
+from llmft.finetune import data, recipe, throughput
+from llmft.finetune import model as modeling
 from llmft.finetune.config import SftConfig
 
 log = logging.getLogger("llmft.finetune.sft")
@@ -29,11 +30,23 @@ def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
 
     sft_args = config.sft_args
     train_examples, train_report = data.encode_all(
-        train_records, tokenizer, setup.chat_format, sft_args.max_seq_length, sft_args.train_on_completions_only,
-        "training data", config.data_conf.system_message_handling)
+        train_records,
+        tokenizer,
+        setup.chat_format,
+        sft_args.max_seq_length,
+        sft_args.train_on_completions_only,
+        "training data",
+        config.data_conf.system_message_handling,
+    )
     eval_examples, eval_report = data.encode_all(
-        eval_records, tokenizer, setup.chat_format, sft_args.max_seq_length, sft_args.train_on_completions_only,
-        "validation data", config.data_conf.system_message_handling)
+        eval_records,
+        tokenizer,
+        setup.chat_format,
+        sft_args.max_seq_length,
+        sft_args.train_on_completions_only,
+        "validation data",
+        config.data_conf.system_message_handling,
+    )
 
     plan = recipe.plan_batches(config, run)
     args = training_arguments(config, plan, run.output_dir)
@@ -49,12 +62,14 @@ def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
     result, runtime = recipe.train(trainer, run)
     report = recipe.throughput_report(trainer, runtime, reference_forward=False)
 
-    finals = recipe.write_finals(config, trainer, model_dir, run.output_dir, tokenizer, generation_config,
-                                 run.state.is_main_process)
+    finals = recipe.write_finals(
+        config, trainer, model_dir, run.output_dir, tokenizer, generation_config, run.state.is_main_process
+    )
     summary = None
     if run.state.is_main_process:
-        summary = recipe.base_summary(config, trainer, result, runtime, plan, setup, resized, run.resume_from,
-                                      finals, report)
+        summary = recipe.base_summary(
+            config, trainer, result, runtime, plan, setup, resized, run.resume_from, finals, report
+        )
         summary["data"] = {"training": train_report.as_dict(), "validation": eval_report.as_dict()}
     return recipe.finish(run, trainer, summary)
 
@@ -74,8 +89,7 @@ def training_arguments(config: SftConfig, plan: recipe.Plan, output_dir):
     )
 
 
-def build_trainer(config: SftConfig, model, tokenizer, args, train_examples: list[dict],
-                  eval_examples: list[dict]):
+def build_trainer(config: SftConfig, model, tokenizer, args, train_examples: list[dict], eval_examples: list[dict]):
     """TRL's SFTTrainer on pre-tokenised examples (input_ids + labels, masks already applied)."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -94,5 +108,11 @@ def build_trainer(config: SftConfig, model, tokenizer, args, train_examples: lis
         collator = PackedCollator(model.config._attn_implementation, tokenizer.pad_token_id)
         args.remove_unused_columns = False
     # The counting subclass records the real (non-padding) tokens of every training batch for summary.json.
-    return throughput.counting(SFTTrainer)(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                                           processing_class=tokenizer, data_collator=collator)
+    return throughput.counting(SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        data_collator=collator,
+    )

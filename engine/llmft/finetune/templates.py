@@ -68,8 +68,7 @@ KEEP_ORIGINAL = "keep-original"
 # The templates this engine installs on a tokenizer.
 FORMATS = {
     "chat-ml": ChatFormat("chat-ml", CHAT_ML, "<|im_end|>", ("<|im_start|>", "<|im_end|>")),
-    "llama-3": ChatFormat("llama-3", LLAMA_3, "<|eot_id|>",
-                          ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    "llama-3": ChatFormat("llama-3", LLAMA_3, "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
 }
 
 
@@ -77,7 +76,7 @@ FORMATS = {
 # offer, each with the name to use instead. `chat-ml` and `keep-original` are spelled the same here.
 ORIGINAL_NAMES = {
     "mistral-with-system": "the original engine's `[INST] ... [/INST]` template with `<<SYS>>` blocks is not offered; "
-                           "use keep-original (the model's own template, e.g. TinyLlama-Chat's) or chat-ml",
+    "use keep-original (the model's own template, e.g. TinyLlama-Chat's) or chat-ml",
     "simplified-llama31": "use llama-3 (the same turns; message content is not trimmed)",
     "poro": "the `<|user|>`/`<|assistant|>` template is not offered; use chat-ml or keep-original",
 }
@@ -136,7 +135,7 @@ def fold_system_message(messages: list[dict]) -> list[dict]:
     for index, message in enumerate(rest):
         if message.get("role") == "user":
             folded = dict(message, content=f"{system['content']}\n\n{message['content']}")
-            return rest[:index] + [folded] + rest[index + 1:]
+            return rest[:index] + [folded] + rest[index + 1 :]
     return messages
 
 
@@ -150,15 +149,17 @@ def apply_chat_format(tokenizer, name: str) -> tuple[ChatFormat, list[str]]:
         if not tokenizer.chat_template:
             raise UserError(
                 f"{TEMPLATE_KEY}: keep-original, but the model's tokenizer has no chat template; "
-                "choose chat-ml or llama-3")
+                "choose chat-ml or llama-3"
+            )
         return ChatFormat(name, tokenizer.chat_template, detect_end_of_turn(tokenizer)), []
     if name not in FORMATS:
         raise UserError(f"{TEMPLATE_KEY}: must be one of {', '.join(template_names())}, got {name!r}")
     chosen = FORMATS[name]
     vocab = tokenizer.get_vocab()
     added = [token for token in chosen.special_tokens if token not in vocab]
-    tokenizer.add_special_tokens({"extra_special_tokens": list(chosen.special_tokens)},
-                                 replace_extra_special_tokens=False)
+    tokenizer.add_special_tokens(
+        {"extra_special_tokens": list(chosen.special_tokens)}, replace_extra_special_tokens=False
+    )
     tokenizer.chat_template = chosen.template
     return chosen, added
 
@@ -169,21 +170,27 @@ def detect_end_of_turn(tokenizer) -> str:
     try:
         text = render(tokenizer, [{"role": "user", "content": "hello"}, {"role": "assistant", "content": probe}])
     except TemplateRefusal as error:
-        raise UserError(f"{TEMPLATE_KEY}: keep-original, but the model's chat template cannot render a one-turn "
-                        f"conversation ({error}); choose chat-ml or llama-3") from None
+        raise UserError(
+            f"{TEMPLATE_KEY}: keep-original, but the model's chat template cannot render a one-turn "
+            f"conversation ({error}); choose chat-ml or llama-3"
+        ) from None
     at = text.rfind(probe)
     if at < 0:
-        raise UserError(f"{TEMPLATE_KEY}: keep-original, but the model's chat template drops the assistant's "
-                        "answer from the rendered text; choose chat-ml or llama-3")
-    suffix = text[at + len(probe):].lstrip(" ")
+        raise UserError(
+            f"{TEMPLATE_KEY}: keep-original, but the model's chat template drops the assistant's "
+            "answer from the rendered text; choose chat-ml or llama-3"
+        )
+    suffix = text[at + len(probe) :].lstrip(" ")
     candidates = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
     matches = [token for token in candidates if token and suffix.startswith(token)]
     if matches:
         return max(matches, key=len)
     if tokenizer.eos_token and tokenizer.eos_token in suffix:
         return tokenizer.eos_token
-    raise UserError(f"{TEMPLATE_KEY}: keep-original, but no end-of-turn token follows the assistant's answer "
-                    f"in the model's chat template (it renders {suffix[:40]!r}); choose chat-ml or llama-3")
+    raise UserError(
+        f"{TEMPLATE_KEY}: keep-original, but no end-of-turn token follows the assistant's answer "
+        f"in the model's chat template (it renders {suffix[:40]!r}); choose chat-ml or llama-3"
+    )
 
 
 def has_generation_markers(template: str | None) -> bool:
@@ -194,8 +201,9 @@ def has_generation_markers(template: str | None) -> bool:
 def generation_marked_tokens(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids and, per token, 1 where the template's `{% generation %}` blocks put it."""
     try:
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
+        encoded = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
     except _template_errors() as error:
         raise refusal(error, messages) from None
     return list(encoded["input_ids"]), list(encoded["assistant_masks"])
@@ -212,18 +220,23 @@ def check_system_placement(tokenizer, messages: list[dict]) -> None:
     if not systems or not assistants:
         return
     first = systems[0]
-    marked = [dict(m, content=SENTINEL.format(f"S{i}")) if i in (first, assistants[0]) else m
-              for i, m in enumerate(messages)]
+    marked = [
+        dict(m, content=SENTINEL.format(f"S{i}")) if i in (first, assistants[0]) else m for i, m in enumerate(messages)
+    ]
     text = render(tokenizer, marked)
     system_at = text.find(SENTINEL.format(f"S{first}"))
     answer_at = text.find(SENTINEL.format(f"S{assistants[0]}"))
     if system_at < 0:
-        raise TemplateRefusal(f"the chat template refused this conversation: it leaves the system message out of "
-                              f"the rendered text, so no turn would be trained with it; {SYSTEM_FIX}")
+        raise TemplateRefusal(
+            f"the chat template refused this conversation: it leaves the system message out of "
+            f"the rendered text, so no turn would be trained with it; {SYSTEM_FIX}"
+        )
     if answer_at >= 0 and system_at > answer_at:
-        raise TemplateRefusal("the chat template refused this conversation: it places the system message after "
-                              "the first assistant turn, so the turns before it would be trained without it; "
-                              f"{SYSTEM_FIX}")
+        raise TemplateRefusal(
+            "the chat template refused this conversation: it places the system message after "
+            "the first assistant turn, so the turns before it would be trained without it; "
+            f"{SYSTEM_FIX}"
+        )
 
 
 def assistant_spans(tokenizer, chat_format: ChatFormat, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -240,24 +253,28 @@ def assistant_spans(tokenizer, chat_format: ChatFormat, messages: list[dict]) ->
     return text, spans
 
 
-def _turn_span(tokenizer, chat_format: ChatFormat, messages: list[dict], index: int, text: str,
-               previous_end: int) -> tuple[int, int]:
+def _turn_span(
+    tokenizer, chat_format: ChatFormat, messages: list[dict], index: int, text: str, previous_end: int
+) -> tuple[int, int]:
     turn = sum(1 for m in messages[: index + 1] if m["role"] == "assistant")
     sentinel = SENTINEL.format(index)
-    marked = render(tokenizer, messages[:index] + [dict(messages[index], content=sentinel)] + messages[index + 1:])
+    marked = render(tokenizer, messages[:index] + [dict(messages[index], content=sentinel)] + messages[index + 1 :])
     if marked.count(sentinel) != 1:
         what = "leaves out" if sentinel not in marked else "repeats"
-        raise TemplateRefusal(f"the chat template refused this conversation: it {what} assistant turn {turn}, so "
-                              f"the turn cannot be located for completions-only training; choose another "
-                              f"{TEMPLATE_KEY} or set finetuning_config.sft_args.train_on_completions_only: false")
+        raise TemplateRefusal(
+            f"the chat template refused this conversation: it {what} assistant turn {turn}, so "
+            f"the turn cannot be located for completions-only training; choose another "
+            f"{TEMPLATE_KEY} or set finetuning_config.sft_args.train_on_completions_only: false"
+        )
     at = marked.index(sentinel)
-    head, tail = marked[:at], marked[at + len(sentinel):]
+    head, tail = marked[:at], marked[at + len(sentinel) :]
     end_of_turn = chat_format.end_of_turn
     if not tail.startswith(end_of_turn):
         raise TemplateRefusal(
             f"the chat template refused this conversation: it does not close assistant turn {turn} with the "
             f"end-of-turn token {end_of_turn!r} (it renders {tail[:30]!r} after it), so the model would not learn "
-            f"to stop; choose another {TEMPLATE_KEY}")
+            f"to stop; choose another {TEMPLATE_KEY}"
+        )
     opener_end = _generation_prompt_end(tokenizer, messages[:index], head, previous_end)
     content_end = len(text) - len(tail)
     if not (text.endswith(tail) and text.startswith(head[:opener_end]) and opener_end <= content_end):
@@ -265,7 +282,8 @@ def _turn_span(tokenizer, chat_format: ChatFormat, messages: list[dict], index: 
             f"the chat template refused this conversation: it renders the rest of the conversation differently "
             f"depending on the content of assistant turn {turn}, so the turn cannot be located for "
             f"completions-only training; choose another {TEMPLATE_KEY} or set "
-            "finetuning_config.sft_args.train_on_completions_only: false")
+            "finetuning_config.sft_args.train_on_completions_only: false"
+        )
     if opener_end == len(head):  # no generation prompt: the model writes the separator before the content too
         opener_end = len(head.rstrip(" "))
     start = opener_end
@@ -286,7 +304,7 @@ def _generation_prompt_end(tokenizer, history: list[dict], head: str, lower: int
         without = render(tokenizer, history)
     except TemplateRefusal:
         return len(head)
-    prompt = with_prompt[len(os.path.commonprefix([with_prompt, without])):]
+    prompt = with_prompt[len(os.path.commonprefix([with_prompt, without])) :]
     found = head.rfind(prompt, lower) if prompt.strip() else -1
     return len(head) if found < 0 else found + len(prompt)
 

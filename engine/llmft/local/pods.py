@@ -16,10 +16,26 @@ from pathlib import Path
 from llmft.errors import UserError
 
 # Pod-spec fields a local process cannot honour; reported once per run.
-IGNORED_POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets",
-                      "securityContext", "serviceAccountName", "runtimeClassName", "topologySpreadConstraints")
-IGNORED_CONTAINER_FIELDS = ("image", "resources", "securityContext", "livenessProbe", "readinessProbe",
-                            "startupProbe", "imagePullPolicy")
+IGNORED_POD_FIELDS = (
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "priorityClassName",
+    "imagePullSecrets",
+    "securityContext",
+    "serviceAccountName",
+    "runtimeClassName",
+    "topologySpreadConstraints",
+)
+IGNORED_CONTAINER_FIELDS = (
+    "image",
+    "resources",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "imagePullPolicy",
+)
 # Mounts served by the host as they are (shared memory).
 HOST_PATHS = ("/dev/shm",)
 
@@ -80,8 +96,10 @@ class SecretSource:
             return os.environ[env_name]
         if optional:
             return None
-        need = (f"env {env_name} needs key {key!r} of Secret {secret!r}: put it in a secrets file "
-                f"(--secrets-file, YAML `{secret}: {{{key}: ...}}`) or export {env_name}")
+        need = (
+            f"env {env_name} needs key {key!r} of Secret {secret!r}: put it in a secrets file "
+            f"(--secrets-file, YAML `{secret}: {{{key}: ...}}`) or export {env_name}"
+        )
         if self.collect_missing:
             self.missing.append(need)
             return f"<{secret}/{key}>"
@@ -89,8 +107,7 @@ class SecretSource:
 
 
 def _config_maps(documents: list[dict]) -> dict[str, dict[str, str]]:
-    return {doc["metadata"]["name"]: dict(doc.get("data") or {})
-            for doc in documents if doc.get("kind") == "ConfigMap"}
+    return {doc["metadata"]["name"]: dict(doc.get("data") or {}) for doc in documents if doc.get("kind") == "ConfigMap"}
 
 
 class PathMapper:
@@ -111,14 +128,15 @@ class PathMapper:
         self.pattern = re.compile(r"(?<![\w./-])(" + alternatives + r")(?=/|$|[\s,;:'\"])") if self.mounts else None
 
     def __call__(self, text: str) -> str:
-        text = self.RELATIVE.sub(lambda match: str(Path(match.group(1)).resolve()) if Path(match.group(1)).exists()
-                                 else match.group(1), text)
+        text = self.RELATIVE.sub(
+            lambda match: str(Path(match.group(1)).resolve()) if Path(match.group(1)).exists() else match.group(1), text
+        )
         if self.pattern is None:
             return text
         return self.pattern.sub(lambda match: self._replace(match, text), text)
 
     def _replace(self, match: re.Match, text: str) -> str:
-        rest = re.match(r"/[^\s,;:'\"]*", text[match.end():])
+        rest = re.match(r"/[^\s,;:'\"]*", text[match.end() :])
         if rest and Path(match.group(1) + rest.group(0)).exists():
             return match.group(1)
         return str(self.mounts[match.group(1)])
@@ -163,24 +181,36 @@ def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource)
             if container.get(key) and key != "image":
                 requests = container.get("resources", {})
                 gpu = [r for section in ("limits", "requests") for r in requests.get(section, {}) if "gpu" in r]
-                note = f"container {key}" + (f" (GPU request {', '.join(sorted(set(gpu)))})" if key == "resources" and gpu else "")
+                note = f"container {key}" + (
+                    f" (GPU request {', '.join(sorted(set(gpu)))})" if key == "resources" and gpu else ""
+                )
                 if key == "securityContext" and "readOnlyRootFilesystem" in container[key]:
                     note += " (but readOnlyRootFilesystem)"
                 ignored.append(note)
     mapper = PathMapper(mounts)
-    plan = PodPlan(kind=kind, name=name, root=root, volumes=volumes, mounts=mounts, init_containers=[], containers=[],
-                   ignored=sorted(set(ignored)))
+    plan = PodPlan(
+        kind=kind,
+        name=name,
+        root=root,
+        volumes=volumes,
+        mounts=mounts,
+        init_containers=[],
+        containers=[],
+        ignored=sorted(set(ignored)),
+    )
     if kind == "Job":
         plan.backoff_limit = int(doc["spec"].get("backoffLimit", 6))
         for rule in (doc["spec"].get("podFailurePolicy") or {}).get("rules", []):
             if rule.get("action") == "FailJob" and rule.get("onExitCodes", {}).get("operator") == "In":
                 plan.fail_job_exit_codes |= set(rule["onExitCodes"]["values"])
     for container in spec.get("initContainers", []):
-        plan.init_containers.append(_container(container, config_maps, secrets,
-                                               PathMapper(container_mounts[container["name"]]), init=True))
+        plan.init_containers.append(
+            _container(container, config_maps, secrets, PathMapper(container_mounts[container["name"]]), init=True)
+        )
     for container in spec.get("containers", []):
-        plan.containers.append(_container(container, config_maps, secrets,
-                                          PathMapper(container_mounts[container["name"]]), init=False))
+        plan.containers.append(
+            _container(container, config_maps, secrets, PathMapper(container_mounts[container["name"]]), init=False)
+        )
     plan.subpaths = sorted({path for own in container_mounts.values() for path in own.values()} - set(volumes.values()))
     plan.configmap_files = _configmap_files(spec, config_maps, volumes, mapper)
     return plan
@@ -229,18 +259,28 @@ def _container(container: dict, config_maps, secrets: SecretSource, mapper: Path
             if value is not None:
                 env[name] = value
         elif "fieldRef" in reference:
-            env[name] = {"metadata.name": "local", "metadata.namespace": "default",
-                         "spec.nodeName": "localhost", "status.podIP": "127.0.0.1"}.get(
-                reference["fieldRef"]["fieldPath"], "")
+            env[name] = {
+                "metadata.name": "local",
+                "metadata.namespace": "default",
+                "spec.nodeName": "localhost",
+                "status.podIP": "127.0.0.1",
+            }.get(reference["fieldRef"]["fieldPath"], "")
     argv = [_expand(mapper(str(part)), env) for part in container.get("command", []) + container.get("args", [])]
     if not argv:
         raise UserError(f"container {container['name']!r} has no command: the local runner needs an explicit command")
     workdir = container.get("workingDir")
     ports = [int(p["containerPort"]) for p in container.get("ports", [])]
-    return ContainerPlan(name=container["name"], argv=argv, env=env, secret_values=secret_values,
-                         workdir=Path(mapper(workdir)) if workdir else None, ports=ports, init=init,
-                         sidecar=init and container.get("restartPolicy") == "Always",
-                         read_only_root=bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")))
+    return ContainerPlan(
+        name=container["name"],
+        argv=argv,
+        env=env,
+        secret_values=secret_values,
+        workdir=Path(mapper(workdir)) if workdir else None,
+        ports=ports,
+        init=init,
+        sidecar=init and container.get("restartPolicy") == "Always",
+        read_only_root=bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")),
+    )
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmft.charts import render_chart
@@ -21,14 +22,41 @@ from llmft.local.state import state_dir
 log = logging.getLogger("llmft.local")
 
 # Variables a pod only gets from its own spec, so a local run keeps the chart's least privilege.
-_SCRUBBED = ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY", "AWS_ACCESS_KEY_ID",
-             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_TOKEN")
+_SCRUBBED = (
+    "BUCKET_STORAGE_HOST",
+    "BUCKET_STORAGE_ACCESS_KEY",
+    "BUCKET_STORAGE_SECRET_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "HF_TOKEN",
+)
 # The caller's writable folders, which a container with a read-only root filesystem does not have: its process
 # gets only what its spec sets (volumes), else the read-only stand-in for its image.
-_WRITABLE_PLACES = ("HOME", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
-                    "XDG_STATE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE",
-                    "TORCH_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "MPLCONFIGDIR", "PIP_CACHE_DIR",
-                    "LLMFT_CACHE_DIR", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT")
+_WRITABLE_PLACES = (
+    "HOME",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+    "TRANSFORMERS_CACHE",
+    "TORCH_HOME",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "MPLCONFIGDIR",
+    "PIP_CACHE_DIR",
+    "LLMFT_CACHE_DIR",
+    "VLLM_CACHE_ROOT",
+    "VLLM_CONFIG_ROOT",
+)
 
 
 def load_secrets_file(path: Path | None) -> dict[str, dict[str, str]]:
@@ -45,23 +73,38 @@ def load_secrets_file(path: Path | None) -> dict[str, dict[str, str]]:
 def bucket_environment() -> tuple[dict[str, str], str]:
     """The bucket the workloads use: the caller's BUCKET_STORAGE_HOST if set, else the embedded server."""
     if os.environ.get("BUCKET_STORAGE_HOST"):
-        chosen = {name: os.environ[name] for name in
-                  ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")
-                  if os.environ.get(name)}
+        chosen = {
+            name: os.environ[name]
+            for name in ("BUCKET_STORAGE_HOST", "BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")
+            if os.environ.get(name)
+        }
         return chosen, f"bucket storage from BUCKET_STORAGE_HOST ({os.environ['BUCKET_STORAGE_HOST']})"
     server = s3.start()
     return server.environment(), f"embedded S3 server at {server.endpoint} (stop it with `llmft local s3 stop`)"
 
 
-def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_string_values: list[str],
-              release: str, secrets_file: Path | None, dry_run: bool = False, keep_volumes: bool = False,
-              serve_port: int | None = None, set_json_values: list[str] = ()) -> int:
-    rendered = render_chart(chart, values_files=values_files, set_values=set_values,
-                            set_string_values=set_string_values, set_json_values=set_json_values,
-                            release_name=release)
+def run_chart(
+    chart: Path,
+    values_files: list[Path],
+    set_values: list[str],
+    set_string_values: list[str],
+    release: str,
+    secrets_file: Path | None,
+    dry_run: bool = False,
+    keep_volumes: bool = False,
+    serve_port: int | None = None,
+    set_json_values: Sequence[str] = (),
+) -> int:
+    rendered = render_chart(
+        chart,
+        values_files=values_files,
+        set_values=set_values,
+        set_string_values=set_string_values,
+        set_json_values=set_json_values,
+        release_name=release,
+    )
     bucket_env, bucket_note = _dry_run_bucket() if dry_run else bucket_environment()
-    secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env),
-                           collect_missing=dry_run)
+    secrets = SecretSource(files=load_secrets_file(secrets_file), by_env_name=dict(bucket_env), collect_missing=dry_run)
     workdir = state_dir() / "runs" / release
     plans = plan_pods(rendered.documents, workdir, secrets)
     if not plans:
@@ -70,7 +113,9 @@ def run_chart(chart: Path, values_files: list[Path], set_values: list[str], set_
     for plan in plans:
         _apply_bucket_host(plan, bucket_env)
         if plan.ignored:
-            log.info("%s/%s: ignoring what a local run cannot honour: %s", plan.kind, plan.name, ", ".join(plan.ignored))
+            log.info(
+                "%s/%s: ignoring what a local run cannot honour: %s", plan.kind, plan.name, ", ".join(plan.ignored)
+            )
         if dry_run:
             _print_plan(plan)
             continue
@@ -87,8 +132,10 @@ def _dry_run_bucket() -> tuple[dict[str, str], str]:
     if os.environ.get("BUCKET_STORAGE_HOST"):
         return {}, f"bucket storage from BUCKET_STORAGE_HOST ({os.environ['BUCKET_STORAGE_HOST']})"
     placeholder = "<embedded S3 server's>"
-    return ({name: placeholder for name in ("BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")},
-            "the embedded S3 server, not started (dry run)")
+    return (
+        {name: placeholder for name in ("BUCKET_STORAGE_ACCESS_KEY", "BUCKET_STORAGE_SECRET_KEY")},
+        "the embedded S3 server, not started (dry run)",
+    )
 
 
 def _apply_bucket_host(plan: PodPlan, bucket_env: dict[str, str]) -> None:
@@ -149,10 +196,12 @@ def check_read_only_root(plan: PodPlan, container: ContainerPlan) -> None:
     written = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
     if written:
         shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
-        raise UserError(f"{plan.kind}/{plan.name}: container {container.name} has a read-only root filesystem but "
-                        f"wrote to its image's working directory or HOME: {shown}. Give that path a volume in the "
-                        "chart (and point its environment variable there), or set "
-                        "podSecurity.readOnlyRootFilesystem=false")
+        raise UserError(
+            f"{plan.kind}/{plan.name}: container {container.name} has a read-only root filesystem but "
+            f"wrote to its image's working directory or HOME: {shown}. Give that path a volume in the "
+            "chart (and point its environment variable there), or set "
+            "podSecurity.readOnlyRootFilesystem=false"
+        )
 
 
 def _process_env(container: ContainerPlan, image_root: Path) -> dict[str, str]:
@@ -174,8 +223,10 @@ def _resolve_argv(argv: list[str]) -> tuple[list[str], str | None]:
     if program in ("python", "python3"):
         return [sys.executable, *argv[1:]], None
     if _is_vllm(argv) and not _vllm_usable():
-        return _cpu_server_argv(argv), ("vLLM needs a GPU and is not usable on this machine: serving with "
-                                        "`llmft serve` (OpenAI-compatible, CPU) on the same port and API")
+        return _cpu_server_argv(argv), (
+            "vLLM needs a GPU and is not usable on this machine: serving with "
+            "`llmft serve` (OpenAI-compatible, CPU) on the same port and API"
+        )
     return argv, None
 
 
@@ -193,7 +244,7 @@ def _vllm_usable() -> bool:
 
 def _cpu_server_argv(argv: list[str]) -> list[str]:
     """Translate a vLLM server command into `llmft serve` with the same model, name, port and adapters."""
-    args = argv[2:] if argv[0] == "vllm" else argv[argv.index("vllm.entrypoints.openai.api_server") + 1:]
+    args = argv[2:] if argv[0] == "vllm" else argv[argv.index("vllm.entrypoints.openai.api_server") + 1 :]
     model, options, adapters = None, {}, []
     index = 0
     if argv[0] == "vllm" and args and not args[0].startswith("-"):
@@ -201,7 +252,11 @@ def _cpu_server_argv(argv: list[str]) -> list[str]:
     while index < len(args):
         token = args[index]
         key, _, inline = token.partition("=")
-        value = inline if inline else (args[index + 1] if index + 1 < len(args) and not args[index + 1].startswith("--") else None)
+        value = (
+            inline
+            if inline
+            else (args[index + 1] if index + 1 < len(args) and not args[index + 1].startswith("--") else None)
+        )
         step = 1 if inline or value is None else 2
         if key == "--model":
             model = value
@@ -231,8 +286,12 @@ def _start(plan: PodPlan, container: ContainerPlan) -> subprocess.Popen:
     argv, note = _resolve_argv(container.argv)
     if note:
         log.info("%s: %s", container.name, note)
-    log.info("%s%s: %s", "init container " if container.init else "container ", container.name,
-             describe(container.argv, container.secret_values))
+    log.info(
+        "%s%s: %s",
+        "init container " if container.init else "container ",
+        container.name,
+        describe(container.argv, container.secret_values),
+    )
     image_root = plan.image_root(container)
     cwd = container.workdir if container.workdir and container.workdir.is_dir() else None
     if cwd is None and container.read_only_root:
@@ -297,13 +356,20 @@ def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
                 _remove_image_roots(plan.root / "image-root")
             return 0
         if code in plan.fail_job_exit_codes:
-            log.error("%s/%s failed with exit code %d, which its podFailurePolicy treats as final", plan.kind, plan.name, code)
+            log.error(
+                "%s/%s failed with exit code %d, which its podFailurePolicy treats as final", plan.kind, plan.name, code
+            )
             break
         if attempt < attempts:
-            log.warning("%s/%s pod failed with exit code %d: starting a new pod (attempt %d of %d)",
-                        plan.kind, plan.name, code, attempt + 1, attempts)
-    log.error("%s/%s failed; its volumes are kept for inspection under %s", plan.kind, plan.name,
-              plan.root / "volumes")
+            log.warning(
+                "%s/%s pod failed with exit code %d: starting a new pod (attempt %d of %d)",
+                plan.kind,
+                plan.name,
+                code,
+                attempt + 1,
+                attempts,
+            )
+    log.error("%s/%s failed; its volumes are kept for inspection under %s", plan.kind, plan.name, plan.root / "volumes")
     return code or 1
 
 
@@ -343,7 +409,7 @@ def _check_servers(plan: PodPlan) -> None:
 
 def _with_port(argv: list[str], port: int) -> list[str]:
     out, skip = [], False
-    for index, token in enumerate(argv):
+    for token in argv:
         if skip:
             skip = False
             continue

@@ -85,6 +85,7 @@ def start(buckets: tuple[str, ...] = DEFAULT_BUCKETS) -> EmbeddedS3:
         server = SeaweedServer(_root() / "data", access_key, secret_key, log_path=_root() / "weed.log")
         log.info("starting the embedded S3 server (SeaweedFS) with data in %s", _root() / "data")
         server.start()
+        assert server.process is not None, "start() launched it"
         pid = server.process.pid
         record = {"pid": pid, "endpoint": server.endpoint, "started": time.time()}
         (_root() / "server.json").write_text(json.dumps(record))

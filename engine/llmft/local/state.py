@@ -1,4 +1,7 @@
-"""Where the local runner keeps its state: `$LLMFT_STATE_DIR`, else `$XDG_STATE_HOME/llmft`, else ~/.local/state/llmft."""
+"""Where the local runner keeps its state.
+
+`$LLMFT_STATE_DIR`, else `$XDG_STATE_HOME/llmft`, else ~/.local/state/llmft.
+"""
 
 from __future__ import annotations
 

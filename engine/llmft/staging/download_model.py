@@ -211,8 +211,9 @@ class _Copier:
         if item.size is not None and size != item.size:
             raise TransientError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
         if item.sha256 and digest != item.sha256:
-            raise TransientError(f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; "
-                                 "run again")
+            raise TransientError(
+                f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; run again"
+            )
         if git and item.blob_id and git != item.blob_id:
             raise TransientError(
                 f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; run again"

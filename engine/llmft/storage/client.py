@@ -51,9 +51,8 @@ class StorageSettings:
             secret_key=secret_key or None,
             region=region or _DEFAULT_REGION,
             endpoint_variable=endpoint_variable or "BUCKET_STORAGE_HOST",
-            credential_variables=" and ".join(
-                v for v in (access_variable, secret_variable) if v
-            ) or "BUCKET_STORAGE_ACCESS_KEY and BUCKET_STORAGE_SECRET_KEY",
+            credential_variables=" and ".join(v for v in (access_variable, secret_variable) if v)
+            or "BUCKET_STORAGE_ACCESS_KEY and BUCKET_STORAGE_SECRET_KEY",
         )
 
     @property
@@ -147,21 +146,38 @@ def is_transient(error: BaseException) -> bool:
         RetriesExceededError,  # s3transfer gives up only on broken streams
     )
 
-    if isinstance(error, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
-                          IncompleteReadError, ResponseStreamingError, RetriesExceededError,
-                          ConnectionError, TimeoutError)):
+    if isinstance(
+        error,
+        (
+            EndpointConnectionError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            ReadTimeoutError,
+            IncompleteReadError,
+            ResponseStreamingError,
+            RetriesExceededError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
         return True
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
         # BadDigest: the bytes that arrived do not match the checksum sent with them (damaged on the way).
-        return status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                                         *_CHECKSUM_CODES}
+        return status >= 500 or code in {
+            "SlowDown",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+            *_CHECKSUM_CODES,
+        }
     return False
 
 
-def storage_error(error: BaseException, location: object,
-                  settings: StorageSettings | None = None) -> StorageError | None:
+def storage_error(
+    error: BaseException, location: object, settings: StorageSettings | None = None
+) -> StorageError | None:
     """Translate a botocore error into a typed one-line `StorageError`, or None if it is not the user's to fix."""
     from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -192,8 +208,7 @@ def storage_error(error: BaseException, location: object,
             if os.path.exists(bucket) or os.path.exists(local_twin):
                 hint = f"; a local path {local_twin!r} exists: write ./{local_twin} to use it"
             return BucketNotFound(
-                f"bucket {bucket!r} does not exist at {where} (location {location}): "
-                f"create it or fix the path{hint}"
+                f"bucket {bucket!r} does not exist at {where} (location {location}): create it or fix the path{hint}"
             )
         if code in _CHECKSUM_CODES:
             return CorruptObject(

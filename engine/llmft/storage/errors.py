@@ -2,9 +2,10 @@
 
 Every type is a `UserError` (one line, exit status 2, final for a Job): the message names the
 endpoint, the location and the variable or action that fixes it. `BucketUnreachable` and
-`CorruptObject` are `TransientError`s instead (exit status 1: the Job retries, the work resumes). `BucketAccessError` groups the problems of
-the bucket as a whole (unreachable, refused, missing): no other object there can be read
-either, so checkpoint restore stops on them instead of trying an older checkpoint.
+`CorruptObject` are `TransientError`s instead (exit status 1: the Job retries, the work resumes).
+`BucketAccessError` groups the problems of the bucket as a whole (unreachable, refused, missing): no
+other object there can be read either, so checkpoint restore stops on them instead of trying an
+older checkpoint.
 """
 
 from __future__ import annotations

@@ -86,7 +86,11 @@ def safe_join(root: Path, relative: str) -> Path:
     """
     parts = relative.replace("\\", "/").split("/")
     target = (root / relative).resolve()
-    if (relative.startswith("/") or ".." in parts or not relative.strip("/")
-            or not target.is_relative_to(root.resolve())):
+    if (
+        relative.startswith("/")
+        or ".." in parts
+        or not relative.strip("/")
+        or not target.is_relative_to(root.resolve())
+    ):
         raise UnsafeKey(f"refusing to download key {relative!r}: it would escape the target folder {root}")
     return target

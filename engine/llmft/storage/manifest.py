@@ -43,8 +43,7 @@ class Manifest:
                 "version": MANIFEST_VERSION,
                 "created": self.created,
                 "files": {
-                    path: {"size": entry.size, "sha256": entry.sha256}
-                    for path, entry in sorted(self.files.items())
+                    path: {"size": entry.size, "sha256": entry.sha256} for path, entry in sorted(self.files.items())
                 },
             },
             indent=1,
@@ -72,8 +71,9 @@ def read_manifest(location: Location, settings: TransferSettings | None = None) 
     try:
         return Manifest.from_json(data)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ManifestCorrupt(f"{location.child(MANIFEST_NAME)} is not a readable manifest ({error}): "
-                              "upload the tree again") from None
+        raise ManifestCorrupt(
+            f"{location.child(MANIFEST_NAME)} is not a readable manifest ({error}): upload the tree again"
+        ) from None
 
 
 def is_complete(location: Location) -> bool:

@@ -21,9 +21,21 @@ from llmft.errors import UserError
 
 # Every listening port of `weed mini`, so none falls back to a fixed default.
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
-    "s3.port.iceberg", "s3.port.lance", "metricsPort", "debug.port", "webdav.port",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "metricsPort",
+    "debug.port",
+    "webdav.port",
 )
 
 
@@ -41,9 +53,14 @@ def server_client(endpoint: str, access_key: str, secret_key: str, probing: bool
     from botocore.config import Config
 
     options = {"retries": {"max_attempts": 1}, "connect_timeout": 2} if probing else {}
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-                        aws_secret_access_key=secret_key, region_name="us-east-1",
-                        config=Config(s3={"addressing_style": "path"}, **options))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, **options),
+    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -63,8 +80,15 @@ def free_ports(count: int) -> list[int]:
 class SeaweedServer:
     """Start, probe and stop one `weed mini` process. Stop ends only the PID it started."""
 
-    def __init__(self, data_dir: Path, access_key: str, secret_key: str, log_path: Path | None = None,
-                 command_prefix: tuple[str, ...] = (), public_endpoint: str | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        access_key: str,
+        secret_key: str,
+        log_path: Path | None = None,
+        command_prefix: tuple[str, ...] = (),
+        public_endpoint: str | None = None,
+    ):
         """`command_prefix` runs the server through another command (`ip netns exec NS`, `taskset -c 1`);
         `public_endpoint` is where clients reach it when that is not its own loopback port (a relay)."""
         self.command_prefix = tuple(command_prefix)
@@ -82,11 +106,15 @@ class SeaweedServer:
 
     def _write_identity(self) -> Path:
         config = self.data_dir.parent / "s3-identities.json"
-        identity = {"identities": [{
-            "name": "llmft",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}
+        identity = {
+            "identities": [
+                {
+                    "name": "llmft",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(identity, handle)
@@ -100,21 +128,30 @@ class SeaweedServer:
             self.ports = {}
         self.reserve_ports()
         command = [
-            *self.command_prefix, weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
+            *self.command_prefix,
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.config={config}",
             # Like MinIO and AWS: writing to a bucket that does not exist is an error.
             "-s3.autoCreateBucket=false",
             *[f"-{flag}={port}" for flag, port in self.ports.items()],
         ]
         with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         self._wait_ready(timeout)
 
     def reserve_ports(self) -> dict[str, int]:
         """Pick the server's ports now (a relay in front of it needs the S3 port before it starts)."""
         if not self.ports:
-            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
         return self.ports
 
     def _wait_ready(self, timeout: float) -> None:

@@ -9,8 +9,9 @@ and sent as the object's `x-amz-checksum-sha256`, which the server checks agains
 and echoes back; multipart parts carry a CRC32 the server checks per part (cheap next to sha256).
 The client does not sign payloads (`client.py`), so botocore does not hash the bytes again for
 SigV4. After an upload a HEAD (no bytes) confirms size, sha256 metadata and, where the endpoint
-keeps checksums, the echoed sha256; nothing is read back. Download of a tree: trust only the manifest, download every listed file in
-parallel to a `.part` file, verify size and sha256, then rename into place.
+keeps checksums, the echoed sha256; nothing is read back. Download of a tree: trust only the
+manifest, download every listed file in parallel to a `.part` file, verify size and sha256, then
+rename into place.
 
 Retries: `retrying` is the one retry layer. botocore's retries are off (`client.py`) and
 so are s3transfer's download retries (`num_download_attempts=1`), so one operation (a
@@ -32,11 +33,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from llmft import settings as engine_settings
 from llmft.errors import UserError
-from llmft.progress import Progress, human_bytes
+from llmft.progress import Progress, ProgressSink, human_bytes
 from llmft.storage.client import is_transient, s3_client, storage_error
 from llmft.storage.errors import CorruptObject, IncompleteTree, ObjectNotFound
 from llmft.storage.location import Location, parse_location, safe_join
@@ -116,8 +117,14 @@ def retrying(action: Callable[[], T], what: str, settings: TransferSettings, loc
             raise
         except Exception as error:
             if is_transient(error) and attempt < settings.attempts:
-                log.warning("%s failed (%s), retry %d/%d in %.1fs", what, type(error).__name__,
-                            attempt, settings.attempts - 1, delay)
+                log.warning(
+                    "%s failed (%s), retry %d/%d in %.1fs",
+                    what,
+                    type(error).__name__,
+                    attempt,
+                    settings.attempts - 1,
+                    delay,
+                )
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, settings.max_backoff_seconds)
                 continue
@@ -131,6 +138,12 @@ def retrying(action: Callable[[], T], what: str, settings: TransferSettings, loc
 # ---------------------------------------------------------------- single objects
 
 
+@overload
+def read_object(
+    location: Location, missing_ok: Literal[False] = False, settings: TransferSettings | None = None
+) -> bytes: ...
+@overload
+def read_object(location: Location, missing_ok: bool, settings: TransferSettings | None = None) -> bytes | None: ...
 def read_object(location: Location, missing_ok: bool = False, settings: TransferSettings | None = None) -> bytes | None:
     settings = settings or TransferSettings()
     client = s3_client()
@@ -149,15 +162,20 @@ def read_object(location: Location, missing_ok: bool = False, settings: Transfer
 def write_object(location: Location, data: bytes, settings: TransferSettings | None = None) -> None:
     settings = settings or TransferSettings()
     client = s3_client()
-    retrying(lambda: client.put_object(Bucket=location.bucket, Key=location.key, Body=data),
-             f"write {location}", settings, location)
+    retrying(
+        lambda: client.put_object(Bucket=location.bucket, Key=location.key, Body=data),
+        f"write {location}",
+        settings,
+        location,
+    )
 
 
 def delete_object(location: Location, settings: TransferSettings | None = None) -> None:
     settings = settings or TransferSettings()
     client = s3_client()
-    retrying(lambda: client.delete_object(Bucket=location.bucket, Key=location.key),
-             f"delete {location}", settings, location)
+    retrying(
+        lambda: client.delete_object(Bucket=location.bucket, Key=location.key), f"delete {location}", settings, location
+    )
 
 
 def head_object(location: Location, settings: TransferSettings | None = None) -> dict | None:
@@ -189,7 +207,7 @@ def list_objects(location: Location, settings: TransferSettings | None = None) -
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix):]
+                relative = item["Key"][len(prefix) :]
                 if relative and not relative.endswith("/"):
                     found[relative] = int(item["Size"])
         return found
@@ -212,8 +230,13 @@ def delete_tree(location: Location, settings: TransferSettings | None = None) ->
 # ---------------------------------------------------------------- files
 
 
-def upload_file(path: Path, destination: Location, progress: Progress | None = None,
-                settings: TransferSettings | None = None, sha256: str | None = None) -> FileEntry:
+def upload_file(
+    path: Path,
+    destination: Location,
+    progress: ProgressSink | None = None,
+    settings: TransferSettings | None = None,
+    sha256: str | None = None,
+) -> FileEntry:
     """Upload one file (multipart above the threshold), recording its sha256 as object metadata.
 
     The server checks the bytes it receives: against the file's sha256 for a single PUT, against
@@ -241,8 +264,14 @@ def upload_file(path: Path, destination: Location, progress: Progress | None = N
                 progress.update(amount)
 
         try:
-            client.upload_file(str(path), destination.bucket, destination.key, ExtraArgs=extra,
-                               Config=settings.boto_config(), Callback=callback)
+            client.upload_file(
+                str(path),
+                destination.bucket,
+                destination.key,
+                ExtraArgs=extra,
+                Config=settings.boto_config(),
+                Callback=callback,
+            )
         except Exception:
             if progress:  # the retry re-sends these bytes
                 progress.update(-sent[0])
@@ -270,8 +299,13 @@ def upload_mismatch(head: dict | None, size: int, digest: str, checksum: str | N
     return None
 
 
-def download_file(source: Location, path: Path, expected: FileEntry | None = None,
-                  progress: Progress | None = None, settings: TransferSettings | None = None) -> FileEntry:
+def download_file(
+    source: Location,
+    path: Path,
+    expected: FileEntry | None = None,
+    progress: ProgressSink | None = None,
+    settings: TransferSettings | None = None,
+) -> FileEntry:
     """Download one object to `path` via a `.part` file; verify size and sha256 before renaming."""
     settings = settings or TransferSettings()
     path = Path(path)
@@ -294,8 +328,9 @@ def download_file(source: Location, path: Path, expected: FileEntry | None = Non
                 progress.update(amount)
 
         try:
-            client.download_file(source.bucket, source.key, str(partial),
-                                 Config=settings.boto_config(), Callback=callback)
+            client.download_file(
+                source.bucket, source.key, str(partial), Config=settings.boto_config(), Callback=callback
+            )
         except Exception:
             if progress:
                 progress.update(-got[0])
@@ -325,8 +360,9 @@ def _local_files(root: Path) -> list[str]:
     return files
 
 
-def upload_tree(root: Path, destination: Location, settings: TransferSettings | None = None,
-                label: str | None = None) -> TransferReport:
+def upload_tree(
+    root: Path, destination: Location, settings: TransferSettings | None = None, label: str | None = None
+) -> TransferReport:
     """Upload every file under `root`, then the manifest. Files already matching remotely are skipped.
 
     An existing remote manifest is deleted first, so a re-upload that is interrupted
@@ -371,13 +407,20 @@ def upload_tree(root: Path, destination: Location, settings: TransferSettings | 
     progress.close()
     write_object(destination.child(MANIFEST_NAME), manifest.to_json().encode(), settings)
     report.manifest = manifest
-    log.info("uploaded %s to %s: %d files sent (%s), %d unchanged skipped",
-             root, destination, len(report.transferred), human_bytes(report.bytes_transferred), len(report.skipped))
+    log.info(
+        "uploaded %s to %s: %d files sent (%s), %d unchanged skipped",
+        root,
+        destination,
+        len(report.transferred),
+        human_bytes(report.bytes_transferred),
+        len(report.skipped),
+    )
     return report
 
 
-def download_tree(source: Location, root: Path, settings: TransferSettings | None = None,
-                  label: str | None = None) -> TransferReport:
+def download_tree(
+    source: Location, root: Path, settings: TransferSettings | None = None, label: str | None = None
+) -> TransferReport:
     """Download a complete tree (one with a manifest) into `root`, verifying every file."""
     settings = settings or TransferSettings()
     root = Path(root)
@@ -404,13 +447,19 @@ def download_tree(source: Location, root: Path, settings: TransferSettings | Non
 
     root.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        for relative, sent in zip(manifest.files, pool.map(one, list(manifest.files))):
+        for relative, sent in zip(manifest.files, pool.map(one, list(manifest.files)), strict=True):
             (report.transferred if sent else report.skipped).append(relative)
             if sent:
                 report.bytes_transferred += manifest.files[relative].size
     progress.close()
-    log.info("downloaded %s to %s: %d files (%s), %d already present",
-             source, root, len(report.transferred), human_bytes(report.bytes_transferred), len(report.skipped))
+    log.info(
+        "downloaded %s to %s: %d files (%s), %d already present",
+        source,
+        root,
+        len(report.transferred),
+        human_bytes(report.bytes_transferred),
+        len(report.skipped),
+    )
     return report
 
 
@@ -430,9 +479,17 @@ def copy_remote_tree(source: Location, destination: Location, settings: Transfer
 
     def one(relative: str) -> None:
         target = destination.child(relative)
-        retrying(lambda: client.copy({"Bucket": source.bucket, "Key": source.child(relative).key},
-                                     target.bucket, target.key, Config=settings.boto_config()),
-                 f"copy {source.child(relative)} -> {target}", settings, target)
+        retrying(
+            lambda: client.copy(
+                {"Bucket": source.bucket, "Key": source.child(relative).key},
+                target.bucket,
+                target.key,
+                Config=settings.boto_config(),
+            ),
+            f"copy {source.child(relative)} -> {target}",
+            settings,
+            target,
+        )
         head = head_object(target, settings)
         if head is None or int(head["ContentLength"]) != manifest.files[relative].size:
             raise OSError(f"server-side copy to {target} did not verify: remote size differs")
@@ -450,8 +507,7 @@ def is_remote_tree(location: Location) -> bool:
     return bool(list_objects(location))
 
 
-def _refuse_overwrite(destination: Location, digest: str | None, overwrite: bool,
-                      settings: TransferSettings) -> None:
+def _refuse_overwrite(destination: Location, digest: str | None, overwrite: bool, settings: TransferSettings) -> None:
     """A file copy must not silently replace a different file that is already there (`--overwrite` may)."""
     if overwrite:
         return
@@ -464,8 +520,10 @@ def _refuse_overwrite(destination: Location, digest: str | None, overwrite: bool
         head = head_object(destination, settings)
         if head is None or (digest and head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest):
             return
-    raise UserError(f"{destination} already exists and differs from what would be copied; pass --overwrite to "
-                    "replace it, or choose another destination")
+    raise UserError(
+        f"{destination} already exists and differs from what would be copied; pass --overwrite to "
+        "replace it, or choose another destination"
+    )
 
 
 def _refuse_tree_onto_file(destination: Location) -> None:
@@ -473,8 +531,12 @@ def _refuse_tree_onto_file(destination: Location) -> None:
         raise UserError(f"{destination.path} is a file, so a folder cannot be copied onto it; give a folder path")
 
 
-def copy(source: str | Location, destination: str | Location, settings: TransferSettings | None = None,
-         overwrite: bool = False) -> TransferReport:
+def copy(
+    source: str | Location,
+    destination: str | Location,
+    settings: TransferSettings | None = None,
+    overwrite: bool = False,
+) -> TransferReport:
     """Copy a file or a tree between any two locations (the engine of `llmft storage cp`).
 
     A tree never lands on a file; a file replaces a different existing file only with `overwrite`

@@ -71,8 +71,9 @@ def background_settings() -> TransferSettings:
     minutes of retrying before one request gives up (and the checkpoint is then tried again).
     """
     knobs = engine_settings.current()
-    return TransferSettings(attempts=knobs.sync_attempts, backoff_seconds=knobs.sync_backoff,
-                            max_backoff_seconds=knobs.sync_max_backoff)
+    return TransferSettings(
+        attempts=knobs.sync_attempts, backoff_seconds=knobs.sync_backoff, max_backoff_seconds=knobs.sync_max_backoff
+    )
 
 
 @dataclass
@@ -113,11 +114,19 @@ _early_lock = threading.Lock()
 class CheckpointSync:
     """Checkpoint streaming for one run: see the module docstring and ARCHITECTURE.md."""
 
-    def __init__(self, remote: str, output_dir: str | os.PathLike, save_total_limit: int | None = None,
-                 max_pending_uploads: int | None = None, progress_interval: float | None = None,
-                 settings: TransferSettings | None = None, retry_pause: float | None = None,
-                 key_path: str = "run_conf.checkpoints_remote", logs_remote: str | None = None,
-                 skip_download: bool = False):
+    def __init__(
+        self,
+        remote: str,
+        output_dir: str | os.PathLike,
+        save_total_limit: int | None = None,
+        max_pending_uploads: int | None = None,
+        progress_interval: float | None = None,
+        settings: TransferSettings | None = None,
+        retry_pause: float | None = None,
+        key_path: str = "run_conf.checkpoints_remote",
+        logs_remote: str | None = None,
+        skip_download: bool = False,
+    ):
         self.remote = parse_remote(remote, key_path)
         self.output_dir = Path(output_dir)
         self.save_total_limit = save_total_limit
@@ -208,15 +217,22 @@ class CheckpointSync:
         staging.discard(self.staging_root)
         result = RestoreResult(remote=str(self.remote))
         if self.skip_download:
-            log.warning("debug.skip_checkpoint_download is set: not resuming from %s; training starts from step 0 "
-                        "and its checkpoints are uploaded there", self.remote)
+            log.warning(
+                "debug.skip_checkpoint_download is set: not resuming from %s; training starts from step 0 "
+                "and its checkpoints are uploaded there",
+                self.remote,
+            )
             return result
         run = scan(self.remote, self.settings)
         finished, why = run.finished()
         if finished and run.marker is not None:
             outputs = ", ".join(run.marker.get("trees", []) + run.marker.get("files", []))
-            log.info("%s already holds a finished run (completed %s; outputs: %s): nothing to train",
-                     self.remote, run.marker.get("finished", "?"), outputs)
+            log.info(
+                "%s already holds a finished run (completed %s; outputs: %s): nothing to train",
+                self.remote,
+                run.marker.get("finished", "?"),
+                outputs,
+            )
             result.final_complete = True
             return result
         if run.marker is not None:
@@ -256,13 +272,25 @@ class CheckpointSync:
         if result.checkpoint is None or result.step is None:
             log.info("no complete checkpoint in %s: training starts from step 0%s", self.remote, skipped)
             return
-        log.info("resuming from %s/checkpoint-%d (step %d), restored into %s%s", self.remote, result.step,
-                 result.step, result.checkpoint, skipped)
-        newer = sorted(step for path in self.output_dir.iterdir()
-                       if (step := checkpoint_step(path.name)) is not None and step > result.step)
+        log.info(
+            "resuming from %s/checkpoint-%d (step %d), restored into %s%s",
+            self.remote,
+            result.step,
+            result.step,
+            result.checkpoint,
+            skipped,
+        )
+        newer = sorted(
+            step
+            for path in self.output_dir.iterdir()
+            if (step := checkpoint_step(path.name)) is not None and step > result.step
+        )
         if newer:
-            log.warning("local checkpoints newer than the bucket's exist in %s (%s); they were never uploaded "
-                        "completely", self.output_dir, ", ".join(checkpoint_name(s) for s in newer))
+            log.warning(
+                "local checkpoints newer than the bucket's exist in %s (%s); they were never uploaded completely",
+                self.output_dir,
+                ", ".join(checkpoint_name(s) for s in newer),
+            )
 
     # ------------------------------------------------------------------ during training
 
@@ -276,9 +304,15 @@ class CheckpointSync:
         if self._uploader is None:
             staging.discard(self.staging_root)
             self._uploader = BackgroundUploader(
-                self.remote, self.staging_root, self.settings, max_pending=self.max_pending,
-                save_total_limit=self.save_total_limit, progress_interval=self.progress_interval,
-                sync_progress=self.sync_progress, retry_pause=self.retry_pause)
+                self.remote,
+                self.staging_root,
+                self.settings,
+                max_pending=self.max_pending,
+                save_total_limit=self.save_total_limit,
+                progress_interval=self.progress_interval,
+                sync_progress=self.sync_progress,
+                retry_pause=self.retry_pause,
+            )
             self._uploader.start()
         return self._uploader
 
@@ -327,11 +361,12 @@ class CheckpointSync:
             self._uploader.close()
             uploaded_steps = list(self._uploader.uploaded)
             for step, error in self._uploader.failed.items():
-                log.warning("checkpoint-%d never reached the bucket (%s); the final outputs supersede it",
-                            step, error)
+                log.warning("checkpoint-%d never reached the bucket (%s); the final outputs supersede it", step, error)
         if not any((self.output_dir / name).is_dir() for name in FINAL_MODELS):
-            raise RuntimeError(f"finish(): neither {' nor '.join(str(self.output_dir / m) for m in FINAL_MODELS)} "
-                               "exists; the final model must be saved before the run can be marked complete")
+            raise RuntimeError(
+                f"finish(): neither {' nor '.join(str(self.output_dir / m) for m in FINAL_MODELS)} "
+                "exists; the final model must be saved before the run can be marked complete"
+            )
         marker_location = self.remote.child(RUN_COMPLETE_MARKER)
         delete_object(marker_location, self.settings)  # a stale marker must not vouch for new outputs
         scratch = self.staging_root / "final"
@@ -350,8 +385,9 @@ class CheckpointSync:
         for name in FINAL_FILES:
             path = self.output_dir / name
             if path.is_file():
-                upload_verified_file(staging.copy_snapshot(path, scratch / name), self.remote.child(name),
-                                     self.settings)
+                upload_verified_file(
+                    staging.copy_snapshot(path, scratch / name), self.remote.child(name), self.settings
+                )
                 files.append(name)
         try:
             remove_incomplete_checkpoints(self.remote, self.settings)
@@ -370,6 +406,11 @@ class CheckpointSync:
         if echoed is None or json.loads(echoed) != marker:
             raise VerificationError(f"{marker_location}: the run-complete marker did not read back")
         staging.discard(self.staging_root)
-        log.info("run complete in %s: %s verified, marker %s written last (%.1fs)", self.remote,
-                 ", ".join(trees + files), RUN_COMPLETE_MARKER, time.monotonic() - started)
+        log.info(
+            "run complete in %s: %s verified, marker %s written last (%.1fs)",
+            self.remote,
+            ", ".join(trees + files),
+            RUN_COMPLETE_MARKER,
+            time.monotonic() - started,
+        )
         return marker

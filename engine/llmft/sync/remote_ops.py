@@ -42,8 +42,7 @@ def verify_tree(destination: Location, expected: Manifest, settings: TransferSet
     return sizes
 
 
-def upload_verified_tree(folder: Path, destination: Location, settings: TransferSettings,
-                         label: str) -> Manifest:
+def upload_verified_tree(folder: Path, destination: Location, settings: TransferSettings, label: str) -> Manifest:
     """`upload_tree` (manifest last), then verify, then delete stale objects the manifest does not list.
 
     Stale objects come from an earlier, interrupted upload to the same prefix (a
@@ -57,9 +56,14 @@ def upload_verified_tree(folder: Path, destination: Location, settings: Transfer
     stale = [name for name in listed if name != MANIFEST_NAME and name not in report.manifest.files]
     for name in stale:
         delete_object(destination.child(name), settings)
-    log.info("%s complete in the bucket: %d files, %s in %.1fs%s", destination, len(report.manifest.files),
-             human_bytes(report.manifest.total_bytes), time.monotonic() - started,
-             f" ({len(stale)} stale objects of an interrupted upload removed)" if stale else "")
+    log.info(
+        "%s complete in the bucket: %d files, %s in %.1fs%s",
+        destination,
+        len(report.manifest.files),
+        human_bytes(report.manifest.total_bytes),
+        time.monotonic() - started,
+        f" ({len(stale)} stale objects of an interrupted upload removed)" if stale else "",
+    )
     return report.manifest
 
 

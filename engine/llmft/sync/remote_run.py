@@ -26,7 +26,8 @@ def parse_remote(text: str, key_path: str = "run_conf.checkpoints_remote") -> Lo
         )
     if not location.key.strip("/"):
         raise UserError(
-            f"{key_path}: {text!r} names a whole bucket; give a folder for this run, e.g. {location.bucket}/experiments/my-run"
+            f"{key_path}: {text!r} names a whole bucket; give a folder for this run, e.g. "
+            f"{location.bucket}/experiments/my-run"
         )
     return location
 
@@ -36,11 +37,11 @@ class RemoteRun:
     """What one listing of `<remote>/` shows."""
 
     location: Location
-    complete: dict[int, int] = field(default_factory=dict)     # step -> number of files
-    incomplete: dict[int, int] = field(default_factory=dict)   # step -> files present (no manifest)
+    complete: dict[int, int] = field(default_factory=dict)  # step -> number of files
+    incomplete: dict[int, int] = field(default_factory=dict)  # step -> files present (no manifest)
     marker: dict | None = None
     trees_complete: dict[str, bool] = field(default_factory=dict)  # final tree -> manifest present
-    files_present: set[str] = field(default_factory=set)           # top-level files
+    files_present: set[str] = field(default_factory=set)  # top-level files
 
     def finished(self) -> tuple[bool, str]:
         """(True, "") when the marker exists and every output it lists is complete, else (False, why)."""

@@ -58,10 +58,17 @@ def _lower_priority(increment: int) -> None:
 
 
 class BackgroundUploader:
-    def __init__(self, remote: Location, staging_root: Path, settings: TransferSettings,
-                 max_pending: int = 2, save_total_limit: int | None = None,
-                 progress_interval: float = 60.0, sync_progress: Callable[[], None] | None = None,
-                 retry_pause: float = 10.0):
+    def __init__(
+        self,
+        remote: Location,
+        staging_root: Path,
+        settings: TransferSettings,
+        max_pending: int = 2,
+        save_total_limit: int | None = None,
+        progress_interval: float = 60.0,
+        sync_progress: Callable[[], None] | None = None,
+        retry_pause: float = 10.0,
+    ):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.remote = remote
@@ -73,11 +80,11 @@ class BackgroundUploader:
         self.sync_progress = sync_progress
         self.retry_pause = retry_pause
         self.nice_increment = engine_settings.current().sync_nice  # read here: a bad value fails the caller
-        self.uploaded: list[int] = []    # steps complete in the bucket, in order
+        self.uploaded: list[int] = []  # steps complete in the bucket, in order
         self.failed: dict[int, str] = {}  # step -> last error, for those given up at close
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
-        self._reserved = 0               # slots taken by submits that are still staging
+        self._reserved = 0  # slots taken by submits that are still staging
         self._active: _Job | None = None
         self._closing = False
         self._progress_due = False
@@ -105,9 +112,12 @@ class BackgroundUploader:
             while len(self._pending_steps()) + self._reserved >= self.max_pending:
                 now = time.monotonic()
                 if waited_since is None or now - waited_since >= 60:
-                    log.info("upload queue full (%d pending: %s); the save of checkpoint-%d waits for an upload "
-                             "to finish", self.max_pending,
-                             ", ".join(checkpoint_name(s) for s in self._pending_steps()), step)
+                    log.info(
+                        "upload queue full (%d pending: %s); the save of checkpoint-%d waits for an upload to finish",
+                        self.max_pending,
+                        ", ".join(checkpoint_name(s) for s in self._pending_steps()),
+                        step,
+                    )
                     waited_since = waited_since or now
                 self._cond.wait(timeout=5)
             self._reserved += 1
@@ -123,11 +133,13 @@ class BackgroundUploader:
             self._jobs.append(job)
             self._cond.notify_all()
         if waited_since is not None:
-            log.info("checkpoint-%d queued for upload after waiting %.1fs for the queue", step,
-                     job.queued_at - waited_since)
+            log.info(
+                "checkpoint-%d queued for upload after waiting %.1fs for the queue", step, job.queued_at - waited_since
+            )
         else:
-            log.info("checkpoint-%d queued for upload to %s (staged in %.2fs)", step, self.remote,
-                     time.monotonic() - began)
+            log.info(
+                "checkpoint-%d queued for upload to %s (staged in %.2fs)", step, self.remote, time.monotonic() - began
+            )
 
     def request_progress_sync(self) -> None:
         with self._cond:
@@ -142,8 +154,11 @@ class BackgroundUploader:
             thread = self._thread
         if thread is not None:
             if self._pending_steps():
-                log.info("waiting for %d pending checkpoint upload(s): %s", len(self._pending_steps()),
-                         ", ".join(checkpoint_name(s) for s in self._pending_steps()))
+                log.info(
+                    "waiting for %d pending checkpoint upload(s): %s",
+                    len(self._pending_steps()),
+                    ", ".join(checkpoint_name(s) for s in self._pending_steps()),
+                )
             thread.join(timeout)
             if thread.is_alive():
                 raise RuntimeError(f"checkpoint uploads still running after {timeout}s")
@@ -155,8 +170,9 @@ class BackgroundUploader:
         next_progress = time.monotonic() + self.progress_interval
         while True:
             with self._cond:
-                while (not self._jobs and not self._closing and not self._progress_due
-                       and time.monotonic() < next_progress):
+                while (
+                    not self._jobs and not self._closing and not self._progress_due and time.monotonic() < next_progress
+                ):
                     self._cond.wait(timeout=max(0.05, next_progress - time.monotonic()))
                 job = self._jobs.popleft() if self._jobs else None
                 self._active = job
@@ -196,22 +212,31 @@ class BackgroundUploader:
                     superseded = bool(self._jobs)
                     closing = self._closing
                 if superseded:
-                    log.error("upload of %s to %s failed (%s); a newer checkpoint is queued, so %s is dropped",
-                              name, self.remote, error, name)
+                    log.error(
+                        "upload of %s to %s failed (%s); a newer checkpoint is queued, so %s is dropped",
+                        name,
+                        self.remote,
+                        error,
+                        name,
+                    )
                     return
                 if closing and rounds >= 2:
                     log.error("upload of %s to %s failed (%s); giving up", name, self.remote, error)
                     self.failed[job.step] = str(error)
                     return
-                log.error("upload of %s to %s failed (%s); training continues, next try in %.0fs",
-                          name, self.remote, error, self.retry_pause)
+                log.error(
+                    "upload of %s to %s failed (%s); training continues, next try in %.0fs",
+                    name,
+                    self.remote,
+                    error,
+                    self.retry_pause,
+                )
                 with self._cond:
                     self._cond.wait_for(lambda: bool(self._jobs) or self._closing, timeout=self.retry_pause)
         try:
             apply_retention(self.remote, job.step, self.save_total_limit, self.settings)
         except Exception as error:  # noqa: BLE001 - retention is retried after the next checkpoint
-            log.warning("remote retention after %s failed (%s); will try again after the next checkpoint",
-                        name, error)
+            log.warning("remote retention after %s failed (%s); will try again after the next checkpoint", name, error)
 
     def _upload(self, job: _Job) -> None:
         name = checkpoint_name(job.step)

@@ -73,8 +73,7 @@ def grid_values(parameter, grid_points: int) -> list:
         low, high = math.log(parameter.min), math.log(parameter.max)
         points = [math.exp(low + (high - low) * index / (grid_points - 1)) for index in range(grid_points)]
         return [min(max(value, parameter.min), parameter.max) for value in points]  # exp(log(x)) may overshoot
-    return [parameter.min + (parameter.max - parameter.min) * index / (grid_points - 1)
-            for index in range(grid_points)]
+    return [parameter.min + (parameter.max - parameter.min) * index / (grid_points - 1) for index in range(grid_points)]
 
 
 def make_sampler(algorithm, parameters: list) -> Any:

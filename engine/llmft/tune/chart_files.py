@@ -39,11 +39,13 @@ def values_schema() -> dict:
     properties["name"] = dict(properties["name"], pattern=NAME_PATTERN)
     properties["checkpointsRemote"] = dict(properties["checkpointsRemote"], minLength=1)
     cluster = _cluster_schema()
-    return require_every_value({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "llm-tune values",
-        **_object({**properties, **cluster}),
-    })
+    return require_every_value(
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "llm-tune values",
+            **_object({**properties, **cluster}),
+        }
+    )
 
 
 def cluster_keys() -> tuple[str, ...]:
@@ -56,11 +58,18 @@ def _cluster_schema() -> dict:
 
     secret_ref = _object({"name": {"type": "string"}, "key": {"type": "string"}})
     return {
-        "studyStorage": _object({
-            "server": _object({"size": QUANTITY, "storageClass": {"type": "string"},
-                               "port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
-            "urlSecret": secret_ref,
-        }),
+        "studyStorage": _object(
+            {
+                "server": _object(
+                    {
+                        "size": QUANTITY,
+                        "storageClass": {"type": "string"},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    }
+                ),
+                "urlSecret": secret_ref,
+            }
+        ),
         "gpuResourceName": {"type": "string", "minLength": 1},
         "hfTokenSecret": secret_ref,
         **job_pod_values(),
@@ -70,7 +79,6 @@ def _cluster_schema() -> dict:
         "backoffLimitPerIndex": {"type": "integer", "minimum": 0},
         "networkPolicy": network_policy_schema(),
     }
-
 
 
 def write(charts_dir: Path) -> Path:

@@ -28,8 +28,16 @@ EVAL_COMMON = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_ste
 # What TRL's trainers add to both (the evaluation rows carry them with an `eval_` prefix).
 METHOD_METRICS = {
     "sft": ("mean_token_accuracy", "entropy"),
-    "dpo": ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
-            "logps/rejected", "logits/chosen", "logits/rejected"),
+    "dpo": (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "logits/chosen",
+        "logits/rejected",
+    ),
 }
 # summary.json keys that are numbers, and their metrics.jsonl twin (None: no intermediate values).
 SUMMARY_METRICS = {
@@ -97,5 +105,8 @@ def final_value(source: MetricSource, run_dir: Path) -> float | None:
 
 def curve(name: str, run_dir: Path) -> list[tuple[int, float]]:
     """(step, value) of a metrics.jsonl key."""
-    return [(row["step"], float(row[name])) for row in read_rows(run_dir)
-            if isinstance(row.get(name), (int, float)) and "step" in row]
+    return [
+        (row["step"], float(row[name]))
+        for row in read_rows(run_dir)
+        if isinstance(row.get(name), (int, float)) and "step" in row
+    ]

@@ -55,8 +55,9 @@ def history(data: dict, path: Path) -> None:
             line.append((last, line[-1][1]))  # the best so far holds to the last trial
         axes.step(*zip(*line, strict=True), where="post", color="tab:red", label="best so far")
     if pruned:
-        axes.scatter(*zip(*pruned, strict=True), color="tab:gray", marker="x", label="pruned (last reported value)",
-                     zorder=3)
+        axes.scatter(
+            *zip(*pruned, strict=True), color="tab:gray", marker="x", label="pruned (last reported value)", zorder=3
+        )
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -111,6 +112,7 @@ def _scale(values: list, log: bool):
         order = {json_key: index for index, json_key in enumerate(dict.fromkeys(map(str, values)))}
         top = max(len(order) - 1, 1)
         return lambda value: order.get(str(value), 0) / top
+
     def transform(value) -> float:
         return math.log(value) if use_log else float(value)
 
@@ -129,8 +131,15 @@ def intermediate(data: dict, path: Path) -> None:
         steps = [int(step) for step in row["intermediate"]]
         values = list(row["intermediate"].values())
         style = {"complete": ("tab:blue", "-"), "pruned": ("tab:gray", "--")}.get(row["state"], ("tab:orange", ":"))
-        axes.plot(steps, values, color=style[0], linestyle=style[1], marker="o", markersize=3,
-                  label=f"trial {row['number']} ({row['state']})")
+        axes.plot(
+            steps,
+            values,
+            color=style[0],
+            linestyle=style[1],
+            marker="o",
+            markersize=3,
+            label=f"trial {row['number']} ({row['state']})",
+        )
         if row["state"] == "pruned":
             axes.scatter([steps[-1]], [values[-1]], color="tab:gray", marker="x", s=50, zorder=3)
     axes.set_xlabel("training step")
@@ -160,11 +169,16 @@ def importances(data: dict) -> dict[str, float] | None:
         if parameter["type"] == "categorical":
             space[name] = CategoricalDistribution(parameter["values"])
         elif parameter["type"] == "int":
-            space[name] = IntDistribution(int(parameter["min"]), int(parameter["max"]), log=parameter.get("log", False),
-                                          step=int(parameter.get("step") or 1))
+            space[name] = IntDistribution(
+                int(parameter["min"]),
+                int(parameter["max"]),
+                log=parameter.get("log", False),
+                step=int(parameter.get("step") or 1),
+            )
         else:
-            space[name] = FloatDistribution(parameter["min"], parameter["max"], log=parameter.get("log", False),
-                                            step=parameter.get("step"))
+            space[name] = FloatDistribution(
+                parameter["min"], parameter["max"], log=parameter.get("log", False), step=parameter.get("step")
+            )
     done = [row for row in data["trials"] if row["state"] == "complete" and row["value"] is not None]
     if len(done) < 3 or not space:
         return None
@@ -182,8 +196,17 @@ def report(data: dict, out_dir: Path) -> tuple[Path, Path, str]:
     parallel(data, out_dir / PARALLEL)
     intermediate(data, out_dir / INTERMEDIATE)
     table = experiment_results.status_table(data)
-    parts = [f"# Experiment {data['name']}", "", table, f"![optimisation history]({HISTORY})", "",
-             f"![parallel coordinates]({PARALLEL})", "", f"![intermediate values]({INTERMEDIATE})", ""]
+    parts = [
+        f"# Experiment {data['name']}",
+        "",
+        table,
+        f"![optimisation history]({HISTORY})",
+        "",
+        f"![parallel coordinates]({PARALLEL})",
+        "",
+        f"![intermediate values]({INTERMEDIATE})",
+        "",
+    ]
     if data["best"] is not None:
         parts += ["## Best trial", "", "```", experiment_results.best_text(data).rstrip(), "```", ""]
     found = importances(data)

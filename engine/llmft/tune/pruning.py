@@ -49,9 +49,12 @@ class PruningCallback(TrainerCallback):
             from llmft.tune.study import open_storage, trial_id
 
             storage = open_storage(os.environ[STORAGE_ENV])
-            study = optuna.load_study(study_name=self.info["study"], storage=storage,
-                                      sampler=optuna.samplers.RandomSampler(),  # samples nothing here
-                                      pruner=make_pruner(EarlyStopping(**self.info["early_stopping"])))
+            study = optuna.load_study(
+                study_name=self.info["study"],
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(),  # samples nothing here
+                pruner=make_pruner(EarlyStopping(**self.info["early_stopping"])),
+            )
             self._trial = optuna.trial.Trial(study, trial_id(study, self.info["trial_number"]))
         return self._trial
 
@@ -78,9 +81,14 @@ class PruningCallback(TrainerCallback):
                 where = {"step": state.global_step, "metric": self.metric, "value": float(value)}
                 # In the study too: a worker restarted on another pod finds it there (the folder is gone).
                 self.trial().set_user_attr(PRUNED_ATTR, where)
-                log.info("trial %s pruned at step %d (%s %.5g is worse than the early-stopping rule allows); "
-                         "stopping after this checkpoint", self.info["trial_number"], state.global_step,
-                         self.metric, value)
+                log.info(
+                    "trial %s pruned at step %d (%s %.5g is worse than the early-stopping rule allows); "
+                    "stopping after this checkpoint",
+                    self.info["trial_number"],
+                    state.global_step,
+                    self.metric,
+                    value,
+                )
                 write_json(Path(args.output_dir) / PRUNED_MARKER, where)
 
 

@@ -61,23 +61,34 @@ def tune_reference() -> str:
         "```",
     ]
     _section("spec", schema, lines)
-    lines += ["", "## Algorithms and early stopping", "",
-              "| `algorithm.name` | Optuna sampler |", "| --- | --- |"]
-    lines += [f"| `{name}` | `optuna.samplers.{cls}`" + (" (multivariate)" if name == "multivariate-tpe" else "") + " |"
-              for name, cls in ALGORITHMS.items()]
+    lines += ["", "## Algorithms and early stopping", "", "| `algorithm.name` | Optuna sampler |", "| --- | --- |"]
+    lines += [
+        f"| `{name}` | `optuna.samplers.{cls}`" + (" (multivariate)" if name == "multivariate-tpe" else "") + " |"
+        for name, cls in ALGORITHMS.items()
+    ]
     lines += ["", "| `early_stopping.name` | Optuna pruner |", "| --- | --- |"]
     lines += [f"| `{name}` | `optuna.pruners.{cls}` |" for name, cls in PRUNERS.items()]
-    lines += ["", "Median stopping also takes Katib's names: "
-              + ", ".join(f"`{katib}` (Optuna's `{optuna}`)" for katib, optuna in KATIB_MEDIAN_NAMES.items()) + "."]
-    lines += ["", "## Metrics an objective may name", "",
-              "| metric | method | written to | intermediate values from | needs evaluation |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Median stopping also takes Katib's names: "
+        + ", ".join(f"`{katib}` (Optuna's `{optuna}`)" for katib, optuna in KATIB_MEDIAN_NAMES.items())
+        + ".",
+    ]
+    lines += [
+        "",
+        "## Metrics an objective may name",
+        "",
+        "| metric | method | written to | intermediate values from | needs evaluation |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     rows: dict[str, list] = {}
     for method in ("sft", "dpo"):
         for name, source in catalog(method).items():
             rows.setdefault(name, [source, []])[1].append(method)
     for name, (source, methods) in rows.items():
-        lines.append(f"| `{name}` | {', '.join(methods)} | {source.file} | "
-                     f"{f'`{source.step_key}`' if source.step_key else '- (no early stopping)'} | "
-                     f"{'yes' if source.needs_evaluation else 'no'} |")
+        lines.append(
+            f"| `{name}` | {', '.join(methods)} | {source.file} | "
+            f"{f'`{source.step_key}`' if source.step_key else '- (no early stopping)'} | "
+            f"{'yes' if source.needs_evaluation else 'no'} |"
+        )
     return "\n".join(lines) + "\n"

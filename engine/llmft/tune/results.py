@@ -38,24 +38,26 @@ def collect(study, spec: TuneSpec, experiment_dir: Path) -> dict:
         recorded["pruned_at"] = recorded.get("pruned_at") or trial.user_attrs.get(trials.PRUNED_ATTR)
         remote = trials.remote_dir(spec, trial.number)
         serve, adapter = recorded.get("serve"), recorded.get("adapter")
-        rows.append({
-            "number": trial.number,
-            "state": trial.state.name.lower(),
-            "params": dict(trial.params),
-            "value": trial.value if trial.state.name == "COMPLETE" else None,
-            "intermediate": {str(step): value for step, value in sorted(trial.intermediate_values.items())},
-            "metrics": {key: value for key, value in trial.user_attrs.items() if not key.startswith("llmft:")},
-            "worker": trial.system_attrs.get(OWNER),
-            "error": trial.user_attrs.get(ERROR),
-            "pruned_at": recorded.get("pruned_at"),
-            "steps": recorded.get("steps"),
-            "local": str(output),
-            "remote": remote,
-            "checkpoint_final": _join(remote or str(output), serve),
-            "adapter": _join(remote or str(output), adapter) if adapter else None,
-            "started": _time(trial.datetime_start),
-            "finished": _time(trial.datetime_complete),
-        })
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name.lower(),
+                "params": dict(trial.params),
+                "value": trial.value if trial.state.name == "COMPLETE" else None,
+                "intermediate": {str(step): value for step, value in sorted(trial.intermediate_values.items())},
+                "metrics": {key: value for key, value in trial.user_attrs.items() if not key.startswith("llmft:")},
+                "worker": trial.system_attrs.get(OWNER),
+                "error": trial.user_attrs.get(ERROR),
+                "pruned_at": recorded.get("pruned_at"),
+                "steps": recorded.get("steps"),
+                "local": str(output),
+                "remote": remote,
+                "checkpoint_final": _join(remote or str(output), serve),
+                "adapter": _join(remote or str(output), adapter) if adapter else None,
+                "started": _time(trial.datetime_start),
+                "finished": _time(trial.datetime_complete),
+            }
+        )
     complete = [row for row in rows if row["state"] == "complete" and row["value"] is not None]
     sign = 1 if spec.tune.objective.direction == "minimize" else -1
     best = min(complete, key=lambda row: sign * row["value"]) if complete else None
@@ -139,8 +141,10 @@ def load(where: str) -> dict:
     if location.is_local:
         path = location.path if location.path.is_file() else location.path / EXPERIMENT
         if not path.is_file():
-            raise UserError(f"{where}: no {EXPERIMENT} here; give an experiment folder (printed by `llmft tune`), "
-                            "its checkpointsRemote, or the spec file")
+            raise UserError(
+                f"{where}: no {EXPERIMENT} here; give an experiment folder (printed by `llmft tune`), "
+                "its checkpointsRemote, or the spec file"
+            )
         return json.loads(path.read_text())
     target = location if location.key.endswith(".json") else location.child(EXPERIMENT)
     with tempfile.TemporaryDirectory(prefix="llmft-tune-") as scratch:
@@ -150,8 +154,9 @@ def load(where: str) -> dict:
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - a missing object: say what was expected
-            raise UserError(f"{target}: cannot read {EXPERIMENT} ({error}); is this an experiment's "
-                            "checkpointsRemote?") from None
+            raise UserError(
+                f"{target}: cannot read {EXPERIMENT} ({error}); is this an experiment's checkpointsRemote?"
+            ) from None
         return json.loads(local.read_text())
 
 
@@ -191,16 +196,24 @@ def status_table(results: dict) -> str:
         if row["pruned_at"]:
             state += f" at step {row['pruned_at']['step']}"
         value = row["value"] if row["value"] is not None else _last(row["intermediate"])
-        cells = [str(row["number"]), state, *[_fmt(row["params"].get(name)) for name in names], _fmt(value),
-                 _fmt(row["steps"]), row["checkpoint_final"] or "-"]
+        cells = [
+            str(row["number"]),
+            state,
+            *[_fmt(row["params"].get(name)) for name in names],
+            _fmt(value),
+            _fmt(row["steps"]),
+            row["checkpoint_final"] or "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     counts: dict[str, int] = {}
     for row in results["trials"]:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     tally = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
-    head = (f"experiment {results['name']}: {results['state']}; {len(results['trials'])} of "
-            f"{results['max_trial_count']} trials ({tally}); {results['objective']['direction']} {metric} with "
-            f"{results['algorithm']}, early stopping {results['early_stopping']}")
+    head = (
+        f"experiment {results['name']}: {results['state']}; {len(results['trials'])} of "
+        f"{results['max_trial_count']} trials ({tally}); {results['objective']['direction']} {metric} with "
+        f"{results['algorithm']}, early stopping {results['early_stopping']}"
+    )
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -217,8 +230,10 @@ def best_trial(results: dict) -> dict:
 def best_text(results: dict) -> str:
     row = best_trial(results)
     metric = results["objective"]["metric"]
-    lines = [f"best trial of {results['name']}: trial {row['number']}, {metric} = {_fmt(row['value'])}",
-             "hyperparameters:"]
+    lines = [
+        f"best trial of {results['name']}: trial {row['number']}, {metric} = {_fmt(row['value'])}",
+        "hyperparameters:",
+    ]
     lines += [f"  {name}: {json.dumps(value)}" for name, value in row["params"].items()]
     if row["metrics"]:
         lines.append("metrics: " + ", ".join(f"{key} {_fmt(value)}" for key, value in row["metrics"].items()))
@@ -231,4 +246,3 @@ def best_text(results: dict) -> str:
     elif model:
         lines.append(f"serve it: llmft serve {model}")
     return "\n".join(lines) + "\n"
-

@@ -66,19 +66,25 @@ class Parameter(Section):
     key: str = Field(
         min_length=1,
         description="The config key this parameter sets, by path as in `helm --set`: "
-                    "`finetuning_config.training_args.learning_rate`, `finetuning_config.peft_conf.peft_kwargs.r`, "
-                    "`finetuning_config.data_conf.training_data.datasets[0].sampling_weight`.")
+        "`finetuning_config.training_args.learning_rate`, `finetuning_config.peft_conf.peft_kwargs.r`, "
+        "`finetuning_config.data_conf.training_data.datasets[0].sampling_weight`.",
+    )
     name: str | None = Field(
-        None, description="Short name in tables and plots (default: the key's last part, e.g. `learning_rate`).")
+        None, description="Short name in tables and plots (default: the key's last part, e.g. `learning_rate`)."
+    )
     type: Literal["double", "int", "categorical"] = Field(
         description="`double`: a real number in [min, max]; `int`: an integer in [min, max]; `categorical`: one "
-                    "of `values`.")
+        "of `values`."
+    )
     min: float | None = Field(None, description="Smallest value (`double`, `int`).")
     max: float | None = Field(None, description="Largest value (`double`, `int`).")
     log: bool = Field(False, description="Sample on a log scale (`double`, `int`; needs min > 0).")
     step: float | None = Field(
-        None, gt=0, description="Only multiples of step above min (`int`: default 1; `double`: default continuous). "
-                                "Not with `log`.")
+        None,
+        gt=0,
+        description="Only multiples of step above min (`int`: default 1; `double`: default continuous). "
+        "Not with `log`.",
+    )
     values: list[Scalar] | None = Field(None, description="The choices (`categorical`).")
 
     @property
@@ -92,14 +98,17 @@ class Objective(Section):
     metric: str = Field(
         min_length=1,
         description="A metric the run writes to metrics.jsonl (`eval_loss`, `loss`, `eval_mean_token_accuracy`, "
-                    "`rewards/margins`, `eval_rewards/margins`, ...; its last value is the result, each value an "
-                    "intermediate report for early stopping) or to summary.json (`final_eval_loss`, "
-                    "`tokens_per_second`, ...).")
+        "`rewards/margins`, `eval_rewards/margins`, ...; its last value is the result, each value an "
+        "intermediate report for early stopping) or to summary.json (`final_eval_loss`, "
+        "`tokens_per_second`, ...).",
+    )
     direction: Literal["minimize", "maximize"] = Field(description="Whether smaller or larger is better.")
     goal: float | None = Field(
-        None, description="Stop the experiment once a completed trial reaches this value (Katib's objective goal).")
+        None, description="Stop the experiment once a completed trial reaches this value (Katib's objective goal)."
+    )
     additional_metrics: list[str] = Field(
-        default_factory=list, description="More metrics recorded with every trial (same names as `metric`).")
+        default_factory=list, description="More metrics recorded with every trial (same names as `metric`)."
+    )
 
 
 class Algorithm(Section):
@@ -108,14 +117,16 @@ class Algorithm(Section):
     name: Literal["random", "grid", "tpe", "multivariate-tpe", "cmaes", "gp", "qmc"] = Field(
         "tpe",
         description="`random`, `grid` (every combination; doubles need `step` or get `settings.grid_points` "
-                    "points), `tpe` (Tree-structured Parzen Estimator), `multivariate-tpe`, `cmaes` (CMA-ES; "
-                    "categorical keys fall back to random), `gp` (Gaussian-process Bayesian optimisation), `qmc` "
-                    "(quasi-Monte Carlo, Sobol by default).")
+        "points), `tpe` (Tree-structured Parzen Estimator), `multivariate-tpe`, `cmaes` (CMA-ES; "
+        "categorical keys fall back to random), `gp` (Gaussian-process Bayesian optimisation), `qmc` "
+        "(quasi-Monte Carlo, Sobol by default).",
+    )
     seed: int | None = Field(None, description="Seed of the sampler (reproducible choices in one worker).")
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Keyword arguments of the Optuna sampler, e.g. `{n_startup_trials: 4}` for `tpe`, "
-                    "`{qmc_type: halton}` for `qmc`, `{grid_points: 4}` for `grid`.")
+        "`{qmc_type: halton}` for `qmc`, `{grid_points: 4}` for `grid`.",
+    )
 
 
 class EarlyStopping(Section):
@@ -124,23 +135,28 @@ class EarlyStopping(Section):
     name: Literal["none", "median", "successive-halving", "hyperband"] = Field(
         "none",
         description="`median`: stop a trial whose best value so far is worse than the median of completed trials "
-                    "at the same step; `successive-halving` (asynchronous) and `hyperband`; `none`.")
+        "at the same step; `successive-halving` (asynchronous) and `hyperband`; `none`.",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Keyword arguments of the Optuna pruner. `median` also takes Katib's names: "
-                    "`min_trials_required` (completed trials before any stop, Optuna's `n_startup_trials`) and "
-                    "`start_step` (no stop before this training step, Optuna's `n_warmup_steps`).")
+        "`min_trials_required` (completed trials before any stop, Optuna's `n_startup_trials`) and "
+        "`start_step` (no stop before this training step, Optuna's `n_warmup_steps`).",
+    )
 
 
 class Resources(Section):
     """What one trial gets (a worker pod on the cluster)."""
 
     gpus: Annotated[int, Field(ge=0)] = Field(
-        0, description="GPUs per trial, one training process each; 0 trains one process on the CPU.")
+        0, description="GPUs per trial, one training process each; 0 trains one process on the CPU."
+    )
     cpu: Annotated[float, Field(gt=0)] | None = Field(None, description="CPUs per trial (cluster request).")
     memory: str | None = Field(
-        None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
-        description="Memory per trial (cluster request), e.g. `32Gi`.")
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        description="Memory per trial (cluster request), e.g. `32Gi`.",
+    )
 
 
 class Tune(Section):
@@ -152,42 +168,55 @@ class Tune(Section):
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="The pruner.")
     max_trial_count: Annotated[int, Field(ge=1)] = Field(12, description="Trials in the experiment.")
     parallel_trial_count: Annotated[int, Field(ge=1)] = Field(
-        1, description="Trials training at once (local processes; worker pods on the cluster).")
+        1, description="Trials training at once (local processes; worker pods on the cluster)."
+    )
     max_failed_trial_count: Annotated[int, Field(ge=0)] = Field(
-        3, description="The experiment fails (no new trials) once more trials than this have failed.")
+        3, description="The experiment fails (no new trials) once more trials than this have failed."
+    )
     trial_retries: Annotated[int, Field(ge=0)] = Field(
-        1, description="Restarts of a trial whose training process crashed; each resumes from the trial's last "
-                       "checkpoint. A config the engine rejects is never retried.")
+        1,
+        description="Restarts of a trial whose training process crashed; each resumes from the trial's last "
+        "checkpoint. A config the engine rejects is never retried.",
+    )
     resources_per_trial: Resources = Field(default_factory=Resources, description="Resources of one trial.")
     storage: str | None = Field(
         None,
         description="Optuna study storage: empty keeps a journal file in the experiment folder; "
-                    "`grpc://HOST:PORT` (the llm-tune chart's study-storage server), `sqlite:///PATH`, "
-                    "`postgresql://...`, `mysql://...`. The environment variable `LLMFT_TUNE_STORAGE` "
-                    "overrides it (the chart sets it, from a Secret for database URLs).")
+        "`grpc://HOST:PORT` (the llm-tune chart's study-storage server), `sqlite:///PATH`, "
+        "`postgresql://...`, `mysql://...`. The environment variable `LLMFT_TUNE_STORAGE` "
+        "overrides it (the chart sets it, from a Secret for database URLs).",
+    )
 
 
 class TuneSpec(Section):
     """An experiment: the finetune chart's base values plus the search."""
 
-    name: str = Field(description="The experiment's name: lower-case letters, digits and `-`, at most 40 "
-                                  "(the study's name, and the llm-tune chart's resource names).")
+    name: str = Field(
+        description="The experiment's name: lower-case letters, digits and `-`, at most 40 "
+        "(the study's name, and the llm-tune chart's resource names)."
+    )
     basemodel: str | None = Field(
-        None, description="Base model location, as in the finetune chart (fills finetuning_config.run_conf.model).")
+        None, description="Base model location, as in the finetune chart (fills finetuning_config.run_conf.model)."
+    )
     checkpointsRemote: str = Field(
-        "", description="The experiment's bucket folder: trial n streams to `<checkpointsRemote>/trial-<n>/` and the "
-                        "results go to `<checkpointsRemote>/experiment.json`. Empty: everything stays local.")
+        "",
+        description="The experiment's bucket folder: trial n streams to `<checkpointsRemote>/trial-<n>/` and the "
+        "results go to `<checkpointsRemote>/experiment.json`. Empty: everything stays local.",
+    )
     mergeAdapter: bool = Field(False, description="LoRA: merge each trial's adapter (checkpoint-final is servable).")
     finetuning_config: dict[str, Any] = Field(
-        description="The base fine-tuning config every trial starts from (docs/config-reference.md).")
+        description="The base fine-tuning config every trial starts from (docs/config-reference.md)."
+    )
     tune: Tune = Field(description="The search.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not re.match(NAME_PATTERN, value):
-            raise ValueError("must be lower-case letters, digits and '-' (start and end with a letter or digit), "
-                             "at most 40 characters, e.g. lora-search")
+            raise ValueError(
+                "must be lower-case letters, digits and '-' (start and end with a letter or digit), "
+                "at most 40 characters, e.g. lora-search"
+            )
         return value
 
     # ---------------------------------------------------------------------------------------- derived
@@ -213,10 +242,12 @@ class TuneSpec(Section):
 
     def fingerprint(self) -> str:
         """What must not change while a study runs: base config, space, objective, algorithm, early stopping."""
-        fixed = self.model_dump(mode="json", include={"basemodel", "checkpointsRemote", "mergeAdapter",
-                                                      "finetuning_config"})
-        fixed["tune"] = self.tune.model_dump(mode="json", include={"objective", "search_space", "algorithm",
-                                                                   "early_stopping"})
+        fixed = self.model_dump(
+            mode="json", include={"basemodel", "checkpointsRemote", "mergeAdapter", "finetuning_config"}
+        )
+        fixed["tune"] = self.tune.model_dump(
+            mode="json", include={"objective", "search_space", "algorithm", "early_stopping"}
+        )
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
     def objective_source(self) -> metrics.MetricSource:
@@ -245,14 +276,25 @@ def _problems(spec: TuneSpec) -> list[tuple]:
         if parts == ("run_conf", "model"):
             continue
         if keypath.get(spec.finetuning_config, parts) is not None:
-            found.append((("finetuning_config",) + parts, f"is set by the tuner: {why}; remove it",
-                          keypath.get(spec.finetuning_config, parts)))
+            found.append(
+                (
+                    ("finetuning_config",) + parts,
+                    f"is set by the tuner: {why}; remove it",
+                    keypath.get(spec.finetuning_config, parts),
+                )
+            )
     gpus = spec.tune.resources_per_trial.gpus
     if gpus > 1 and not keypath.get(spec.finetuning_config, ("launch_conf", "accelerate_config")):
-        found.append((("tune", "resources_per_trial", "gpus"), "more than one GPU per trial runs one process per GPU "
-                      "under accelerate, which needs finetuning_config.launch_conf.accelerate_config", gpus,
-                      "write one with `llmft accelerate-config auto-ddp --out DIR` and give its path in the image, "
-                      "or use gpus: 1"))
+        found.append(
+            (
+                ("tune", "resources_per_trial", "gpus"),
+                "more than one GPU per trial runs one process per GPU "
+                "under accelerate, which needs finetuning_config.launch_conf.accelerate_config",
+                gpus,
+                "write one with `llmft accelerate-config auto-ddp --out DIR` and give its path in the image, "
+                "or use gpus: 1",
+            )
+        )
     found += _space_problems(spec, base, clean_base=not base_problems)
     found += _objective_problems(spec, base)
     found += _algorithm_problems(spec)
@@ -274,9 +316,14 @@ def _space_problems(spec: TuneSpec, base: dict, clean_base: bool) -> list[tuple]
     found: list[tuple] = []
     space = spec.tune.search_space
     if not space:
-        return [(("tune", "search_space"), "is empty; add at least one parameter "
-                 "({key: finetuning_config.training_args.learning_rate, type: double, min: 1.0e-5, max: 1.0e-3})",
-                 [])]
+        return [
+            (
+                ("tune", "search_space"),
+                "is empty; add at least one parameter "
+                "({key: finetuning_config.training_args.learning_rate, type: double, min: 1.0e-5, max: 1.0e-3})",
+                [],
+            )
+        ]
     schema = config_json_schema(spec.method)
     seen_keys: dict[str, int] = {}
     seen_labels: dict[str, int] = {}
@@ -288,8 +335,14 @@ def _space_problems(spec: TuneSpec, base: dict, clean_base: bool) -> list[tuple]
             found.append((where + ("key",), str(error), parameter.key))
             continue
         if parts[0] != DEFAULT_KEY_PREFIX or len(parts) < 2:
-            found.append((where + ("key",), "must start with finetuning_config. (the engine's config keys are "
-                          "searched)", parameter.key, f"e.g. finetuning_config.{parameter.key}"))
+            found.append(
+                (
+                    where + ("key",),
+                    "must start with finetuning_config. (the engine's config keys are searched)",
+                    parameter.key,
+                    f"e.g. finetuning_config.{parameter.key}",
+                )
+            )
             continue
         why = keypath.unknown_part(schema, parts[1:])
         if why:
@@ -298,17 +351,29 @@ def _space_problems(spec: TuneSpec, base: dict, clean_base: bool) -> list[tuple]
         if parts[1:] in TUNER_KEYS:
             found.append((where + ("key",), f"is set by the tuner: {TUNER_KEYS[parts[1:]]}", parameter.key))
             continue
-        missing = [parts[: depth + 1] for depth, part in enumerate(parts) if isinstance(part, int)
-                   and keypath.get(base, parts[1: depth + 1]) is None]
+        missing = [
+            parts[: depth + 1]
+            for depth, part in enumerate(parts)
+            if isinstance(part, int) and keypath.get(base, parts[1 : depth + 1]) is None
+        ]
         if missing:
-            found.append((where + ("key",), "the base config has no such list item "
-                          f"({'.'.join(map(str, missing[0]))})", parameter.key))
+            found.append(
+                (
+                    where + ("key",),
+                    f"the base config has no such list item ({'.'.join(map(str, missing[0]))})",
+                    parameter.key,
+                )
+            )
             continue
         for label, table in ((parameter.key, seen_keys), (parameter.label, seen_labels)):
             if label in table:
-                found.append((where + ("key" if table is seen_keys else "name",),
-                              f"is also used by search_space[{table[label]}]; each parameter needs its own "
-                              "key and name", label))
+                found.append(
+                    (
+                        where + ("key" if table is seen_keys else "name",),
+                        f"is also used by search_space[{table[label]}]; each parameter needs its own key and name",
+                        label,
+                    )
+                )
             table[label] = index
         range_problems = _range_problems(parameter, where)
         found += range_problems
@@ -327,8 +392,9 @@ def _range_problems(parameter: Parameter, where: tuple) -> list[tuple]:
             found.append((where + ("values",), "has duplicates", parameter.values))
         for key in ("min", "max", "step"):
             if getattr(parameter, key) is not None:
-                found.append((where + (key,), "only for double and int; categorical takes values",
-                              getattr(parameter, key)))
+                found.append(
+                    (where + (key,), "only for double and int; categorical takes values", getattr(parameter, key))
+                )
         if parameter.log:
             found.append((where + ("log",), "only for double and int", True))
         return found
@@ -343,11 +409,15 @@ def _range_problems(parameter: Parameter, where: tuple) -> list[tuple]:
     if low > high:
         found.append((where + ("min",), f"is larger than max ({high:g}); swap them", low))
     if parameter.log and low <= 0:
-        found.append((where + ("min",), "must be above 0 on a log scale (log: true); raise min or set log: false",
-                      low))
+        found.append((where + ("min",), "must be above 0 on a log scale (log: true); raise min or set log: false", low))
     if parameter.log and parameter.step is not None:
-        found.append((where + ("step",), "cannot be combined with log: true (Optuna samples either on a log scale "
-                      "or in steps)", parameter.step))
+        found.append(
+            (
+                where + ("step",),
+                "cannot be combined with log: true (Optuna samples either on a log scale or in steps)",
+                parameter.step,
+            )
+        )
     if kind == "int":
         for key in ("min", "max", "step"):
             value = getattr(parameter, key)
@@ -369,8 +439,13 @@ def _value_problems(spec: TuneSpec, base: dict, parameter: Parameter, parts: tup
         problems = _config_problems(keypath.with_values(base, {parts: value}))
         for path, message, *_ in problems:
             shown = ".".join([DEFAULT_KEY_PREFIX] + [f"[{p}]" if isinstance(p, int) else str(p) for p in path])
-            found.append((where + position, f"the engine rejects {shown.replace('.[', '[')} = {json.dumps(value)}: "
-                          f"{message}", value))
+            found.append(
+                (
+                    where + position,
+                    f"the engine rejects {shown.replace('.[', '[')} = {json.dumps(value)}: {message}",
+                    value,
+                )
+            )
             break
     return found
 
@@ -380,27 +455,46 @@ def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
     available = metrics.catalog(spec.method)
     objective = spec.tune.objective
     evaluates = (keypath.get(base, ("training_args", "eval_strategy")) or "no") != "no" or any(
-        keypath.parse(p.key)[1:] == ("training_args", "eval_strategy") for p in spec.tune.search_space)
+        keypath.parse(p.key)[1:] == ("training_args", "eval_strategy") for p in spec.tune.search_space
+    )
     names = [(("tune", "objective", "metric"), objective.metric)] + [
         (("tune", "objective", "additional_metrics", index), name)
-        for index, name in enumerate(objective.additional_metrics)]
+        for index, name in enumerate(objective.additional_metrics)
+    ]
     for where, name in names:
         source = available.get(name)
         if source is None:
             import difflib
 
             close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
-            found.append((where, f"a run with method: {spec.method} never writes this metric", name,
-                          (f"did you mean {close[0]}? " if close else "") + f"it writes: {', '.join(available)}"))
+            found.append(
+                (
+                    where,
+                    f"a run with method: {spec.method} never writes this metric",
+                    name,
+                    (f"did you mean {close[0]}? " if close else "") + f"it writes: {', '.join(available)}",
+                )
+            )
         elif source.needs_evaluation and not evaluates:
-            found.append((where, "is written only when the run evaluates", name,
-                          "set finetuning_config.training_args.eval_strategy: steps (with eval_steps) and "
-                          "data_conf.validation_data"))
+            found.append(
+                (
+                    where,
+                    "is written only when the run evaluates",
+                    name,
+                    "set finetuning_config.training_args.eval_strategy: steps (with eval_steps) and "
+                    "data_conf.validation_data",
+                )
+            )
     source = available.get(objective.metric)
     if source is not None and source.step_key is None and spec.tune.early_stopping.name != "none":
-        found.append((("tune", "early_stopping", "name"), f"needs intermediate values, but {objective.metric} is "
-                      "written once at the end", spec.tune.early_stopping.name,
-                      "use a metrics.jsonl metric such as eval_loss, or early_stopping: {name: none}"))
+        found.append(
+            (
+                ("tune", "early_stopping", "name"),
+                f"needs intermediate values, but {objective.metric} is written once at the end",
+                spec.tune.early_stopping.name,
+                "use a metrics.jsonl metric such as eval_loss, or early_stopping: {name: none}",
+            )
+        )
     return found
 
 
@@ -411,22 +505,33 @@ def _algorithm_problems(spec: TuneSpec) -> list[tuple]:
         points = tune.algorithm.settings.get("grid_points")
         for index, parameter in enumerate(tune.search_space):
             if parameter.type == "double" and parameter.step is None and points is None:
-                found.append((("tune", "search_space", index, "step"), "grid search needs a step for a double "
-                              "(or tune.algorithm.settings.grid_points)", None))
+                found.append(
+                    (
+                        ("tune", "search_space", index, "step"),
+                        "grid search needs a step for a double (or tune.algorithm.settings.grid_points)",
+                        None,
+                    )
+                )
     ranges_ok = all(_range_problems(p, ()) == [] for p in tune.search_space)
     if tune.algorithm.name != "grid" or (ranges_ok and not found):  # the grid is built from the ranges
         try:
             algorithms.make_sampler(tune.algorithm, [_labelled(p) for p in tune.search_space])
         except algorithms.SettingsError as error:
             path = ("tune", "algorithm", "settings") + ((error.key,) if error.key else ())
-            found.append((path, str(error), tune.algorithm.settings.get(error.key) if error.key else
-                          tune.algorithm.settings))
+            found.append(
+                (path, str(error), tune.algorithm.settings.get(error.key) if error.key else tune.algorithm.settings)
+            )
     try:
         algorithms.make_pruner(tune.early_stopping)
     except algorithms.SettingsError as error:
         path = ("tune", "early_stopping", "settings") + ((error.key,) if error.key else ())
-        found.append((path, str(error), tune.early_stopping.settings.get(error.key) if error.key else
-                      tune.early_stopping.settings))
+        found.append(
+            (
+                path,
+                str(error),
+                tune.early_stopping.settings.get(error.key) if error.key else tune.early_stopping.settings,
+            )
+        )
     return found
 
 
@@ -448,8 +553,9 @@ def optuna_parameters(spec: TuneSpec) -> list:
 def read_spec_source(source: str | os.PathLike | dict) -> dict:
     if isinstance(source, dict):
         return json.loads(json.dumps(source))
-    return read_spec_file(Path(source), "an experiment spec is a mapping (name, basemodel, finetuning_config, "
-                                        "tune, ...)")
+    return read_spec_file(
+        Path(source), "an experiment spec is a mapping (name, basemodel, finetuning_config, tune, ...)"
+    )
 
 
 def load_spec(source: str | os.PathLike | dict) -> TuneSpec:
@@ -468,4 +574,3 @@ def spec_json_schema() -> dict:
     schema["properties"]["finetuning_config"] = dict(_finetuning_config_schema(), description=description)
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     return schema
-

@@ -70,16 +70,20 @@ def open_storage(url: str):
         raise
     except Exception as error:  # noqa: BLE001 - a driver missing, a server unreachable, a bad URL: say which storage
         raise UserError(f"cannot open the study storage {masked(url)}: {error}") from None
-    raise UserError(f"storage {masked(url)}: expected journal://PATH, grpc://HOST:PORT, sqlite:///PATH, "
-                    "postgresql://... or mysql://...")
+    raise UserError(
+        f"storage {masked(url)}: expected journal://PATH, grpc://HOST:PORT, sqlite:///PATH, "
+        "postgresql://... or mysql://..."
+    )
 
 
 def sampler_and_pruner(spec: TuneSpec, seed_offset: int = 0):
     algorithm = spec.tune.algorithm
     if algorithm.seed is not None and seed_offset:
         algorithm = algorithm.model_copy(update={"seed": algorithm.seed + seed_offset})
-    return (algorithms.make_sampler(algorithm, optuna_parameters(spec)),
-            algorithms.make_pruner(spec.tune.early_stopping))
+    return (
+        algorithms.make_sampler(algorithm, optuna_parameters(spec)),
+        algorithms.make_pruner(spec.tune.early_stopping),
+    )
 
 
 def prepare(spec: TuneSpec, storage, index: int, wait_seconds: float = 600):
@@ -102,14 +106,22 @@ def _create_or_load(spec: TuneSpec, storage, coordinator: bool, wait_seconds: fl
 
     sampler, pruner = sampler_and_pruner(spec)
     if coordinator:
-        study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction=spec.tune.objective.direction, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=spec.tune.objective.direction,
+            load_if_exists=True,
+        )
         _check_same_spec(study, spec)
         existing = len(study.get_trials(deepcopy=False))
         planned = spec.tune.max_trial_count
         if existing > planned:
-            raise UserError(f"tune.max_trial_count: the study {spec.name} already has {existing} trials; "
-                            f"max_trial_count cannot shrink below that, got {planned}")
+            raise UserError(
+                f"tune.max_trial_count: the study {spec.name} already has {existing} trials; "
+                f"max_trial_count cannot shrink below that, got {planned}"
+            )
         for _ in range(planned - existing):
             study.add_trial(create_trial(state=TrialState.WAITING))
         study.set_user_attr(PLANNED, planned)
@@ -124,8 +136,10 @@ def _create_or_load(spec: TuneSpec, storage, coordinator: bool, wait_seconds: fl
         except KeyError:
             pass  # not created yet
         if time.monotonic() > deadline:
-            raise UserError(f"study {spec.name} was not created within {wait_seconds:.0f} s: worker 0 creates it; "
-                            "is worker 0 running with the same storage?")
+            raise UserError(
+                f"study {spec.name} was not created within {wait_seconds:.0f} s: worker 0 creates it; "
+                "is worker 0 running with the same storage?"
+            )
         time.sleep(2)
 
 
@@ -135,9 +149,11 @@ def _check_same_spec(study, spec: TuneSpec) -> None:
     if stored is None:
         study.set_user_attr(FINGERPRINT, fingerprint)
     elif stored != fingerprint:
-        raise UserError(f"the study {spec.name} in this storage was started from a different spec (base config, "
-                        "search space, objective, algorithm or early stopping changed); give the experiment a new "
-                        "name, or a new experiment folder, to start a new study")
+        raise UserError(
+            f"the study {spec.name} in this storage was started from a different spec (base config, "
+            "search space, objective, algorithm or early stopping changed); give the experiment a new "
+            "name, or a new experiment folder, to start a new study"
+        )
 
 
 def trial_id(study, number: int) -> int:
@@ -149,8 +165,11 @@ def own_running(study, worker: str) -> list[int]:
     """Numbers of RUNNING trials this worker claimed before (a previous life of this worker)."""
     from optuna.trial import TrialState
 
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.system_attrs.get(OWNER, worker) == worker]
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.system_attrs.get(OWNER, worker) == worker
+    ]
 
 
 def claim(study, worker: str) -> int | None:
@@ -181,11 +200,13 @@ def suggest(study, number: int, spec: TuneSpec) -> dict[str, Any]:
         if parameter.type == "categorical":
             values[name] = trial.suggest_categorical(name, list(parameter.values))
         elif parameter.type == "int":
-            values[name] = trial.suggest_int(name, int(parameter.min), int(parameter.max),
-                                             step=int(parameter.step or 1), log=parameter.log)
+            values[name] = trial.suggest_int(
+                name, int(parameter.min), int(parameter.max), step=int(parameter.step or 1), log=parameter.log
+            )
         else:
-            values[name] = trial.suggest_float(name, parameter.min, parameter.max, step=parameter.step,
-                                               log=parameter.log)
+            values[name] = trial.suggest_float(
+                name, parameter.min, parameter.max, step=parameter.step, log=parameter.log
+            )
     return values
 
 

@@ -83,15 +83,19 @@ def prepare(spec: TuneSpec, number: int, values: dict[str, Any], experiment_dir:
     config["launch_conf"] = {**(config.get("launch_conf") or {}), "num_processes": processes}
     load_config(config)  # every problem of this combination of values, before a process starts
     config_path = folder / CONFIG
-    config_path.write_text(f"# trial {number} of experiment {spec.name}: {json.dumps(values)}\n"
-                           + yaml.safe_dump(config, sort_keys=False))
+    config_path.write_text(
+        f"# trial {number} of experiment {spec.name}: {json.dumps(values)}\n" + yaml.safe_dump(config, sort_keys=False)
+    )
     source = spec.objective_source()
-    write_json(folder / TRIAL_FILE, {
-        "study": spec.name,
-        "trial_number": number,
-        "report": source.step_key or source.name,
-        "early_stopping": spec.tune.early_stopping.model_dump(mode="json"),
-    })
+    write_json(
+        folder / TRIAL_FILE,
+        {
+            "study": spec.name,
+            "trial_number": number,
+            "report": source.step_key or source.name,
+            "early_stopping": spec.tune.early_stopping.model_dump(mode="json"),
+        },
+    )
     command = [sys.executable, "-m", "llmft", "train", str(config_path)]
     return Prepared(folder, config_path, command)
 
@@ -112,9 +116,14 @@ def start(prepared: Prepared, storage_url: str, environment: dict[str, str]) -> 
     env[STORAGE_ENV] = storage_url
     log_file = open(prepared.folder / LOG, "ab")  # noqa: SIM115 - the child owns it; closed below
     try:
-        return subprocess.Popen(prepared.command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - no thread of the tuner runs here
+        return subprocess.Popen(
+            prepared.command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no thread of the tuner runs here
+        )
     finally:
         log_file.close()
 

@@ -45,8 +45,14 @@ class Running:
 
 
 class Worker:
-    def __init__(self, spec: TuneSpec, experiment_dir: Path, index: int = 0, slots: int | None = None,
-                 environment: dict[str, str] | None = None):
+    def __init__(
+        self,
+        spec: TuneSpec,
+        experiment_dir: Path,
+        index: int = 0,
+        slots: int | None = None,
+        environment: dict[str, str] | None = None,
+    ):
         self.spec = spec
         self.dir = experiment_dir
         self.index = index
@@ -72,9 +78,15 @@ class Worker:
         storage = studies.open_storage(self.storage_url)
         self.study = studies.prepare(self.spec, storage, self.index)
         resume = studies.own_running(self.study, self.name)
-        log.info("experiment %s in %s: study storage %s; worker %s with %d slot(s)%s", self.spec.name, self.dir,
-                 studies.masked(self.storage_url), self.name, self.slots,
-                 f"; resuming trial(s) {', '.join(map(str, resume))}" if resume else "")
+        log.info(
+            "experiment %s in %s: study storage %s; worker %s with %d slot(s)%s",
+            self.spec.name,
+            self.dir,
+            studies.masked(self.storage_url),
+            self.name,
+            self.slots,
+            f"; resuming trial(s) {', '.join(map(str, resume))}" if resume else "",
+        )
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._stop)}
         try:
             while True:
@@ -106,8 +118,12 @@ class Worker:
             log.info("stopped; trials still running stay RUNNING and resume when this worker starts again")
             return 130
         final = results.collect(self.study, self.spec, self.dir)
-        log.info("worker %s done: experiment %s (%s)", self.name, final["state"],
-                 f"best trial {final['best']}" if final["best"] is not None else "no completed trial")
+        log.info(
+            "worker %s done: experiment %s (%s)",
+            self.name,
+            final["state"],
+            f"best trial {final['best']}" if final["best"] is not None else "no completed trial",
+        )
         return EXPERIMENT_FAILED_STATUS if final["state"] == "failed" else 0
 
     def _experiment_state(self) -> str:
@@ -121,8 +137,10 @@ class Worker:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UserError(f"worker {self.name} of experiment {self.spec.name} is already running on {self.dir}; "
-                            "start another worker with --worker-index, or wait for it to end") from None
+            raise UserError(
+                f"worker {self.name} of experiment {self.spec.name} is already running on {self.dir}; "
+                "start another worker with --worker-index, or wait for it to end"
+            ) from None
         return handle
 
     def _stop(self, signum, frame) -> None:
@@ -149,8 +167,13 @@ class Worker:
             studies.finish(self.study, number, "failed", attrs={studies.ERROR: str(error)})
             return
         process = trials.start(prepared, self.storage_url, self.environment)
-        log.info("trial %d started (pid %d): %s; log %s", number, process.pid,
-                 ", ".join(f"{k}={v}" for k, v in values.items()), prepared.folder / trials.LOG)
+        log.info(
+            "trial %d started (pid %d): %s; log %s",
+            number,
+            process.pid,
+            ", ".join(f"{k}={v}" for k, v in values.items()),
+            prepared.folder / trials.LOG,
+        )
         self.running[number] = Running(number, prepared, process)
 
     def _ended(self, running: Running) -> None:
@@ -172,16 +195,23 @@ class Worker:
                     # reported to the study at every evaluation, the last report is the final value.
                     value = frozen.intermediate_values[max(frozen.intermediate_values)]
                 if value is None:
-                    error = (f"the run finished without writing {self.spec.tune.objective.metric} "
-                             f"(see {folder / trials.LOG})")
+                    error = (
+                        f"the run finished without writing {self.spec.tune.objective.metric} "
+                        f"(see {folder / trials.LOG})"
+                    )
                     studies.finish(self.study, number, "failed", attrs={**recorded, studies.ERROR: error})
                     log.error("trial %d failed: %s", number, error)
                 else:
                     studies.finish(self.study, number, "complete", value, attrs=recorded)
                     log.info("trial %d complete: %s = %.5g", number, self.spec.tune.objective.metric, value)
         elif status != CONFIG_ERROR_STATUS and running.attempts <= self.spec.tune.trial_retries and not self.stopping:
-            log.warning("trial %d: training process exited with status %s; restarting it (attempt %d), it resumes "
-                        "from its last checkpoint", number, status, running.attempts + 1)
+            log.warning(
+                "trial %d: training process exited with status %s; restarting it (attempt %d), it resumes "
+                "from its last checkpoint",
+                number,
+                status,
+                running.attempts + 1,
+            )
             running.process = trials.start(running.prepared, self.storage_url, self.environment)
             running.attempts += 1
             return
