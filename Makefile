@@ -20,13 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,local,dev]' -c constraints.txt
 	touch $(STAMP)
 
-# Lint and type check (a few seconds): ruff over engine, tests and benchmarks, mypy over the engine.
+# Lint and type check (a few seconds, the first step of `make test`): ruff over engine, tests and
+# benchmarks, mypy over the engine.
 lint: setup
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 
-test: setup $(CHECKOV_VENV)/.installed
+test: setup lint $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 $(CHECKOV_VENV)/.installed: tests/checkov-requirements.txt

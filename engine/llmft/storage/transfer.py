@@ -202,7 +202,7 @@ def list_objects(location: Location, settings: TransferSettings | None = None) -
     client = s3_client()
     prefix = location.prefix
 
-    def listing():
+    def listing() -> dict[str, int]:
         found: dict[str, int] = {}
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
