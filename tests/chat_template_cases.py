@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmft.finetune.data import IGNORE_INDEX
+
 TEMPLATES = Path(__file__).resolve().parent / "data" / "chat_templates"
 FAMILIES = sorted(path.stem for path in TEMPLATES.glob("*.jinja"))
 
@@ -40,3 +42,19 @@ def write_family_model(tiny_model_dir: Path, name: str, folder: Path) -> Path:
     shutil.copytree(tiny_model_dir, folder)
     family_tokenizer(tiny_model_dir, name).save_pretrained(folder)
     return folder
+
+
+def labelled_runs(example: dict) -> list[list[int]]:
+    """The token ids of each contiguous run of positions that carry loss (their label is the token)."""
+    runs, current = [], []
+    for token, label in zip(example["input_ids"], example["labels"], strict=False):
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            assert label == token
+            current.append(token)
+    if current:
+        runs.append(current)
+    return runs

@@ -22,6 +22,7 @@ from chat_template_cases import (
     FAMILIES,
     family_meta,
     family_tokenizer,
+    labelled_runs,
     write_family_model,
 )
 
@@ -54,22 +55,6 @@ REFUSALS = {
     "finetuning_config.data_conf.system_message_handling: fold-into-first-user",
 }
 FOLD = "fold-into-first-user"
-
-
-def labelled_runs(example: dict) -> list[list[int]]:
-    """The token ids of each contiguous run of positions that carry loss (their label is the token)."""
-    runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"], strict=False):
-        if label == IGNORE_INDEX:
-            if current:
-                runs.append(current)
-            current = []
-        else:
-            assert label == token
-            current.append(token)
-    if current:
-        runs.append(current)
-    return runs
 
 
 def setup_family(tiny_model_dir, name):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from chat_template_cases import labelled_runs
 
 from llmft.errors import UserError
 from llmft.finetune.data import IGNORE_INDEX, encode
@@ -21,33 +22,17 @@ CONVERSATION = [
 END_OF_TURN = {"keep-original": "</s>", "chat-ml": "<|im_end|>", "llama-3": "<|eot_id|>"}
 
 
-def _labelled_runs(example: dict) -> list[list[int]]:
-    """The token ids of each contiguous run of labelled positions."""
-    runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"], strict=False):
-        if label == IGNORE_INDEX:
-            if current:
-                runs.append(current)
-            current = []
-        else:
-            assert label == token
-            current.append(token)
-    if current:
-        runs.append(current)
-    return runs
-
-
 @pytest.mark.parametrize("name", ["keep-original", "chat-ml", "llama-3"])
 def test_only_assistant_text_and_end_of_turn_carry_loss(tiny_model_dir, name):
     tokenizer = load_tokenizer(tiny_model_dir)
     setup = prepare_tokenizer(tokenizer, name, "bos-repurpose")
     assert setup.chat_format.end_of_turn == END_OF_TURN[name]
     example = encode(tokenizer, setup.chat_format, CONVERSATION, completions_only=True)
-    runs = [tokenizer.decode(run) for run in _labelled_runs(example)]
+    runs = [tokenizer.decode(run) for run in labelled_runs(example)]
     eot = END_OF_TURN[name]
     assert runs == [f"The capital is Paris.{eot}", f"Rome, of course!{eot}"]
     # The end-of-turn token itself (one special token, never split) is what teaches the model to stop.
-    for run in _labelled_runs(example):
+    for run in labelled_runs(example):
         assert run[-1] == tokenizer.convert_tokens_to_ids(eot)
     # Nothing of the user turns, the system prompt or the template's headers is trained.
     pairs = zip(example["input_ids"], example["labels"], strict=True)
