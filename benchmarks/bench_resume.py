@@ -47,7 +47,23 @@ SIZES = {
 }
 
 
-def _config(model_dir: Path, data: Path, output: Path, max_steps: int) -> dict:
+def write_chat(path: Path) -> Path:
+    """Eight short arithmetic chats: enough to train and resume, nothing to measure."""
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + {i}?"},
+                {"role": "assistant", "content": f"{2 * i}."},
+            ]
+        }
+        for i in range(8)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def resume_config(model_dir: Path, data: Path, output: Path, max_steps: int, remote: str = REMOTE) -> dict:
+    """The resumed run's SFT config (also what tests/test_resume_startup.py relaunches)."""
     return {
         "method": "sft",
         "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}, "chat_template_name": "keep-original"},
@@ -63,7 +79,7 @@ def _config(model_dir: Path, data: Path, output: Path, max_steps: int) -> dict:
         "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {
             "model": str(model_dir),
-            "checkpoints_remote": REMOTE,
+            "checkpoints_remote": remote,
             "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"},
         },
         "sft_args": {"max_seq_length": 64},
@@ -138,29 +154,15 @@ def run(quick: bool) -> dict:
                 intermediate_size=size["intermediate"],
                 max_positions=256,
             )
-            data = work / "chat.jsonl"
-            data.write_text(
-                "".join(
-                    json.dumps(
-                        {
-                            "messages": [
-                                {"role": "user", "content": f"What is {i} + {i}?"},
-                                {"role": "assistant", "content": f"{2 * i}."},
-                            ]
-                        }
-                    )
-                    + "\n"
-                    for i in range(8)
-                )
-            )
+            data = write_chat(work / "chat.jsonl")
             # One step, checkpoint-1 streamed to the bucket; then the marker goes: a pod that died after its save.
-            if run_sft(load_config(_config(model_dir, data, work / "first", max_steps=1))) != 0:
+            if run_sft(load_config(resume_config(model_dir, data, work / "first", max_steps=1))) != 0:
                 raise RuntimeError("the run that writes the checkpoint failed")
             shutil.rmtree(work / "first")
             delete_object(parse_location(f"{REMOTE}/{RUN_COMPLETE_MARKER}"))
             checkpoint = parse_location(f"{REMOTE}/checkpoint-1")
             config_path = work / "resume.json"
-            config_path.write_text(json.dumps(_config(model_dir, data, work / "resumed", max_steps=2)))
+            config_path.write_text(json.dumps(resume_config(model_dir, data, work / "resumed", max_steps=2)))
             checkpoint_bytes = [0]
 
             child_stamps: list[dict] = []

@@ -414,15 +414,20 @@ def probe_dir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("arguments, expected", CASES, ids=[" ".join(args) for args, _ in CASES])
-def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, probe_dir, monkeypatch, capsys):
-    from harness import CHARTS, OVERRIDES, REPO
-
+@pytest.fixture
+def in_probe_dir(probe_dir, monkeypatch):
+    """Commands run from the probe folder, with a bucket endpoint on a closed port: nothing is reached."""
     monkeypatch.chdir(probe_dir)
-    monkeypatch.setenv("BUCKET_STORAGE_HOST", "http://127.0.0.1:9")  # closed: nothing is reached
+    monkeypatch.setenv("BUCKET_STORAGE_HOST", "http://127.0.0.1:9")
     monkeypatch.setenv("BUCKET_STORAGE_ACCESS_KEY", "probe")
     monkeypatch.setenv("BUCKET_STORAGE_SECRET_KEY", "probe-secret")
     monkeypatch.setenv("LLMFT_TRANSFER_ATTEMPTS", "1")  # an unreachable endpoint fails at once
+
+
+@pytest.mark.parametrize("arguments, expected", CASES, ids=[" ".join(args) for args, _ in CASES])
+def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, in_probe_dir, capsys):
+    from harness import CHARTS, OVERRIDES, REPO
+
     original = REPO / "tests" / "fixtures" / "original-tutorial"
     arguments = [argument.format(charts=CHARTS, overrides=OVERRIDES, original=original) for argument in arguments]
     try:
@@ -438,14 +443,9 @@ def test_a_mistake_is_one_clear_line_with_exit_status_2(arguments, expected, pro
     assert expected in err[err.index(messages[0]) :], err
 
 
-def test_a_failure_that_may_pass_exits_1_so_a_job_retries(probe_dir, monkeypatch, capsys):
+def test_a_failure_that_may_pass_exits_1_so_a_job_retries(in_probe_dir, capsys):
     """An unreachable bucket is no mistake in the input: one clear line, but exit status 1 (the charts'
     podFailurePolicy fails a Job at once only on 2), so the pod is restarted and the work resumes."""
-    monkeypatch.chdir(probe_dir)
-    monkeypatch.setenv("BUCKET_STORAGE_HOST", "http://127.0.0.1:9")
-    monkeypatch.setenv("BUCKET_STORAGE_ACCESS_KEY", "probe")
-    monkeypatch.setenv("BUCKET_STORAGE_SECRET_KEY", "probe-secret")
-    monkeypatch.setenv("LLMFT_TRANSFER_ATTEMPTS", "1")
     assert main(["storage", "ls", "default-bucket/x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach bucket storage at http://127.0.0.1:9") and "Traceback" not in err

@@ -17,6 +17,7 @@ import sys
 import pytest
 import yaml
 
+from benchmarks.bench_resume import resume_config, write_chat
 from llmft.run_layout import MANIFEST_NAME, RUN_COMPLETE_MARKER
 from llmft.storage import parse_location
 from llmft.storage.client import s3_client
@@ -37,33 +38,7 @@ sys.exit(main())
 
 
 def _config(path, tiny_model_dir, data, output, remote, max_steps):
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "method": "sft",
-                "data_conf": {
-                    "training_data": {"datasets": [{"path": str(data)}]},
-                    "chat_template_name": "keep-original",
-                },
-                "training_args": {
-                    "output_dir": str(output),
-                    "learning_rate": 1e-4,
-                    "max_steps": max_steps,
-                    "save_steps": 1,
-                    "logging_steps": 1,
-                    "report_to": [],
-                },
-                "batchsize_conf": {"total_train_batch_size": 2, "max_per_device_train_batch_size": 2},
-                "peft_conf": {"peft_type": "NO_PEFT"},
-                "run_conf": {
-                    "model": str(tiny_model_dir),
-                    "checkpoints_remote": remote,
-                    "model_args": {"dtype": "fp32", "attn_implementation": "sdpa"},
-                },
-                "sft_args": {"max_seq_length": 64},
-            }
-        )
-    )
+    path.write_text(yaml.safe_dump(resume_config(tiny_model_dir, data, output, max_steps, remote)))
     return path
 
 
@@ -78,21 +53,7 @@ def _program(config):
 def test_relaunch_restores_beside_the_imports_reports_its_time_line_and_keeps_peft_and_deepspeed_out(
     bucket, s3_env, tiny_model_dir, tmp_path
 ):
-    data = tmp_path / "chat.jsonl"
-    data.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "messages": [
-                        {"role": "user", "content": f"What is {i} + {i}?"},
-                        {"role": "assistant", "content": f"{2 * i}."},
-                    ]
-                }
-            )
-            + "\n"
-            for i in range(8)
-        )
-    )
+    data = write_chat(tmp_path / "chat.jsonl")
     remote = f"{bucket}/runs/startup"
     _program(_config(tmp_path / "first.yaml", tiny_model_dir, data, tmp_path / "first", remote, max_steps=1))
     s3_client().delete_object(Bucket=bucket, Key=f"runs/startup/{RUN_COMPLETE_MARKER}")  # died after its save
