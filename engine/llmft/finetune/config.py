@@ -729,7 +729,7 @@ class CommonConfig(Section):
             )
         best = args.metric_for_best_model
         if best is not None:
-            from llmft.tune.metrics import catalog  # what each method's evaluation writes
+            from llmft.finetune.metric_catalog import catalog  # what each method's evaluation writes
 
             evaluated = sorted(
                 name.removeprefix("eval_")

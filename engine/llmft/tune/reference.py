@@ -8,9 +8,9 @@ compares the committed file with this output.
 from __future__ import annotations
 
 from llmft.finetune.config import _inline_refs
+from llmft.finetune.metric_catalog import catalog
 from llmft.finetune.reference import _section
 from llmft.tune.algorithms import ALGORITHMS, KATIB_MEDIAN_NAMES, PRUNERS
-from llmft.tune.metrics import catalog
 from llmft.tune.spec import TuneSpec
 
 EXAMPLE = """\

@@ -43,7 +43,8 @@ from llmft.finetune.config import (
     read_spec_file,
     validate_spec,
 )
-from llmft.tune import algorithms, keypath, metrics
+from llmft.finetune.metric_catalog import MetricSource, catalog
+from llmft.tune import algorithms, keypath
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
 Scalar = bool | int | float | str
@@ -250,8 +251,8 @@ class TuneSpec(Section):
         )
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
-    def objective_source(self) -> metrics.MetricSource:
-        return metrics.catalog(self.method)[self.tune.objective.metric]
+    def objective_source(self) -> MetricSource:
+        return catalog(self.method)[self.tune.objective.metric]
 
     def storage_url(self) -> str | None:
         return os.environ.get(STORAGE_ENV) or self.tune.storage
@@ -452,7 +453,7 @@ def _value_problems(spec: TuneSpec, base: dict, parameter: Parameter, parts: tup
 
 def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
     found: list[tuple] = []
-    available = metrics.catalog(spec.method)
+    available = catalog(spec.method)
     objective = spec.tune.objective
     evaluates = (keypath.get(base, ("training_args", "eval_strategy")) or "no") != "no" or any(
         keypath.parse(p.key)[1:] == ("training_args", "eval_strategy") for p in spec.tune.search_space

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from llmft.errors import UserError
+from llmft.finetune.metric_catalog import catalog
 from llmft.tune import metrics, results, trials
 from llmft.tune import study as studies
 from llmft.tune.spec import TuneSpec
@@ -226,10 +227,10 @@ class Worker:
 
     def _metrics(self, output: Path) -> dict:
         """User attributes of a finished trial: its additional metrics and where its outputs are."""
-        catalog = metrics.catalog(self.spec.method)
+        available = catalog(self.spec.method)
         found: dict[str, object] = {studies.OUTPUTS: results.outputs_of(output)}
         for name in self.spec.tune.objective.additional_metrics:
-            value = metrics.final_value(catalog[name], output)
+            value = metrics.final_value(available[name], output)
             if value is not None:
                 found[name] = value
         return found
