@@ -125,7 +125,6 @@ def shaped_server(work: Path, link: Link, server_cpus: str = "1"):
     from llmft.storage.seaweed import SeaweedServer, free_ports
 
     with namespace_link(link) as (name, _host_ip, ns_ip):
-        relay_port = free_ports(1)[0]
         pin = ("taskset", "-c", server_cpus)
         server = SeaweedServer(
             work / "s3",
@@ -133,9 +132,10 @@ def shaped_server(work: Path, link: Link, server_cpus: str = "1"):
             secret_key=secrets.token_hex(16),
             log_path=work / "weed.log",
             command_prefix=("ip", "netns", "exec", name, *pin),
-            public_endpoint=f"http://{ns_ip}:{relay_port}",
         )
-        server.reserve_ports()
+        taken = set(server.reserve_ports().values())
+        relay_port = next(port for port in free_ports(len(taken) + 1) if port not in taken)
+        server.public_endpoint = f"http://{ns_ip}:{relay_port}"
         relay = subprocess.Popen(
             [
                 "ip",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from llmft.storage import (
 )
 from llmft.storage.client import s3_client
 from llmft.storage.location import Location, safe_join
+from llmft.storage.seaweed import SeaweedServer
 from llmft.storage.transfer import TransferSettings
 
 MIB = 1024 * 1024
@@ -291,3 +293,21 @@ def test_copy_never_replaces_a_different_file_unless_asked(bucket, tmp_path):
     make_tree(tree)
     with pytest.raises(UserError, match="mine.txt is a file, so a folder cannot be copied onto it"):
         copy(str(tree), str(mine))
+
+
+def test_server_that_loses_a_port_before_binding_it_starts_on_fresh_ones(tmp_path):
+    """Free ports are picked, then released for `weed` to bind: another process may take one first."""
+    server = SeaweedServer(tmp_path / "s3", access_key="k" * 12, secret_key="s" * 24)
+    ports = server.reserve_ports()
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", ports["master.port"]))
+    thief.listen()
+    s3_port = ports["s3.port"]
+    try:
+        server.start(keep_ports=True)
+        assert server.ports["s3.port"] == s3_port  # clients (or a relay) already point there
+        assert server.ports["master.port"] != thief.getsockname()[1]
+        server.create_bucket("after-retry")
+    finally:
+        server.stop()
+        thief.close()

@@ -77,6 +77,10 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+class _ExitedWhileStarting(RuntimeError):
+    """`weed mini` ended before it answered (its log's tail is in the message)."""
+
+
 class SeaweedServer:
     """Start, probe and stop one `weed mini` process. Stop ends only the PID it started."""
 
@@ -121,12 +125,28 @@ class SeaweedServer:
         return config
 
     def start(self, timeout: float = 90.0, keep_ports: bool = False) -> None:
-        """Start the server; `keep_ports` reuses the previous ports, so the endpoint stays valid."""
+        """Start the server; `keep_ports` reuses the previous ports, so the endpoint stays valid.
+
+        The ports are picked free, then released for `weed` to bind: another process may take one in
+        between. A server that exits while starting is therefore started once more on fresh ports (the
+        S3 port kept when `keep_ports`, since clients or a relay already point at it).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_identity()
         if not (keep_ports and self.ports):
             self.ports = {}
         self.reserve_ports()
+        try:
+            self._launch(config, timeout)
+        except _ExitedWhileStarting:
+            kept = self.ports["s3.port"] if keep_ports else None
+            fresh = [port for port in free_ports(len(_PORT_FLAGS) + 1) if port != kept]
+            self.ports = dict(zip(_PORT_FLAGS, fresh, strict=False))
+            if kept is not None:
+                self.ports["s3.port"] = kept
+            self._launch(config, timeout)
+
+    def _launch(self, config: Path, timeout: float) -> None:
         command = [
             *self.command_prefix,
             weed_binary(),
@@ -160,7 +180,9 @@ class SeaweedServer:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.process.returncode}; see {self.log_path}")
+                raise _ExitedWhileStarting(
+                    f"weed mini exited with {self.process.returncode}; the end of {self.log_path}:\n{self._log_tail()}"
+                )
             try:
                 client.list_buckets()
                 return
@@ -169,6 +191,12 @@ class SeaweedServer:
                 time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"S3 at {self.endpoint} did not answer within {timeout}s: {last_error}; see {self.log_path}")
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as error:
+            return f"(unreadable: {error})"
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, wait `grace` seconds, then SIGKILL (`weed mini` may ignore SIGTERM)."""
