@@ -460,6 +460,22 @@ class LaunchConf(Section):
         description="The accelerate config YAML (`llmft accelerate-config`; a relative path is relative to "
         "this config file). Needed for several processes, DeepSpeed or FSDP.",
     )
+    num_nodes: PositiveInt = Field(
+        1,
+        description="Nodes (pods), each running num_processes processes (the chart: `finetuningNodes`). More "
+        "than one needs a preset that spans nodes and `rendezvous_endpoint`; the node's rank comes from "
+        "JOB_COMPLETION_INDEX.",
+    )
+    rendezvous_endpoint: str | None = Field(
+        None,
+        description="`host:port` of node 0's elastic rendezvous (c10d) when num_nodes > 1 (the chart: pod 0's "
+        "name under its headless Service).",
+    )
+    max_restarts: Annotated[int, Field(ge=0)] = Field(
+        3,
+        description="With num_nodes > 1: how often the processes of every node restart together (from the "
+        "newest complete checkpoint in the bucket) after one fails or a replaced node rejoins.",
+    )
 
 
 class SftArgs(Section):
