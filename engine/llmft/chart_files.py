@@ -240,6 +240,11 @@ def _values_schema_without_required() -> dict:
                     "minimum": 0,
                     "description": "GPUs (processes); 0 = one CPU process.",
                 },
+                "finetuningNodes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Nodes (pods) of the run, each with finetuningGpus GPUs.",
+                },
                 "gpuResourceName": {"type": "string", "minLength": 1},
                 "memoryPerGpu": {"type": "integer", "minimum": 1, "description": "GiB per GPU."},
                 "cpusPerGpu": {"type": "integer", "minimum": 1},
@@ -530,6 +535,25 @@ def _relation_template(relation, methods: list[str], all_methods: list[str], sch
     return "\n".join(lines)
 
 
+def _nodes_template() -> str:
+    """Fails like `llmft train` when finetuningNodes > 1 meets a preset that runs on one node
+    (`llmft.finetune.distributed.SINGLE_NODE_PRESETS`)."""
+    from llmft.finetune.distributed import SINGLE_NODE_PRESETS
+
+    lines = []
+    for preset, why in SINGLE_NODE_PRESETS.items():
+        message = (
+            f"finetuningNodes: %d nodes, but distributedType {preset} runs on one node ({why}); use auto-ddp or a "
+            "DeepSpeed preset, or finetuningNodes: 1"
+        )
+        lines.append(
+            f"{{{{- if and (gt (int (.Values.finetuningNodes | default 1)) 1) "
+            f"(eq (toString .Values.distributedType) {json.dumps(preset)}) }}}}"
+            f"{{{{ fail (printf {json.dumps(message)} (int .Values.finetuningNodes)) }}}}{{{{ end }}}}"
+        )
+    return "\n".join(lines)
+
+
 def original_spelling_checks() -> str:
     """`llmft-common.checkOriginalSpellings`: fails like the engine on the original engine's values it does not
     read (ORIGINAL_KEYS, ORIGINAL_NAMES). Called with finetuning_config by the finetune and tune charts."""
@@ -620,6 +644,7 @@ def finetune_checks() -> str:
         )
     for relation, (methods, schema) in relations.items():
         blocks.append(_relation_template(relation, methods, list(METHODS), schema))
+    blocks.append(_nodes_template())
     return (
         GENERATED_HEADER
         + """

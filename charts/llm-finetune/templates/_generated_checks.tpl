@@ -306,4 +306,5 @@ to their bounds, locations, and the rules between keys (`RELATIONS` of the confi
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and (gt (int (.Values.finetuningNodes | default 1)) 1) (eq (toString .Values.distributedType) "auto-single-process") }}{{ fail (printf "finetuningNodes: %d nodes, but distributedType auto-single-process runs on one node (it runs one process); use auto-ddp or a DeepSpeed preset, or finetuningNodes: 1" (int .Values.finetuningNodes)) }}{{ end }}
 {{- end -}}

@@ -6,7 +6,8 @@
 The engine config: finetuning_config plus what the chart's own keys decide, in the sections the engine's
 models read (llmft.finetune.config): run_conf (basemodel, mergeAdapter, checkpointsRemote, logsRemote,
 debug.skip_checkpoint_download), training_args.output_dir (the checkpoints volume) and launch_conf
-(finetuningGpus, distributedType, the accelerate config mounted next to this file). The chart's keys win over
+(finetuningGpus, distributedType, the accelerate config mounted next to this file; with finetuningNodes > 1
+num_nodes and pod 0's rendezvous address). The chart's keys win over
 the same keys written inside finetuning_config.
 */}}
 {{- define "llm-finetune.engineConfig" -}}
@@ -25,7 +26,12 @@ the same keys written inside finetuning_config.
 {{- $training := get $config "training_args" | default dict -}}
 {{- $_ := set $training "output_dir" "/checkpoints" -}}
 {{- $_ := set $config "training_args" $training -}}
-{{- $_ := set $config "launch_conf" (dict "num_processes" (include "llm-finetune.processes" . | int) "distributed_type" .Values.distributedType "accelerate_config" "/config/accelerate_config.yaml") -}}
+{{- $launch := dict "num_processes" (include "llm-finetune.processes" . | int) "distributed_type" .Values.distributedType "accelerate_config" "/config/accelerate_config.yaml" -}}
+{{- if include "llm-finetune.multiNode" . }}
+{{- $_ := set $launch "num_nodes" (int .Values.finetuningNodes) -}}
+{{- $_ := set $launch "rendezvous_endpoint" (printf "%s-0.%s:%d" .Release.Name (include "llm-finetune.nodesService" .) (include "llm-finetune.rendezvousPort" . | int)) -}}
+{{- end }}
+{{- $_ := set $config "launch_conf" $launch -}}
 {{- toYaml $config -}}
 {{- end -}}
 
@@ -49,4 +55,19 @@ locations the chart's own keys hold, by the engine's location rule (llmft-common
 
 {{- define "llm-finetune.processes" -}}
 {{- max 1 (int .Values.finetuningGpus) -}}
+{{- end -}}
+
+{{/* "true" when the run spans several nodes (finetuningNodes > 1): an Indexed Job and a headless Service. */}}
+{{- define "llm-finetune.multiNode" -}}
+{{- if gt (int (.Values.finetuningNodes | default 1)) 1 }}true{{ end -}}
+{{- end -}}
+
+{{/* The headless Service that gives the nodes' pods their DNS names (`<release>-<index>.<release>-nodes`). */}}
+{{- define "llm-finetune.nodesService" -}}
+{{- printf "%s-nodes" .Release.Name -}}
+{{- end -}}
+
+{{/* TCP port of the c10d rendezvous store on pod 0 (torchrun's default). */}}
+{{- define "llm-finetune.rendezvousPort" -}}
+29400
 {{- end -}}

@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
             accelerate_path = Path(args.config).parent / accelerate_path
     accelerate = _read_accelerate_config(accelerate_path) if accelerate_path else None
     distributed = (accelerate or {}).get("distributed_type", "NO")
-    if launch.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
+    node = _node(launch) if launch.num_nodes > 1 else None
+    if node is None and launch.num_processes == 1 and distributed in ("NO", "MULTI_GPU", "MULTI_CPU"):
         from llmft.commands.finetune import run_config
 
         # In this process: the pod's own program, so its restore and time line start here.
@@ -59,20 +60,19 @@ def _run(args: argparse.Namespace) -> int:
             f"{launch.num_processes}; generate one with `llmft accelerate-config auto-ddp --out DIR` "
             "(or pass --accelerate-config)"
         )
-    resolved = _resolved_accelerate_file(accelerate or {}, accelerate_path, launch.num_processes)
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(resolved),
-        "--num_processes",
-        str(launch.num_processes),
-        "-m",
-        "llmft",
-        config.method,
-        args.config,
-    ]
+    if node is not None and distributed == "NO":
+        raise UserError(
+            f"finetuning_config.launch_conf.num_nodes: {launch.num_nodes} nodes need an accelerate config that "
+            f"spans nodes, but {accelerate_path} has distributed_type NO (one process); use auto-ddp or a DeepSpeed "
+            "preset (distributedType in the chart)"
+        )
+    total = launch.num_processes * launch.num_nodes
+    resolved = _resolved_accelerate_file(accelerate or {}, accelerate_path, total, node)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolved)]
+    command += ["--num_processes", str(total)]
+    if node is not None:
+        command += node.launch_arguments()
+    command += ["-m", "llmft", config.method, args.config]
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
     return 0  # not reached
@@ -86,7 +86,14 @@ def _read_accelerate_config(path):
     return validate_accelerate_config(path, check_files=False)
 
 
-def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
+def _node(launch):
+    """This pod's place in a multi-node run (rank from JOB_COMPLETION_INDEX), checked before launching."""
+    from llmft.finetune.multinode import node_from_environment
+
+    return node_from_environment(launch)
+
+
+def _resolved_accelerate_file(accelerate: dict, path, num_processes: int, node=None):
     """A copy of the accelerate config with paths made absolute and the process count set.
 
     The chart's presets refer to `deepspeed_config.json` next to the YAML. On a machine without
@@ -106,6 +113,8 @@ def _resolved_accelerate_file(accelerate: dict, path, num_processes: int):
         deepspeed["deepspeed_config_file"] = str((path.parent / file).resolve())
         config["deepspeed_config"] = deepspeed
     config["num_processes"] = num_processes
+    if node is not None:
+        config.update(node.accelerate_settings())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="llmft-accelerate-", delete=False) as handle:
         yaml.safe_dump(config, handle)
     return Path(handle.name)

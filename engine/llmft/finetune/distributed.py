@@ -45,6 +45,16 @@ PRESETS = (SINGLE, DDP, ZERO1, ZERO2, ZERO3, FSDP, CUSTOM)
 GENERATED_PRESETS = PRESETS[:-1]
 DEEPSPEED_STAGES = {ZERO1: 1, ZERO2: 2, ZERO3: 3}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+# Presets that cannot run over several nodes (`launch_conf.num_nodes` > 1; the chart's `finetuningNodes`):
+# one process is one node. Every other preset spans nodes through torchrun's rendezvous (a custom
+# accelerate config is launched with the node settings added). The chart's render-time check is generated
+# from this table (`llmft.chart_files`).
+SINGLE_NODE_PRESETS = {SINGLE: "it runs one process"}
+
+
+def spans_nodes(preset: str) -> bool:
+    """Whether `preset` can run over several nodes."""
+    return preset not in SINGLE_NODE_PRESETS
 
 ACCELERATE_FILE = "accelerate_config.yaml"
 DEEPSPEED_FILE = "deepspeed_config.json"

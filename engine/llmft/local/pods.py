@@ -67,6 +67,9 @@ class PodPlan:
     ignored: list[str] = field(default_factory=list)
     configmap_files: dict[Path, str] = field(default_factory=dict)
     subpaths: list[Path] = field(default_factory=list)  # subPath folders, made in each fresh volume
+    # One pod of an Indexed Job (completionMode Indexed): its completion index and the Job's completions.
+    index: int | None = None
+    completions: int = 1
 
     def image_root(self, container: ContainerPlan) -> Path:
         """The read-only folder that stands in for a container's image (its working directory and HOME)."""
@@ -143,8 +146,10 @@ class PathMapper:
 
 
 def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> list[PodPlan]:
-    """One PodPlan per Job / Deployment / Pod, in the order they were rendered."""
+    """One PodPlan per Job / Deployment / Pod, in the order they were rendered; an Indexed Job gives one per
+    completion index (each with its own folders: pods share no filesystem), JOB_COMPLETION_INDEX in its env."""
     config_maps = _config_maps(documents)
+    hosts = HostMap(documents)
     plans = []
     for doc in documents:
         kind = doc.get("kind")
@@ -152,8 +157,73 @@ def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> li
             continue
         name = doc["metadata"]["name"]
         spec = doc["spec"] if kind == "Pod" else doc["spec"]["template"]["spec"]
-        plans.append(_plan(kind, name, doc, spec, config_maps, workdir / f"{kind.lower()}-{name}", secrets))
+        if kind == "Job" and doc["spec"].get("completionMode") == "Indexed":
+            completions = int(doc["spec"].get("completions", 1))
+            for index in range(completions):
+                plan = _plan(kind, name, doc, spec, config_maps, workdir / f"job-{name}-{index}", secrets)
+                plan.index, plan.completions = index, completions
+                for container in plan.init_containers + plan.containers:
+                    container.env["JOB_COMPLETION_INDEX"] = str(index)
+                hosts.apply(plan)
+                plans.append(plan)
+            continue
+        plan = _plan(kind, name, doc, spec, config_maps, workdir / f"{kind.lower()}-{name}", secrets)
+        hosts.apply(plan)
+        plans.append(plan)
     return plans
+
+
+class HostMap:
+    """The DNS names a headless Service gives an Indexed Job's pods (`<job>-<index>.<service>`, with or
+    without `.<namespace>.svc[.cluster.local]`), mapped to loopback: each `name:port` of the Service's
+    ports becomes `127.0.0.1:<a free local port>` in the pods' config files, environment and command, so
+    the local pods reach each other by the names the chart rendered (one port per pod and Service port)."""
+
+    def __init__(self, documents: list[dict]):
+        self.replacements: dict[str, str] = {}
+        services = {
+            doc["metadata"]["name"]: [int(p["port"]) for p in doc["spec"].get("ports", [])]
+            for doc in documents
+            if doc.get("kind") == "Service" and doc.get("spec", {}).get("clusterIP") == "None"
+        }
+        for doc in documents:
+            if doc.get("kind") != "Job" or doc["spec"].get("completionMode") != "Indexed":
+                continue
+            service = doc["spec"]["template"]["spec"].get("subdomain")
+            if service not in services:
+                continue
+            for index in range(int(doc["spec"].get("completions", 1))):
+                short = f"{doc['metadata']['name']}-{index}.{service}"
+                names = [f"{short}.default.svc.cluster.local", f"{short}.default.svc", short]
+                for port in services[service]:
+                    local = f"127.0.0.1:{_free_port()}"
+                    for host in names:
+                        self.replacements[f"{host}:{port}"] = local
+                for host in names:
+                    self.replacements[host] = "127.0.0.1"
+        ordered = sorted(self.replacements, key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(k) for k in ordered) + r"(?![\w.-])") if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda match: self.replacements[match.group(0)], text)
+
+    def apply(self, plan: PodPlan) -> None:
+        if self.pattern is None:
+            return
+        plan.configmap_files = {path: self(text) for path, text in plan.configmap_files.items()}
+        for container in plan.init_containers + plan.containers:
+            container.argv = [self(part) for part in container.argv]
+            container.env = {key: self(value) for key, value in container.env.items()}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource) -> PodPlan:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,14 +113,22 @@ def run_chart(
     log.info("release %s: %s", release, bucket_note)
     for plan in plans:
         _apply_bucket_host(plan, bucket_env)
-        if plan.ignored:
+        if plan.ignored and not plan.index:
             log.info(
                 "%s/%s: ignoring what a local run cannot honour: %s", plan.kind, plan.name, ", ".join(plan.ignored)
             )
         if dry_run:
             _print_plan(plan)
             continue
-        status = run_job(plan, keep_volumes) if plan.kind in ("Job", "Pod") else run_server(plan, serve_port)
+        if plan.index is not None:
+            if plan.index > 0:
+                continue  # started with index 0
+            group = [p for p in plans if p.kind == "Job" and p.name == plan.name and p.index is not None]
+            status = run_indexed_job(group, keep_volumes)
+        elif plan.kind in ("Job", "Pod"):
+            status = run_job(plan, keep_volumes)
+        else:
+            status = run_server(plan, serve_port)
         if status != 0:
             return status
     for need in secrets.missing:
@@ -147,7 +156,10 @@ def _apply_bucket_host(plan: PodPlan, bucket_env: dict[str, str]) -> None:
 
 
 def _print_plan(plan: PodPlan) -> None:
-    print(f"# {plan.kind}/{plan.name}")
+    print(
+        f"# {plan.kind}/{plan.name}"
+        + (f" (index {plan.index} of {plan.completions})" if plan.index is not None else "")
+    )
     for mount, local in sorted(plan.mounts.items()):
         print(f"#   {mount} -> {local}")
     for container in plan.init_containers + plan.containers:
@@ -312,7 +324,17 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-def _run_pod_once(plan: PodPlan) -> int:
+def _wait(process: subprocess.Popen, stop: threading.Event | None) -> int:
+    """The process's exit code; with `stop`, ends it (and returns -15) once `stop` is set."""
+    if stop is None:
+        return process.wait()
+    while process.poll() is None:
+        if stop.wait(0.2):
+            _stop([process])
+    return process.returncode
+
+
+def _run_pod_once(plan: PodPlan, stop: threading.Event | None = None) -> int:
     _fresh_volumes(plan)
     sidecars: list[subprocess.Popen] = []
     running: list[subprocess.Popen] = []
@@ -323,13 +345,13 @@ def _run_pod_once(plan: PodPlan) -> int:
                 sidecars.append(process)
                 continue
             running = [process]
-            code = process.wait()
+            code = _wait(process, stop)
             check_read_only_root(plan, container)
             if code != 0:
                 log.error("init container %s failed with exit code %d", container.name, code)
                 return code
         running = [_start(plan, container) for container in plan.containers]
-        codes = [process.wait() for process in running]
+        codes = [_wait(process, stop) for process in running]
         for container in plan.containers:
             check_read_only_root(plan, container)
         return next((code for code in codes if code != 0), 0)
@@ -371,6 +393,73 @@ def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
             )
     log.error("%s/%s failed; its volumes are kept for inspection under %s", plan.kind, plan.name, plan.root / "volumes")
     return code or 1
+
+
+def run_indexed_job(plans: list[PodPlan], keep_volumes: bool = False) -> int:
+    """Run an Indexed Job's pods at once, as the Job controller does: a failed pod is replaced under the same
+    index (fresh volumes) while the others keep running, until backoffLimit failures in all; an exit code its
+    podFailurePolicy makes final (FailJob), or the backoffLimit spent, stops every pod and fails the Job."""
+    first = plans[0]
+    lock = threading.Lock()
+    stop = threading.Event()
+    outcome = {"failures": 0, "code": 0}
+    log.info("%s/%s: %d pods (Indexed Job), each with its own volumes", first.kind, first.name, len(plans))
+
+    def run_index(plan: PodPlan) -> None:
+        label = f"{plan.kind}/{plan.name} index {plan.index}"
+        while not stop.is_set():
+            code = _run_pod_once(plan, stop)
+            if code == 0:
+                log.info("%s succeeded", label)
+                return
+            with lock:
+                if stop.is_set():
+                    return
+                if code in plan.fail_job_exit_codes:
+                    log.error("%s failed with exit code %d, which its podFailurePolicy treats as final", label, code)
+                    outcome["code"] = code
+                    stop.set()
+                    return
+                outcome["failures"] += 1
+                if outcome["failures"] > plan.backoff_limit:
+                    log.error("%s failed with exit code %d: backoffLimit %d reached", label, code, plan.backoff_limit)
+                    outcome["code"] = code or 1
+                    stop.set()
+                    return
+                log.warning(
+                    "%s pod failed with exit code %d: starting a new pod for the index (failure %d of backoffLimit %d)",
+                    label,
+                    code,
+                    outcome["failures"],
+                    plan.backoff_limit,
+                )
+
+    threads = [threading.Thread(target=run_index, args=(plan,), name=f"pod-{plan.index}") for plan in plans]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if outcome["code"]:
+        log.error(
+            "%s/%s failed; its volumes are kept for inspection under %s",
+            first.kind,
+            first.name,
+            first.root.parent / f"job-{first.name}-*",
+        )
+        return outcome["code"]
+    log.info("%s/%s succeeded (%d pods)", first.kind, first.name, len(plans))
+    if not keep_volumes:
+        for plan in plans:
+            shutil.rmtree(plan.root / "volumes", ignore_errors=True)
+            _remove_image_roots(plan.root / "image-root")
+    return 0
 
 
 def run_server(plan: PodPlan, port: int | None) -> int:

@@ -13,13 +13,13 @@ log = logging.getLogger("llmft.sync")
 
 
 class SyncCallback(TrainerCallback):
-    """Queues every checkpoint the Trainer saves for background upload (world main process only)."""
+    """Queues every checkpoint the Trainer saves for background upload (each node's local main process)."""
 
     def __init__(self, sync):
         self.sync = sync
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if state.is_local_process_zero:
             self.sync.start_background()
 
     def on_save(self, args, state, control, **kwargs):
@@ -29,7 +29,8 @@ class SyncCallback(TrainerCallback):
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
-        if not state.is_world_process_zero:
+        # Each node's local main process uploads its node's files (one node: the world main process).
+        if not state.is_local_process_zero:
             return
         folder = Path(args.output_dir) / checkpoint_name(state.global_step)
         if not folder.is_dir():

@@ -106,6 +106,11 @@ def _is_world_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _nodes() -> tuple[int, int]:
+    """(this node's rank, nodes) in the current rendezvous (torchrun's GROUP_RANK, GROUP_WORLD_SIZE)."""
+    return int(os.environ.get("GROUP_RANK", "0") or 0), int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)
+
+
 # Restores started early (`CheckpointSync.restore_in_background`), by (remote, output folder).
 _early_restores: dict[tuple[str, Path], Future] = {}
 _early_lock = threading.Lock()
@@ -126,6 +131,7 @@ class CheckpointSync:
         key_path: str = "run_conf.checkpoints_remote",
         logs_remote: str | None = None,
         skip_download: bool = False,
+        part_timeout: float = 600.0,
     ):
         self.remote = parse_remote(remote, key_path)
         self.output_dir = Path(output_dir)
@@ -141,6 +147,9 @@ class CheckpointSync:
         # TensorBoard logs go to run_conf.logs_remote when set, else next to the checkpoints.
         self.logs_remote = parse_remote(logs_remote, "run_conf.logs_remote") if logs_remote else None
         self.skip_download = skip_download
+        # Several nodes: the attempt every node's part manifests carry (`llmft.sync.parts`), agreed in restore().
+        self.token = ""
+        self.part_timeout = part_timeout
 
     def _tree_location(self, name: str):
         return self.logs_remote if name == LOGS and self.logs_remote is not None else self.remote.child(name)
@@ -205,13 +214,35 @@ class CheckpointSync:
         with state.local_main_process_first():
             if state.is_local_main_process:
                 result = self._restore_here()
+                if _nodes()[1] > 1:
+                    self._drop_local_checkpoints(result)
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 scratch = result_file.with_suffix(".tmp")
                 scratch.write_text(result.to_json())
                 os.replace(scratch, result_file)
             else:
                 result = RestoreResult.from_json(result_file.read_text())
+        if _nodes()[1] > 1:
+            import uuid
+
+            from accelerate.utils import broadcast_object_list
+
+            token = [uuid.uuid4().hex]
+            broadcast_object_list(token, from_process=0)
+            self.token = token[0]
         return result
+
+    def _drop_local_checkpoints(self, result: RestoreResult) -> None:
+        """On several nodes the bucket decides where every rank resumes: a local checkpoint other than the
+        restored one (this pod's earlier processes wrote it, another node's part may be missing) goes."""
+        import shutil
+
+        if self.skip_download or not self.output_dir.is_dir():
+            return
+        for path in sorted(self.output_dir.iterdir()):
+            if checkpoint_step(path.name) is not None and path.is_dir() and path != result.checkpoint:
+                log.info("removing local %s: not the bucket's newest complete checkpoint", path.name)
+                shutil.rmtree(path, ignore_errors=True)
 
     def _restore_here(self) -> RestoreResult:
         staging.discard(self.staging_root)
@@ -303,6 +334,7 @@ class CheckpointSync:
     def _ensure_uploader(self) -> BackgroundUploader:
         if self._uploader is None:
             staging.discard(self.staging_root)
+            node, nodes = _nodes()
             self._uploader = BackgroundUploader(
                 self.remote,
                 self.staging_root,
@@ -310,8 +342,12 @@ class CheckpointSync:
                 max_pending=self.max_pending,
                 save_total_limit=self.save_total_limit,
                 progress_interval=self.progress_interval,
-                sync_progress=self.sync_progress,
+                sync_progress=self.sync_progress if node == 0 else None,
                 retry_pause=self.retry_pause,
+                node=node,
+                nodes=nodes,
+                token=self.token,
+                part_timeout=self.part_timeout,
             )
             self._uploader.start()
         return self._uploader
@@ -354,6 +390,8 @@ class CheckpointSync:
         exit 0 with an unfinished bucket. On processes other than the world main one, a no-op.
         """
         if not _is_world_main():
+            if self._uploader is not None:  # another node's local main process: its parts go up first
+                self._uploader.close()
             return {}
         started = time.monotonic()
         uploaded_steps: list[int] = []

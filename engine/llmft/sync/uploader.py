@@ -8,6 +8,8 @@
   the older one is dropped (the newer one supersedes it), so an outage never blocks
   training for longer than the queue allows.
 - After each complete checkpoint, remote retention runs (`apply_retention`).
+- On several nodes each node's uploader sends its own part; node 0's also completes the checkpoint
+  (manifest once every node's part is there) and runs retention (`llmft.sync.parts`).
 - Every `progress_interval` seconds (and after each checkpoint), `logs/` and
   `metrics.jsonl` are copied and uploaded so a sweep can follow the run.
 """
@@ -28,6 +30,7 @@ from llmft.run_layout import checkpoint_name
 from llmft.storage import Location
 from llmft.storage.transfer import TransferSettings
 from llmft.sync import staging
+from llmft.sync.parts import complete_checkpoint, upload_part
 from llmft.sync.remote_ops import apply_retention, upload_verified_tree
 
 log = logging.getLogger("llmft.sync")
@@ -68,6 +71,10 @@ class BackgroundUploader:
         progress_interval: float = 60.0,
         sync_progress: Callable[[], None] | None = None,
         retry_pause: float = 10.0,
+        node: int = 0,
+        nodes: int = 1,
+        token: str = "",
+        part_timeout: float = 600.0,
     ):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
@@ -79,6 +86,8 @@ class BackgroundUploader:
         self.progress_interval = progress_interval
         self.sync_progress = sync_progress
         self.retry_pause = retry_pause
+        # Several nodes: this node uploads its part; node 0 completes each checkpoint (`llmft.sync.parts`).
+        self.node, self.nodes, self.token, self.part_timeout = node, nodes, token, part_timeout
         self.nice_increment = engine_settings.current().sync_nice  # read here: a bad value fails the caller
         self.uploaded: list[int] = []  # steps complete in the bucket, in order
         self.failed: dict[int, str] = {}  # step -> last error, for those given up at close
@@ -233,6 +242,8 @@ class BackgroundUploader:
                 )
                 with self._cond:
                     self._cond.wait_for(lambda: bool(self._jobs) or self._closing, timeout=self.retry_pause)
+        if self.node != 0:
+            return  # node 0 owns the checkpoint's manifest and retention
         try:
             apply_retention(self.remote, job.step, self.save_total_limit, self.settings)
         except Exception as error:  # noqa: BLE001 - retention is retried after the next checkpoint
@@ -241,9 +252,14 @@ class BackgroundUploader:
     def _upload(self, job: _Job) -> None:
         name = checkpoint_name(job.step)
         while True:
-            upload_verified_tree(job.staged, self.remote.child(name), self.settings, label=f"upload {name}")
+            if self.nodes > 1:
+                upload_part(job.staged, self.remote.child(name), self.node, self.token, self.settings)
+            else:
+                upload_verified_tree(job.staged, self.remote.child(name), self.settings, label=f"upload {name}")
             now = staging.snapshot(job.staged)
             if now == job.snapshot:
                 return
             log.warning("%s changed while it was uploading (a file rewritten in place); uploading again", name)
             job.snapshot = now
+        if self.nodes > 1 and self.node == 0:
+            complete_checkpoint(self.remote.child(name), self.nodes, self.token, self.settings, self.part_timeout)

@@ -1,0 +1,97 @@
+"""One node of a multi-node run: its rank, the rendezvous, and how `accelerate launch` is told about them.
+
+The finetune chart runs `launch_conf.num_nodes` pods of one Indexed Job; Kubernetes gives each pod its
+completion index (JOB_COMPLETION_INDEX), which is the node's rank at launch. Every node runs the same
+`llmft train CONFIG`; `accelerate launch` starts torchrun's elastic agent with the c10d rendezvous on node
+0 (`launch_conf.rendezvous_endpoint`, hosted there: `is_host`), so a replaced pod rejoins and the agents
+restart every process together (up to `launch_conf.max_restarts` times), each resuming from the newest
+complete checkpoint in the bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from llmft.errors import UserError
+from llmft.finetune.distributed import spans_nodes
+
+RANK_VARIABLE = "JOB_COMPLETION_INDEX"
+# How long the rendezvous waits for every node before it fails (torchrun's join_timeout, seconds).
+JOIN_TIMEOUT = int(os.environ.get("LLMFT_RENDEZVOUS_TIMEOUT", "600"))
+
+
+@dataclass(frozen=True)
+class Node:
+    rank: int
+    count: int
+    host: str
+    port: int
+    max_restarts: int
+    join_timeout: int = JOIN_TIMEOUT
+
+    def accelerate_settings(self) -> dict:
+        """Keys of the resolved accelerate config (the chart's presets say one machine, static rendezvous)."""
+        return {
+            "num_machines": self.count,
+            "machine_rank": self.rank,
+            "main_process_ip": self.host,
+            "main_process_port": self.port,
+            "rdzv_backend": "c10d",
+            "same_network": False,
+        }
+
+    def launch_arguments(self) -> list[str]:
+        conf = f"is_host={int(self.rank == 0)},join_timeout={self.join_timeout}"
+        return [
+            "--num_machines",
+            str(self.count),
+            "--machine_rank",
+            str(self.rank),
+            "--main_process_ip",
+            self.host,
+            "--main_process_port",
+            str(self.port),
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_conf",
+            conf,
+            "--max_restarts",
+            str(self.max_restarts),
+            "--monitor_interval",
+            "1",
+        ]
+
+
+def node_from_environment(launch) -> Node:
+    """This node of `launch` (a LaunchConf with num_nodes > 1): rank from JOB_COMPLETION_INDEX, checked."""
+    key = "finetuning_config.launch_conf"
+    if launch.distributed_type is not None and not spans_nodes(launch.distributed_type):
+        raise UserError(
+            f"{key}.num_nodes: {launch.num_nodes} nodes, but distributed_type {launch.distributed_type} runs on "
+            "one node; use auto-ddp or a DeepSpeed preset (distributedType in the chart), or one node"
+        )
+    endpoint = launch.rendezvous_endpoint
+    host, _, port = (endpoint or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"{key}.rendezvous_endpoint: required as host:port with num_nodes {launch.num_nodes} (node 0's "
+            f"address), got {endpoint!r}"
+        )
+    text = os.environ.get(RANK_VARIABLE, "")
+    if not text.isdigit() or int(text) >= launch.num_nodes:
+        raise UserError(
+            f"{RANK_VARIABLE} must be this node's index, 0 to {launch.num_nodes - 1} ({key}.num_nodes "
+            f"{launch.num_nodes}); Kubernetes sets it in the pods of an Indexed Job, got {text!r}"
+        )
+    return Node(int(text), launch.num_nodes, host, int(port), launch.max_restarts)
+
+
+def node_rank() -> int:
+    """The rank of this process's node in the current rendezvous (torchrun's GROUP_RANK; 0 alone)."""
+    return int(os.environ.get("GROUP_RANK", "0") or 0)
+
+
+def node_count() -> int:
+    """Nodes in the current rendezvous (torchrun's GROUP_WORLD_SIZE; 1 alone)."""
+    return int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)

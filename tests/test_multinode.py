@@ -1,0 +1,234 @@
+"""Multi-node training (issue #19): the finetune chart's Indexed Job, run by the local runner as pods (processes)
+that share no folder, reach each other by the rendered names (mapped to loopback) and move state only through
+the bucket; gloo on the CPU.
+
+Render tests are fast. The training tests share three runs of a tiny model (module fixtures):
+1 node x 2 processes, 2 nodes x 1 process, and 2 nodes x 1 process with node 1 SIGKILLed (every process of
+that pod, as a container kill does) while a checkpoint upload is under way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmft.charts import render_chart
+from llmft.errors import UserError
+from llmft.storage import parse_location
+from llmft.storage.transfer import list_objects, read_object
+from llmft.sync import scan
+
+CHART = Path(__file__).parent.parent / "charts" / "llm-finetune"
+QA = [(f"Say the number {i}.", f"{i}") for i in range(8)]
+MAX_STEPS = 8
+PACED = {
+    "LLMFT_TRANSFER_WORKERS": "1",
+    "LLMFT_TRANSFER_MAX_BANDWIDTH": str(2 * 1024 * 1024),
+    "LLMFT_SYNC_MAX_PENDING": "1",
+}
+
+
+def render(*sets: str):
+    return render_chart(CHART, values_files=[], set_values=list(sets), set_string_values=[], release_name="mn")
+
+
+def test_two_nodes_render_an_indexed_job_and_a_headless_service():
+    from harness import render_valid
+
+    documents = render_valid(
+        CHART,
+        values_files=[],
+        set_values=[
+            "finetuningNodes=2",
+            "finetuningGpus=8",
+            "distributedType=auto-deepspeed-stage3",
+            "networkPolicy.enabled=true",
+        ],
+        set_string_values=[],
+        release_name="mn",
+    ).documents
+    job = next(d for d in documents if d["kind"] == "Job")
+    service = next(d for d in documents if d["kind"] == "Service")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
+    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"] == "mn-nodes"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "mn"}
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "finetune", "operator": "In", "values": [2]}} in rules
+    config = yaml.safe_load(next(d for d in documents if d["kind"] == "ConfigMap")["data"]["finetuning_config.yaml"])
+    assert config["launch_conf"]["num_nodes"] == 2 and config["launch_conf"]["num_processes"] == 8
+    assert config["launch_conf"]["rendezvous_endpoint"] == "mn-0.mn-nodes:29400"
+    # One node: the Job and config as before (no Service, no index).
+    single = render("finetuningGpus=1").documents
+    assert not any(d["kind"] == "Service" for d in single)
+    assert "completionMode" not in next(d for d in single if d["kind"] == "Job")["spec"]
+
+
+def test_a_preset_that_cannot_span_nodes_fails_at_render():
+    with pytest.raises(UserError, match="finetuningNodes: 3 nodes, but distributedType auto-single-process"):
+        render("finetuningNodes=3", "distributedType=auto-single-process")
+
+
+def test_train_refuses_multinode_without_a_node_index(tmp_path, tiny_model_dir):
+    from llmft.finetune.distributed import write_launch_files
+
+    write_launch_files("auto-ddp", tmp_path, num_processes=2)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, tiny_model_dir) | {"launch_conf": {
+        "num_nodes": 2, "rendezvous_endpoint": "mn-0.mn-nodes:29400", "accelerate_config": "accelerate_config.yaml",
+        "distributed_type": "auto-ddp"}}))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "JOB_COMPLETION_INDEX"}
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "train", str(config)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "JOB_COMPLETION_INDEX must be this node's index" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _config(folder: Path, model_dir: Path) -> dict:
+    data = folder / "sft.jsonl"
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {
+        "method": "sft",
+        "data_conf": {"training_data": {"datasets": [{"path": str(data)}]}},
+        "training_args": {
+            "learning_rate": 5e-3,
+            "lr_scheduler_type": "linear",
+            "max_steps": MAX_STEPS,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "save_total_limit": 2,
+            "seed": 7,
+            "report_to": [],
+        },
+        "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 2},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(model_dir), "resume_from_checkpoint": "auto"},
+        "sft_args": {"max_seq_length": 128},
+    }
+
+
+def _values(folder: Path, model_dir: Path, remote: str, nodes: int, gpus: int) -> Path:
+    config = _config(folder, model_dir)
+    values = {
+        "basemodel": str(model_dir),
+        "checkpointsRemote": remote,
+        "finetuningNodes": nodes,
+        "finetuningGpus": gpus,
+        "distributedType": "auto-ddp",
+        "memoryPerGpu": 4,
+        "cpusPerGpu": 1,
+        "finetuning_config": {k: v for k, v in config.items() if k != "run_conf"}
+        | {"run_conf": {"resume_from_checkpoint": "auto", "model_args": {"dtype": "fp32"}}},
+    }
+    path = folder / f"values-{nodes}x{gpus}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _local(name: str, values: Path, env: dict) -> subprocess.Popen:
+    log = open(values.parent / f"{name}.log", "w")  # noqa: SIM115 - closed with the process by the caller
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmft", "local", str(CHART), "-f", str(values), "--name", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _final_weights(remote: str) -> dict:
+    from safetensors.torch import load
+
+    return load(read_object(parse_location(remote).child("checkpoint-final/model.safetensors")))
+
+
+def _node_processes(state_dir: Path, index: int) -> list[int]:
+    """Every process of one local pod (the agent and its workers): they carry its index and our state dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"LLMFT_STATE_DIR={state_dir}".encode() in environ and f"JOB_COMPLETION_INDEX={index}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, s3_server, tiny_model_dir):
+    """The three runs, each through `llmft local charts/llm-finetune` against the test S3 server."""
+    folder = tmp_path_factory.mktemp("multinode")
+    bucket = "multinode"
+    s3_server.create_bucket(bucket)
+    env = {**os.environ, **s3_server.environment(), "LLMFT_STATE_DIR": str(folder / "state")}
+    remotes = {name: f"{bucket}/experiments/{name}" for name in ("single", "pair", "killed")}
+    logs: dict[str, str] = {}
+    # The two uninterrupted runs one after the other (2 cores), then the one with a kill.
+    for name, nodes, gpus in (("single", 1, 2), ("pair", 2, 0)):
+        process = _local(name, _values(folder / name, tiny_model_dir, remotes[name], nodes, gpus), env)
+        assert process.wait(timeout=900) == 0, (folder / name / f"{name}.log").read_text()[-6000:]
+        logs[name] = (folder / name / f"{name}.log").read_text()
+    killed_env = {**env, **PACED, "LLMFT_STATE_DIR": str(folder / "state-killed")}
+    values = _values(folder / "killed", tiny_model_dir, remotes["killed"], 2, 0)
+    process = _local("killed", values, killed_env)
+    remote = parse_location(remotes["killed"])
+    seen: dict = {}
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        run = scan(remote)
+        if run.complete and any(step > max(run.complete) for step in run.incomplete):
+            seen = {"complete": sorted(run.complete), "incomplete": sorted(run.incomplete)}
+            for pid in _node_processes(folder / "state-killed", 1):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    assert seen, "the run never had a checkpoint upload under way after a complete one"
+    assert process.wait(timeout=900) == 0, (folder / "killed" / "killed.log").read_text()[-6000:]
+    logs["killed"] = (folder / "killed" / "killed.log").read_text()
+    return remotes, logs, seen
+
+
+@pytest.mark.slow
+def test_two_nodes_train_the_weights_of_one_node_with_two_processes(runs):
+    remotes, logs, _ = runs
+    single, pair = _final_weights(remotes["single"]), _final_weights(remotes["pair"])
+    assert single.keys() == pair.keys()
+    assert all(bool((single[key] == pair[key]).all()) for key in single)
+    assert "2 pods (Indexed Job)" in logs["pair"]
+
+
+@pytest.mark.slow
+def test_every_complete_checkpoint_holds_every_ranks_files(runs):
+    remotes, _, _ = runs
+    for name in ("pair", "killed"):
+        run = scan(parse_location(remotes[name]))
+        assert run.finished()[0] and run.complete, name
+        for step in run.complete:
+            objects = list_objects(parse_location(remotes[name]).child(f"checkpoint-{step}"))
+            assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json", "model.safetensors"} <= set(objects)
+            assert {".llmft-parts/node-0.json", ".llmft-parts/node-1.json"} <= set(objects)
+
+
+@pytest.mark.slow
+def test_a_killed_node_restarts_the_group_and_ends_with_the_same_weights(runs):
+    remotes, logs, seen = runs
+    killed, pair = _final_weights(remotes["killed"]), _final_weights(remotes["pair"])
+    assert all(bool((killed[key] == pair[key]).all()) for key in pair)
+    assert "index 1 pod failed with exit code" in logs["killed"]
+    # The group resumed from the newest complete checkpoint of when the node died (the one under way was not).
+    assert f"resuming from {remotes['killed']}/checkpoint-" in logs["killed"], seen
