@@ -522,3 +522,68 @@ def test_several_gpus_per_trial_need_an_accelerate_config(data_file):
     ) in spec_errors(spec)
     spec["finetuning_config"]["launch_conf"] = {"accelerate_config": "/presets/auto-ddp/accelerate_config.yaml"}
     assert load_spec(spec).tune.resources_per_trial.gpus == 4
+
+
+# ------------------------------------------------------------------------------ an evaluation per trial
+
+
+def evaluated_spec(model: str, data: str, **tune) -> dict:
+    """Trials judged by evaluating their final model: held-out loss the objective, exact match recorded."""
+    settings = {
+        "max_trial_count": 2,
+        "parallel_trial_count": 1,
+        "early_stopping": {"name": "none"},
+        "objective": {
+            "metric": "evaluation/loss",
+            "direction": "minimize",
+            "additional_metrics": ["evaluation/exact_match", "eval_loss"],
+        },
+        "evaluation": {
+            "name": "facts",
+            "data": {"path": data},
+            "metrics": ["loss", "exact_match"],
+            "generation": {"max_new_tokens": 4},
+        },
+    }
+    return make_spec(model, data, name="evaluated", max_steps=4, **{**settings, **tune})
+
+
+def test_evaluation_metrics_are_checked_against_the_experiments_evaluation(data_file):
+    spec = make_spec(MODEL, str(data_file), objective={"metric": "evaluation/rouge_l", "direction": "maximize"})
+    assert "tune.objective.metric: is an evaluation metric, but the experiment has no evaluation" in spec_errors(spec)
+
+    spec = evaluated_spec(MODEL, str(data_file))
+    spec["tune"]["objective"]["metric"] = "evaluation/rouge_l"
+    assert 'tune.objective.metric: is not among the evaluation\'s metrics, got "evaluation/rouge_l"' in spec_errors(
+        spec
+    )
+
+    spec = evaluated_spec(MODEL, str(data_file))
+    spec["tune"]["evaluation"]["metrics"] = ["accuracy"]
+    spec["tune"]["objective"]["additional_metrics"] = []
+    assert "tune.evaluation.metrics[0]: not a metric of chat data" in spec_errors(spec)
+
+    spec = evaluated_spec(MODEL, str(data_file), early_stopping={"name": "median"})
+    assert "tune.early_stopping.name: needs intermediate values, but evaluation/loss is written once" in spec_errors(
+        spec
+    )
+
+
+@pytest.mark.slow
+def test_each_trial_is_judged_by_the_evaluation_of_its_final_model(tiny_model_dir, data_file, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(evaluated_spec(str(tiny_model_dir), str(data_file))))
+    experiment = tmp_path / "experiment"
+    assert main(["tune", str(path), "--dir", str(experiment)]) == 0
+
+    results = read_results(experiment)
+    assert [t["state"] for t in results["trials"]] == ["complete", "complete"]
+    for trial in results["trials"]:
+        folder = experiment / f"trial-{trial['number']}"
+        evaluated = json.loads((folder / "output" / "eval" / "facts" / "results.json").read_text())
+        assert evaluated["target"]["checkpoint"].endswith("checkpoint-final")
+        assert trial["value"] == pytest.approx(evaluated["metrics"]["loss"])
+        assert trial["metrics"]["evaluation/exact_match"] == pytest.approx(evaluated["metrics"]["exact_match"])
+        assert "eval_loss" in trial["metrics"]  # the training's own metrics are still recorded
+    values = [trial["value"] for trial in results["trials"]]
+    assert results["best"] == values.index(min(values))

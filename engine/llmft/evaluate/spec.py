@@ -239,14 +239,14 @@ class LmEval(Section):
     _task_dir = field_validator("task_dir")(_location)
 
 
-class EvalSpec(Section):
-    """One evaluation: a target, its data and the metrics to compute."""
+class Evaluation(Section):
+    """What to measure and on which data: an evaluation without its target (an HPO experiment's
+    `tune.evaluation` runs one on every trial's final model)."""
 
     name: str = Field(
         pattern=NAME_PATTERN,
         description="Name of this evaluation; results go to `<output>/` = `<run>/eval/<name>/` by default.",
     )
-    target: Target = Field(description="What to evaluate.")
     data: Data | None = Field(
         None,
         description="What to evaluate it on; required for every metric but `lm_eval` (its tasks bring their data).",
@@ -262,6 +262,12 @@ class EvalSpec(Section):
     requests: Requests = Field(default_factory=Requests, description="Endpoint request settings.")
     judge: Judge | None = Field(None, description="The judge, for the `judge` metric.")
     lm_eval: LmEval | None = Field(None, description="lm-evaluation-harness tasks, for the `lm_eval` metric.")
+
+
+class EvalSpec(Evaluation):
+    """One evaluation: a target, its data and the metrics to compute."""
+
+    target: Target = Field(description="What to evaluate.")
     output: str | None = Field(
         None,
         description="Where results.json and samples.jsonl go (a bucket folder or a local folder). Default: "
@@ -292,6 +298,11 @@ class EvalSpec(Section):
             if part.get("endpoint"):
                 part["endpoint"].pop("api_key_env", None)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def target_problems(evaluation: Evaluation) -> list[tuple]:
+    """The problems an `Evaluation` would have as a spec evaluating a finetune run's final model."""
+    return _problems(EvalSpec.model_validate({**evaluation.model_dump(), "target": {"run": "./run"}}))
 
 
 def _run_of_checkpoint(checkpoint: str) -> str | None:

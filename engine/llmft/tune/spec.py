@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmft.evaluate.spec import Evaluation, target_problems
 from llmft.finetune.config import (
     DEFAULT_KEY_PREFIX,
     METHODS,
@@ -44,6 +45,7 @@ from llmft.finetune.config import (
     validate_spec,
 )
 from llmft.finetune.metric_catalog import MetricSource, catalog
+from llmft.run_layout import EVAL, EVAL_RESULTS
 from llmft.tune import algorithms, keypath
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -180,6 +182,12 @@ class Tune(Section):
         "checkpoint. A config the engine rejects is never retried.",
     )
     resources_per_trial: Resources = Field(default_factory=Resources, description="Resources of one trial.")
+    evaluation: Evaluation | None = Field(
+        None,
+        description="An evaluation of each trial's final model once its training ends (the llm-evaluate spec "
+        "without `target`: name, data, metrics, ...; docs/evaluation.md). Its metrics are objective and "
+        "additional-metric names with the prefix `evaluation/`: `evaluation/rouge_l`, `evaluation/accuracy`.",
+    )
     storage: str | None = Field(
         None,
         description="Optuna study storage: empty keeps a journal file in the experiment folder; "
@@ -252,13 +260,34 @@ class TuneSpec(Section):
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
     def objective_source(self) -> MetricSource:
-        return catalog(self.method)[self.tune.objective.metric]
+        return self.metric_source(self.tune.objective.metric)
+
+    def metric_source(self, name: str) -> MetricSource:
+        """Where a trial's metric `name` is read: the run's files, or the trial's evaluation results."""
+        if name.startswith(EVALUATION_PREFIX):
+            assert self.tune.evaluation is not None, "spec checks: evaluation/ metrics need tune.evaluation"
+            return MetricSource(name, evaluation_results(self.tune.evaluation.name), None, False)
+        return catalog(self.method)[name]
 
     def storage_url(self) -> str | None:
         return os.environ.get(STORAGE_ENV) or self.tune.storage
 
 
 STORAGE_ENV = "LLMFT_TUNE_STORAGE"
+EVALUATION_PREFIX = "evaluation/"
+
+
+def evaluation_results(name: str) -> str:
+    """A trial's evaluation results file, relative to its output folder (as `llmft evaluate` writes it)."""
+    return f"{EVAL}/{name}/{EVAL_RESULTS}"
+
+
+def evaluation_metrics(evaluation: Evaluation) -> set[str] | None:
+    """The `evaluation/` metric names an evaluation writes (None: any, lm-eval tasks name their own)."""
+    if "lm_eval" in evaluation.metrics:
+        return None
+    names = set(evaluation.metrics) | ({"judge_failure_rate"} if "judge" in evaluation.metrics else set())
+    return {EVALUATION_PREFIX + name for name in names}
 
 
 # -------------------------------------------------------------------------------------------- checks
@@ -298,6 +327,8 @@ def _problems(spec: TuneSpec) -> list[tuple]:
         )
     found += _space_problems(spec, base, clean_base=not base_problems)
     found += _objective_problems(spec, base)
+    if spec.tune.evaluation is not None:
+        found += [(("tune", "evaluation", *where), *rest) for where, *rest in target_problems(spec.tune.evaluation)]
     found += _algorithm_problems(spec)
     return found
 
@@ -463,6 +494,9 @@ def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
         for index, name in enumerate(objective.additional_metrics)
     ]
     for where, name in names:
+        if name.startswith(EVALUATION_PREFIX):
+            found += _evaluation_metric_problems(spec, where, name)
+            continue
         source = available.get(name)
         if source is None:
             import difflib
@@ -487,6 +521,8 @@ def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
                 )
             )
     source = available.get(objective.metric)
+    if objective.metric.startswith(EVALUATION_PREFIX) and spec.tune.evaluation is not None:
+        source = spec.metric_source(objective.metric)
     if source is not None and source.step_key is None and spec.tune.early_stopping.name != "none":
         found.append(
             (
@@ -497,6 +533,22 @@ def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
             )
         )
     return found
+
+
+def _evaluation_metric_problems(spec: TuneSpec, where: tuple, name: str) -> list[tuple]:
+    if spec.tune.evaluation is None:
+        return [
+            (
+                where,
+                "is an evaluation metric, but the experiment has no evaluation",
+                name,
+                "add tune.evaluation (name, data, metrics) to evaluate each trial's final model",
+            )
+        ]
+    written = evaluation_metrics(spec.tune.evaluation)
+    if written is None or name in written:
+        return []
+    return [(where, "is not among the evaluation's metrics", name, f"use one of {', '.join(sorted(written))}")]
 
 
 def _algorithm_problems(spec: TuneSpec) -> list[tuple]:

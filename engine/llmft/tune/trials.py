@@ -9,7 +9,10 @@
     config.yaml        the base config with this trial's values, output_dir and checkpoints_remote set
     tune-trial.json    what the training process needs to report to the study (no secrets)
     train.log          the training process's output (appended on every attempt)
-    output/            training_args.output_dir: checkpoint-<step>/, checkpoint-final/, metrics.jsonl, summary.json
+    evaluate.yaml      with tune.evaluation: the evaluation spec of this trial's final model
+    evaluate.log       the evaluation process's output
+    output/            training_args.output_dir: checkpoint-<step>/, checkpoint-final/, metrics.jsonl, summary.json,
+                       eval/<name>/results.json (the evaluation's metrics)
 ```
 
 A trial is an ordinary finetune run: `llmft train config.yaml` resumes from its newest checkpoint
@@ -31,12 +34,15 @@ import yaml
 
 from llmft.finetune.config import load_config
 from llmft.finetune.outputs import write_json
+from llmft.run_layout import EVAL, FINAL_MODELS
 from llmft.tune import keypath
 from llmft.tune.spec import STORAGE_ENV, TuneSpec
 
 CONFIG = "config.yaml"
 TRIAL_FILE = "tune-trial.json"
 LOG = "train.log"
+EVALUATION_SPEC = "evaluate.yaml"
+EVALUATION_LOG = "evaluate.log"
 OUTPUT = "output"
 TRIAL_ENV = "LLMFT_TUNE_TRIAL"  # the training process reads its trial file from here
 PRUNED_MARKER = "tune-pruned.json"  # written into output/ by the pruning callback
@@ -109,15 +115,38 @@ def _has_gpus() -> bool:
         return False
 
 
-def start(prepared: Prepared, storage_url: str, environment: dict[str, str]) -> subprocess.Popen:
-    """Start the training process: its own session (Ctrl-C reaches only the tuner), gone with the tuner."""
+def evaluation_command(spec: TuneSpec, number: int, experiment_dir: Path) -> list[str]:
+    """Write the trial's evaluation spec (tune.evaluation on its final model); the command that runs it.
+
+    The final model is read from the trial's local output when training left it there, else from the
+    trial's bucket folder (a worker restarted after the training ended); the results go to the local
+    output either way, where the tuner reads them.
+    """
+    assert spec.tune.evaluation is not None, "only for experiments with tune.evaluation"
+    folder = trial_dir(experiment_dir, number)
+    output = folder / OUTPUT
+    remote = remote_dir(spec, number)
+    local_final = any((output / name).is_dir() for name in FINAL_MODELS)
+    evaluation = spec.tune.evaluation.model_dump(mode="json", exclude_none=True)
+    evaluation["target"] = {"run": str(output) if local_final or not remote else remote}
+    evaluation["output"] = str(output / EVAL / spec.tune.evaluation.name)
+    spec_path = folder / EVALUATION_SPEC
+    spec_path.write_text(f"# trial {number} of experiment {spec.name}\n" + yaml.safe_dump(evaluation, sort_keys=False))
+    return [sys.executable, "-m", "llmft", "evaluate", str(spec_path)]
+
+
+def start(
+    prepared: Prepared, storage_url: str, environment: dict[str, str], evaluation: list[str] | None = None
+) -> subprocess.Popen:
+    """Start the training process (or, given its command, the evaluation): its own session (Ctrl-C reaches
+    only the tuner), gone with the tuner."""
     env = dict(os.environ, **environment)
     env[TRIAL_ENV] = str(prepared.folder / TRIAL_FILE)
     env[STORAGE_ENV] = storage_url
-    log_file = open(prepared.folder / LOG, "ab")  # noqa: SIM115 - the child owns it; closed below
+    log_file = open(prepared.folder / (EVALUATION_LOG if evaluation else LOG), "ab")  # noqa: SIM115 - the child's
     try:
         return subprocess.Popen(
-            prepared.command,
+            evaluation or prepared.command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

@@ -24,7 +24,6 @@ from pathlib import Path
 import yaml
 
 from llmft.errors import UserError
-from llmft.finetune.metric_catalog import catalog
 from llmft.tune import metrics, results, trials
 from llmft.tune import study as studies
 from llmft.tune.spec import TuneSpec
@@ -43,6 +42,7 @@ class Running:
     process: subprocess.Popen
     attempts: int = 1
     started: float = field(default_factory=time.monotonic)
+    evaluating: bool = False  # training ended; the process is the evaluation of its final model
 
 
 class Worker:
@@ -180,10 +180,15 @@ class Worker:
     def _ended(self, running: Running) -> None:
         number, status = running.number, running.process.returncode
         folder = running.prepared.folder
+        frozen = self.study.get_trials(deepcopy=False)[number]
+        pruned = trials.was_pruned(folder) or frozen.user_attrs.get(trials.PRUNED_ATTR)
+        if status == 0 and not pruned and self.spec.tune.evaluation is not None and not running.evaluating:
+            running.evaluating, running.attempts = True, 1
+            running.process = self._launch(running)
+            log.info("trial %d trained; evaluating its final model (log %s)", number, folder / trials.EVALUATION_LOG)
+            return
         if status == 0:
             del self.running[number]
-            frozen = self.study.get_trials(deepcopy=False)[number]
-            pruned = trials.was_pruned(folder) or frozen.user_attrs.get(trials.PRUNED_ATTR)
             recorded = self._metrics(folder / trials.OUTPUT)
             if pruned:
                 studies.finish(self.study, number, "pruned", attrs=recorded)
@@ -196,9 +201,9 @@ class Worker:
                     # reported to the study at every evaluation, the last report is the final value.
                     value = frozen.intermediate_values[max(frozen.intermediate_values)]
                 if value is None:
+                    log_name = trials.EVALUATION_LOG if running.evaluating else trials.LOG
                     error = (
-                        f"the run finished without writing {self.spec.tune.objective.metric} "
-                        f"(see {folder / trials.LOG})"
+                        f"the run finished without writing {self.spec.tune.objective.metric} (see {folder / log_name})"
                     )
                     studies.finish(self.study, number, "failed", attrs={**recorded, studies.ERROR: error})
                     log.error("trial %d failed: %s", number, error)
@@ -207,30 +212,36 @@ class Worker:
                     log.info("trial %d complete: %s = %.5g", number, self.spec.tune.objective.metric, value)
         elif status != CONFIG_ERROR_STATUS and running.attempts <= self.spec.tune.trial_retries and not self.stopping:
             log.warning(
-                "trial %d: training process exited with status %s; restarting it (attempt %d), it resumes "
-                "from its last checkpoint",
+                "trial %d: %s process exited with status %s; restarting it (attempt %d), it resumes from %s",
                 number,
+                "evaluation" if running.evaluating else "training",
                 status,
                 running.attempts + 1,
+                "the samples already scored" if running.evaluating else "its last checkpoint",
             )
-            running.process = trials.start(running.prepared, self.storage_url, self.environment)
+            running.process = self._launch(running)
             running.attempts += 1
             return
         elif self.stopping:
             return  # stopped by us: stays RUNNING, resumed by this worker's next life
         else:
             del self.running[number]
-            error = f"training process exited with status {status} (see {folder / trials.LOG})"
+            what, log_name = ("evaluation", trials.EVALUATION_LOG) if running.evaluating else ("training", trials.LOG)
+            error = f"{what} process exited with status {status} (see {folder / log_name})"
             studies.finish(self.study, number, "failed", attrs={studies.ERROR: error})
             log.error("trial %d failed: %s", number, error)
         self._publish()
 
+    def _launch(self, running: Running):
+        """(Re)start the trial's current process: its training, or the evaluation of its final model."""
+        evaluation = trials.evaluation_command(self.spec, running.number, self.dir) if running.evaluating else None
+        return trials.start(running.prepared, self.storage_url, self.environment, evaluation)
+
     def _metrics(self, output: Path) -> dict:
         """User attributes of a finished trial: its additional metrics and where its outputs are."""
-        available = catalog(self.spec.method)
         found: dict[str, object] = {studies.OUTPUTS: results.outputs_of(output)}
         for name in self.spec.tune.objective.additional_metrics:
-            value = metrics.final_value(available[name], output)
+            value = metrics.final_value(self.spec.metric_source(name), output)
             if value is not None:
                 found[name] = value
         return found
