@@ -166,7 +166,7 @@ BAD_CONFIGS = [
     (
         {"data_conf.training_data.datasets": []},
         "finetuning_config.data_conf.training_data.datasets: must be a non-empty list of objects with keys path, "
-        "sampling_weight, column_map, got []",
+        "source, split, sampling_weight, column_map, new_system_prompt, train_on_input, got []",
     ),
     ({"run_conf.model": DELETE}, "finetuning_config.run_conf.model: required, expected a non-empty string"),
     (

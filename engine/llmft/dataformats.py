@@ -258,3 +258,60 @@ def apply_column_map(row: dict, column_map: dict[str, str]) -> dict:
         if key in row:
             record[key] = row[key]
     return record
+
+
+# ------------------------------------------------------------------------------------------ other tasks
+
+
+def chat_row(row: dict, column_map: dict[str, str]) -> dict:
+    """A chat row with `column_map` applied: `messages` renamed, or instruction columns made messages."""
+    if "messages" in column_map or not ({"input", "output", "instruction"} & column_map.keys()):
+        source = column_map.get("messages", "messages")
+        record = {"messages": row.get(source)} if source in row else dict(row)
+        for key in ("dataset", "id"):
+            if key in row and row[key] is not None:
+                record[key] = row[key]
+        return record
+    return apply_column_map(row, column_map)
+
+
+def with_system_prompt(messages: Any, prompt: str) -> Any:
+    """`messages` with `prompt` as its system message: the sample's own replaced, or one added first."""
+    if not isinstance(messages, list):
+        return messages
+    rest = (
+        messages[1:] if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system" else messages
+    )
+    return [{"role": "system", "content": prompt}, *rest]
+
+
+def preference_row(row: dict, column_map: dict[str, str]) -> dict:
+    """A DPO row with `column_map` applied (TRL's prompt/chosen/rejected); strings become one message each."""
+    if not column_map and "prompt_messages" in row:
+        return row
+    roles = {"prompt": "user", "chosen": "assistant", "rejected": "assistant"}
+    record: dict[str, Any] = {}
+    for field, role in roles.items():
+        value = row.get(column_map.get(field, field))
+        record[field] = [{"role": role, "content": value}] if isinstance(value, str) else value
+    for key in ("dataset", "id"):
+        if key in row and row[key] is not None:
+            record[key] = row[key]
+    return record
+
+
+def text_problems(value: Any, column: str) -> list[str]:
+    if not isinstance(value, str) or not value.strip():
+        return [f"`{column}` must be a non-empty string, got {_shown(value)}"]
+    return []
+
+
+def label_problems(value: Any, column: str) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.strip()):
+        return [f"`{column}` must be an integer or a non-empty string label, got {_shown(value)}"]
+    return []
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -106,26 +106,78 @@ def _check_location(value: str | None) -> str | None:
 
 
 class ColumnMap(Section):
-    """Maps instruction-style columns to chat messages (TorchTune's `column_map`)."""
+    """Which column holds each field the task reads (TorchTune's `column_map`); unset fields keep their own name.
 
+    Chat data (`task: chat`): `messages`, or instruction-style `input`/`output` (+ `system`, `instruction`)
+    turned into one user and one assistant message. Plain text (`task: text`): `text`. Classification
+    (`task: sequence-classification`): `text` and `label`. DPO: `prompt`, `chosen`, `rejected`.
+    """
+
+    messages: str | None = Field(None, description="Column holding the list of chat messages (default: `messages`).")
     input: str | None = Field(None, description="Column holding the user turn (default: `input`).")
     output: str | None = Field(None, description="Column holding the assistant answer (default: `output`).")
     system: str | None = Field(None, description="Column holding an optional system prompt (default: `system`).")
     instruction: str | None = Field(
         None, description="Column holding an optional instruction, put before the input (Alpaca style)."
     )
+    text: str | None = Field(
+        None, description="`task: text` and `sequence-classification`: the column holding the text (default: `text`)."
+    )
+    label: str | None = Field(
+        None,
+        description="`task: sequence-classification`: the column holding the label, an integer or a string "
+        "(default: `label`).",
+    )
+    prompt: str | None = Field(
+        None, description="DPO: the column holding the prompt (a string or a list of messages; default: `prompt`)."
+    )
+    chosen: str | None = Field(
+        None, description="DPO: the column holding the preferred answer (a string or messages; default: `chosen`)."
+    )
+    rejected: str | None = Field(
+        None, description="DPO: the column holding the rejected answer (a string or messages; default: `rejected`)."
+    )
 
     def as_dict(self) -> dict[str, str]:
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
+# Dataset file formats (`source`) and the file extensions that select them.
+DATASET_SOURCES = ("jsonl", "json", "csv", "parquet", "arrow")
+SOURCE_EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+# The Hub's split syntax on the one split a data file has: `train`, `train[:95%]`, `train[100:200]`, `a+b`.
+_SUB_SPLIT = r"\s*train\s*(\[\s*(-?[\d_]+%?)?\s*(:\s*(-?[\d_]+%?)?)?\s*\])?\s*"
+SPLIT_PATTERN = rf"^{_SUB_SPLIT}(\+{_SUB_SPLIT})*$"
+
+
+def source_of(path: str, source: str | None) -> str | None:
+    """The format of a dataset file: `source` when given, else from the extension (None: unknown)."""
+    if source:
+        return source
+    name = path.lower().removesuffix(".gz")
+    return next((fmt for ext, fmt in SOURCE_EXTENSIONS.items() if name.endswith(ext)), None)
+
+
 class DatasetSpec(Section):
-    """One JSONL dataset."""
+    """One dataset file and the options that say how to read it (TorchTune's names)."""
 
     path: str = Field(
         min_length=1,
-        description="Location of one JSONL file: a local path (`./data/train.jsonl`, `/data/train.jsonl`), "
-        "`bucket/path/file.jsonl` or `s3://bucket/path/file.jsonl`.",
+        description="Location of one data file (JSONL, JSON, CSV, Parquet or Arrow): a local path "
+        "(`./data/train.jsonl`, `/data/train.parquet`), `bucket/path/file.jsonl` or "
+        "`s3://bucket/path/file.jsonl`.",
+    )
+    source: Literal[DATASET_SOURCES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="File format: `jsonl`, `json`, `csv`, `parquet` or `arrow` (default: from the extension). "
+        "JSONL is read line by line (problems name `file:line`); the others through the `datasets` "
+        "library (problems name `file:row N`).",
+    )
+    split: str | None = Field(
+        None,
+        description="The rows to use, in the Hub's slicing syntax on the file's one split `train`: "
+        "`train[:95%]`, `train[95%:]`, `train[100:200]`, `train[:3000]`, `train[:10%]+train[-10%:]` "
+        "(default: every row). A split that selects nothing is an error.",
     )
     sampling_weight: PositiveFloat | None = Field(
         None,
@@ -133,11 +185,32 @@ class DatasetSpec(Section):
     )
     column_map: ColumnMap | None = Field(
         None,
-        description="Convert instruction-style rows to chat messages, e.g. "
-        "`{input: incorrect, output: correct}`. Without it, rows must have `messages`.",
+        description="The columns the task reads, when they have other names, e.g. `{input: incorrect, output: "
+        "correct}` (chat from instruction rows), `{text: review, label: stars}` (classification). "
+        "Without it, chat rows must have `messages`.",
+    )
+    new_system_prompt: str | None = Field(
+        None,
+        description="Chat and DPO data: the system message of every sample (replaces the sample's own, or is "
+        "added when it has none).",
+    )
+    train_on_input: bool | None = Field(
+        None,
+        description="Chat data: `true` trains on the whole conversation (prompt too), `false` on the "
+        "assistant turns only (default: `not sft_args.train_on_completions_only`).",
     )
 
     _location = field_validator("path")(_check_location)
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(SPLIT_PATTERN, value):
+            raise ValueError(
+                "must be the Hub's split syntax on the file's one split `train`, e.g. train[:95%], "
+                "train[95%:], train[100:200] or train[:3000]"
+            )
+        return value
 
 
 class TrainingData(Section):
@@ -352,7 +425,11 @@ class PeftConf(Section):
     peft_type: Literal["NO_PEFT", "LORA"] = Field(
         description="`LORA`: train a LoRA adapter. `NO_PEFT`: full-parameter training."
     )
-    task_type: Literal["CAUSAL_LM"] = Field("CAUSAL_LM", description="PEFT task type.")
+    task_type: Literal["CAUSAL_LM", "SEQ_CLS"] = Field(
+        "CAUSAL_LM",
+        description="PEFT task type: `CAUSAL_LM` (chat and text), `SEQ_CLS` (`task: sequence-classification`, "
+        "which uses it when the key is not given; the classification head is trained in full).",
+    )
     peft_kwargs: LoraKwargs | None = Field(
         None, description="LoRA settings; only with `peft_type: LORA` (defaults apply when omitted)."
     )
@@ -492,6 +569,13 @@ class SftArgs(Section):
         "to stop). `false`: loss on the whole conversation.",
     )
     packing: bool = Field(False, description="Pack several samples into each sequence (isolated by attention).")
+    labels: list[str | int] | None = Field(
+        None,
+        min_length=2,
+        description="`task: sequence-classification`: the label set in id order (recorded in the model's "
+        "config.json as `id2label` / `label2id`). Default: the sorted labels of the training data. A "
+        "label outside the set in any dataset is an error.",
+    )
 
 
 class Tracking(Section):
@@ -587,6 +671,58 @@ def relation_problems(config: Section, relations: tuple[Relation, ...]) -> list[
                 report = where if relation.report is None else relation.report
                 ((_, reported),) = _values_at(config, report)
                 found.append((report, relation.message.format(other=other), _plain(reported)))
+    return found
+
+
+# The column_map fields each kind of data reads, and the dataset options that apply to it.
+COLUMN_FIELDS = {
+    "chat": ("messages", "input", "output", "system", "instruction"),
+    "text": ("text",),
+    "sequence-classification": ("text", "label"),
+    "dpo": ("prompt", "chosen", "rejected"),
+}
+_SYSTEM_PROMPT_KINDS = ("chat", "dpo")
+
+
+def dataset_option_problems(data_conf: DataConf, kind: str) -> list[tuple[tuple, str, Any]]:
+    """Dataset options that the kind of data (`kind`) does not read, and files of an unknown format."""
+    found: list[tuple[tuple, str, Any]] = []
+    groups = [("training_data", data_conf.training_data.datasets)]
+    groups.append(("validation_data", data_conf.validation_data.datasets or []))
+    for group, specs in groups:
+        for index, spec in enumerate(specs):
+            where = ("data_conf", group, "datasets", index)
+            if source_of(spec.path, spec.source) is None:
+                found.append(
+                    (
+                        (*where, "source"),
+                        f"cannot tell the format of {spec.path} from its extension; set source to one of "
+                        f"{', '.join(DATASET_SOURCES)}",
+                        None,
+                    )
+                )
+            if spec.column_map is not None:
+                allowed = COLUMN_FIELDS.get(kind, ())
+                for field in spec.column_map.as_dict():
+                    if field not in allowed:
+                        found.append(
+                            (
+                                (*where, "column_map", field),
+                                f"{kind} data does not read {field}; it reads {', '.join(allowed)}",
+                                spec.column_map.as_dict()[field],
+                            )
+                        )
+            if spec.new_system_prompt is not None and kind not in _SYSTEM_PROMPT_KINDS:
+                found.append(((*where, "new_system_prompt"), f"{kind} data has no system message", None))
+            if spec.train_on_input is not None and kind != "chat":
+                found.append(
+                    (
+                        (*where, "train_on_input"),
+                        "only chat data has an input to leave out of the loss"
+                        + ("; text trains on every token" if kind == "text" else ""),
+                        spec.train_on_input,
+                    )
+                )
     return found
 
 
@@ -724,6 +860,10 @@ class CommonConfig(Section):
         ),
     )
 
+    def data_kind(self) -> str:
+        """What every dataset row holds: the SFT `task` (chat, text, sequence-classification) or `dpo`."""
+        return getattr(self, "task", None) or self.method
+
     def problems(self) -> list[tuple[tuple, str, Any]]:
         """Cross-field problems: (key path, what is wrong and the fix, the value at fault).
 
@@ -743,13 +883,14 @@ class CommonConfig(Section):
                     None,
                 )
             )
+        found += dataset_option_problems(self.data_conf, self.data_kind())
         best = args.metric_for_best_model
         if best is not None:
             from llmft.finetune.metric_catalog import catalog  # what each method's evaluation writes
 
             evaluated = sorted(
                 name.removeprefix("eval_")
-                for name, source in catalog(self.method).items()
+                for name, source in catalog(self.method, getattr(self, "task", None)).items()
                 if source.file == "metrics.jsonl" and source.needs_evaluation
             )
             if best.removeprefix("eval_") not in evaluated:
@@ -771,16 +912,45 @@ class CommonConfig(Section):
         return found
 
 
+TASKS = ("chat", "text", "sequence-classification")
+
+
 class SftConfig(CommonConfig):
     """Supervised fine-tuning (`llmft sft CONFIG`)."""
 
     method: Literal["sft"] = Field("sft", description="Training method: `sft`.")
+    task: Literal[TASKS] = Field(  # type: ignore[valid-type]
+        "chat",
+        description="What is trained (docs/tasks.md). `chat`: a causal LM on conversations (loss on the "
+        "assistant turns). `text`: a causal LM on plain text (a `text` column; loss on every token; "
+        "continued pre-training). `sequence-classification`: a classification head on any encoder or "
+        "decoder (`AutoModelForSequenceClassification`) from `text` and `label` columns; evaluation "
+        "writes `eval_accuracy` and macro `eval_f1`.",
+    )
     sft_args: SftArgs = Field(default_factory=SftArgs, description="SFT settings.")
 
     def problems(self) -> list[tuple[tuple, str, Any]]:
         found = super().problems()
         if self.sft_args.packing and importlib.util.find_spec("llmft.finetune.packing") is None:
             found.append((("sft_args", "packing"), "packing is not available in this build; set packing: false", True))
+        classification = self.task == "sequence-classification"
+        if classification and self.sft_args.packing:
+            found.append((("sft_args", "packing"), "a classifier sees one text per row; set packing: false", True))
+        if self.sft_args.labels is not None and not classification:
+            found.append(
+                (("sft_args", "labels"), f"only used with task: sequence-classification (task is {self.task})", None)
+            )
+        peft = self.peft_conf
+        if peft.peft_type == "LORA" and "task_type" in peft.model_fields_set:
+            wanted = "SEQ_CLS" if classification else "CAUSAL_LM"
+            if peft.task_type != wanted:
+                found.append(
+                    (
+                        ("peft_conf", "task_type"),
+                        f"task {self.task} trains with task_type {wanted}; set it or remove the key",
+                        peft.task_type,
+                    )
+                )
         return found
 
 

@@ -1,4 +1,9 @@
-"""Training data: read JSONL (local or bucket), validate, mix, split, tokenise with loss masks.
+"""Training data: read data files (local or bucket), validate, mix, split, tokenise with loss masks.
+
+A dataset is one file (JSONL, JSON, CSV, Parquet, Arrow: `llmft.finetune.dataset_files`) read with its
+options (`split`, `column_map`, `new_system_prompt`, `train_on_input`) into records of the config's kind:
+chat conversations (`Record`), preference pairs (`PreferenceRecord`), plain texts (`TextRecord`) or
+labelled texts (`LabeledRecord`).
 
 Order of work in a run: `load_records` for every dataset first (every bad line of every file is
 reported at once, before any model is loaded), then `mix` and `split_validation`, then `encode_all`
@@ -15,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.dataformats import (
-    apply_column_map,
+    chat_row,
     drop_empty_system_messages,
+    label_problems,
     pair_is_identical,
+    preference_row,
     problems_for,
-    read_jsonl,
+    text_problems,
     to_dpo,
+    with_system_prompt,
 )
 from llmft.errors import UserError
 from llmft.finetune.config import DataConf, DatasetSpec, TrainingData
@@ -47,6 +55,24 @@ class Record:
     """One validated conversation and where it came from (`file:line`)."""
 
     messages: list[dict]
+    where: str
+    train_on_input: bool | None = None  # the dataset's train_on_input (None: sft_args decides)
+
+
+@dataclass
+class TextRecord:
+    """One plain text (`task: text`) and where it came from."""
+
+    text: str
+    where: str
+
+
+@dataclass
+class LabeledRecord:
+    """One text and its label (`task: sequence-classification`) and where it came from."""
+
+    text: str
+    label: int | str
     where: str
 
 
@@ -94,7 +120,7 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
         local = location.path
         if local.is_dir():
             raise UserError(
-                f"dataset {path} is a folder; give the path of one .jsonl file (several files: one "
+                f"dataset {path} is a folder; give the path of one data file (several files: one "
                 "entry each in `datasets`)"
             )
         if not local.is_file():
@@ -106,63 +132,115 @@ def fetch(path: str, workdir: Path) -> tuple[Path, str]:
     return target, str(location)
 
 
-def load_records(
-    spec: DatasetSpec, workdir: Path, kind: str = "sft"
-) -> tuple[list[Record | PreferenceRecord], list[str]]:
-    """Read one dataset; return its records and every problem (`file:line: reason`).
+# The columns each kind reads when column_map does not rename them (chat: see `dataformats.chat_row`).
+DEFAULT_COLUMNS = {"text": ("text",), "sequence-classification": ("text", "label")}
 
-    `kind` "sft": chat records (`Record`); "dpo": preference pairs (`PreferenceRecord`), in the
-    suite's `prompt_messages/...` form or TRL's conversational `prompt/chosen/rejected`.
+
+def _missing_columns(columns: list[str], column_map: dict[str, str], kind: str) -> list[str]:
+    """The columns a row-format file lacks for `kind` (files with a header: checked once, not per row)."""
+    if kind in DEFAULT_COLUMNS:
+        wanted = [column_map.get(field, field) for field in DEFAULT_COLUMNS[kind]]
+    elif kind == "sft":
+        if "messages" in column_map or not ({"input", "output", "instruction"} & column_map.keys()):
+            wanted = [column_map.get("messages", "messages")]
+        else:
+            wanted = [column_map.get(field, field) for field in ("input", "output")] + [
+                column for field, column in column_map.items() if field in ("system", "instruction")
+            ]
+    else:  # dpo
+        if not column_map and "prompt_messages" in columns:
+            return []
+        wanted = [column_map.get(field, field) for field in ("prompt", "chosen", "rejected")]
+    return [column for column in wanted if column not in columns]
+
+
+def load_records(spec: DatasetSpec, workdir: Path, kind: str = "sft") -> tuple[list, list[str]]:
+    """Read one dataset; return its records and every problem (`file:line: reason` or `file:row N: reason`).
+
+    `kind` "sft" (chat): `Record`s; "dpo": `PreferenceRecord`s, in the suite's `prompt_messages/...` form or
+    TRL's `prompt/chosen/rejected`; "text": `TextRecord`s; "sequence-classification": `LabeledRecord`s.
+    A file the options cannot fit (a split selecting nothing, a missing column) raises a UserError naming it.
     """
+    from llmft.finetune.dataset_files import read_table, select_split
+
     local, name = fetch(spec.path, workdir)
-    column_map = spec.column_map.as_dict() if spec.column_map else None
-    records: list[Record | PreferenceRecord] = []
+    column_map = spec.column_map.as_dict() if spec.column_map else {}
+    table = read_table(local, name, spec.source, workdir)
+    if not table.rows:
+        return [], [f"{name}: no samples (the file is empty)"]
+    rows = select_split(table.rows, spec.split, name)
+    if table.columns is not None and (missing := _missing_columns(table.columns, column_map, kind)):
+        fields = {column: field for field, column in column_map.items()}
+        named = ", ".join(
+            f"{column!r}" + (f" (column_map.{fields[column]})" if column in fields else "") for column in missing
+        )
+        raise UserError(
+            f"dataset {name}: no column {named}; its columns are {', '.join(map(repr, table.columns))}: "
+            "name the right ones in the dataset's column_map (docs/tasks.md)"
+        )
+    records: list = []
     problems: list[str] = []
     bad = 0
     empty_system = 0
     identical: list[str] = []
-    for line in read_jsonl(local, display_name=name):
-        reasons = [line.error] if line.error else []
-        record = line.record
-        if not reasons and column_map is not None:
-            if not isinstance(record, dict):
-                reasons = ["each line must be a JSON object"]
-            elif missing := [
-                f"{column!r} (for {field})" for field, column in column_map.items() if column not in record
-            ]:
+    for row in rows:
+        reasons = [row.error] if row.error else []
+        record = row.record
+        if not reasons and not isinstance(record, dict):
+            reasons = ["each line must be a JSON object"]
+        if not reasons and kind in DEFAULT_COLUMNS:
+            text_column = column_map.get("text", "text")
+            reasons = text_problems(record.get(text_column), text_column)
+            if kind == "sequence-classification":
+                label_column = column_map.get("label", "label")
+                reasons += label_problems(record.get(label_column), label_column)
+                if not reasons:
+                    records.append(LabeledRecord(record[text_column], record[label_column], row.where))
+            elif not reasons:
+                records.append(TextRecord(record[text_column], row.where))
+            if reasons:
+                bad += 1
+                if bad <= MAX_PROBLEMS_PER_FILE:
+                    problems.append(f"{row.where}: {'; '.join(reasons)}")
+            continue
+        if not reasons and table.columns is None and column_map:
+            needed = _mapped_columns(column_map, kind)
+            if missing := [f"{column!r} (for {field})" for field, column in needed if column not in record]:
                 reasons = [
                     f"column_map names column(s) {', '.join(missing)} that this row lacks; its columns are "
                     f"{', '.join(map(repr, record))}"
                 ]
-            else:
-                record = apply_column_map(record, column_map)
         if not reasons:
+            record = preference_row(record, column_map) if kind == "dpo" else chat_row(record, column_map)
+            if spec.new_system_prompt is not None:
+                field = (
+                    "messages" if kind == "sft" else ("prompt_messages" if "prompt_messages" in record else "prompt")
+                )
+                record = {**record, field: with_system_prompt(record.get(field), spec.new_system_prompt)}
             record, dropped = drop_empty_system_messages(record)
             empty_system += dropped
             reasons = problems_for(record, kind)
         if reasons:
             bad += 1
             if bad <= MAX_PROBLEMS_PER_FILE:
-                problems.append(f"{line.where}: {'; '.join(reasons)}")
+                problems.append(f"{row.where}: {'; '.join(reasons)}")
             continue
         if kind == "dpo":
             if pair_is_identical(record):
-                identical.append(line.where)
+                identical.append(row.where)
             record = to_dpo(record)
             records.append(
                 PreferenceRecord(
-                    record["prompt_messages"], record["chosen_messages"], record["rejected_messages"], line.where
+                    record["prompt_messages"], record["chosen_messages"], record["rejected_messages"], row.where
                 )
             )
         else:
-            records.append(Record(record["messages"], line.where))
+            records.append(Record(record["messages"], row.where, spec.train_on_input))
     if bad > MAX_PROBLEMS_PER_FILE:
         problems.append(
             f"{name}: ... and {bad - MAX_PROBLEMS_PER_FILE} more bad lines "
             f"({bad} in all); `llmft validate-data {name}` lists them"
         )
-    if not records and not problems:
-        problems.append(f"{name}: no samples (the file is empty)")
     if empty_system:
         log.info("%s: dropped the empty system message of %d record(s) (harmless)", name, empty_system)
     if identical:
@@ -174,6 +252,17 @@ def load_records(
             ", ".join(identical[:3]),
         )
     return records, problems
+
+
+def _mapped_columns(column_map: dict[str, str], kind: str) -> list[tuple[str, str]]:
+    """(field, column) pairs a JSONL row must have under `column_map` (optional fields excluded)."""
+    if kind == "dpo":
+        fields: tuple[str, ...] = ("prompt", "chosen", "rejected")
+    elif "messages" in column_map:
+        fields = ("messages",)
+    else:
+        fields = tuple(field for field in column_map if field in ("input", "output", "system", "instruction"))
+    return [(field, column_map.get(field, field)) for field in fields]
 
 
 def load_datasets(specs: list[DatasetSpec], workdir: Path, kind: str = "sft") -> list[list]:
@@ -286,8 +375,9 @@ def encode_records(
 ):
     """Yield an `Encoded` per record, in order: the one tokenisation path of training and preview-data."""
     for record in records:
+        only = completions_only if record.train_on_input is None else not record.train_on_input
         try:
-            example = encode(tokenizer, chat_format, record.messages, completions_only, system_message_handling)
+            example = encode(tokenizer, chat_format, record.messages, only, system_message_handling)
         except TemplateRefusal as error:
             yield Encoded(record, None, str(error), refused=True)
             continue

@@ -20,11 +20,39 @@ def _has_tokenizer(folder: Path) -> bool:
     return (folder / "tokenizer_config.json").is_file()
 
 
+def _load_base(base: Path, adapter: Path, torch_dtype):
+    """The base model in the adapter's task: a causal LM, or (task_type SEQ_CLS) a sequence classifier
+    with the label set the adapter was trained on (`labels.json`, written by the training run)."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    task_type = json.loads((adapter / "adapter_config.json").read_text()).get("task_type")
+    if task_type != "SEQ_CLS":
+        return AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+    labels_file = adapter / "labels.json"
+    if not labels_file.is_file():
+        raise UserError(
+            f"{adapter} is a classification adapter without labels.json (its label set); merge the "
+            'checkpoint-final-adapter/ of an llmft run, or add labels.json ({"id2label": {"0": ...}})'
+        )
+    id2label = {int(key): value for key, value in json.loads(labels_file.read_text())["id2label"].items()}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base),
+        dtype=torch_dtype,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={value: key for key, value in id2label.items()},
+    )
+    model.config.problem_type = "single_label_classification"
+    return model
+
+
 def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto", replace: bool = False) -> Path:
     """Write base + adapter, merged, to `out` and return it; `replace` first empties an existing `out`."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoTokenizer, GenerationConfig
 
     base, adapter, out = Path(base), Path(adapter), Path(out)
     if not (adapter / "adapter_config.json").is_file():
@@ -35,7 +63,7 @@ def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "auto", rep
     torch_dtype = (
         "auto" if dtype == "auto" else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     )
-    base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+    base_model = _load_base(base, adapter, torch_dtype)
     embedding = base_model.get_input_embeddings().weight
     assert isinstance(embedding, torch.Tensor)
     if len(tokenizer) > embedding.shape[0]:

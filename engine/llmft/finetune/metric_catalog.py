@@ -30,6 +30,16 @@ METHOD_METRICS = {
         "logits/rejected",
     ),
 }
+# What an SFT task writes instead of (or besides) the chat metrics above. A classifier's evaluation rows carry
+# accuracy, macro F1 and, per class, `eval_support/<label>` (true count) and `eval_predicted/<label>`.
+TASK_METRICS = {
+    "text": ("mean_token_accuracy", "entropy"),
+    "sequence-classification": (),
+}
+TASK_EVAL_METRICS = {"sequence-classification": ("accuracy", "f1")}
+TASK_SUMMARY_METRICS = {
+    "sequence-classification": {"final_eval_accuracy": "eval_accuracy", "final_eval_f1": "eval_f1"},
+}
 # summary.json keys that are numbers, and their metrics.jsonl twin (None: no intermediate values).
 SUMMARY_METRICS = {
     "final_eval_loss": "eval_loss",
@@ -52,14 +62,17 @@ class MetricSource:
     needs_evaluation: bool
 
 
-def catalog(method: str) -> dict[str, MetricSource]:
-    """Every metric a `method` run writes, by name."""
+def catalog(method: str, task: str | None = None) -> dict[str, MetricSource]:
+    """Every metric a `method` run writes, by name; `task` is an SFT config's `task` (default: chat)."""
     found: dict[str, MetricSource] = {}
     extra = METHOD_METRICS.get(method, ())
+    if method == "sft" and task in TASK_METRICS:
+        extra = TASK_METRICS[task]
+    evaluated = tuple(f"eval_{key}" for key in extra + TASK_EVAL_METRICS.get(task or "", ()))
     for name in TRAIN_COMMON + extra:
         found[name] = MetricSource(name, METRICS, name, False)
-    for name in EVAL_COMMON + tuple(f"eval_{key}" for key in extra):
+    for name in EVAL_COMMON + evaluated:
         found[name] = MetricSource(name, METRICS, name, True)
-    for name, twin in SUMMARY_METRICS.items():
+    for name, twin in {**SUMMARY_METRICS, **TASK_SUMMARY_METRICS.get(task or "", {})}.items():
         found[name] = MetricSource(name, SUMMARY, twin, twin is not None and twin.startswith("eval_"))
     return found

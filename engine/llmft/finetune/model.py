@@ -140,9 +140,16 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, what: str = f"{P
     return tokenizer
 
 
-def prepare_tokenizer(tokenizer, template_name: str, pad_strategy: str) -> TokenizerSetup:
-    """Install the chat template and make sure there is a pad token (`missing_pad_token_strategy`)."""
-    chat_format, added = apply_chat_format(tokenizer, template_name)
+def prepare_tokenizer(tokenizer, template_name: str | None, pad_strategy: str) -> TokenizerSetup:
+    """Install the chat template and make sure there is a pad token (`missing_pad_token_strategy`).
+
+    `template_name` None: the data is not chat (plain text, classification); no template is installed and
+    the format records only the end-of-text token.
+    """
+    if template_name is None:
+        chat_format, added = ChatFormat("none", "", tokenizer.eos_token or ""), list[str]()
+    else:
+        chat_format, added = apply_chat_format(tokenizer, template_name)
     applied = None
     if tokenizer.pad_token is None:
         applied = pad_strategy
@@ -166,7 +173,7 @@ def prepare_tokenizer(tokenizer, template_name: str, pad_strategy: str) -> Token
 
 def end_of_turn_ids(tokenizer, chat_format: ChatFormat) -> list[int]:
     """Token ids that end generation: the template's end-of-turn token and the tokenizer's eos."""
-    ids = [tokenizer.convert_tokens_to_ids(chat_format.end_of_turn)]
+    ids = [tokenizer.convert_tokens_to_ids(chat_format.end_of_turn)] if chat_format.end_of_turn else []
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
@@ -210,6 +217,28 @@ def load_model(path: Path, config: CommonConfig, dtype: str):
     return model
 
 
+def load_classifier(path: Path, config: CommonConfig, dtype: str, labels: list[str]):
+    """Load `path` with a sequence-classification head for `labels` (new head weights are seeded)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {
+        "dtype": getattr(torch, TORCH_DTYPES[dtype]),
+        "trust_remote_code": config.run_conf.model_args.trust_remote_code,
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: index for index, label in enumerate(labels)},
+    }
+    if config.run_conf.model_args.attn_implementation:
+        kwargs["attn_implementation"] = config.run_conf.model_args.attn_implementation
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, ImportError) as error:
+        raise UserError(f"cannot load {path} as a sequence classifier: {error}") from None
+    model.config.problem_type = "single_label_classification"
+    return model
+
+
 def resize_embeddings(model, tokenizer) -> bool:
     """Grow the embedding (and output) matrices to the tokenizer's size; True when they grew."""
     rows = model.get_input_embeddings().weight.shape[0]
@@ -230,6 +259,12 @@ def embedding_module_names(model) -> list[str]:
     return sorted(set(names))
 
 
+def classifier_module_names(model) -> list[str]:
+    """The classification head's module names (`classifier` in BERT-style models, `score` in decoders)."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_children()}
+    return [name for name in ("classifier", "score") if name in names]
+
+
 def lora_config(model, config: CommonConfig, resized: bool):
     """peft's LoraConfig for `model`; with resized embeddings they are trained and saved in full."""
     from peft import LoraConfig
@@ -239,8 +274,12 @@ def lora_config(model, config: CommonConfig, resized: bool):
     modules_to_save = list(lora.modules_to_save or [])
     if resized:
         modules_to_save += [name for name in embedding_module_names(model) if name not in modules_to_save]
+    task_type = "SEQ_CLS" if getattr(config, "task", None) == "sequence-classification" else "CAUSAL_LM"
+    if task_type == "SEQ_CLS":
+        # The new classification head is trained and saved in full (peft adds it too; named here for the log).
+        modules_to_save += [name for name in classifier_module_names(model) if name not in modules_to_save]
     return LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         r=lora.r,
         lora_alpha=lora.lora_alpha,  # peft annotates int; a float is used as is (scale = alpha / r)
         lora_dropout=lora.lora_dropout,

@@ -148,9 +148,24 @@ def make_callbacks(output_dir: Path, is_main: bool, tokenizer, generation_config
 
 
 def save_model_extras(folder: Path, tokenizer, generation_config) -> None:
-    """Tokenizer with its chat template and a generation_config whose eos ids end each turn."""
+    """Tokenizer with its chat template and a generation_config whose eos ids end each turn (a classifier
+    has none: `generation_config` None)."""
     tokenizer.save_pretrained(str(folder))
-    generation_config.save_pretrained(str(folder))
+    if generation_config is not None:
+        generation_config.save_pretrained(str(folder))
+
+
+LABEL_MAP = "labels.json"
+
+
+def save_label_map(folder: Path, model) -> None:
+    """A classifier's adapter gets its label set (`labels.json`: id2label, label2id), which
+    `llmft merge-adapter` puts in the merged model's config.json; other models get nothing."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "problem_type", None) != "single_label_classification":
+        return
+    id2label = {int(key): value for key, value in config.id2label.items()}
+    write_json(folder / LABEL_MAP, {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}})
 
 
 def adapter_tensor_names(adapter_dir: Path) -> list[str]:

@@ -217,10 +217,10 @@ def read_data(config: CommonConfig, kind: str) -> tuple[list, list]:
     return train_records, eval_records
 
 
-def prepare_tokenizer(config: CommonConfig, run: Run):
+def prepare_tokenizer(config: CommonConfig, run: Run, chat: bool = True):
     """Fetch the model (and tokenizer) folders; load the tokenizer with its chat template and pad token.
 
-    Returns (model_dir, tokenizer, TokenizerSetup).
+    `chat` False (plain text, classification): no chat template. Returns (model_dir, tokenizer, TokenizerSetup).
     """
     run_conf = config.run_conf
     with run.state.local_main_process_first():
@@ -238,7 +238,7 @@ def prepare_tokenizer(config: CommonConfig, run: Run):
         "finetuning_config.run_conf.tokenizer" if run_conf.tokenizer else "finetuning_config.run_conf.model",
     )
     setup = modeling.prepare_tokenizer(
-        tokenizer, config.data_conf.chat_template_name, config.data_conf.missing_pad_token_strategy
+        tokenizer, config.data_conf.chat_template_name if chat else None, config.data_conf.missing_pad_token_strategy
     )
     return model_dir, tokenizer, setup
 
@@ -421,6 +421,7 @@ def write_finals(
     written = {"final_model": None, "adapter": outputs.FINAL_ADAPTER, "merged": False}
     if is_main:
         outputs.save_model_extras(adapter, tokenizer, generation_config)
+        outputs.save_label_map(adapter, trainer.model)
         if config.run_conf.merge_adapter:
             merge_adapter(model_dir, adapter, final)
             outputs.save_model_extras(final, tokenizer, generation_config)

@@ -20,32 +20,21 @@ log = logging.getLogger("llmft.finetune.sft")
 
 def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
     """Run supervised fine-tuning; return the exit status. `callbacks` are extra TrainerCallbacks."""
+    if config.task == "sequence-classification":
+        from llmft.finetune.classification import run_classification
+
+        return run_classification(config, callbacks)
     run = recipe.start_run(config)
     if run is None:
         return 0
 
     # Data first: every bad line is reported before a model is loaded.
-    train_records, eval_records = recipe.read_data(config, kind="sft")
-    model_dir, tokenizer, setup = recipe.prepare_tokenizer(config, run)
+    text = config.task == "text"
+    train_records, eval_records = recipe.read_data(config, kind="text" if text else "sft")
+    model_dir, tokenizer, setup = recipe.prepare_tokenizer(config, run, chat=not text)
 
-    sft_args = config.sft_args
-    train_examples, train_report = data.encode_all(
-        train_records,
-        tokenizer,
-        setup.chat_format,
-        sft_args.max_seq_length,
-        sft_args.train_on_completions_only,
-        "training data",
-        config.data_conf.system_message_handling,
-    )
-    eval_examples, eval_report = data.encode_all(
-        eval_records,
-        tokenizer,
-        setup.chat_format,
-        sft_args.max_seq_length,
-        sft_args.train_on_completions_only,
-        "validation data",
-        config.data_conf.system_message_handling,
+    train_examples, train_report, eval_examples, eval_report = encode(
+        config, tokenizer, setup, train_records, eval_records
     )
 
     plan = recipe.plan_batches(config, run)
@@ -72,6 +61,36 @@ def run_sft(config: SftConfig, callbacks: list | tuple = ()) -> int:
         )
         summary["data"] = {"training": train_report.as_dict(), "validation": eval_report.as_dict()}
     return recipe.finish(run, trainer, summary)
+
+
+def encode(config: SftConfig, tokenizer, setup, train_records: list, eval_records: list) -> tuple:
+    """Training and validation examples with their reports: plain texts (`task: text`) or conversations."""
+    sft_args = config.sft_args
+    if config.task == "text":
+        from llmft.finetune.text_lm import encode_texts
+
+        train_texts, train_counts = encode_texts(train_records, tokenizer, sft_args.max_seq_length, "training data")
+        eval_texts, eval_counts = encode_texts(eval_records, tokenizer, sft_args.max_seq_length, "validation data")
+        return train_texts, train_counts, eval_texts, eval_counts
+    train_examples, train_report = data.encode_all(
+        train_records,
+        tokenizer,
+        setup.chat_format,
+        sft_args.max_seq_length,
+        sft_args.train_on_completions_only,
+        "training data",
+        config.data_conf.system_message_handling,
+    )
+    eval_examples, eval_report = data.encode_all(
+        eval_records,
+        tokenizer,
+        setup.chat_format,
+        sft_args.max_seq_length,
+        sft_args.train_on_completions_only,
+        "validation data",
+        config.data_conf.system_message_handling,
+    )
+    return train_examples, train_report, eval_examples, eval_report
 
 
 def training_arguments(config: SftConfig, plan: recipe.Plan, output_dir):

@@ -5,6 +5,12 @@ model folder through this server instead, on the same port with the same API
 subset the tutorial uses: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions`
 (non-streaming, or streaming as one chunk). LoRA adapters can be served by name on
 top of the base model, like vLLM's `--lora-modules name=path`.
+
+A sequence classifier (a folder whose config.json names a `*ForSequenceClassification`
+architecture, e.g. a `task: sequence-classification` run's checkpoint-final/) is served with
+vLLM's classification API instead: `POST /classify` with `{"model": NAME, "input": TEXT or
+[TEXT, ...]}` answers `{"object": "list", "data": [{"index", "label", "probs", "num_classes"}],
+"usage": {...}}`, the label names from the model's `id2label` (docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -102,7 +108,62 @@ class ChatModel:
         }
 
 
-def make_handler(model: ChatModel):
+def is_classifier(model_dir: Path) -> bool:
+    """Whether the model folder holds a sequence classifier (by its config.json's architectures)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
+
+
+class ClassifierModel:
+    """A sequence classifier answering vLLM's `/classify` requests, one batch at a time."""
+
+    def __init__(self, model_dir: Path, served_name: str):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model: Any = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+        self.model.eval()
+        self.served_name = served_name
+        self.names = [served_name]
+        self.lock = threading.Lock()
+
+    def classify(self, request: dict) -> dict:
+        name = request.get("model") or self.served_name
+        if name not in self.names:
+            raise LookupError(f"model {name!r} is not served here; available: {', '.join(self.names)}")
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(text, str) and text for text in texts):
+            raise ValueError("`input` must be a non-empty string or a non-empty list of non-empty strings")
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
+        with self.lock, self.torch.no_grad():
+            probabilities = self.model(**inputs).logits.float().softmax(dim=-1)
+        id2label = self.model.config.id2label
+        tokens = int(inputs["attention_mask"].sum())
+        return {
+            "id": f"classify-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": name,
+            "data": [
+                {
+                    "index": index,
+                    "label": id2label[int(row.argmax())],
+                    "probs": [round(float(value), 6) for value in row],
+                    "num_classes": int(row.shape[0]),
+                }
+                for index, row in enumerate(probabilities)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
+
+
+def make_handler(model: ChatModel | ClassifierModel):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # route access logs through logging
             log.info("%s %s", self.address_string(), fmt % args)
@@ -130,11 +191,19 @@ def make_handler(model: ChatModel):
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self):
-            if self.path != "/v1/chat/completions":
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+            classifier = isinstance(model, ClassifierModel)
+            route = "/classify" if classifier else "/v1/chat/completions"
+            if self.path != route:
+                what = "a sequence classifier" if classifier else "a chat model"
+                self._send(
+                    404, {"error": {"message": f"no route {self.path}: this server serves {what} (POST {route})"}}
+                )
                 return
             try:
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if isinstance(model, ClassifierModel):
+                    self._send(200, model.classify(request))
+                    return
                 response = model.chat(request)
             except LookupError as error:
                 self._send(404, {"error": {"message": str(error), "type": "NotFoundError"}})
@@ -157,9 +226,17 @@ def make_handler(model: ChatModel):
 
 
 def serve(model_dir: Path, served_name: str, host: str, port: int, adapters: dict[str, Path]) -> None:
-    model = ChatModel(model_dir, served_name, adapters)
+    model: ChatModel | ClassifierModel
+    if is_classifier(model_dir):
+        if adapters:
+            raise UserError("a classifier is served merged (llmft merge-adapter); --lora-module is for chat models")
+        model = ClassifierModel(model_dir, served_name)
+        api = "vLLM's POST /classify"
+    else:
+        model = ChatModel(model_dir, served_name, adapters)
+        api = "OpenAI-compatible"
     server = ThreadingHTTPServer((host, port), make_handler(model))
-    log.info("serving %s as %r on http://%s:%d (OpenAI-compatible, CPU)", model_dir, served_name, host, port)
+    log.info("serving %s as %r on http://%s:%d (%s, CPU)", model_dir, served_name, host, port, api)
     try:
         server.serve_forever()
     finally:
