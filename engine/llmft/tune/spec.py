@@ -267,7 +267,7 @@ class TuneSpec(Section):
         if name.startswith(EVALUATION_PREFIX):
             assert self.tune.evaluation is not None, "spec checks: evaluation/ metrics need tune.evaluation"
             return MetricSource(name, evaluation_results(self.tune.evaluation.name), None, False)
-        return catalog(self.method)[name]
+        return catalog(self.method, self.finetuning_config.get("task"))[name]
 
     def storage_url(self) -> str | None:
         return os.environ.get(STORAGE_ENV) or self.tune.storage
@@ -484,7 +484,7 @@ def _value_problems(spec: TuneSpec, base: dict, parameter: Parameter, parts: tup
 
 def _objective_problems(spec: TuneSpec, base: dict) -> list[tuple]:
     found: list[tuple] = []
-    available = catalog(spec.method)
+    available = catalog(spec.method, spec.finetuning_config.get("task"))
     objective = spec.tune.objective
     evaluates = (keypath.get(base, ("training_args", "eval_strategy")) or "no") != "no" or any(
         keypath.parse(p.key)[1:] == ("training_args", "eval_strategy") for p in spec.tune.search_space
