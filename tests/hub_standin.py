@@ -1,15 +1,18 @@
 """A local stand-in for the Hugging Face Hub's HTTP API (tests and benchmarks only).
 
 This machine has no network, so tests cannot reach huggingface.co. This small HTTP
-server (stdlib `http.server` in a thread, on 127.0.0.1) serves model repositories
-from local folders the way the Hub does for exactly the calls that
-`huggingface_hub`'s real client makes when `llmft download-model hf://...` runs
-with `HF_ENDPOINT` pointed here:
+server (stdlib `http.server` in a thread, on 127.0.0.1) serves model and dataset
+repositories from local folders the way the Hub does for exactly the calls that
+`huggingface_hub`'s real client makes when `llmft download-model hf://...` or
+`llmft download-data hf://datasets/...` runs with `HF_ENDPOINT` pointed here:
 
-- `GET /api/models/{repo}[/revision/{rev}]` (`HfApi.model_info`): JSON with `id`,
-  `sha` (the commit), `gated`, and `siblings` with `rfilename`, `size`, `blobId`
-  (git blob sha1) and, for LFS files, `lfs: {sha256, size, pointerSize}`.
-- `HEAD|GET /{repo}/resolve/{rev}/{path}` (`hf_hub_download`): a regular file
+- `GET /api/models/{repo}[/revision/{rev}]` (`HfApi.model_info`) and
+  `GET /api/datasets/{repo}[/revision/{rev}]` (`HfApi.dataset_info`, `repo_type=dataset`):
+  JSON with `id`, `sha` (the commit), `gated`, `private`, and `siblings` with
+  `rfilename`, `size`, `blobId` (git blob sha1) and, for LFS files,
+  `lfs: {sha256, size, pointerSize}`.
+- `HEAD|GET /{repo}/resolve/{rev}/{path}` (`hf_hub_download`; a dataset's URL is
+  `/datasets/{repo}/resolve/...`): a regular file
   answers 200 with `ETag` (the git blob sha1), `X-Repo-Commit` and
   `Content-Length`. An LFS file answers 302 to a "CDN" URL on another origin
   (`localhost` instead of `127.0.0.1`, as the Hub redirects to its CDN host), with
@@ -19,7 +22,12 @@ with `HF_ENDPOINT` pointed here:
   exceptions: unknown repository 401 `RepoNotFound` (404 when a token was sent),
   unknown revision 404 `RevisionNotFound`, unknown file 404 `EntryNotFound`, a gated
   repository's files 401 `GatedRepo` without a token and 403 with a token that has
-  no access.
+  no access. A private repository is, for a caller without one of its tokens,
+  exactly an unknown one.
+
+A repository can hold several commits (`add_revision`): branches and tags name
+commits, and a full commit hash resolves too. Models and datasets live in separate
+tables, as on the Hub (`repos` and `datasets`).
 
 `bytes_per_second` caps the total bandwidth of file bodies (shared by all
 connections, like one network link), so a benchmark can make downloading cost
@@ -40,6 +48,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".model", ".onnx", ".msgpack", ".h5")
+# Dataset repositories also keep their data files in LFS (the Hub's default .gitattributes for datasets).
+DATASET_LFS_SUFFIXES = (*LFS_SUFFIXES, ".parquet", ".arrow")
 LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub stores files above 10 MB in LFS
 CHUNK = 1024 * 1024
 
@@ -80,16 +90,22 @@ class RepoFile:
 @dataclass
 class Repo:
     repo_id: str
-    commit: str
-    files: dict[str, RepoFile]
-    branches: dict[str, str] = field(default_factory=dict)
+    commit: str  # the first commit (what `add_repo` published)
+    files: dict[str, RepoFile]  # the first commit's files
+    branches: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit
     gated: bool = False
-    tokens: frozenset[str] = frozenset()  # tokens with access to a gated repo
+    tokens: frozenset[str] = frozenset()  # tokens with access to a gated or private repo
+    private: bool = False
+    repo_type: str = "model"
+    commits: dict[str, dict[str, RepoFile]] = field(default_factory=dict)  # every commit's files
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.branches:
             return self.branches[revision]
-        return self.commit if revision == self.commit else None
+        return revision if revision in self.commits else None
+
+    def files_at(self, commit: str) -> dict[str, RepoFile]:
+        return self.commits.get(commit, self.files)
 
 
 class _Throttle:
@@ -116,7 +132,8 @@ class HubStandIn:
     """Serve local folders as Hub model repositories on 127.0.0.1 (see the module docstring)."""
 
     def __init__(self, bytes_per_second: float | None = None):
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # models
+        self.datasets: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.throttle = _Throttle(bytes_per_second)
         self._server: ThreadingHTTPServer | None = None
@@ -132,20 +149,53 @@ class HubStandIn:
         gated: bool = False,
         tokens: tuple[str, ...] = (),
         branches: tuple[str, ...] = ("main",),
-        lfs_suffixes: tuple[str, ...] = LFS_SUFFIXES,
+        lfs_suffixes: tuple[str, ...] | None = None,
+        private: bool = False,
+        repo_type: str = "model",
     ) -> Repo:
-        """Publish every file under `folder` as repository `repo_id` (one commit, on `branches`)."""
-        folder = Path(folder)
-        files: dict[str, RepoFile] = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder).as_posix()
-            size = path.stat().st_size
-            lfs = relative.endswith(lfs_suffixes) or size >= LFS_MIN_SIZE
-            files[relative] = RepoFile(path, size, git_blob_sha1(path), sha256_of(path) if lfs else None)
-        commit = hashlib.sha1(repr(sorted((k, f.blob_id) for k, f in files.items())).encode()).hexdigest()
-        repo = Repo(repo_id, commit, files, {name: commit for name in branches}, gated, frozenset(tokens))
-        self.repos[repo_id] = repo
+        """Publish every file under `folder` as repository `repo_id` (one commit, on `branches`).
+
+        `repo_type="dataset"` publishes a dataset repository (the Hub keeps those apart from models).
+        A `private` repository answers only callers with one of `tokens`, like a gated one, but hides
+        that it exists from everyone else.
+        """
+        files = _files_of(Path(folder), lfs_suffixes or _lfs_suffixes(repo_type))
+        commit = _commit_id(files)
+        repo = Repo(
+            repo_id,
+            commit,
+            files,
+            {name: commit for name in branches},
+            gated,
+            frozenset(tokens),
+            private,
+            repo_type,
+            {commit: files},
+        )
+        self._table(repo_type)[repo_id] = repo
         return repo
+
+    def add_revision(
+        self,
+        repo_id: str,
+        folder: Path,
+        branches: tuple[str, ...],
+        *,
+        repo_type: str = "model",
+        lfs_suffixes: tuple[str, ...] | None = None,
+    ) -> str:
+        """Another commit of `repo_id` with the files under `folder`; `branches` (branch or tag names) move to it."""
+        repo = self._table(repo_type)[repo_id]
+        files = _files_of(Path(folder), lfs_suffixes or _lfs_suffixes(repo_type))
+        commit = _commit_id(files)
+        repo.commits[commit] = files
+        repo.branches.update({name: commit for name in branches})
+        return commit
+
+    def _table(self, repo_type: str) -> dict[str, Repo]:
+        if repo_type not in ("model", "dataset"):
+            raise ValueError(f"the stand-in serves models and datasets, not {repo_type!r}")
+        return self.repos if repo_type == "model" else self.datasets
 
     def start(self) -> HubStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -186,6 +236,24 @@ class HubStandIn:
         return [path for method, path in self.requests if method == "GET" and "/api/" not in path]
 
 
+def _lfs_suffixes(repo_type: str) -> tuple[str, ...]:
+    return DATASET_LFS_SUFFIXES if repo_type == "dataset" else LFS_SUFFIXES
+
+
+def _files_of(folder: Path, lfs_suffixes: tuple[str, ...]) -> dict[str, RepoFile]:
+    files: dict[str, RepoFile] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        size = path.stat().st_size
+        lfs = relative.endswith(lfs_suffixes) or size >= LFS_MIN_SIZE
+        files[relative] = RepoFile(path, size, git_blob_sha1(path), sha256_of(path) if lfs else None)
+    return files
+
+
+def _commit_id(files: dict[str, RepoFile]) -> str:
+    return hashlib.sha1(repr(sorted((k, f.blob_id) for k, f in files.items())).encode()).hexdigest()
+
+
 def _handler_for(hub: HubStandIn):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -205,23 +273,30 @@ def _handler_for(hub: HubStandIn):
             path = urlsplit(self.path).path
             hub.requests.append((self.command, path))
             if path.startswith("/api/models/"):
-                return self._model_info(unquote(path[len("/api/models/") :]))
+                return self._info(hub.repos, unquote(path[len("/api/models/") :]))
+            if path.startswith("/api/datasets/"):
+                return self._info(hub.datasets, unquote(path[len("/api/datasets/") :]))
             if path.startswith("/lfs-cdn/"):
                 return self._cdn(path[len("/lfs-cdn/") :], send_body)
             parts = path.lstrip("/").split("/")
+            table = hub.repos
+            if parts[0] == "datasets":
+                table, parts = hub.datasets, parts[1:]
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo_id = f"{parts[0]}/{parts[1]}"
                 revision = unquote(parts[3])
                 filename = unquote("/".join(parts[4:]))
-                return self._resolve(repo_id, revision, filename, send_body)
+                return self._resolve(table, repo_id, revision, filename, send_body)
             self._error(404, None, "Not Found")
 
         def _token(self) -> str | None:
             value = self.headers.get("authorization", "")
             return value[len("Bearer ") :] if value.startswith("Bearer ") else None
 
-        def _repo_or_error(self, repo_id: str) -> Repo | None:
-            repo = hub.repos.get(repo_id)
+        def _repo_or_error(self, table: dict[str, Repo], repo_id: str) -> Repo | None:
+            repo = table.get(repo_id)
+            if repo is not None and repo.private and self._token() not in repo.tokens:
+                repo = None  # a private repository does not exist for those without access
             if repo is None:
                 # The Hub hides whether a repo exists from anonymous callers: 401, not 404.
                 status = 404 if self._token() else 401
@@ -230,16 +305,16 @@ def _handler_for(hub: HubStandIn):
 
         # -------------------------------------------------------- endpoints
 
-        def _model_info(self, rest: str) -> None:
+        def _info(self, table: dict[str, Repo], rest: str) -> None:
             repo_id, _, revision = rest.partition("/revision/")
-            repo = self._repo_or_error(repo_id)
+            repo = self._repo_or_error(table, repo_id)
             if repo is None:
                 return
             commit = repo.resolve(revision or "main")
             if commit is None:
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             siblings = []
-            for name, item in repo.files.items():
+            for name, item in repo.files_at(commit).items():
                 sibling = {"rfilename": name, "size": item.size, "blobId": item.blob_id}
                 if item.is_lfs:
                     sibling["lfs"] = {"sha256": item.sha256, "size": item.size, "pointerSize": 134}
@@ -250,7 +325,7 @@ def _handler_for(hub: HubStandIn):
                 "modelId": repo_id,
                 "author": repo_id.split("/")[0],
                 "sha": commit,
-                "private": False,
+                "private": repo.private,
                 "gated": "manual" if repo.gated else False,
                 "disabled": False,
                 "tags": [],
@@ -259,8 +334,8 @@ def _handler_for(hub: HubStandIn):
             }
             self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, True)
 
-        def _resolve(self, repo_id: str, revision: str, filename: str, send_body: bool) -> None:
-            repo = self._repo_or_error(repo_id)
+        def _resolve(self, table: dict[str, Repo], repo_id: str, revision: str, filename: str, send_body: bool) -> None:
+            repo = self._repo_or_error(table, repo_id)
             if repo is None:
                 return
             commit = repo.resolve(revision)
@@ -281,7 +356,7 @@ def _handler_for(hub: HubStandIn):
                         "GatedRepo",
                         f"Access to model {repo_id} is restricted and you are not in the authorized list.",
                     )
-            item = repo.files.get(filename)
+            item = repo.files_at(commit).get(filename)
             if item is None:
                 return self._error(
                     404, "EntryNotFound", f"{filename} does not exist on {revision}", {"X-Repo-Commit": commit}
@@ -304,18 +379,23 @@ def _handler_for(hub: HubStandIn):
             self._send_file(item, headers, send_body)
 
         def _cdn(self, sha256: str, send_body: bool) -> None:
-            for repo in hub.repos.values():
-                for item in repo.files.values():
-                    if item.sha256 == sha256:
-                        return self._send_file(
-                            item,
-                            {
-                                "ETag": f'"{sha256}"',
-                                "Accept-Ranges": "bytes",
-                                "Content-Type": "application/octet-stream",
-                            },
-                            send_body,
-                        )
+            every = [
+                item
+                for repo in [*hub.repos.values(), *hub.datasets.values()]
+                for files in repo.commits.values()
+                for item in files.values()
+            ]
+            for item in every:
+                if item.sha256 == sha256:
+                    return self._send_file(
+                        item,
+                        {
+                            "ETag": f'"{sha256}"',
+                            "Accept-Ranges": "bytes",
+                            "Content-Type": "application/octet-stream",
+                        },
+                        send_body,
+                    )
             self._error(404, None, "No such blob")
 
         # -------------------------------------------------------- responses

@@ -85,6 +85,34 @@ def _digests(path: Path, with_git: bool) -> tuple[int, str, str | None]:
     return size, sha256.hexdigest(), git.hexdigest() if git is not None else None
 
 
+def verify_fetched(item: SourceFile, label: str, size: int, digest: str, git: str | None) -> None:
+    """A fetched file must have the size and checksums its source listed (else the transfer was damaged)."""
+    what = f"{item.path} from {label}"
+    if item.size is not None and size != item.size:
+        raise TransientError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
+    if item.sha256 and digest != item.sha256:
+        raise TransientError(
+            f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; run again"
+        )
+    if git and item.blob_id and git != item.blob_id:
+        raise TransientError(
+            f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; run again"
+        )
+
+
+def fetch_verified(source: Source, item: SourceFile, target: Path, scratch: Path, progress=None) -> Path:
+    """Fetch one file of `source` to `target` (a local path), verified like a copy to the bucket."""
+    path = source.fetch(item, scratch, progress)
+    try:
+        size, digest, git = _digests(path, with_git=item.blob_id is not None and item.sha256 is None)
+        verify_fetched(item, source.label, size, digest, git)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    finally:
+        source.release(item, path)
+    return target
+
+
 class _Copier:
     """The state of one copy: the destination's current contents and the fetch/upload pipeline."""
 
@@ -207,17 +235,7 @@ class _Copier:
             slots.release()
 
     def _verify(self, item: SourceFile, size: int, digest: str, git: str | None) -> None:
-        what = f"{item.path} from {self.source.label}"
-        if item.size is not None and size != item.size:
-            raise TransientError(f"{what} arrived with {size} bytes, the source lists {item.size}: run again")
-        if item.sha256 and digest != item.sha256:
-            raise TransientError(
-                f"{what} is corrupted: sha256 {digest[:12]}... instead of {item.sha256[:12]}...; run again"
-            )
-        if git and item.blob_id and git != item.blob_id:
-            raise TransientError(
-                f"{what} is corrupted: git blob id {git[:12]}... instead of {item.blob_id[:12]}...; run again"
-            )
+        verify_fetched(item, self.source.label, size, digest, git)
 
     def run(self, todo: list[SourceFile]) -> None:
         total = sum(item.size or 0 for item in todo)
@@ -252,6 +270,22 @@ class _Copier:
             raise self._errors[0]
 
 
+def bucket_folder(destination: str, command: str = "download-model") -> Location:
+    """`destination` as a folder in the bucket (not a local path, not a whole bucket)."""
+    dest = parse_location(destination)
+    folder = "models" if command == "download-model" else "datasets"
+    if dest.is_local:
+        raise UserError(
+            f"destination {destination} is a local path: {command} writes to the bucket "
+            "(bucket/path or s3://bucket/path); to copy between folders use `llmft storage cp`"
+        )
+    if not dest.key.strip("/"):
+        raise UserError(
+            f"destination {destination} is a whole bucket: give a folder in it, e.g. {dest.bucket}/{folder}/NAME"
+        )
+    return dest
+
+
 def download_model(
     source: str,
     destination: str,
@@ -264,19 +298,14 @@ def download_model(
     scratch_dir: str | Path | None = None,
     settings: TransferSettings | None = None,
     large_fetches: int = 1,
+    command: str = "download-model",
 ) -> DownloadReport:
-    """Copy the model at `source` into the bucket folder `destination` (see the module docstring)."""
+    """Copy the model at `source` into the bucket folder `destination` (see the module docstring).
+
+    `llmft download-data` copies a Hub dataset's files with the same code (`command` names it in errors).
+    """
     settings = settings or TransferSettings()
-    dest = parse_location(destination)
-    if dest.is_local:
-        raise UserError(
-            f"destination {destination} is a local path: download-model writes to the bucket "
-            "(bucket/path or s3://bucket/path); to copy between folders use `llmft storage cp`"
-        )
-    if not dest.key.strip("/"):
-        raise UserError(
-            f"destination {destination} is a whole bucket: give a folder in it, e.g. {dest.bucket}/models/NAME"
-        )
+    dest = bucket_folder(destination, command)
     model = open_source(source, revision=revision, settings=settings)
     scratch = scratch_folder(scratch_dir)
     try:
@@ -289,7 +318,7 @@ def download_model(
             raise UserError(
                 f"no file of {model.label} matches the include/exclude globs "
                 f"(include {list(include) or 'all'}, exclude {list(exclude) or 'none'}); "
-                f"the model has {', '.join(f.path for f in files[:8])}{'...' if len(files) > 8 else ''}"
+                f"the source has {', '.join(f.path for f in files[:8])}{'...' if len(files) > 8 else ''}"
             )
         log.info(
             "%s -> %s: %d files (%s)%s",

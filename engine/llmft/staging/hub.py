@@ -1,10 +1,13 @@
-"""The Hugging Face Hub as a model source, through `huggingface_hub`'s own client.
+"""The Hugging Face Hub as a source of models and dataset files, through `huggingface_hub`'s own client.
 
-`HfApi.model_info(..., files_metadata=True)` lists the files of one commit with
+`HfApi.repo_info(..., files_metadata=True)` lists the files of one commit with
 their sizes and checksums (sha256 for LFS files, the git blob id otherwise);
 `hf_hub_download` fetches each file of that pinned commit into a private scratch
-folder. `HF_ENDPOINT` (a mirror, or the tests' local stand-in) and `HF_TOKEN` (for
-gated and private models) are read from the environment. Every failure the user
+folder. A dataset source may name one file or folder of the repository
+(`hf://datasets/org/name/data/`): only those files are listed, with paths relative
+to it, so the destination folder receives what the folder holds (or the one file).
+`HF_ENDPOINT` (a mirror, or the tests' local stand-in) and `HF_TOKEN` (for gated
+and private repositories) are read from the environment. Every failure the user
 can fix becomes a one-line `UserError`.
 """
 
@@ -14,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from llmft.errors import TransientError, UserError
@@ -43,18 +47,35 @@ def _progress_bar_class(progress):
     return Bar
 
 
-class HubSource(Source):
-    """Model `repo_id` at `revision` (branch, tag or commit; default main) on the Hub."""
+# How errors name what the user sets, per repository type: the chart values behind it (the CLI's flags are
+# the same words: --revision).
+_KEYS = {
+    "model": {"id": "modelID", "id_form": "Organization/ModelName", "revision": "modelRevision"},
+    "dataset": {"id": "hubDataset.id", "id_form": "Organization/DatasetName", "revision": "hubDataset.revision"},
+}
 
-    def __init__(self, repo_id: str, revision: str | None = None):
-        from llmft.staging.sources import _HUB_ID
+
+class HubSource(Source):
+    """Repository `repo_id` (a model, or a dataset) at `revision` (branch, tag or commit; default main).
+
+    `path` (datasets): one file or folder of the repository; the files are listed relative to it.
+    """
+
+    def __init__(self, repo_id: str, revision: str | None = None, repo_type: str = "model", path: str = ""):
+        from llmft.staging.sources import _HUB_ID, HubRef
 
         if not _HUB_ID.match(repo_id):
             raise UserError(f"hf://{repo_id} is not a Hub model id: write hf://Organization/ModelName")
         self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.kind = "model" if repo_type == "model" else "dataset"
+        self.keys = _KEYS[self.kind]
+        self.path = path.strip("/")
+        self.prefix = ""  # the repository folder the listed paths are relative to (set by list_files)
         self.revision = revision or "main"
         self.endpoint = hub_endpoint()
-        self.label = f"hf://{repo_id}@{self.revision}"
+        self.url = HubRef(repo_type, repo_id, self.path).url
+        self.label = f"{self.url}@{self.revision}"
         self.commit: str | None = None
         # huggingface_hub's HTTP client logs every request at INFO: too much for `kubectl logs`.
         logging.getLogger("httpx2").setLevel(logging.WARNING)
@@ -69,15 +90,15 @@ class HubSource(Source):
 
         token = self._token()
         try:
-            info = HfApi(endpoint=self.endpoint, token=token or False).model_info(
-                self.repo_id, revision=self.revision, files_metadata=True
+            info = HfApi(endpoint=self.endpoint, token=token or False).repo_info(
+                self.repo_id, repo_type=self.repo_type, revision=self.revision, files_metadata=True
             )
         except Exception as error:  # noqa: BLE001 - translated below, or re-raised
             raise self._translate(error, token) from None
         self.commit = info.sha
         if info.gated and not token:
             raise self._gated_error(token)
-        self.label = f"hf://{self.repo_id}@{self.revision} (commit {str(info.sha)[:12]})"
+        self.label = f"{self.url}@{self.revision} (commit {str(info.sha)[:12]})"
         files = []
         for sibling in info.siblings or []:
             lfs = sibling.lfs
@@ -90,8 +111,28 @@ class HubSource(Source):
                 )
             )
         if not files:
-            raise UserError(f"model {self.repo_id} has no files at revision {self.revision}")
-        return files
+            raise UserError(f"{self.kind} {self.repo_id} has no files at revision {self.revision}")
+        return self._within_path(files)
+
+    def _within_path(self, files: list[SourceFile]) -> list[SourceFile]:
+        """The files of `self.path` (all when empty), relative to it; a path that matches nothing is an error."""
+        if not self.path:
+            return files
+        exact = [item for item in files if item.path == self.path]
+        if exact:  # one file: the destination gets it under its own name
+            self.prefix = self.path.rpartition("/")[0] + "/" if "/" in self.path else ""
+        else:  # a folder: the destination gets what it holds
+            self.prefix = self.path + "/"
+        inside = exact or [item for item in files if item.path.startswith(self.prefix)]
+        chosen = [replace(item, path=item.path[len(self.prefix) :]) for item in inside]
+        if not chosen:
+            names = ", ".join(item.path for item in files[:8]) + ("..." if len(files) > 8 else "")
+            raise UserError(
+                f"{self.path} is neither a file nor a folder of {self.kind} {self.repo_id} at revision "
+                f"{self.revision} (commit {str(self.commit)[:12]}): check the path (chart: hubDataset.path); "
+                f"the repository has {names}"
+            )
+        return chosen
 
     def fetch(self, item: SourceFile, scratch: Path, progress=None) -> Path:
         from huggingface_hub import hf_hub_download
@@ -101,7 +142,8 @@ class HubSource(Source):
         try:
             path = hf_hub_download(
                 self.repo_id,
-                item.path,
+                self.prefix + item.path,
+                repo_type=self.repo_type,
                 revision=self.commit or self.revision,
                 local_dir=folder,
                 cache_dir=folder / ".hf-cache",
@@ -111,27 +153,27 @@ class HubSource(Source):
             )
         except Exception as error:  # noqa: BLE001
             shutil.rmtree(folder, ignore_errors=True)
-            raise self._translate(error, token, item.path) from None
+            raise self._translate(error, token, self.prefix + item.path) from None
         return Path(path)
 
     def release(self, item: SourceFile, path: Path) -> None:
         # The file sits in its own folder under scratch, next to huggingface_hub's bookkeeping.
         folder = path
-        for _ in item.path.split("/"):
+        for _ in (self.prefix + item.path).split("/"):
             folder = folder.parent
         shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------ errors
 
     def _gated_error(self, token: str | None) -> UserError:
-        page = f"{self.endpoint}/{self.repo_id}"
+        page = f"{self.endpoint}/{'' if self.kind == 'model' else 'datasets/'}{self.repo_id}"
         if token:
             return UserError(
-                f"model {self.repo_id} is gated and the token in HF_TOKEN has no access to it: "
+                f"{self.kind} {self.repo_id} is gated and the token in HF_TOKEN has no access to it: "
                 f"accept its conditions at {page} with that token's account"
             )
         return UserError(
-            f"model {self.repo_id} is gated: accept its conditions at {page}, then give a token with "
+            f"{self.kind} {self.repo_id} is gated: accept its conditions at {page}, then give a token with "
             "access in HF_TOKEN (chart value hfTokenSecret.name: a Secret holding the token)"
         )
 
@@ -141,29 +183,36 @@ class HubSource(Source):
         if isinstance(error, errors.GatedRepoError):
             return self._gated_error(token)
         if isinstance(error, errors.RepositoryNotFoundError):
-            private = "" if token else "; if it is private, give a token with access in HF_TOKEN"
+            if token:
+                private = (
+                    "; if it is private, check that the token in HF_TOKEN has access to it"
+                    if self.kind == "dataset"
+                    else ""
+                )
+            else:
+                private = "; if it is private, give a token with access in HF_TOKEN"
+                if self.kind == "dataset":
+                    private += " (chart value hfTokenSecret.name: a Secret holding the token)"
             return UserError(
-                f"model {self.repo_id} not found on the Hub at {self.endpoint}: check modelID "
-                f"(Organization/ModelName, as on the model's page){private}"
+                f"{self.kind} {self.repo_id} not found on the Hub at {self.endpoint}: check {self.keys['id']} "
+                f"({self.keys['id_form']}, as on the {self.kind}'s page){private}"
             )
         if isinstance(error, errors.RevisionNotFoundError):
             return UserError(
-                f"revision {self.revision!r} not found in model {self.repo_id}: check modelRevision "
-                "(a branch, tag or commit hash)"
+                f"revision {self.revision!r} not found in {self.kind} {self.repo_id}: check "
+                f"{self.keys['revision']} (a branch, tag or commit hash)"
             )
         if isinstance(error, errors.RemoteEntryNotFoundError):
             return TransientError(
-                f"file {filename} of model {self.repo_id} disappeared from the Hub during the download: run again"
+                f"file {filename} of {self.kind} {self.repo_id} disappeared from the Hub during the download: run again"
             )
         if isinstance(error, errors.OfflineModeIsEnabled):
-            return UserError(
-                f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to download hf://{self.repo_id}"
-            )
+            return UserError(f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to download {self.url}")
         if isinstance(error, errors.HfHubHTTPError):
             status = error.response.status_code if error.response is not None else "?"
             if status == 401:
                 return UserError(
-                    f"the Hub rejected the token in HF_TOKEN for {self.repo_id} (401): check the "
+                    f"the Hub rejected the token in HF_TOKEN for {self.kind} {self.repo_id} (401): check the "
                     "token (chart: hfTokenSecret)"
                 )
             return TransientError(

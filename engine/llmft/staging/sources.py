@@ -1,4 +1,5 @@
-"""Where `llmft download-model` reads from: a local folder or a bucket tree (the Hub is in `hub.py`).
+"""Where `llmft download-model` / `download-data` read from: a local folder or a bucket tree (the Hub is in
+`hub.py`; `parse_hub_url` reads its `hf://` locations).
 
 A source lists its files (relative path, size, and the sha256 when it is known
 without reading the file) and fetches one file at a time to local disk, so the
@@ -28,8 +29,58 @@ from llmft.storage.location import safe_join
 from llmft.storage.transfer import TransferSettings, list_objects, sha256_file
 
 HUB_SCHEME = "hf://"
+# `hf://datasets/org/name[/path]` is a Hub dataset (huggingface_hub's HfFileSystem spelling); `datasets`
+# is a reserved name on the Hub, so no model id starts with it.
+HUB_DATASETS = "datasets/"
 # Hub ids: `name` or `org/name`, letters, digits, '-', '_', '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# Dataset ids are always `org/name`.
+_HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A Hub location: a model repository, or a dataset repository with an optional file or folder in it."""
+
+    repo_type: str  # "model" or "dataset"
+    repo_id: str
+    path: str = ""  # a file or folder of the repository; empty: all of it
+
+    @property
+    def url(self) -> str:
+        if self.repo_type == "model":
+            return f"{HUB_SCHEME}{self.repo_id}"
+        return f"{HUB_SCHEME}{HUB_DATASETS}{self.repo_id}" + (f"/{self.path}" if self.path else "")
+
+
+def parse_hub_url(text: str) -> HubRef:
+    """`hf://org/name` (a model) or `hf://datasets/org/name[/path]` (a dataset, or a file or folder of it)."""
+    rest = text[len(HUB_SCHEME) :] if text.startswith(HUB_SCHEME) else text
+    rest = rest.strip().strip("/")
+    if not rest.startswith(HUB_DATASETS):
+        return HubRef("model", rest)
+    parts = rest[len(HUB_DATASETS) :].split("/")
+    repo_id, path = "/".join(parts[:2]), "/".join(parts[2:])
+    if len(parts) < 2 or not _HUB_DATASET_ID.match(repo_id):
+        raise UserError(
+            f"{text} does not name a Hub dataset: write hf://datasets/Organization/DatasetName, optionally "
+            "followed by /folder or /file in it (chart value hubDataset.id: Organization/DatasetName)"
+        )
+    problem = hub_path_problem(path)
+    if problem:
+        raise UserError(f"{text}: {problem}")
+    return HubRef("dataset", repo_id, path)
+
+
+def hub_path_problem(path: str) -> str | None:
+    """Why `path` cannot name a file or folder inside a Hub repository (None when it can)."""
+    if not path:
+        return None
+    if path.startswith("/") or "\\" in path:
+        return f"the path {path!r} must be relative to the repository root, with / between folders"
+    if any(part in ("", ".", "..") for part in path.rstrip("/").split("/")):
+        return f"the path {path!r} may not contain '..', '.' or empty parts: name a file or folder of the repository"
+    return None
 
 
 @dataclass(frozen=True)
@@ -171,13 +222,15 @@ class BucketSource(Source):
 
 
 def open_source(text: str, *, revision: str | None = None, settings: TransferSettings | None = None) -> Source:
-    """The source named by `text`: `hf://org/name`, a bucket location or a local folder."""
+    """The source named by `text`: `hf://org/name`, `hf://datasets/org/name[/path]`, a bucket location or a
+    local folder."""
     settings = settings or TransferSettings()
     text = text.strip()
     if text.startswith(HUB_SCHEME):
         from llmft.staging.hub import HubSource
 
-        return HubSource(text[len(HUB_SCHEME) :].strip("/"), revision=revision)
+        ref = parse_hub_url(text)
+        return HubSource(ref.repo_id, revision=revision, repo_type=ref.repo_type, path=ref.path)
     if revision:
         raise UserError(f"--revision {revision} only applies to Hub sources (hf://org/name), not {text}")
     location = parse_location(text)
