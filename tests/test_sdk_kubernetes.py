@@ -105,25 +105,42 @@ def test_train_applies_the_initializer_then_the_rendered_finetune_chart(client, 
         NS,
         "jobs",
         "lora-a-model",
-        {"startTime": "2026-12-02T10:00:00Z", "conditions": [{"type": "Complete", "status": "True"}]},
+        {"startTime": START, "conditions": [COMPLETE]},
     )
     job = client.get_job(name)  # reading the job applies the training step
     finetune = standin.get(NS, "jobs", "lora-a")
     assert finetune is not None and plan["pending"] is not None
-    rendered_finetune = [d for d in plan["pending"]]
-    applied_finetune = [
-        m for m in applied_objects(standin, name) if m["metadata"]["name"] in ("lora-a", "lora-a-config")
-    ]
-    assert applied_finetune == rendered_finetune
-    config = next(d for d in rendered_finetune if d["kind"] == "ConfigMap")["data"]["finetuning_config.yaml"]
-    assert (
-        "model: default-bucket/models/org/tiny" in config
-        and "checkpoints_remote: default-bucket/experiments/lora-a" in config
-    )
-    limits = next(d for d in rendered_finetune if d["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0][
-        "resources"
-    ]
-    assert limits["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    finetune_values = {
+        "bucketStorageHost": "http://minio.storage:80",
+        "basemodel": "default-bucket/models/org/tiny",
+        "checkpointsRemote": "default-bucket/experiments/lora-a",
+        "mergeAdapter": True,
+        "finetuningGpus": 2,
+        "distributedType": "auto-ddp",
+        "cpusPerGpu": 4,
+        "memoryPerGpu": 32,
+        "finetuning_config": {
+            "method": "sft",
+            "training_args": {"max_steps": 10, "learning_rate": 1e-4},
+            "peft_conf": {"peft_type": "LORA", "peft_kwargs": {"r": 8}},
+            "data_conf": {"training_data": {"datasets": [{"path": DATA}]}},
+        },
+        "labels": {JOB_LABEL: name, STEP_LABEL: "node-0"},
+        "annotations": {
+            "sdk.llmft.dev/kind": "train",
+            "sdk.llmft.dev/checkpoints-remote": "default-bucket/experiments/lora-a",
+            "sdk.llmft.dev/total-steps": "10",
+            "sdk.llmft.dev/order": "1",
+        },
+    }
+    rendered = render_chart(charts / "llm-finetune", finetune_values, release_name=name, namespace=NS).documents
+    applied = [m for m in applied_objects(standin, name) if m["metadata"]["name"] in ("lora-a", "lora-a-config")]
+    assert applied == rendered
+    config = next(d for d in rendered if d["kind"] == "ConfigMap")["data"]["finetuning_config.yaml"]
+    assert "model: default-bucket/models/org/tiny" in config
+    assert "checkpoints_remote: default-bucket/experiments/lora-a" in config
+    pod = next(d for d in rendered if d["kind"] == "Job")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
     assert client._backend._record(name)["pending"] is None  # applied once
 
 

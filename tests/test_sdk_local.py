@@ -1,23 +1,23 @@
 """The SDK's local backend end to end: `Client()` runs the charts through the local runner against the real S3
 server (the test's SeaweedFS), with the tiny offline model.
 
-One module-scoped chain: the tiny model goes to a bucket folder and a JSONL file stays on this machine, so
-`train()` stages the data with the download-data chart (the dataset initializer) and then runs the finetune
-chart; the tests read each step's logs, wait for the job, read its metrics, serve its checkpoint-final and ask
-one chat question, and run a two-trial `tune()`.
+One module-scoped chain, driven by the cells of docs/tutorials/sdk_notebook.py (so the guide is tested): the
+tiny model goes to a bucket folder and a JSONL file stays on this machine, so `train()` stages the data with the
+download-data chart (the dataset initializer) and then runs the finetune chart; the tests read each step's logs,
+wait for the job, read its metrics, serve its checkpoint-final and ask one chat question, and run a two-trial
+`tune()` whose model comes from a local folder (the model initializer).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from llmft.errors import UserError
-from llmft.finetune.config import BatchsizeConf, LoraKwargs, PeftConf, TrainingArgs
+from llmft.finetune.config import TrainingArgs
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +30,6 @@ def write_chats(path: Path) -> Path:
             messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
             handle.write(json.dumps({"messages": messages}) + "\n")
     return path
-
-
-TARGETS = ["q_proj", "v_proj"]
-TINY_ARGS = dict(
-    max_steps=4,
-    logging_steps=1,
-    eval_strategy="steps",
-    eval_steps=2,
-    save_steps=2,
-    learning_rate=5e-3,
-    lr_scheduler_type="constant",
-    report_to=[],
-)
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +65,26 @@ def model_folder(sdk_env, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(client, model_folder, tmp_path_factory):
-    data = write_chats(tmp_path_factory.mktemp("data") / "chats.jsonl")
-    name = client.train(
-        model_folder,
-        [str(data)],
-        name="tiny-sft",
-        validation=0.2,
-        training_args=TrainingArgs(**TINY_ARGS),
-        peft_conf=PeftConf(peft_type="LORA", peft_kwargs=LoraKwargs(r=4, lora_alpha=8, target_modules=TARGETS)),
-        batchsize_conf=BatchsizeConf(total_train_batch_size=4, max_per_device_train_batch_size=4),
-        merge=True,
-    )
+def notebook():
+    """docs/tutorials/sdk_notebook.py: its cells are what these tests run, so the guide cannot rot."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "sdk_notebook.py"
+    spec = importlib.util.spec_from_file_location("sdk_notebook", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_chats(tmp_path_factory.mktemp("data") / "chats.jsonl")
+
+
+@pytest.fixture(scope="module")
+def trained(client, notebook, model_folder, data_file):
+    """The guide's fine-tune (seed 000's example): one CPU worker, 4 steps, from a bucket folder and a JSONL."""
+    name = notebook.fine_tune(client, model_folder, str(data_file), steps=4)
     job = client.wait_for_job_status(name, timeout=300, polling_interval=1)
     return name, job
 
@@ -108,7 +103,7 @@ def test_logs_of_each_step(client, trained):
     name, _ = trained
     data_log = "\n".join(client.get_job_logs(name, step="dataset-initializer"))
     assert "chats.jsonl: SFT, 30 valid record(s)" in data_log
-    assert f"uploaded 1 data file(s) to s3://{client.bucket}/datasets/tiny-sft" in data_log
+    assert f"uploaded 1 data file(s) to s3://{client.bucket}/datasets/notebook-lora" in data_log
     node_log = list(client.get_job_logs(name, step="node-0", follow=True))
     assert any("step 4/4" in line for line in node_log), node_log[-10:]
     with pytest.raises(UserError, match="no step 'node-7'"):
@@ -122,22 +117,20 @@ def test_metrics_come_from_the_bucket(client, trained):
     assert any("eval_loss" in row for row in rows)
 
 
-def test_serve_the_checkpoint_and_chat(client, trained):
+def test_follow_prints_every_step(client, notebook, trained, capsys):
     name, _ = trained
-    url = client.serve(model=name, name="tiny-chat")
-    try:
-        body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "max_tokens": 8}
-        request = urllib.request.Request(
-            url + "/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.loads(response.read())
-        assert answer["choices"][0]["message"]["role"] == "assistant"
-        assert isinstance(answer["choices"][0]["message"]["content"], str)
-        assert client.get_job("tiny-chat").state == "Running"
-    finally:
-        client.delete_job("tiny-chat")
-    assert "tiny-chat" not in [job.name for job in client.list_jobs()]
+    rows = notebook.follow(client, name)
+    printed = capsys.readouterr().out
+    assert "dataset-initializer: Succeeded" in printed and "node-0: Succeeded" in printed
+    assert "progress: Progress(step=4, total=4" in printed
+    assert rows == client.get_job_metrics(name)
+
+
+def test_serve_the_checkpoint_and_chat(client, notebook, trained):
+    name, _ = trained
+    answer = notebook.ask(client, name, "What is 2 plus 3?")  # serve(model=<job>), one chat request, delete_job
+    assert isinstance(answer, str)
+    assert "notebook-chat" not in [job.name for job in client.list_jobs()]
 
 
 def test_a_failing_job_raises_with_its_reason_and_last_lines(client, model_folder, sdk_env):
@@ -171,32 +164,16 @@ def test_bad_arguments_fail_before_anything_starts(client, model_folder, sdk_env
     assert [job.name for job in client.list_jobs()] == before
 
 
-def test_tune_two_trials_and_the_best_result(client, trained, model_folder):
-    from llmft import search
-
-    name = client.tune(
-        model_folder,
-        [f"{client.bucket}/datasets/tiny-sft/chats.jsonl"],  # staged by train()
-        {
-            "training_args.learning_rate": search.double(1e-3, 1e-2, log=True),
-            "peft_conf.peft_kwargs.r": search.int(2, 4, step=2),
-        },
-        name="tiny-search",
-        validation=0.2,
-        algorithm="random",
-        seed=3,
-        max_trial_count=2,
-        parallel_trial_count=2,
-        training_args=TrainingArgs(**{**TINY_ARGS, "max_steps": 2, "eval_steps": 2, "save_steps": 2}),
-        peft_conf=PeftConf(peft_type="LORA", peft_kwargs=LoraKwargs(lora_alpha=8, target_modules=TARGETS)),
-        batchsize_conf=BatchsizeConf(total_train_batch_size=4, max_per_device_train_batch_size=4),
-        merge=True,
-    )
+def test_tune_two_trials_and_the_best_result(client, notebook, tiny_model_dir, data_file):
+    """The guide's search (seed 003's example) with two trials; the model comes from a local folder, so the
+    model initializer stages it first."""
+    name = notebook.tune(client, str(tiny_model_dir), str(data_file), trials=2, parallel=2, steps=2)
     job = client.wait_for_job_status(name, timeout=300, polling_interval=1)
-    assert [step.name for step in job.steps] == ["tuner"]
+    assert [step.name for step in job.steps] == ["model-initializer", "dataset-initializer", "tuner"]
     best = client.get_best_results(name)
-    assert set(best.parameters) == {"learning_rate", "r"}
-    assert 1e-3 <= best.parameters["learning_rate"] <= 1e-2 and best.parameters["r"] in (2, 4)
-    assert best.objective["metric"] == "eval_loss" and best.objective["value"] > 0
+    assert set(best.parameters) == {"learning_rate", "total_train_batch_size", "num_train_epochs", "weight_decay", "r"}
+    assert 1e-5 <= best.parameters["learning_rate"] <= 5e-3 and best.parameters["r"] in (4, 8)
+    assert best.objective["metric"] == "eval_mean_token_accuracy" and best.objective["direction"] == "maximize"
+    assert 0 <= best.objective["value"] <= 1
     assert best.checkpoint and best.checkpoint.endswith("checkpoint-final")
     assert client.get_optimal_hyperparameters(name) == best.parameters

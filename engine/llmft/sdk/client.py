@@ -114,6 +114,11 @@ class Client:
         - `values`: more llm-finetune chart values.
         """
         name = name or f"{method}-{uuid.uuid4().hex[:8]}"
+        if nodes != 1 and "finetuningNodes" not in (self.charts / "llm-finetune" / "values.yaml").read_text():
+            raise UserError(
+                f"nodes={nodes}: this llm-finetune chart has no finetuningNodes value (multi-node training), so it "
+                "trains on one node; use nodes=1 with more gpus_per_node, or a chart version with finetuningNodes"
+            )
         sections = {
             "training_args": training_args,
             "peft_conf": peft_conf if peft_conf is not None else {"peft_type": "LORA"},

@@ -54,6 +54,7 @@ class LocalBackend:
 
         self.root = (Path(state_dir) if state_dir else runner_state_dir()) / "sdk" / "jobs"
         self._bucket_env: dict[str, str] | None = None
+        self._children: list[subprocess.Popen] = []  # supervisors this process started (reaped when read)
 
     # ------------------------------------------------------------------------------------------ bucket
 
@@ -125,8 +126,7 @@ class LocalBackend:
                 start_new_session=True,
             )
         (folder / "supervisor.pid").write_text(str(process.pid))
-        self._children = getattr(self, "_children", [])
-        self._children.append(process)  # reaped by poll() in _supervisor_alive
+        self._children.append(process)
 
     # ------------------------------------------------------------------------------------------ read
 
@@ -137,7 +137,7 @@ class LocalBackend:
         return folder
 
     def _supervisor_alive(self, folder: Path) -> bool:
-        for child in getattr(self, "_children", []):
+        for child in self._children:
             child.poll()  # reap our own finished supervisors so they do not linger as zombies
         try:
             pid = int((folder / "supervisor.pid").read_text())
