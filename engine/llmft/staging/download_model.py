@@ -17,6 +17,7 @@ one is written after the last file, so readers never trust a half-done copy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -132,6 +133,8 @@ class _Copier:
         self.workers = max(1, workers)
         self.large_fetches = max(1, large_fetches)
         self.settings = settings
+        # Files are fetched one large one at a time, so few are uploading at once: each gets every worker.
+        self.upload_settings = dataclasses.replace(settings, part_concurrency=self.workers)
         self.overwrite = overwrite
         self.previous: Manifest | None = None
         self.remote_sizes: dict[str, int] = {}
@@ -217,7 +220,11 @@ class _Copier:
             started = time.monotonic()
             per_file = Progress(f"upload {item.path}", size)
             upload_file(
-                path, self.destination.child(item.path), _Tee(per_file, self.uploaded), self.settings, sha256=digest
+                path,
+                self.destination.child(item.path),
+                _Tee(per_file, self.uploaded),
+                self.upload_settings,
+                sha256=digest,
             )
             per_file.close()
             elapsed = max(time.monotonic() - started, 1e-6)

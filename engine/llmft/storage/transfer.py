@@ -67,6 +67,10 @@ class TransferSettings:
     backoff_seconds: float = _knob("transfer_backoff")
     max_backoff_seconds: float = 30.0
     max_bandwidth: int | None = _knob("transfer_max_bandwidth")
+    # Threads for one multipart file's parts. Default: half of `workers` (at least 2), since a tree moves
+    # `workers` files at once. A pipeline with only one or two files in flight (model staging) sets it to
+    # `workers`, so that one file alone can fill a link whose connections are each capped.
+    part_concurrency: int | None = None
 
     def boto_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -74,7 +78,7 @@ class TransferSettings:
         return TransferConfig(
             multipart_threshold=self.multipart_threshold,
             multipart_chunksize=self.multipart_chunksize,
-            max_concurrency=max(2, self.workers // 2),
+            max_concurrency=self.part_concurrency or max(2, self.workers // 2),
             use_threads=True,
             max_bandwidth=self.max_bandwidth,
             num_download_attempts=1,  # `retrying` retries the whole file; see the module docstring
