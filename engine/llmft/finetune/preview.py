@@ -84,6 +84,11 @@ def preview(config: CommonConfig, count: int, out=print, json_path: str | None =
             f"finetuning_config.method: preview-data shows SFT data (labels per token), got "
             f"{config.method!r}; `llmft validate-data --tokenizer` checks DPO files"
         )
+    if config.task != "chat":
+        raise UserError(
+            f"finetuning_config.task: preview-data shows chat data (the trained spans of each turn), got "
+            f"{config.task!r}: task text trains every token, a classifier its label (docs/tasks.md)"
+        )
     train_records, eval_records = recipe.read_data(config, kind="sft")
     tokenizer = load_tokenizer_only(config)
     setup = modeling.prepare_tokenizer(
