@@ -287,7 +287,7 @@ def with_system_prompt(messages: Any, prompt: str) -> Any:
 
 def preference_row(row: dict, column_map: dict[str, str]) -> dict:
     """A DPO row with `column_map` applied (TRL's prompt/chosen/rejected); strings become one message each."""
-    if not column_map and "prompt_messages" in row:
+    if not column_map:
         return row
     roles = {"prompt": "user", "chosen": "assistant", "rejected": "assistant"}
     record: dict[str, Any] = {}
