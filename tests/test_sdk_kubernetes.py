@@ -244,6 +244,7 @@ def test_api_errors_become_one_clear_exception_each(client, standin, code, reaso
     assert "jobs/lora-a-model" in text and says in text and message in text
     assert raised.value.status == code
     assert isinstance(raised.value, UserError)
+    assert standin.get(NS, "configmaps", "lora-a-sdk-plan") is None  # nothing half-applied is left
 
 
 def test_a_conflict_with_another_manager_is_not_forced(client, standin):

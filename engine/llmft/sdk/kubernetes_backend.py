@@ -221,10 +221,17 @@ class KubernetesBackend:
             "steps": [{"name": step.name, "chart": step.chart, "release": step.release} for step in plan.steps],
             "pending": pending.documents if pending else None,
         }
-        self.apply(self._plan_object(plan.name, record))
-        for step in plan.steps if not has_initializers else plan.steps[:-1]:
-            for manifest in step.documents:
-                self.apply(manifest)
+        try:
+            self.apply(self._plan_object(plan.name, record))
+            for step in plan.steps if not has_initializers else plan.steps[:-1]:
+                for manifest in step.documents:
+                    self.apply(manifest)
+        except E.KubernetesError:
+            try:  # leave nothing half-applied behind: the same call can be repeated once the cause is fixed
+                self.delete(plan.name)
+            except UserError:
+                pass
+            raise
 
     def _plan_object(self, name: str, record: dict) -> dict:
         return {
