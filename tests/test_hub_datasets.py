@@ -80,7 +80,13 @@ def repos(tmp_path_factory) -> dict[str, Path]:
     (qa / "README.md").write_text("# QA\n")
     lines = ["question,answer"] + [f"What is {i} plus {i}?,{i} plus {i} is {2 * i}." for i in range(12)]
     (qa / "qa.csv").write_text("\n".join(lines) + "\n")
-    return {"reviews": reviews, "reviews-v2": v2, "qa": qa}
+    chats = root / "chats"
+    (chats / "data").mkdir(parents=True)
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    (chats / "data" / "train.jsonl").write_text(
+        "\n".join(json.dumps({"conversation": conversation, "id": f"c{i}"}) for i in range(3)) + "\n"
+    )
+    return {"reviews": reviews, "reviews-v2": v2, "qa": qa, "chats": chats}
 
 
 @pytest.fixture
@@ -90,6 +96,7 @@ def hub(repos, monkeypatch):
         server.add_repo("org/reviews", repos["reviews"], repo_type="dataset", branches=("main", "v1"))
         server.add_revision("org/reviews", repos["reviews-v2"], ("main",), repo_type="dataset")
         server.add_repo("org/qa", repos["qa"], repo_type="dataset")
+        server.add_repo("org/chats", repos["chats"], repo_type="dataset")
         server.add_repo("org/secret-qa", repos["qa"], repo_type="dataset", private=True, tokens=("hf_granted",))
         server.add_repo("org/reviews", repos["qa"])  # a model of the same name: the tables are apart
         offline_off(monkeypatch, server.endpoint)
@@ -197,6 +204,14 @@ def test_converted_with_a_split_and_a_column_map_is_validated_and_uploaded(bucke
     assert len(jsonl(bucket_files(destination, tmp_path)["qa-eval.jsonl"])) == 3
 
 
+def test_a_messages_column_under_another_name(bucket, hub, tmp_path):
+    options = ConvertOptions(column_map={"messages": "conversation"}, name="chats")
+    download_data("hf://datasets/org/chats/data", f"{bucket}/datasets/chats", convert=options, settings=FAST)
+    records = jsonl(bucket_files(f"{bucket}/datasets/chats", tmp_path)["chats.jsonl"])
+    assert [r["id"] for r in records] == ["c0", "c1", "c2"]
+    assert records[0]["messages"][1] == {"role": "assistant", "content": "Hello!"}
+
+
 def test_converted_to_a_local_folder_keeps_every_column(hub, tmp_path):
     out = tmp_path / "out"
     report = download_data(
@@ -221,7 +236,7 @@ def test_converted_to_a_local_folder_keeps_every_column(hub, tmp_path):
             r"the column map needs column\(s\) 'prompt' \(for input\), which the data lacks; its columns are text, "
             r"label",
         ),
-        (ConvertOptions(column_map={"answer": "text"}), r"--column-map answer: the keys are input, output"),
+        (ConvertOptions(column_map={"answer": "text"}), r"--column-map answer: the keys are messages, input, output"),
     ],
 )
 def test_bad_conversion_options_name_the_fix(hub, tmp_path, options, message):
@@ -417,11 +432,12 @@ def test_the_charts_id_and_path_checks_agree_with_the_engine():
     assert sum(engine for engine, _ in verdicts.values()) == 3  # the samples cover both verdicts
 
 
-def test_the_schemas_formats_are_the_converters():
-    from llmft.staging.convert import FORMATS
+def test_the_schemas_formats_and_column_map_fields_are_the_engines():
+    from llmft.finetune.config import COLUMN_FIELDS, DATASET_SOURCES
 
-    schema = json.loads((DATA_CHART / "values.schema.json").read_text())
-    assert schema["properties"]["hubDataset"]["properties"]["source"]["enum"] == ["", *FORMATS]
+    schema = json.loads((DATA_CHART / "values.schema.json").read_text())["properties"]["hubDataset"]["properties"]
+    assert schema["source"]["enum"] == ["", *DATASET_SOURCES]
+    assert list(schema["columnMap"]["properties"]) == list(COLUMN_FIELDS["chat"])
 
 
 def test_hub_dataset_chart_runs_through_the_local_runner(bucket, hub, repos, s3_env, tmp_path):

@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         type=_column_pair,
         metavar="KEY=COLUMN",
-        help="map a column to input, output, system or instruction; rows become chat messages (repeatable)",
+        help="the column holding messages, or input, output, system, instruction; rows become chat records "
+        "(repeatable)",
     )
     convert.add_argument("--name", help="output file name without .jsonl (default: <dataset>-<split name>)")
     convert.add_argument(

@@ -4,17 +4,19 @@ The files are read with the `datasets` library, the well-kept reader of every fo
 the Hub serves: split names come from the file and folder names the way the Hub
 assigns them (`train-*.parquet`, `data/test/...`; anything else is `train`), and
 `split` takes the Hub's slicing syntax (`train`, `train[:95%]`, `train[100:200]`).
-With a `column_map` (TorchTune's, as in the finetune config's `column_map`) each
-row becomes SFT `messages` through `llmft.dataformats.apply_column_map`; without
+With a `column_map` (the chat fields of the finetune config's `column_map`:
+`messages`, or `input`/`output` with `system`, `instruction`) each row becomes an
+SFT record through `llmft.dataformats.chat_row`, the rule training applies; without
 one the rows are written with all their columns (rows that already hold
 `messages`, preference pairs, or any other columns).
 
 The result goes through the same validation as a data script's output
 (`prepare_data`) before anything reaches the bucket.
 
-This module owns its own small options (`ConvertOptions`): the finetune engine's
-typed dataset options (`source`, `split`, `column_map`) did not exist when it was
-written; the two can become one model later.
+The format names, the extension rule and the column-map fields are the finetune
+config's (`llmft.finetune.config`: `DATASET_SOURCES`, `source_of`, `COLUMN_FIELDS`).
+`split` differs on purpose: a finetune dataset is one file whose one split is
+`train`, while a Hub dataset folder has the splits its file names give it.
 """
 
 from __future__ import annotations
@@ -28,19 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmft.errors import UserError
+from llmft.finetune.config import COLUMN_FIELDS, DATASET_SOURCES, SOURCE_EXTENSIONS, source_of
 
 log = logging.getLogger("llmft.data")
 
-# `source` -> the `datasets` builder that reads it and the file extensions it takes.
-FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "jsonl": ("json", (".jsonl", ".json")),
-    "json": ("json", (".json", ".jsonl")),
-    "csv": ("csv", (".csv",)),
-    "parquet": ("parquet", (".parquet",)),
-    "arrow": ("arrow", (".arrow",)),
-}
-_BY_EXTENSION = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
-COLUMN_MAP_KEYS = ("input", "output", "system", "instruction")
+# Each format's reader among the `datasets` library's packaged builders (JSON lines and JSON share one).
+BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet", "arrow": "arrow"}
+assert set(BUILDERS) == set(DATASET_SOURCES), "a format of the finetune config has no reader here"
+COLUMN_MAP_KEYS = COLUMN_FIELDS["chat"]
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 _SPLIT = re.compile(r"^[A-Za-z0-9_.-]+(\[[^\]]*\])?(\+[A-Za-z0-9_.-]+(\[[^\]]*\])?)*$")
 
@@ -56,8 +53,10 @@ class ConvertOptions:
 
     def check(self) -> None:
         """Refuse bad options before anything is downloaded."""
-        if self.source is not None and self.source not in FORMATS:
-            raise UserError(f"--source {self.source!r} is not a format this reads: use one of {', '.join(FORMATS)}")
+        if self.source is not None and self.source not in BUILDERS:
+            raise UserError(
+                f"--source {self.source!r} is not a format this reads: use one of {', '.join(DATASET_SOURCES)}"
+            )
         if not _SPLIT.match(self.split):
             raise UserError(
                 f"--split {self.split!r} is not a split: write a split name with an optional slice, e.g. "
@@ -67,7 +66,7 @@ class ConvertOptions:
         if unknown:
             raise UserError(
                 f"--column-map {', '.join(unknown)}: the keys are {', '.join(COLUMN_MAP_KEYS)} "
-                "(each maps to a column of the data, e.g. input=question)"
+                "(each names the column of the data that holds it, e.g. input=question)"
             )
         if self.name is not None and (not _NAME.match(self.name) or self.name.endswith(".jsonl")):
             raise UserError(
@@ -93,19 +92,18 @@ def data_files(folder: Path, source: str | None, label: str) -> tuple[str, list[
     found = sorted(p for p in folder.rglob("*") if p.is_file())
     kinds: dict[str, list[Path]] = {}
     for path in found:
-        kind = _BY_EXTENSION.get(path.suffix.lower())
-        if kind is not None:
-            builder = FORMATS[kind][0]
-            kinds.setdefault(builder, []).append(path)
+        fmt = source_of(path.name, None)
+        if fmt is not None:
+            kinds.setdefault(BUILDERS[fmt], []).append(path)
     if source is not None:
-        builder, extensions = FORMATS[source]
-        chosen = [p for p in found if p.suffix.lower() in extensions]
-        if not chosen:
+        builder = BUILDERS[source]
+        if builder not in kinds:
+            extensions = [ext for ext, fmt in SOURCE_EXTENSIONS.items() if BUILDERS[fmt] == builder]
             raise UserError(
                 f"{label} has no {source} file ({', '.join(extensions)}); its files are "
                 f"{_names(found, folder)}: check --source (chart: hubDataset.source) and the path"
             )
-        return builder, chosen
+        return builder, kinds[builder]
     if not kinds:
         raise UserError(
             f"{label} has no data file (jsonl, json, csv, parquet, arrow); its files are {_names(found, folder)}: "
@@ -180,10 +178,11 @@ def convert_to_jsonl(
 
 
 def _mapped(rows, column_map: dict[str, str], label: str, columns: list[str]):
-    """Rows as SFT messages through the column map; every column it needs must exist."""
-    from llmft.dataformats import apply_column_map
+    """Rows as SFT records through the column map (training's rule); every column it needs must exist."""
+    from llmft.dataformats import chat_row
 
-    needed = {key: column_map.get(key, key) for key in ("input", "output")}
+    instruction_style = "messages" not in column_map and {"input", "output", "instruction"} & column_map.keys()
+    needed = {key: column_map.get(key, key) for key in (("input", "output") if instruction_style else ("messages",))}
     needed.update({key: column for key, column in column_map.items() if key not in needed})
     missing = [f"{column!r} (for {key})" for key, column in needed.items() if column not in columns]
     if missing:
@@ -191,7 +190,7 @@ def _mapped(rows, column_map: dict[str, str], label: str, columns: list[str]):
             f"{label}: the column map needs column(s) {', '.join(missing)}, which the data lacks; its columns "
             f"are {', '.join(columns)}: fix --column-map (chart: hubDataset.columnMap)"
         )
-    return rows.map(lambda row: apply_column_map(row, column_map), remove_columns=columns)
+    return rows.map(lambda row: chat_row(row, column_map), remove_columns=columns)
 
 
 def _first_line(error: BaseException) -> str:
