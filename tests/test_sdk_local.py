@@ -133,20 +133,20 @@ def test_serve_the_checkpoint_and_chat(client, notebook, trained):
     assert "notebook-chat" not in [job.name for job in client.list_jobs()]
 
 
-def test_a_failing_job_raises_with_its_reason_and_last_lines(client, model_folder, sdk_env):
-    name = client.train(
-        model_folder,
-        [f"{sdk_env}/datasets/missing.jsonl"],
-        name="tiny-broken",
-        training_args=TrainingArgs(max_steps=1),
-    )
+def test_a_failing_step_fails_the_job_with_its_reason_and_last_lines(client, model_folder):
+    from llmft.sdk import DataScript
     from llmft.sdk.errors import JobFailed
 
+    script = DataScript("import sys\nprint('fetching the data')\nsys.exit('the data source is down today')\n")
+    name = client.train(model_folder, [script], name="tiny-broken", training_args=TrainingArgs(max_steps=1))
     with pytest.raises(JobFailed) as failure:
         client.wait_for_job_status(name, timeout=300, polling_interval=1)
-    assert "node-0 failed" in str(failure.value) and "exit code 2" in str(failure.value)
-    assert any("missing.jsonl" in line for line in failure.value.last_lines)
+    assert str(failure.value).startswith("job tiny-broken failed: step dataset-initializer failed: exit code")
+    assert any("the data source is down today" in line for line in failure.value.last_lines)
+    job = client.get_job(name)
+    assert [(step.name, step.state) for step in job.steps] == [("dataset-initializer", "Failed"), ("node-0", "Pending")]
     client.delete_job(name)
+    assert name not in [listed.name for listed in client.list_jobs()]
 
 
 def test_bad_arguments_fail_before_anything_starts(client, model_folder, sdk_env):
