@@ -245,11 +245,22 @@ def test_bad_conversion_options_name_the_fix(hub, tmp_path, options, message):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_rows_that_are_not_chat_records_fail_validation_before_the_upload(bucket, hub):
-    """Converted rows go through prepare-data's checks: classification rows are not SFT records."""
+def test_classification_rows_are_validated_and_uploaded(bucket, hub, tmp_path, caplog):
+    """Text and label columns are the records of `task: sequence-classification`: checked, counted, uploaded."""
     destination = f"{bucket}/datasets/reviews-jsonl"
-    with pytest.raises(UserError, match=r"reviews-train\.jsonl:1: neither an SFT record"):
-        download_data("hf://datasets/org/reviews", destination, convert=ConvertOptions(), settings=FAST)
+    with caplog.at_level("INFO", logger="llmft.data"):
+        download_data("hf://datasets/org/reviews", destination, revision="v1", convert=ConvertOptions(), settings=FAST)
+    assert "reviews-train.jsonl: SEQUENCE-CLASSIFICATION, 20 valid record(s)" in caplog.text
+    assert "records per label: 0 10, 1 10" in caplog.text
+    assert len(jsonl(bucket_files(destination, tmp_path)["reviews-train.jsonl"])) == 20
+
+
+def test_rows_of_no_known_record_fail_validation_before_the_upload(bucket, hub):
+    """Converted rows go through prepare-data's checks: question/answer columns without a column map are not
+    records any task reads; nothing is uploaded."""
+    destination = f"{bucket}/datasets/qa-raw"
+    with pytest.raises(UserError, match=r"qa-train\.jsonl:1: neither an SFT record"):
+        download_data("hf://datasets/org/qa", destination, convert=ConvertOptions(), settings=FAST)
     assert list_objects(parse_location(destination)) == {}
 
 
@@ -478,3 +489,25 @@ def test_hub_dataset_chart_runs_through_the_local_runner(bucket, hub, repos, s3_
     assert [r["messages"][0]["content"] for r in jsonl(bucket_files(converted, tmp_path)["qa-train.jsonl"])] == [
         f"What is {i} plus {i}?" for i in range(4)
     ]
+
+
+def test_text_and_classification_files_are_checked_line_by_line(tmp_path):
+    """validate-data / prepare-data know the records of the text and classification tasks (training's rules)."""
+    from llmft.staging.validate import summary, validate_file
+
+    reviews = tmp_path / "reviews.jsonl"
+    rows = [{"text": "good", "label": 1}, {"text": "bad", "label": None}, {"text": "", "label": 0}, {"text": "ok"}]
+    reviews.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    report = validate_file(reviews)
+    assert report.kind == "sequence-classification" and report.records == 1
+    assert [(item.line, item.reason) for item in report.invalid] == [
+        (2, "`label` must be an integer or a non-empty string label, got null"),
+        (3, '`text` must be a non-empty string, got ""'),
+        (4, "`label` must be an integer or a non-empty string label, got null"),
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "Once upon a time."}\n{"messages": []}\n')
+    text = validate_file(corpus)
+    assert text.kind == "text" and text.records == 1
+    assert text.invalid[0].reason.startswith("SFT record in a file of TEXT records")
+    assert "text length in characters: p50 17" in summary(text)

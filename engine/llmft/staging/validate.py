@@ -1,11 +1,13 @@
 """Check a JSONL data set line by line and summarise it (`llmft validate-data`, `prepare-data`).
 
 The record rules are `llmft.dataformats`' (shared with training); this module
-applies them to whole files: it detects the format (SFT `messages` or DPO
-`prompt_messages`/`chosen_messages`/`rejected_messages`) from the first record
-that has one, checks every line against it, and collects what a person wants to
-see before training: record count, messages per role, and length percentiles in
-characters and (with a tokenizer) in tokens.
+applies them to whole files: it detects the format (SFT `messages`, DPO
+`prompt_messages`/`chosen_messages`/`rejected_messages`, or the records of the
+other tasks: plain `text`, and `text` with a `label` for sequence classification)
+from the first record that has one, checks every line against it, and collects
+what a person wants to see before training: record count, messages per role or
+records per label, and length percentiles in characters and (with a tokenizer)
+in tokens.
 """
 
 from __future__ import annotations
@@ -19,18 +21,27 @@ from typing import Any
 from llmft.dataformats import (
     detect_kind,
     drop_empty_system_messages,
+    label_problems,
     pair_is_identical,
     problems_for,
     read_jsonl,
+    text_problems,
     to_dpo,
 )
 from llmft.errors import UserError
 from llmft.tokenizer_folder import TOKENIZER_FILES, check_tokenizer_folder
 
-KINDS = ("sft", "dpo")
+KINDS = ("sft", "dpo")  # what --kind may force; the text kinds are detected
+# Records of `task: text` and `task: sequence-classification`, under the default column names.
+TEXT_KINDS = ("text", "sequence-classification")
 PERCENTILES = (50, 90, 99)
 # The text fields whose lengths the summary reports, per kind.
-LENGTH_FIELDS = {"sft": ("conversation",), "dpo": ("prompt", "prompt+chosen", "prompt+rejected")}
+LENGTH_FIELDS = {
+    "sft": ("conversation",),
+    "dpo": ("prompt", "prompt+chosen", "prompt+rejected"),
+    "text": ("text",),
+    "sequence-classification": ("text",),
+}
 
 
 @dataclass
@@ -48,6 +59,7 @@ class FileReport:
     invalid: list[Invalid] = field(default_factory=list)
     valid_lines: list[int] = field(default_factory=list)
     roles: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)  # classification records per label
     chars: dict[str, list[int]] = field(default_factory=dict)
     tokens: dict[str, list[int]] = field(default_factory=dict)
     empty_system_dropped: int = 0  # records whose empty system message was dropped (harmless)
@@ -66,6 +78,24 @@ def percentiles(values: list[int], points: tuple[int, ...] = PERCENTILES) -> dic
     found = {f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in points}
     found["max"] = ordered[-1]
     return found
+
+
+def detect_file_kind(record: Any) -> str | None:
+    """The format a record announces: SFT or DPO (`llmft.dataformats`), else text or classification."""
+    kind = detect_kind(record)
+    if kind is None and isinstance(record, dict) and "text" in record:
+        return "sequence-classification" if "label" in record else "text"
+    return kind
+
+
+def text_record_problems(record: Any, kind: str) -> list[str]:
+    """Training's rules for a text or classification record (`llmft.dataformats`)."""
+    if not isinstance(record, dict):
+        return ["a record must be a JSON object"]
+    problems = text_problems(record.get("text"), "text")
+    if kind == "sequence-classification":
+        problems += label_problems(record.get("label"), "label")
+    return problems
 
 
 def _texts(record: dict, kind: str) -> dict[str, list[dict]]:
@@ -99,6 +129,10 @@ class TokenCounter:
             return len(self.tokenizer(render(self.tokenizer, messages), add_special_tokens=False)["input_ids"])
         return len(self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
 
+    def text(self, text: str) -> int:
+        """Tokens of a plain text (text and classification records)."""
+        return len(self.tokenizer(text)["input_ids"])
+
 
 def validate_file(
     path: str | Path,
@@ -122,7 +156,7 @@ def validate_file(
     lines = list(read_jsonl(path, display_name=report.path))
     for line in lines:
         if report.kind is None and line.error is None:
-            report.kind = detect_kind(line.record)
+            report.kind = detect_file_kind(line.record)
     for line in lines:
         if line.error is not None:
             report.invalid.append(Invalid(line.where, line.number, line.error))
@@ -134,8 +168,8 @@ def validate_file(
                 Invalid(
                     line.where,
                     line.number,
-                    "neither an SFT record (`messages`) nor a DPO "
-                    "record (`prompt_messages`, `chosen_messages`, `rejected_messages`)",
+                    "neither an SFT record (`messages`), a DPO record (`prompt_messages`, `chosen_messages`, "
+                    "`rejected_messages`) nor a text record (`text`, with a `label` for classification)",
                 )
             )
             continue
@@ -146,6 +180,13 @@ def validate_file(
                 f"{'--kind' if kind else 'the first record'}; one file holds one format)"
             )
             report.invalid.append(Invalid(line.where, line.number, reason))
+            continue
+        if report.kind in TEXT_KINDS:
+            problems = text_record_problems(record, report.kind)
+            if problems:
+                report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
+            else:
+                _count_text(report, line.number, record, tokens)
             continue
         problems = problems_for(record, report.kind)
         if not problems and report.kind == "dpo" and pair_is_identical(record):
@@ -189,6 +230,16 @@ def _count(report: FileReport, kind: str, line, record: dict, tokens: TokenCount
             report.tokens.setdefault(name, []).append(lengths[name])
 
 
+def _count_text(report: FileReport, number: int, record: dict, tokens: TokenCounter | None) -> None:
+    report.records += 1
+    report.valid_lines.append(number)
+    if report.kind == "sequence-classification":
+        report.labels[str(record["label"])] += 1
+    report.chars.setdefault("text", []).append(len(record["text"]))
+    if tokens is not None:
+        report.tokens.setdefault("text", []).append(tokens.text(record["text"]))
+
+
 def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
     """A few lines a person reads before training on the file."""
     kind = report.kind.upper() if report.kind else "unknown format"
@@ -207,6 +258,10 @@ def summary(report: FileReport, tokens: TokenCounter | None = None) -> str:
     if report.roles:
         lines.append(
             "  messages per role: " + ", ".join(f"{role} {count}" for role, count in sorted(report.roles.items()))
+        )
+    if report.labels:
+        lines.append(
+            "  records per label: " + ", ".join(f"{label} {count}" for label, count in sorted(report.labels.items()))
         )
     for unit, table in (
         ("characters", report.chars),
