@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ QA = [(f"Say the number {i}.", f"{i}") for i in range(8)]
 MAX_STEPS = 8
 PACED = {
     "LLMFT_TRANSFER_WORKERS": "1",
-    "LLMFT_TRANSFER_MAX_BANDWIDTH": str(2 * 1024 * 1024),
+    "LLMFT_TRANSFER_MAX_BANDWIDTH": str(1024 * 1024),
     "LLMFT_SYNC_MAX_PENDING": "1",
 }
 
@@ -58,6 +59,8 @@ def test_two_nodes_render_an_indexed_job_and_a_headless_service():
     job = next(d for d in documents if d["kind"] == "Job")
     service = next(d for d in documents if d["kind"] == "Service")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
+    # Each node may fail backoffLimit times; one node past that fails the Job (and stops the others).
+    assert (job["spec"]["backoffLimitPerIndex"], job["spec"]["maxFailedIndexes"]) == (3, 0)
     assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"] == "mn-nodes"
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "mn"}
@@ -96,6 +99,7 @@ def test_train_refuses_multinode_without_a_node_index(tmp_path, tiny_model_dir):
 
 
 def _config(folder: Path, model_dir: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
     data = folder / "sft.jsonl"
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -176,6 +180,13 @@ def runs(tmp_path_factory, s3_server, tiny_model_dir):
     bucket = "multinode"
     s3_server.create_bucket(bucket)
     env = {**os.environ, **s3_server.environment(), "LLMFT_STATE_DIR": str(folder / "state")}
+    with pytest.MonkeyPatch.context() as patch:  # this process reads the bucket too
+        for key, value in s3_server.environment().items():
+            patch.setenv(key, value)
+        yield _three_runs(folder, bucket, env, tiny_model_dir)
+
+
+def _three_runs(folder: Path, bucket: str, env: dict, tiny_model_dir: Path):
     remotes = {name: f"{bucket}/experiments/{name}" for name in ("single", "pair", "killed")}
     logs: dict[str, str] = {}
     # The two uninterrupted runs one after the other (2 cores), then the one with a kill.
@@ -186,6 +197,15 @@ def runs(tmp_path_factory, s3_server, tiny_model_dir):
     killed_env = {**env, **PACED, "LLMFT_STATE_DIR": str(folder / "state-killed")}
     values = _values(folder / "killed", tiny_model_dir, remotes["killed"], 2, 0)
     process = _local("killed", values, killed_env)
+    try:
+        return _kill_node_during_upload(process, folder, remotes, logs)
+    finally:
+        if process.poll() is None:
+            process.terminate()  # `llmft local` stops its pods
+            process.wait(timeout=60)
+
+
+def _kill_node_during_upload(process: subprocess.Popen, folder: Path, remotes: dict, logs: dict):
     remote = parse_location(remotes["killed"])
     seen: dict = {}
     deadline = time.monotonic() + 600
@@ -231,4 +251,5 @@ def test_a_killed_node_restarts_the_group_and_ends_with_the_same_weights(runs):
     assert all(bool((killed[key] == pair[key]).all()) for key in pair)
     assert "index 1 pod failed with exit code" in logs["killed"]
     # The group resumed from the newest complete checkpoint of when the node died (the one under way was not).
-    assert f"resuming from {remotes['killed']}/checkpoint-" in logs["killed"], seen
+    resumed = re.findall(rf"resuming from s3://{remotes['killed']}/checkpoint-(\d+) ", logs["killed"])
+    assert resumed and all(int(step) >= seen["complete"][-1] for step in resumed), (resumed, seen)

@@ -70,6 +70,7 @@ class PodPlan:
     # One pod of an Indexed Job (completionMode Indexed): its completion index and the Job's completions.
     index: int | None = None
     completions: int = 1
+    backoff_limit_per_index: int | None = None  # backoffLimitPerIndex (then maxFailedIndexes is taken as 0)
 
     def image_root(self, container: ContainerPlan) -> Path:
         """The read-only folder that stands in for a container's image (its working directory and HOME)."""
@@ -269,7 +270,9 @@ def _plan(kind, name, doc, spec, config_maps, root: Path, secrets: SecretSource)
         ignored=sorted(set(ignored)),
     )
     if kind == "Job":
-        plan.backoff_limit = int(doc["spec"].get("backoffLimit", 6))
+        per_index = doc["spec"].get("backoffLimitPerIndex")
+        plan.backoff_limit = int(doc["spec"].get("backoffLimit", 6 if per_index is None else 2**31 - 1))
+        plan.backoff_limit_per_index = None if per_index is None else int(per_index)
         for rule in (doc["spec"].get("podFailurePolicy") or {}).get("rules", []):
             if rule.get("action") == "FailJob" and rule.get("onExitCodes", {}).get("operator") == "In":
                 plan.fail_job_exit_codes |= set(rule["onExitCodes"]["values"])

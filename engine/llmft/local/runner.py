@@ -113,6 +113,7 @@ def run_chart(
     log.info("release %s: %s", release, bucket_note)
     for plan in plans:
         _apply_bucket_host(plan, bucket_env)
+    for plan in plans:
         if plan.ignored and not plan.index:
             log.info(
                 "%s/%s: ignoring what a local run cannot honour: %s", plan.kind, plan.name, ", ".join(plan.ignored)
@@ -403,6 +404,7 @@ def run_indexed_job(plans: list[PodPlan], keep_volumes: bool = False) -> int:
     lock = threading.Lock()
     stop = threading.Event()
     outcome = {"failures": 0, "code": 0}
+    per_index = {plan.index: 0 for plan in plans}
     log.info("%s/%s: %d pods (Indexed Job), each with its own volumes", first.kind, first.name, len(plans))
 
     def run_index(plan: PodPlan) -> None:
@@ -421,17 +423,23 @@ def run_indexed_job(plans: list[PodPlan], keep_volumes: bool = False) -> int:
                     stop.set()
                     return
                 outcome["failures"] += 1
-                if outcome["failures"] > plan.backoff_limit:
-                    log.error("%s failed with exit code %d: backoffLimit %d reached", label, code, plan.backoff_limit)
+                per_index[plan.index] += 1
+                if plan.backoff_limit_per_index is not None:
+                    failures, limit, name = per_index[plan.index], plan.backoff_limit_per_index, "backoffLimitPerIndex"
+                else:
+                    failures, limit, name = outcome["failures"], plan.backoff_limit, "backoffLimit"
+                if failures > limit:
+                    log.error("%s failed with exit code %d: %s %d reached", label, code, name, limit)
                     outcome["code"] = code or 1
                     stop.set()
                     return
                 log.warning(
-                    "%s pod failed with exit code %d: starting a new pod for the index (failure %d of backoffLimit %d)",
+                    "%s pod failed with exit code %d: starting a new pod for the index (failure %d of %s %d)",
                     label,
                     code,
-                    outcome["failures"],
-                    plan.backoff_limit,
+                    failures,
+                    name,
+                    limit,
                 )
 
     threads = [threading.Thread(target=run_index, args=(plan,), name=f"pod-{plan.index}") for plan in plans]

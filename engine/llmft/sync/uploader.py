@@ -258,7 +258,7 @@ class BackgroundUploader:
                 upload_verified_tree(job.staged, self.remote.child(name), self.settings, label=f"upload {name}")
             now = staging.snapshot(job.staged)
             if now == job.snapshot:
-                return
+                break
             log.warning("%s changed while it was uploading (a file rewritten in place); uploading again", name)
             job.snapshot = now
         if self.nodes > 1 and self.node == 0:
