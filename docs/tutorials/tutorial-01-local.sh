@@ -101,12 +101,23 @@ echo "Answer:   $answer"
 kill -TERM "$server"; wait "$server" || true
 trap - EXIT
 
-step "5. Where everything is, and the sweep's loss curves"
+step "5. Evaluate the sweep's runs on held-out data (the llm-evaluate chart) and pick the best"
+for r in 4 8 16; do
+  show llmft local charts/llm-evaluate --values overrides/llm-evaluate/tiny-model-heldout.yaml \
+    --name-template "eval-tiny-sweep-$run_id-$r" \
+    --set "evaluation.target.run=default-bucket/experiments/tiny-sweep-$run_id-$r"
+done
+echo "\$ llmft evaluate-best \"default-bucket/experiments/tiny-sweep-$run_id-*\" --metric heldout/loss"
+best=$(llmft evaluate-best "default-bucket/experiments/tiny-sweep-$run_id-*" --metric heldout/loss)
+echo "Best run by held-out loss: $best (serve it as in step 4: --set model=$best/checkpoint-final)"
+
+step "6. Where everything is, and the sweep's loss curves and evaluation scores"
 show llmft storage ls default-bucket/experiments/
 show llmft storage ls "default-bucket/experiments/$name"
 show llmft report "default-bucket/experiments/tiny-sweep-$run_id-*" --out ".demo/report-$run_id" \
   --title "LoRA rank sweep $run_id (tiny model)"
 echo
 echo "Model answer: $answer"
+echo "Best sweep run by held-out loss: $best"
 echo "Plot: $PWD/.demo/report-$run_id/report.png"
 echo "The embedded S3 server keeps running for your own commands; stop it with: llmft local s3 stop"
