@@ -123,14 +123,14 @@ def _config(folder: Path, model_dir: Path) -> dict:
     }
 
 
-def _values(folder: Path, model_dir: Path, remote: str, nodes: int, gpus: int) -> Path:
+def _values(folder: Path, model_dir: Path, remote: str, nodes: int, gpus: int, preset: str = "auto-ddp") -> Path:
     config = _config(folder, model_dir)
     values = {
         "basemodel": str(model_dir),
         "checkpointsRemote": remote,
         "finetuningNodes": nodes,
         "finetuningGpus": gpus,
-        "distributedType": "auto-ddp",
+        "distributedType": preset,
         "memoryPerGpu": 4,
         "cpusPerGpu": 1,
         "finetuning_config": {k: v for k, v in config.items() if k != "run_conf"}
@@ -253,3 +253,17 @@ def test_a_killed_node_restarts_the_group_and_ends_with_the_same_weights(runs):
     # The group resumed from the newest complete checkpoint of when the node died (the one under way was not).
     resumed = re.findall(rf"resuming from s3://{remotes['killed']}/checkpoint-(\d+) ", logs["killed"])
     assert resumed and all(int(step) >= seen["complete"][-1] for step in resumed), (resumed, seen)
+
+
+def test_estimate_memory_takes_nodes_times_gpus(capsys):
+    from llmft.cli import main as cli_main
+
+    # 70B full fine-tuning: 137 GiB per GPU with ZeRO-3 on one node of 8 (docs table); on 2 x 8 it fits 80 GiB.
+    args = ["estimate-memory", "--model", "llama-70b", "--gpus", "8", "--gradient-checkpointing", "--json"]
+    assert cli_main(args) == 0
+    assert json.loads(capsys.readouterr().out)["presets_that_fit"] == []
+    assert cli_main([*args, "--nodes", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["nodes"] == 2 and result["presets_that_fit"] == ["zero3", "fsdp"]
+    assert cli_main([*args[:-1], "--nodes", "2", "--preset", "single"]) == 2
+    assert "--preset single runs on one node" in capsys.readouterr().err

@@ -29,9 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=("full", "lora"), default="full")
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r on all linear layers (default 16)")
     parser.add_argument(
-        "--preset", default="single", help="single, ddp, zero1, zero2, zero3, fsdp (or the chart's auto-* names)"
+        "--preset",
+        help="single, ddp, zero1, zero2, zero3, fsdp (or the chart's auto-* names); default single on one GPU, "
+        "else only the list of presets that fit",
     )
-    parser.add_argument("--gpus", type=int, default=1, help="number of GPUs / processes (default 1)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs (processes) per node (default 1)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="nodes, each with --gpus GPUs; sharding divides by nodes x gpus (default 1)",
+    )
+    parser.add_argument(
+        "--gpu-memory", type=float, default=80.0, help="GiB per GPU, to say which presets fit (default 80)"
+    )
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
     parser.add_argument("--batch-size", type=int, default=1, help="micro-batch per GPU (default 1)")
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence (default 2048)")
@@ -63,20 +74,30 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give --params COUNT (e.g. 8e9) or --model PATH|llama-1b|llama-8b|llama-70b")
     if args.batch_size < 1 or args.seq_len < 1:
         raise UserError("--batch-size and --seq-len: must be positive integers")
+    if args.nodes < 1 or args.gpus < 1:
+        raise UserError("--nodes and --gpus: must be positive integers")
     shape = memory.load_shape(args.model) if args.model else memory.ModelShape(params=args.params)
-    result = memory.estimate(
-        shape,
+    options = dict(
         method=args.method,
         lora_rank=args.lora_rank,
-        preset=args.preset,
-        gpus=args.gpus,
         dtype=args.dtype,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         gradient_checkpointing=args.gradient_checkpointing,
     )
+    total = args.nodes * args.gpus
+    preset = memory.normalise_preset(args.preset) if args.preset else ("single" if total == 1 else None)
+    if args.nodes > 1 and preset == "single":
+        raise UserError(f"--preset single runs on one node; use ddp, zero1/2/3 or fsdp for {args.nodes} nodes")
+    result = memory.estimate(shape, preset=preset, gpus=total, **options) if preset else None
+    fits = memory.presets_that_fit(shape, nodes=args.nodes, gpus=args.gpus, gpu_memory_gib=args.gpu_memory, **options)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        data = result.as_dict() if result else {}
+        data |= {"nodes": args.nodes, "gpus_per_node": args.gpus}
+        data["presets_that_fit"] = [name for name, _, ok in fits if ok]
+        print(json.dumps(data, indent=2))
     else:
-        print(memory.format_estimate(result, shape, args.dtype))
+        if result:
+            print(memory.format_estimate(result, shape, args.dtype))
+        print(memory.format_fits(fits, args.nodes, args.gpus, args.gpu_memory))
     return 0

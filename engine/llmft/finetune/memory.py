@@ -306,6 +306,44 @@ def format_estimate(result: Estimate, shape: ModelShape, dtype: str) -> str:
     return "\n".join(lines)
 
 
+def presets_that_fit(
+    shape: ModelShape, *, nodes: int, gpus: int, gpu_memory_gib: float, headroom: float = 0.1, **options
+) -> list[tuple[str, Estimate, bool]]:
+    """Every preset that can run on `nodes` x `gpus` processes, its per-GPU estimate, and whether it fits in
+    `gpu_memory_gib` with `headroom` (a fraction) left for what the estimate does not count.
+
+    Sharding divides by every process of every node. `single` runs one process (one node, one GPU); the others
+    span nodes (`llmft.finetune.distributed.spans_nodes`).
+    """
+    from llmft.finetune.distributed import spans_nodes
+
+    if nodes < 1:
+        raise UserError(f"--nodes: must be a positive integer, got {nodes}")
+    chart_names = {short: chart for chart, short in PRESET_NAMES.items()}
+    total = nodes * gpus
+    rows = []
+    for preset in SHARDING:
+        if preset == "single" and total != 1:
+            continue
+        if nodes > 1 and not spans_nodes(chart_names[preset]):
+            continue
+        result = estimate(shape, preset=preset, gpus=total, **options)
+        rows.append((preset, result, result.total <= gpu_memory_gib * GIB * (1 - headroom)))
+    return rows
+
+
+def format_fits(rows: list[tuple[str, Estimate, bool]], nodes: int, gpus: int, gpu_memory_gib: float) -> str:
+    lines = [
+        f"presets on {nodes} node(s) x {gpus} GPU(s) = {nodes * gpus} process(es), {gpu_memory_gib:g} GiB per GPU "
+        "(10% kept free):"
+    ]
+    for preset, result, fits in rows:
+        lines.append(f"  {preset:6} {result.total / GIB:9.2f} GiB per GPU  {'fits' if fits else 'does not fit'}")
+    if not any(fits for _, _, fits in rows):
+        lines.append("  none fits: add GPUs or nodes, use LoRA, gradient checkpointing or a shorter sequence")
+    return "\n".join(lines)
+
+
 def markdown_table(
     gpus: int = 8,
     dtype: str = "bf16",
