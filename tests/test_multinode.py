@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,20 @@ def test_train_refuses_multinode_without_a_node_index(tmp_path, tiny_model_dir):
         [sys.executable, "-m", "llmft", "train", str(config)], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "JOB_COMPLETION_INDEX must be this node's index" in result.stderr
+    # Node 1 whose node 0 never comes up: a clear message naming the missing node, and a retryable failure.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = yaml.safe_load(config.read_text())
+    settings["launch_conf"]["rendezvous_endpoint"] = f"127.0.0.1:{port}"
+    config.write_text(yaml.safe_dump(settings))
+    env |= {"JOB_COMPLETION_INDEX": "1", "LLMFT_RENDEZVOUS_TIMEOUT": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "llmft", "train", str(config)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"node 1 of 2: node 0's rendezvous at 127.0.0.1:{port} did not answer within 2s" in result.stderr
+    assert "missing: node 0" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------- training

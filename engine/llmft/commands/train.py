@@ -73,6 +73,14 @@ def _run(args: argparse.Namespace) -> int:
     if node is not None:
         command += node.launch_arguments()
     command += ["-m", "llmft", config.method, args.config]
+    if node is not None:
+        from llmft.finetune.multinode import RendezvousUnreachable, wait_for_rendezvous
+
+        try:
+            wait_for_rendezvous(node)
+        except RendezvousUnreachable as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
     return 0  # not reached

@@ -11,6 +11,8 @@ complete checkpoint in the bucket.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass
 
 from llmft.errors import UserError
@@ -85,6 +87,32 @@ def node_from_environment(launch) -> Node:
             f"{launch.num_nodes}); Kubernetes sets it in the pods of an Indexed Job, got {text!r}"
         )
     return Node(int(text), launch.num_nodes, host, int(port), launch.max_restarts)
+
+
+class RendezvousUnreachable(RuntimeError):
+    """Node 0's rendezvous did not answer in time (exit status 1: the Job retries the pod)."""
+
+
+def wait_for_rendezvous(node: Node, timeout: float | None = None) -> None:
+    """On nodes other than 0: wait until node 0's rendezvous answers (its pod runs, its name resolves, the port is
+    open), so a missing node 0 is named instead of ending in torchrun's anonymous timeout. Node 0 hosts it."""
+    if node.rank == 0:
+        return
+    limit = node.join_timeout if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with socket.create_connection((node.host, node.port), timeout=5):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise RendezvousUnreachable(
+                    f"node {node.rank} of {node.count}: node 0's rendezvous at {node.host}:{node.port} did not answer "
+                    f"within {limit:.0f}s ({error}); missing: node 0 (the pod with completion index 0). Check that it "
+                    f"is scheduled and running and that pod-to-pod TCP {node.port} is allowed "
+                    "(LLMFT_RENDEZVOUS_TIMEOUT sets the wait)"
+                ) from None
+        time.sleep(1)
 
 
 def node_rank() -> int:
