@@ -92,7 +92,7 @@ def test_identical_dpo_pairs_are_counted_and_rejected_with_strict(tmp_path, caps
 def test_a_folder_given_as_a_data_file(tmp_path, capsys):
     assert main(["validate-data", str(tmp_path)]) == 2
     assert f"{tmp_path} is a folder; give one .jsonl file" in capsys.readouterr().err
-    with pytest.raises(UserError, match=f"dataset {tmp_path} is a folder; give the path of one .jsonl file"):
+    with pytest.raises(UserError, match=f"dataset {tmp_path} is a folder; give the path of one data file"):
         load_records(DatasetSpec(path=str(tmp_path)), tmp_path)
 
 
