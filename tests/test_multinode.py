@@ -239,6 +239,7 @@ def _kill_node_during_upload(process: subprocess.Popen, folder: Path, remotes: d
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
 def test_two_nodes_train_the_weights_of_one_node_with_two_processes(runs):
     remotes, logs, _ = runs
     single, pair = _final_weights(remotes["single"]), _final_weights(remotes["pair"])
@@ -248,6 +249,7 @@ def test_two_nodes_train_the_weights_of_one_node_with_two_processes(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
 def test_every_complete_checkpoint_holds_every_ranks_files(runs):
     remotes, _, _ = runs
     for name in ("pair", "killed"):
@@ -260,6 +262,7 @@ def test_every_complete_checkpoint_holds_every_ranks_files(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
 def test_a_killed_node_restarts_the_group_and_ends_with_the_same_weights(runs):
     remotes, logs, seen = runs
     killed, pair = _final_weights(remotes["killed"]), _final_weights(remotes["pair"])
