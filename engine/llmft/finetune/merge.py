@@ -37,13 +37,16 @@ def _load_base(base: Path, adapter: Path, torch_dtype):
             'checkpoint-final-adapter/ of an llmft run, or add labels.json ({"id2label": {"0": ...}})'
         )
     id2label = {int(key): value for key, value in json.loads(labels_file.read_text())["id2label"].items()}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(base),
-        dtype=torch_dtype,
-        num_labels=len(id2label),
-        id2label=id2label,
-        label2id={value: key for key, value in id2label.items()},
-    )
+    from llmft.finetune.model import quiet_transformers
+
+    with quiet_transformers():  # the head is "missing" from the base: the adapter brings it
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base),
+            dtype=torch_dtype,
+            num_labels=len(id2label),
+            id2label=id2label,
+            label2id={value: key for key, value in id2label.items()},
+        )
     model.config.problem_type = "single_label_classification"
     return model
 

@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, peft) happen inside the functions.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +218,19 @@ def load_model(path: Path, config: CommonConfig, dtype: str):
     return model
 
 
+@contextmanager
+def quiet_transformers():
+    """transformers' warnings off for a block (its load report of a new classification head, expected)."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
 def load_classifier(path: Path, config: CommonConfig, dtype: str, labels: list[str]):
     """Load `path` with a sequence-classification head for `labels` (new head weights are seeded)."""
     import torch
@@ -231,10 +245,17 @@ def load_classifier(path: Path, config: CommonConfig, dtype: str, labels: list[s
     }
     if config.run_conf.model_args.attn_implementation:
         kwargs["attn_implementation"] = config.run_conf.model_args.attn_implementation
+    # transformers reports the new head's weights as "MISSING" in a warning table on every run: expected here,
+    # so it is replaced by one line of ours.
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(path), output_loading_info=True, **kwargs
+            )
     except (OSError, ValueError, ImportError) as error:
         raise UserError(f"cannot load {path} as a sequence classifier: {error}") from None
+    new = sorted(info.get("missing_keys") or [])
+    log.info("classifier with %d labels; new weights (seeded): %s", len(labels), ", ".join(new) or "none")
     model.config.problem_type = "single_label_classification"
     return model
 
