@@ -85,6 +85,9 @@ def tune_reference() -> str:
     for method in ("sft", "dpo"):
         for name, source in catalog(method).items():
             rows.setdefault(name, [source, []])[1].append(method)
+    for name, source in catalog("sft", "sequence-classification").items():
+        if name not in rows:  # what only a classifier writes
+            rows[name] = [source, ["sft (task: sequence-classification)"]]
     for name, (source, methods) in rows.items():
         lines.append(
             f"| `{name}` | {', '.join(methods)} | {source.file} | "
