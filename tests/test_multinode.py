@@ -110,6 +110,23 @@ def test_train_refuses_multinode_without_a_node_index(tmp_path, tiny_model_dir):
     assert "missing: node 0" in result.stderr
 
 
+@pytest.mark.slow
+def test_a_data_error_on_several_nodes_fails_the_job_at_once(bucket, tmp_path, tiny_model_dir, s3_env):
+    """Exit status 2 in the training processes (a bad data line) becomes the pod's exit status, which the Job's
+    podFailurePolicy makes final: no pod is replaced, the other node is stopped."""
+    values = _values(tmp_path, tiny_model_dir, f"{bucket}/experiments/bad", 2, 0)
+    (tmp_path / "sft.jsonl").write_text('{"messages": "not a list"}\n')
+    settings = yaml.safe_load(values.read_text())
+    settings["finetuning_config"]["launch_conf"] = {"max_restarts": 0}
+    values.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, **s3_env, "LLMFT_STATE_DIR": str(tmp_path / "state")}
+    process = _local("bad", values, env)
+    assert process.wait(timeout=300) == 2
+    log = (tmp_path / "bad.log").read_text()
+    assert "sft.jsonl:1" in log and "exited with status 2 (a configuration or data error" in log
+    assert "which its podFailurePolicy treats as final" in log and "starting a new pod" not in log
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

@@ -26,7 +26,10 @@ the same keys written inside finetuning_config.
 {{- $training := get $config "training_args" | default dict -}}
 {{- $_ := set $training "output_dir" "/checkpoints" -}}
 {{- $_ := set $config "training_args" $training -}}
-{{- $launch := dict "num_processes" (include "llm-finetune.processes" . | int) "distributed_type" .Values.distributedType "accelerate_config" "/config/accelerate_config.yaml" -}}
+{{- $launch := get $config "launch_conf" | default dict -}}
+{{- $_ := set $launch "num_processes" (include "llm-finetune.processes" . | int) -}}
+{{- $_ := set $launch "distributed_type" .Values.distributedType -}}
+{{- $_ := set $launch "accelerate_config" "/config/accelerate_config.yaml" -}}
 {{- if include "llm-finetune.multiNode" . }}
 {{- $_ := set $launch "num_nodes" (int .Values.finetuningNodes) -}}
 {{- $_ := set $launch "rendezvous_endpoint" (printf "%s-0.%s:%d" .Release.Name (include "llm-finetune.nodesService" .) (include "llm-finetune.rendezvousPort" . | int)) -}}

@@ -82,8 +82,46 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
     print("launching: " + " ".join(command), file=sys.stderr, flush=True)
+    if node is not None:
+        return _launch_node(command)
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def _launch_node(command: list[str]) -> int:
+    """Run this node's launcher as a child, passing its output and signals through, and exit 2 when every
+    process that failed exited 2 (a configuration or data error: torchrun's summary says `exitcode : 2`), so the
+    Job's podFailurePolicy fails the whole Job at once instead of retrying what cannot succeed."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
+
+    def forward(signum, _frame):
+        process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = set()
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        found = re.search(r"\bexitcode\s*:\s*(-?\d+)", line)
+        if found:
+            codes.add(int(found.group(1)))
+    code = process.wait()
+    if code != 0 and codes == {2}:
+        print(
+            "error: every failed training process exited with status 2 (a configuration or data error, reported "
+            "above); not retrying",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    return code
 
 
 def _read_accelerate_config(path):
