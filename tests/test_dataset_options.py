@@ -72,6 +72,17 @@ def test_source_overrides_the_extension(tmp_path):
     assert problems == [] and len(records) == 6
 
 
+def test_gzip_compressed_files_are_read(tmp_path):
+    import gzip
+
+    plain = write_reviews(tmp_path / "reviews.jsonl", count=5)
+    packed = tmp_path / "reviews.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    records, problems = load(packed, CLASSIFY, workdir=tmp_path / "scratch", column_map=REVIEW_COLUMNS)
+    assert problems == [] and [r.text for r in records] == [row["review"] for row in reviews(5)]
+    assert records[0].where == f"{packed}:1"
+
+
 def test_a_file_that_is_not_its_format_is_named(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_text("not parquet")

@@ -41,11 +41,28 @@ def read_table(local: Path, name: str, source: str | None, scratch: Path) -> Tab
     fmt = source_of(name, source) or source_of(str(local), None)
     if fmt is None:
         raise UserError(f"dataset {name}: cannot tell its format from the extension; set source (jsonl, csv, ...)")
+    if local.name.endswith(".gz"):
+        local = _decompressed(local, scratch)
     if fmt == "jsonl":
         return Table([Row(line.record, line.where, line.error) for line in read_jsonl(local, display_name=name)], None)
     dataset = _read_with_datasets(local, name, fmt, scratch)
     rows = [Row(record, f"{name}:row {index}") for index, record in enumerate(dataset.to_list(), start=1)]
     return Table(rows, list(dataset.column_names))
+
+
+def _decompressed(local: Path, scratch: Path) -> Path:
+    """A gzip-compressed data file (`train.jsonl.gz`), decompressed into the scratch folder."""
+    import gzip
+    import shutil
+
+    target = scratch / "decompressed" / local.name.removesuffix(".gz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with gzip.open(local, "rb") as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+    except (OSError, EOFError) as error:
+        raise UserError(f"dataset {local}: cannot decompress it ({error}); check the file") from None
+    return target
 
 
 def _read_with_datasets(local: Path, name: str, fmt: str, scratch: Path):
