@@ -281,3 +281,18 @@ def test_text_records(tmp_path):
     records, problems = load(path, "text", column_map={"text": "body"})
     assert records == [TextRecord("One document.", f"{path}:1")]
     assert problems == [f'{path}:2: `body` must be a non-empty string, got ""']
+
+
+def test_a_run_finished_before_the_dataset_options_existed_is_still_the_same_run():
+    """Its summary.json records the config without `task`, `source`, `split`, ...: relaunching it is not a change."""
+    from llmft.finetune.recipe import check_same_config
+
+    config = load_config(_config("./d.jsonl"))
+    recorded = config.model_dump(mode="json")
+    del recorded["task"], recorded["sft_args"]["labels"]
+    for key in ("source", "split", "new_system_prompt", "train_on_input"):
+        del recorded["data_conf"]["training_data"]["datasets"][0][key]
+    check_same_config(config, {"config": recorded}, "here", "fix")
+    recorded["training_args"]["learning_rate"] = 1.0
+    with pytest.raises(UserError, match="training_args.learning_rate"):
+        check_same_config(config, {"config": recorded}, "here", "fix")

@@ -161,7 +161,8 @@ def check_same_config(config: CommonConfig, summary: dict | None, where: str, fi
     """Refuse to call a finished run "done" for a config that differs from the one it was trained with."""
     if not summary or "config" not in summary:
         return
-    before, now = _flatten(summary["config"]), _flatten(config.model_dump(mode="json"))
+    before = _flatten(_with_current_defaults(config, summary["config"]))
+    now = _flatten(config.model_dump(mode="json"))
     changed = [
         key
         for key in sorted(set(before) | set(now), key=str)
@@ -177,6 +178,17 @@ def check_same_config(config: CommonConfig, summary: dict | None, where: str, fi
             f"{where} holds a finished run trained with a different config ({shown}{more}); nothing "
             f"was trained: to train this config {fix}"
         )
+
+
+def _with_current_defaults(config: CommonConfig, recorded: dict) -> dict:
+    """A recorded config as this version reads it: keys added since (dataset options, `task`) get their
+    defaults, so a run finished before they existed is not "trained with a different config"."""
+    from pydantic import ValidationError
+
+    try:
+        return type(config).model_validate(recorded).model_dump(mode="json")
+    except ValidationError:
+        return recorded
 
 
 def _remote_summary(remote: str) -> dict | None:
