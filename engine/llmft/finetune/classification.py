@@ -67,6 +67,12 @@ def run_classification(config: SftConfig, callbacks: list | tuple = ()) -> int:
         )
         summary["data"] = {"training": train_report.as_dict(), "validation": eval_report.as_dict()}
         summary["labels"] = labels
+        if finals["adapter"]:
+            summary["notes"] = [
+                "the adapter holds the classification head trained in full besides the LoRA matrices: serve "
+                "the merged model (run_conf.merge_adapter: true, or `llmft merge-adapter`), which loads with "
+                "AutoModelForSequenceClassification"
+            ]
         summary["final_eval_loss"] = final_eval.get("eval_loss", summary["final_eval_loss"])
         summary["final_eval_accuracy"] = final_eval.get("eval_accuracy")
         summary["final_eval_f1"] = final_eval.get("eval_f1")
