@@ -396,10 +396,16 @@ def run_job(plan: PodPlan, keep_volumes: bool = False) -> int:
     return code or 1
 
 
+# The Job controller's delay before it replaces a failed pod of an index: 10 s, doubling per failure, at most 6 min.
+# It also gives the other nodes' processes time to notice the failure before the new pod joins the rendezvous.
+POD_BACKOFF_SECONDS = 10
+
+
 def run_indexed_job(plans: list[PodPlan], keep_volumes: bool = False) -> int:
     """Run an Indexed Job's pods at once, as the Job controller does: a failed pod is replaced under the same
-    index (fresh volumes) while the others keep running, until backoffLimit failures in all; an exit code its
-    podFailurePolicy makes final (FailJob), or the backoffLimit spent, stops every pod and fails the Job."""
+    index (fresh volumes, after the controller's backoff delay) while the others keep running, until
+    backoffLimit failures in all (or backoffLimitPerIndex for one index); an exit code its podFailurePolicy
+    makes final (FailJob), or the limit spent, stops every pod and fails the Job."""
     first = plans[0]
     lock = threading.Lock()
     stop = threading.Event()
@@ -433,14 +439,17 @@ def run_indexed_job(plans: list[PodPlan], keep_volumes: bool = False) -> int:
                     outcome["code"] = code or 1
                     stop.set()
                     return
+                delay = min(POD_BACKOFF_SECONDS * 2 ** (per_index[plan.index] - 1), 360)
                 log.warning(
-                    "%s pod failed with exit code %d: starting a new pod for the index (failure %d of %s %d)",
+                    "%s pod failed with exit code %d: starting a new pod for the index in %ds (failure %d of %s %d)",
                     label,
                     code,
+                    delay,
                     failures,
                     name,
                     limit,
                 )
+            stop.wait(delay)
 
     threads = [threading.Thread(target=run_index, args=(plan,), name=f"pod-{plan.index}") for plan in plans]
     for thread in threads:
