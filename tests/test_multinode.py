@@ -2,9 +2,10 @@
 that share no folder, reach each other by the rendered names (mapped to loopback) and move state only through
 the bucket; gloo on the CPU.
 
-Render tests are fast. The training tests share three runs of a tiny model (module fixtures):
+Render tests are fast. The DDP training tests share three runs of a tiny model (module fixtures):
 1 node x 2 processes, 2 nodes x 1 process, and 2 nodes x 1 process with node 1 SIGKILLed (every process of
-that pod, as a container kill does) while a checkpoint upload is under way.
+that pod, as a container kill does) while a checkpoint upload is under way. ZeRO-3 has its own pair of runs
+(1 x 2 and 2 x 1) in another xdist group.
 """
 
 from __future__ import annotations
@@ -302,3 +303,40 @@ def test_estimate_memory_takes_nodes_times_gpus(capsys):
     assert result["nodes"] == 2 and result["presets_that_fit"] == ["zero3", "fsdp"]
     assert cli_main([*args[:-1], "--nodes", "2", "--preset", "single"]) == 2
     assert "--preset single runs on one node" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
+    """ZeRO-3 (weights, gradients and optimizer states sharded over the ranks) on 1 node x 2 and 2 nodes x 1."""
+    folder = tmp_path_factory.mktemp("multinode-zero3")
+    bucket = "multinode-zero3"
+    s3_server.create_bucket(bucket)
+    env = {**os.environ, **s3_server.environment(), "LLMFT_STATE_DIR": str(folder / "state")}
+    remotes = {name: f"{bucket}/experiments/{name}" for name in ("single", "pair")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in s3_server.environment().items():
+            patch.setenv(key, value)
+        for name, nodes, gpus in (("single", 1, 2), ("pair", 2, 0)):
+            values = _values(folder / name, tiny_model_dir, remotes[name], nodes, gpus, "auto-deepspeed-stage3")
+            process = _local(name, values, env)
+            try:
+                assert process.wait(timeout=600) == 0, (folder / name / f"{name}.log").read_text()[-6000:]
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=60)
+        yield remotes
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("multinode-zero3")
+def test_two_nodes_with_zero3_train_the_weights_of_one_node_and_keep_every_shard(zero3_runs):
+    single, pair = _final_weights(zero3_runs["single"]), _final_weights(zero3_runs["pair"])
+    assert single.keys() == pair.keys() and all(bool((single[key] == pair[key]).all()) for key in single)
+    run = scan(parse_location(zero3_runs["pair"]))
+    assert run.finished()[0] and run.complete
+    for step in run.complete:
+        objects = set(list_objects(parse_location(zero3_runs["pair"]).child(f"checkpoint-{step}")))
+        for rank in (0, 1):  # each rank's optimizer and weight shards, written on its own node
+            assert f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in objects
+            assert f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in objects
