@@ -95,12 +95,12 @@ def complete_checkpoint(
     token: str,
     settings: TransferSettings,
     timeout: float,
-    abandon=lambda: False,
+    abandon=lambda missing: False,
 ) -> Manifest:
     """Node 0: wait for every node's part, verify every object's size, write the manifest (the union) last.
 
-    Raises `PartsMissing` naming the nodes whose parts did not arrive within `timeout` seconds (or when
-    `abandon()` says a newer checkpoint supersedes this one).
+    Raises `PartsMissing` naming the nodes whose parts did not arrive within `timeout` seconds, or as soon as
+    `abandon(missing)` says they never will (they moved on to a newer checkpoint: this one is superseded).
     """
     deadline = time.monotonic() + timeout
     parts: dict[int, Manifest] = {}
@@ -113,7 +113,7 @@ def complete_checkpoint(
         missing = [node for node in range(nodes) if node not in parts]
         if not missing:
             break
-        if time.monotonic() > deadline or abandon():
+        if time.monotonic() > deadline or abandon(missing):
             raise PartsMissing(
                 f"{destination}: no part from node(s) {', '.join(map(str, missing))} "
                 f"after {timeout:.0f}s; the checkpoint stays incomplete"

@@ -30,7 +30,7 @@ from llmft.run_layout import checkpoint_name
 from llmft.storage import Location
 from llmft.storage.transfer import TransferSettings
 from llmft.sync import staging
-from llmft.sync.parts import complete_checkpoint, upload_part
+from llmft.sync.parts import complete_checkpoint, read_part, upload_part
 from llmft.sync.remote_ops import apply_retention, upload_verified_tree
 
 log = logging.getLogger("llmft.sync")
@@ -262,4 +262,24 @@ class BackgroundUploader:
             log.warning("%s changed while it was uploading (a file rewritten in place); uploading again", name)
             job.snapshot = now
         if self.nodes > 1 and self.node == 0:
-            complete_checkpoint(self.remote.child(name), self.nodes, self.token, self.settings, self.part_timeout)
+            complete_checkpoint(
+                self.remote.child(name),
+                self.nodes,
+                self.token,
+                self.settings,
+                self.part_timeout,
+                abandon=lambda missing: self._moved_past(job.step, missing),
+            )
+
+    def _moved_past(self, step: int, missing: list[int]) -> bool:
+        """Whether every missing node already sent its part of a newer checkpoint queued here: it dropped
+        this one (a failing upload superseded), so waiting for it would only hold the queue."""
+        with self._cond:
+            newer = [queued.step for queued in self._jobs if queued.step > step]
+        return any(
+            all(
+                read_part(self.remote.child(checkpoint_name(later)), node, self.token, self.settings) is not None
+                for node in missing
+            )
+            for later in newer
+        )
