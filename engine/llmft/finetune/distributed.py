@@ -56,6 +56,7 @@ def spans_nodes(preset: str) -> bool:
     """Whether `preset` can run over several nodes."""
     return preset not in SINGLE_NODE_PRESETS
 
+
 ACCELERATE_FILE = "accelerate_config.yaml"
 DEEPSPEED_FILE = "deepspeed_config.json"
 
