@@ -128,6 +128,17 @@ def test_a_data_error_on_several_nodes_fails_the_job_at_once(bucket, tmp_path, t
     assert "which its podFailurePolicy treats as final" in log and "starting a new pod" not in log
 
 
+def test_node_0_names_the_nodes_whose_pods_never_came_up():
+    """The chart's pod names do not resolve on this machine (no cluster DNS), as a Pending pod's name does not."""
+    from llmft.finetune.multinode import Node, RendezvousUnreachable, peer_hosts, wait_for_peers
+
+    node = Node(rank=0, count=3, host="big-0.big-nodes", port=29400, max_restarts=3)
+    assert peer_hosts(node) == {1: "big-1.big-nodes", 2: "big-2.big-nodes"}
+    with pytest.raises(RendezvousUnreachable, match=r"node 0 of 3: missing node 1 \(big-1.big-nodes\), node 2 "):
+        wait_for_peers(node, timeout=1)
+    wait_for_peers(Node(rank=0, count=2, host="127.0.0.1", port=29400, max_restarts=3))  # the local runner's form
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

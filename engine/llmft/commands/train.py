@@ -74,9 +74,10 @@ def _run(args: argparse.Namespace) -> int:
         command += node.launch_arguments()
     command += ["-m", "llmft", config.method, args.config]
     if node is not None:
-        from llmft.finetune.multinode import RendezvousUnreachable, wait_for_rendezvous
+        from llmft.finetune.multinode import RendezvousUnreachable, wait_for_peers, wait_for_rendezvous
 
         try:
+            wait_for_peers(node)
             wait_for_rendezvous(node)
         except RendezvousUnreachable as error:
             print(f"error: {error}", file=sys.stderr, flush=True)

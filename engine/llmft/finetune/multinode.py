@@ -11,6 +11,7 @@ complete checkpoint in the bucket.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -113,6 +114,44 @@ def wait_for_rendezvous(node: Node, timeout: float | None = None) -> None:
                     "(LLMFT_RENDEZVOUS_TIMEOUT sets the wait)"
                 ) from None
         time.sleep(1)
+
+
+def peer_hosts(node: Node) -> dict[int, str]:
+    """The other nodes' pod names when the endpoint has the chart's form `<job>-0.<service>` (else none)."""
+    match = re.fullmatch(r"(.+)-0\.([A-Za-z0-9.-]+)", node.host)
+    if match is None:
+        return {}
+    return {rank: f"{match[1]}-{rank}.{match[2]}" for rank in range(1, node.count)}
+
+
+def wait_for_peers(node: Node, timeout: float | None = None) -> None:
+    """On node 0: wait until every other node's pod name resolves (a headless Service publishes a pod's name
+    once it has an address), naming the nodes whose pods never came up instead of torchrun's anonymous
+    rendezvous timeout."""
+    hosts = peer_hosts(node) if node.rank == 0 else {}
+    if not hosts:
+        return
+    limit = node.join_timeout if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    while True:
+        missing = [rank for rank, host in hosts.items() if not _resolves(host)]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            named = ", ".join(f"node {rank} ({hosts[rank]})" for rank in missing)
+            raise RendezvousUnreachable(
+                f"node 0 of {node.count}: missing {named}: no address after {limit:.0f}s, so those pods are not "
+                "running (Pending? `kubectl describe pod` says why); LLMFT_RENDEZVOUS_TIMEOUT sets the wait"
+            )
+        time.sleep(1)
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True
 
 
 def node_rank() -> int:
