@@ -4,8 +4,8 @@ the bucket; gloo on the CPU.
 
 Render tests are fast. The DDP training tests share three runs of a tiny model (module fixtures):
 1 node x 2 processes, 2 nodes x 1 process, and 2 nodes x 1 process with node 1 SIGKILLed (every process of
-that pod, as a container kill does) while a checkpoint upload is under way. ZeRO-3 has its own pair of runs
-(1 x 2 and 2 x 1) in another xdist group.
+that pod, as a container kill does) while a checkpoint upload is under way; one test asserts on all three.
+ZeRO-3 has its own pair of runs (1 x 2 and 2 x 1) and its own test.
 """
 
 from __future__ import annotations
@@ -268,19 +268,16 @@ def _kill_node_during_upload(process: subprocess.Popen, folder: Path, remotes: d
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
-def test_two_nodes_train_the_weights_of_one_node_with_two_processes(runs):
-    remotes, logs, _ = runs
+def test_two_nodes_train_like_one_keep_every_ranks_files_and_survive_a_killed_node(runs):
+    """One test over the three runs, so that they run once whatever worker takes it (xdist_group does not hold
+    tests together with the installed pytest-xdist 3.8: measured)."""
+    remotes, logs, seen = runs
+    # 2 nodes x 1 process end with the weights of 1 node x 2 processes (DDP).
     single, pair = _final_weights(remotes["single"]), _final_weights(remotes["pair"])
     assert single.keys() == pair.keys()
     assert all(bool((single[key] == pair[key]).all()) for key in single)
     assert "2 pods (Indexed Job)" in logs["pair"]
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
-def test_every_complete_checkpoint_holds_every_ranks_files(runs):
-    remotes, _, _ = runs
+    # Every complete checkpoint holds both ranks' files and both nodes' parts.
     for name in ("pair", "killed"):
         run = scan(parse_location(remotes[name]))
         assert run.finished()[0] and run.complete, name
@@ -288,32 +285,13 @@ def test_every_complete_checkpoint_holds_every_ranks_files(runs):
             objects = list_objects(parse_location(remotes[name]).child(f"checkpoint-{step}"))
             assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json", "model.safetensors"} <= set(objects)
             assert {".llmft-parts/node-0.json", ".llmft-parts/node-1.json"} <= set(objects)
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("multinode")  # one worker runs the shared runs once
-def test_a_killed_node_restarts_the_group_and_ends_with_the_same_weights(runs):
-    remotes, logs, seen = runs
-    killed, pair = _final_weights(remotes["killed"]), _final_weights(remotes["pair"])
+    # Node 1 killed during an upload: the group restarted and ended with the uninterrupted weights, resuming from
+    # the newest complete checkpoint of when the node died (the one under way was not complete yet).
+    killed = _final_weights(remotes["killed"])
     assert all(bool((killed[key] == pair[key]).all()) for key in pair)
     assert "index 1 pod failed with exit code" in logs["killed"]
-    # The group resumed from the newest complete checkpoint of when the node died (the one under way was not).
     resumed = re.findall(rf"resuming from s3://{remotes['killed']}/checkpoint-(\d+) ", logs["killed"])
     assert resumed and all(int(step) >= seen["complete"][-1] for step in resumed), (resumed, seen)
-
-
-def test_estimate_memory_takes_nodes_times_gpus(capsys):
-    from llmft.cli import main as cli_main
-
-    # 70B full fine-tuning: 137 GiB per GPU with ZeRO-3 on one node of 8 (docs table); on 2 x 8 it fits 80 GiB.
-    args = ["estimate-memory", "--model", "llama-70b", "--gpus", "8", "--gradient-checkpointing", "--json"]
-    assert cli_main(args) == 0
-    assert json.loads(capsys.readouterr().out)["presets_that_fit"] == []
-    assert cli_main([*args, "--nodes", "2"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["nodes"] == 2 and result["presets_that_fit"] == ["zero3", "fsdp"]
-    assert cli_main([*args[:-1], "--nodes", "2", "--preset", "single"]) == 2
-    assert "--preset single runs on one node" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +318,6 @@ def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("multinode-zero3")
 def test_two_nodes_with_zero3_train_the_weights_of_one_node_and_keep_every_shard(zero3_runs):
     single, pair = _final_weights(zero3_runs["single"]), _final_weights(zero3_runs["pair"])
     assert single.keys() == pair.keys() and all(bool((single[key] == pair[key]).all()) for key in single)
