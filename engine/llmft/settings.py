@@ -54,6 +54,11 @@ class EngineSettings(BaseSettings):
     multipart_chunksize: int = Field(default=32 * MIB, ge=5 * MIB, le=5 * 1024 * MIB)
     """Bytes per part of a multipart transfer (S3 allows 5 MiB to 5 GiB)."""
 
+    # ------------------------------------------------------------------ several nodes
+    rendezvous_timeout: int = Field(default=600, ge=1)
+    """Seconds the nodes of a multi-node run wait for each other: for node 0's rendezvous endpoint, for the
+    other nodes' pods, and inside torchrun's rendezvous (its join_timeout)."""
+
     # ------------------------------------------------------------------ checkpoint sync
     sync_attempts: int = Field(default=12, ge=1, le=1000)
     """Attempts per bucket request of checkpoint sync (replaces `LLMFT_TRANSFER_ATTEMPTS` there): with the

@@ -14,14 +14,13 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from llmft import settings
 from llmft.errors import UserError
 from llmft.finetune.distributed import spans_nodes
 
 RANK_VARIABLE = "JOB_COMPLETION_INDEX"
-# How long the rendezvous waits for every node before it fails (torchrun's join_timeout, seconds).
-JOIN_TIMEOUT = int(os.environ.get("LLMFT_RENDEZVOUS_TIMEOUT", "600"))
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Node:
     host: str
     port: int
     max_restarts: int
-    join_timeout: int = JOIN_TIMEOUT
+    join_timeout: int = field(default_factory=lambda: settings.current().rendezvous_timeout)
 
     def accelerate_settings(self) -> dict:
         """Keys of the resolved accelerate config (the chart's presets say one machine, static rendezvous)."""
