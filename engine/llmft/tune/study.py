@@ -15,6 +15,8 @@ Exactly `max_trial_count` trials, however many workers share the study and howev
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import re
 import time
@@ -172,21 +174,38 @@ def own_running(study, worker: str) -> list[int]:
     ]
 
 
-def claim(study, worker: str) -> int | None:
-    """Take one WAITING trial for `worker` (atomic in every Optuna storage); None when none is left."""
+def claim(study, worker: str, storage_url: str | None = None) -> int | None:
+    """Take one WAITING trial for `worker`; None when none is left.
+
+    Optuna's set-to-RUNNING is the claim. With a journal file, two processes claiming at the same moment have
+    been seen to both get the same trial (two tuners on one journal each started trial 0), so claims on a
+    journal file (`storage_url` journal://PATH) are serialised by a lock file next to it.
+    """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        identifier = trial_id(study, trial.number)
-        try:
-            if storage.set_trial_state_values(identifier, state=TrialState.RUNNING):
-                storage.set_trial_system_attr(identifier, OWNER, worker)
-                return trial.number
-        except UpdateFinishedTrialError:
-            continue
+    with _journal_claim_lock(storage_url):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            identifier = trial_id(study, trial.number)
+            try:
+                if storage.set_trial_state_values(identifier, state=TrialState.RUNNING):
+                    storage.set_trial_system_attr(identifier, OWNER, worker)
+                    return trial.number
+            except UpdateFinishedTrialError:
+                continue
     return None
+
+
+@contextlib.contextmanager
+def _journal_claim_lock(storage_url: str | None):
+    if not (storage_url or "").startswith("journal://"):
+        yield
+        return
+    assert storage_url is not None
+    with open(f"{storage_url.removeprefix('journal://')}.claim-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def suggest(study, number: int, spec: TuneSpec) -> dict[str, Any]:
