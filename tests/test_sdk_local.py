@@ -19,7 +19,8 @@ import pytest
 from llmft.errors import UserError
 from llmft.finetune.config import TrainingArgs
 
-pytestmark = pytest.mark.slow
+# One worker runs the module, so its module-scoped training runs are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sdk-local")]
 
 QUESTIONS = [(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a in range(1, 7) for b in range(1, 6)]
 
