@@ -146,23 +146,7 @@ def encode_labeled(
             continue
         examples.append({"input_ids": input_ids, "labels": ids[str(record.label)]})
     progress.close()
-    report.kept = len(examples)
-    if report.too_long:
-        log.warning(
-            "%s: left out %d of %d texts longer than sft_args.max_seq_length=%d tokens (longest %d; first at %s); "
-            "raise max_seq_length to keep them",
-            label,
-            report.too_long,
-            len(records),
-            max_length,
-            report.longest_left_out,
-            ", ".join(report.examples),
-        )
-    if records and not examples:
-        raise UserError(
-            f"finetuning_config.sft_args.max_seq_length: every {label} text is longer than {max_length} "
-            f"tokens; raise it, got {max_length}"
-        )
+    report.conclude(label, len(records), len(examples), "sft_args.max_seq_length", max_length, "text")
     return examples, report
 
 

@@ -102,6 +102,28 @@ class LengthReport:
         if len(self.examples) < 5:
             self.examples.append(where)
 
+    def conclude(self, label: str, total: int, kept: int, key: str, limit: int, noun: str) -> None:
+        """Record what was kept of `total` {noun}s; warn about those over `limit` tokens (the setting `key`,
+        e.g. `sft_args.max_seq_length`), and refuse when none is left."""
+        self.kept = kept
+        if self.too_long:
+            log.warning(
+                "%s: left out %d of %d %ss longer than %s=%d tokens (longest %d; first at %s); raise %s to keep them",
+                label,
+                self.too_long,
+                total,
+                noun,
+                key,
+                limit,
+                self.longest_left_out,
+                ", ".join(self.examples),
+                key.rpartition(".")[2],
+            )
+        if total and not kept:
+            raise UserError(
+                f"finetuning_config.{key}: every {label} {noun} is longer than {limit} tokens; raise it, got {limit}"
+            )
+
     def as_dict(self) -> dict:
         return {
             "kept": self.kept,
@@ -425,21 +447,5 @@ def encode_all(
         raise UserError(
             f"the chat template cannot render {len(refused)} {label} conversation(s):\n  " + "\n  ".join(shown)
         )
-    report.kept = len(examples)
-    if report.too_long:
-        log.warning(
-            "%s: left out %d of %d samples longer than sft_args.max_seq_length=%d tokens (longest %d; "
-            "first at %s); raise max_seq_length to keep them",
-            label,
-            report.too_long,
-            len(records),
-            max_seq_length,
-            report.longest_left_out,
-            ", ".join(report.examples),
-        )
-    if records and not examples:
-        raise UserError(
-            f"finetuning_config.sft_args.max_seq_length: every {label} sample is longer than "
-            f"{max_seq_length} tokens; raise it, got {max_seq_length}"
-        )
+    report.conclude(label, len(records), len(examples), "sft_args.max_seq_length", max_seq_length, "sample")
     return examples, report

@@ -15,15 +15,11 @@ log-probabilities once before training. `run_conf.model` may be an SFT run's `ch
 
 from __future__ import annotations
 
-import logging
-
 from llmft.errors import UserError
 from llmft.finetune import data, recipe, throughput
 from llmft.finetune import model as modeling
 from llmft.finetune.dpo_config import DpoConfig
 from llmft.finetune.templates import TemplateRefusal, fold_system_message, render
-
-log = logging.getLogger("llmft.finetune.dpo")
 
 # TRL's DPO metrics that summary.json reports first and last values of.
 HEADLINE_METRICS = (
@@ -114,23 +110,7 @@ def encode_pairs(
             continue
         rows.append({"prompt": prompt, "chosen": record.chosen, "rejected": record.rejected})
     progress.close()
-    report.kept = len(rows)
-    if report.too_long:
-        log.warning(
-            "%s: left out %d of %d pairs longer than dpo_args.max_length=%d tokens (longest %d; first at "
-            "%s); raise max_length to keep them",
-            label,
-            report.too_long,
-            len(records),
-            max_length,
-            report.longest_left_out,
-            ", ".join(report.examples),
-        )
-    if records and not rows:
-        raise UserError(
-            f"finetuning_config.dpo_args.max_length: every {label} pair is longer than {max_length} "
-            f"tokens; raise it, got {max_length}"
-        )
+    report.conclude(label, len(records), len(rows), "dpo_args.max_length", max_length, "pair")
     return rows, report
 
 
