@@ -114,20 +114,7 @@ class Client:
         - `values`: more llm-finetune chart values.
         """
         name = name or f"{method}-{uuid.uuid4().hex[:8]}"
-        if nodes != 1 and "finetuningNodes" not in (self.charts / "llm-finetune" / "values.yaml").read_text():
-            raise UserError(
-                f"nodes={nodes}: this llm-finetune chart has no finetuningNodes value (multi-node training), so it "
-                "trains on one node; use nodes=1 with more gpus_per_node, or a chart version with finetuningNodes"
-            )
-        sections = {
-            "training_args": training_args,
-            "peft_conf": peft_conf if peft_conf is not None else {"peft_type": "LORA"},
-            "batchsize_conf": batchsize_conf,
-            "sft_args": sft_args,
-            "dpo_args": dpo_args,
-            "data_conf": data_conf,
-            "run_conf": run_conf,
-        }
+        sections = _sections(training_args, peft_conf, batchsize_conf, sft_args, dpo_args, data_conf, run_conf)
         plan = plan_train(
             name=name,
             model=model,
@@ -193,15 +180,7 @@ class Client:
         runs as `llmft tune`; on a cluster as the llm-tune chart. Model and data are staged as in `train`.
         """
         name = name or f"tune-{uuid.uuid4().hex[:8]}"
-        sections = {
-            "training_args": training_args,
-            "peft_conf": peft_conf if peft_conf is not None else {"peft_type": "LORA"},
-            "batchsize_conf": batchsize_conf,
-            "sft_args": sft_args,
-            "dpo_args": dpo_args,
-            "data_conf": data_conf,
-            "run_conf": run_conf,
-        }
+        sections = _sections(training_args, peft_conf, batchsize_conf, sft_args, dpo_args, data_conf, run_conf)
         plan = plan_tune(
             name=name,
             model=model,
@@ -408,3 +387,16 @@ class Client:
 
 
 __all__ = ["Client", "DataScript", "Resources"]
+
+
+def _sections(training_args, peft_conf, batchsize_conf, sft_args, dpo_args, data_conf, run_conf) -> dict[str, Any]:
+    """The finetune config's sections as the caller gave them (LoRA unless `peft_conf` says otherwise)."""
+    return {
+        "training_args": training_args,
+        "peft_conf": peft_conf if peft_conf is not None else {"peft_type": "LORA"},
+        "batchsize_conf": batchsize_conf,
+        "sft_args": sft_args,
+        "dpo_args": dpo_args,
+        "data_conf": data_conf,
+        "run_conf": run_conf,
+    }
