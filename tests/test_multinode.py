@@ -142,7 +142,7 @@ def test_node_0_names_the_nodes_whose_pods_never_came_up():
 # ---------------------------------------------------------------------------------------------- training
 
 
-def _config(folder: Path, model_dir: Path) -> dict:
+def _config(folder: Path, model_dir: Path, max_steps: int = MAX_STEPS) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "sft.jsonl"
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
@@ -153,7 +153,7 @@ def _config(folder: Path, model_dir: Path) -> dict:
         "training_args": {
             "learning_rate": 5e-3,
             "lr_scheduler_type": "linear",
-            "max_steps": MAX_STEPS,
+            "max_steps": max_steps,
             "logging_steps": 1,
             "save_steps": 2,
             "save_total_limit": 2,
@@ -167,8 +167,16 @@ def _config(folder: Path, model_dir: Path) -> dict:
     }
 
 
-def _values(folder: Path, model_dir: Path, remote: str, nodes: int, gpus: int, preset: str = "auto-ddp") -> Path:
-    config = _config(folder, model_dir)
+def _values(
+    folder: Path,
+    model_dir: Path,
+    remote: str,
+    nodes: int,
+    gpus: int,
+    preset: str = "auto-ddp",
+    max_steps: int = MAX_STEPS,
+) -> Path:
+    config = _config(folder, model_dir, max_steps)
     values = {
         "basemodel": str(model_dir),
         "checkpointsRemote": remote,
@@ -305,7 +313,8 @@ def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
         for key, value in s3_server.environment().items():
             patch.setenv(key, value)
         for name, nodes, gpus in (("single", 1, 2), ("pair", 2, 0)):
-            values = _values(folder / name, tiny_model_dir, remotes[name], nodes, gpus, "auto-deepspeed-stage3")
+            # 4 steps: two complete checkpoints of every rank's shards (ZeRO-3 start-up is the slow part here).
+            values = _values(folder / name, tiny_model_dir, remotes[name], nodes, gpus, "auto-deepspeed-stage3", 4)
             process = _local(name, values, env)
             try:
                 assert process.wait(timeout=600) == 0, (folder / name / f"{name}.log").read_text()[-6000:]
