@@ -250,9 +250,10 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
         assert log.count("batch: total") - log.count("resuming from") == 1
         assert trials[number]["params"]  # the same values as before the crash (the config is unchanged)
 
-    # A clearly worse trial (learning rate ~3e-6 against 2e-3..2e-2) was stopped early, its checkpoint kept.
+    # The clearly worse trial (learning rate ~3e-6 against 2e-3..2e-2) was stopped early, its checkpoint kept.
+    # (Which other trials the median stops depends on which ones completed first: that is timing, not asserted.)
     pruned = [t for t in trials if t["state"] == "pruned"]
-    assert pruned and all(t["params"]["learning_rate"] < 1e-4 for t in pruned)
+    assert any(t["params"]["learning_rate"] < 1e-4 for t in pruned)
     for trial in pruned:
         output = experiment / f"trial-{trial['number']}" / "output"
         assert trial["pruned_at"]["step"] < 8 and list(output.glob("checkpoint-*"))
