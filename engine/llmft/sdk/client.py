@@ -133,10 +133,7 @@ class Client:
             bucket=self.bucket,
             local_backend=self._local,
         )
-        self._check_new(name)
-        render(plan, self.charts, self.namespace, self.values)
-        self._backend.submit(plan, self.charts)
-        return name
+        return self._submit(plan)
 
     # ------------------------------------------------------------------------------------------ tune
 
@@ -208,12 +205,16 @@ class Client:
             bucket=self.bucket,
             local_backend=self._local,
         )
-        self._check_new(name)
-        render(plan, self.charts, self.namespace, self.values)
-        self._backend.submit(plan, self.charts)
-        return name
+        return self._submit(plan)
 
     optimize = tune  # the Kubeflow OptimizerClient's verb
+
+    def _submit(self, plan) -> str:
+        """Render every step of a new job with the real Helm engine, then hand it to the backend."""
+        self._check_new(plan.name)
+        render(plan, self.charts, self.namespace, self.values)
+        self._backend.submit(plan, self.charts)
+        return plan.name
 
     def get_best_results(self, name: str) -> J.BestResult:
         """The best trial: its parameters, objective value, metrics and servable checkpoint."""
