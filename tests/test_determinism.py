@@ -213,11 +213,34 @@ class Launch:
             time.sleep(0.02)
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=60)
+        wait_until_group_ended(self.process.pid)
 
     def finish(self) -> str:
         code = self.process.wait(timeout=600)
         assert code == 0, f"training exited {code}:\n{self.log[-6000:]}"
         return self.log
+
+
+def wait_until_group_ended(group: int, timeout: float = 60) -> None:
+    """Wait until no live process is left in process group `group`.
+
+    SIGKILL reaches every member at once, but only the leader is waited for: a worker of `accelerate launch`
+    can still be finishing a write into the output folder (seen in CI: the next rmtree found it non-empty).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended while we looked
+            if int(fields[2]) == group and fields[0] != "Z":
+                alive.append(stat.parent.name)
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes {alive} of group {group} outlived SIGKILL"
+        time.sleep(0.05)
 
 
 def kill_and_finish(

@@ -183,13 +183,23 @@ def test_every_algorithm_and_pruner_builds_from_the_spec(data_file):
 
 
 def tune_process(spec_path: Path, experiment: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    log = open(experiment.parent / f"tuner-{experiment.name}-{time.time_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmft", "tune", str(spec_path), "--dir", str(experiment), *extra],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, **(env or {})),
-    )
+    log_path = experiment.parent / f"tuner-{experiment.name}-{time.time_ns()}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmft", "tune", str(spec_path), "--dir", str(experiment), *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, **(env or {})),
+        )
+    process.log_path = log_path  # type: ignore[attr-defined]
+    return process
+
+
+def succeeded(process: subprocess.Popen, timeout: float = 400) -> bool:
+    """Wait for a tuner; when it fails, the failure shows its log."""
+    code = process.wait(timeout=timeout)
+    assert code == 0, f"llmft tune exited {code}:\n{process.log_path.read_text()[-6000:]}"  # type: ignore[attr-defined]
+    return True
 
 
 def trial_pids(experiment: Path) -> dict[int, int]:
@@ -237,7 +247,7 @@ def test_a_killed_tuner_and_trial_resume_and_the_study_ends_with_exactly_the_pla
     assert interrupted and read_results(experiment)["state"] == "running"
 
     # The same command again continues the same study.
-    assert tune_process(spec_path, experiment).wait(timeout=400) == 0
+    assert succeeded(tune_process(spec_path, experiment))
     results = read_results(experiment)
     trials = results["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2, 3] and results["state"] == "completed"
@@ -305,7 +315,8 @@ def test_two_workers_share_one_study_and_its_bucket_folder(tiny_model_dir, data_
         tune_process(spec_path, tmp_path / f"worker-{index}", "--slots", "1", env={"JOB_COMPLETION_INDEX": str(index)})
         for index in (1, 0)
     ]
-    assert [worker.wait(timeout=400) for worker in workers] == [0, 0]
+    for worker in workers:
+        assert succeeded(worker)
 
     import optuna
 
@@ -389,6 +400,52 @@ def test_the_study_holds_exactly_the_planned_trials_whoever_claims_them(data_fil
     spec_data["tune"]["search_space"][1]["max"] = 32
     with pytest.raises(UserError, match="started from a different spec"):
         studies.prepare(load_spec(spec_data), storage, index=0)
+
+
+def test_a_trial_worse_than_the_median_stops_before_its_last_step_but_completes_at_it(data_file, tmp_path, monkeypatch):
+    """The pruning callback on a real study: a completed trial at eval_loss 1.0, then a trial reporting 5.0."""
+    import optuna
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from llmft.tune import study as studies
+    from llmft.tune.pruning import PruningCallback
+    from llmft.tune.spec import STORAGE_ENV
+    from llmft.tune.trials import PRUNED_MARKER
+
+    spec = load_spec(make_spec(MODEL, str(data_file), max_trial_count=2))
+    url = studies.journal_url(tmp_path)
+    monkeypatch.setenv(STORAGE_ENV, url)
+    study = studies.prepare(spec, studies.open_storage(url), index=0)
+    best, worse = studies.claim(study, "0", url), studies.claim(study, "0", url)
+    for step in (2, 4, 6):
+        optuna.trial.Trial(study, studies.trial_id(study, best)).report(1.0, step)
+    studies.finish(study, best, "complete", value=1.0)
+
+    trial_file = tmp_path / "tune-trial.json"
+    trial_file.write_text(
+        json.dumps(
+            {
+                "study": spec.name,
+                "trial_number": worse,
+                "report": "eval_loss",
+                "early_stopping": spec.tune.early_stopping.model_dump(),
+            }
+        )
+    )
+
+    def evaluate_at(step: int, output: Path) -> bool:
+        control = TrainerControl()
+        args = TrainingArguments(output_dir=str(output), report_to=[])
+        state = TrainerState(global_step=step, max_steps=6)
+        PruningCallback(trial_file).on_evaluate(args, state, control, metrics={"eval_loss": 5.0})
+        return control.should_training_stop
+
+    (tmp_path / "middle").mkdir()
+    assert evaluate_at(4, tmp_path / "middle")  # worse than the median at step 4 (start_step 4): stopped
+    assert json.loads((tmp_path / "middle" / PRUNED_MARKER).read_text())["step"] == 4
+    (tmp_path / "last").mkdir()
+    assert not evaluate_at(6, tmp_path / "last")  # still worse, but trained in full: it completes
+    assert not (tmp_path / "last" / PRUNED_MARKER).exists()
 
 
 # ------------------------------------------------------------------------------------------ the llm-tune chart

@@ -73,7 +73,9 @@ class PruningCallback(TrainerCallback):
         if state.is_world_process_zero:
             trial = self.trial()
             trial.report(float(value), state.global_step)
-            prune = trial.should_prune()
+            # A report at the last step ends a trial that trained in full: it completes with this value
+            # (stopping it saves nothing, and a PRUNED state would hide its result from the sampler).
+            prune = state.global_step < state.max_steps and trial.should_prune()
         if _agree(prune):
             control.should_training_stop = True
             control.should_save = True  # the trial's last state stays (locally and in the bucket)
