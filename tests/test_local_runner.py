@@ -221,6 +221,22 @@ def test_read_only_root_filesystem_allows_writes_to_volumes(bucket, runner_env, 
     assert read_object(parse_location(f"{bucket}/ro.txt")) == b"hello from the pod via work"
 
 
+def test_built_torch_extensions_outlive_the_pod_unless_the_chart_places_them(tmp_path, monkeypatch):
+    """DeepSpeed compiles its CPU collective into TORCH_EXTENSIONS_DIR: a fresh HOME per pod would rebuild it."""
+    from llmft.local.pods import ContainerPlan
+    from llmft.local.runner import _process_env
+
+    monkeypatch.setenv("LLMFT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+
+    def env_of(container_env: dict) -> dict:
+        container = ContainerPlan("train", ["llmft"], container_env, set(), None, read_only_root=True)
+        return _process_env(container, tmp_path / "image")
+
+    assert env_of({})["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "state" / "torch_extensions")
+    assert env_of({"TORCH_EXTENSIONS_DIR": "/cache/ext"})["TORCH_EXTENSIONS_DIR"] == "/cache/ext"
+
+
 def test_a_relative_local_path_means_the_callers_folder(bucket, runner_env, tiny_model_dir, tmp_path, monkeypatch):
     """`llmft local ... --set modelID=./model` from the folder that holds ./model (as the demo does): the container
     runs in its image-root stand-in, so the runner gives it the path from the caller's folder, made absolute."""

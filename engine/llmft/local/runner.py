@@ -225,6 +225,9 @@ def _process_env(container: ContainerPlan, image_root: Path) -> dict[str, str]:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(container.env)
+    # Torch C++ extensions built on first use (DeepSpeed's shared-memory collective on CPU: ~30 s per pod) are
+    # kept across local runs, as a node's image would carry them built; a value from the chart or the caller wins.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(state_dir() / "torch_extensions"))
     return env
 
 
