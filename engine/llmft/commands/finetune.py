@@ -1,8 +1,8 @@
 """`llmft sft CONFIG` and `llmft dpo CONFIG`: fine-tuning from one YAML config (the tutorial's finetuning_config).
 
 A relaunched pod's time to its first step is what a restart costs, so the command starts the
-restore of the remote checkpoint (a download) in a thread before it imports torch, transformers,
-datasets and trl, and the download overlaps them and the data checks. When this run is the
+restore of the remote checkpoint (a download) in a forked child process before it imports torch,
+transformers, datasets and trl, and the download overlaps them and the data checks. When this run is the
 process's program, optional libraries it does not use (peft without LoRA, DeepSpeed without a
 DeepSpeed launch) are marked absent so that transformers and accelerate do not import them.
 """
@@ -65,7 +65,7 @@ def run_config(config, program: bool, callbacks: list | tuple = ()) -> int:
     timeline.start(program)
     if program:
         keep_unused_libraries_out(config)
-    start_restore(config)
+    start_restore(config, separate_process=program)
     warm_imports(config.method)
     timeline.mark("imports")
     # A trial of `llmft tune` (LLMFT_TUNE_TRIAL set) reports to its study and stops when pruned.
@@ -81,12 +81,15 @@ def run_config(config, program: bool, callbacks: list | tuple = ()) -> int:
     return run_sft(config, callbacks=callbacks)
 
 
-def start_restore(config) -> bool:
-    """Start downloading the newest remote checkpoint now (single process); `start_run` joins it."""
+def start_restore(config, separate_process: bool = False) -> bool:
+    """Start downloading the newest remote checkpoint now (single process); `start_run` joins it.
+
+    `separate_process`: in a forked child (the process's own program, before its first thread).
+    """
     from llmft.finetune.recipe import checkpoint_sync
 
     sync = checkpoint_sync(config)
-    return sync is not None and sync.restore_in_background()
+    return sync is not None and sync.restore_in_background(separate_process)
 
 
 def warm_imports(method: str) -> None:

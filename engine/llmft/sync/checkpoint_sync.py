@@ -51,7 +51,7 @@ from llmft.storage.transfer import (
     read_object,
     write_object,
 )
-from llmft.sync import staging
+from llmft.sync import forked, staging
 from llmft.sync.remote_ops import (
     VerificationError,
     remove_incomplete_checkpoints,
@@ -163,13 +163,14 @@ class CheckpointSync:
     def _early_key(self) -> tuple[str, Path]:
         return str(self.remote), self.output_dir.expanduser().resolve()
 
-    def restore_in_background(self) -> bool:
-        """Start `restore()`'s download now, in a thread, so it overlaps the imports and the data checks.
+    def restore_in_background(self, separate_process: bool = False) -> bool:
+        """Start `restore()`'s download now, in the background, so it overlaps the imports and the data checks.
 
         The later `restore()` of a CheckpointSync for the same remote and output folder waits for
         it and returns its result (or raises its error). Single-process runs only (with several, the
         node's processes coordinate the download through accelerate, which is imported later);
-        returns whether it started.
+        returns whether it started. `separate_process`: download in a forked child (`llmft.sync.forked`:
+        the imports beside it then do not hold up its transfer threads) when this process has one thread.
         """
         if _world_size() > 1 or self.output_dir.is_file():
             return False
@@ -179,10 +180,14 @@ class CheckpointSync:
                 return False
             _early_restores[self._early_key()] = future
 
+        timeline.mark("restore_started")
+        child = None
+        if separate_process and forked.can_fork():
+            child = forked.ForkedCall(lambda: self._restore_here().to_json(), name="checkpoint restore")
+
         def work() -> None:
-            timeline.mark("restore_started")
             try:
-                future.set_result(self._restore_here())
+                future.set_result(RestoreResult.from_json(str(child.result())) if child else self._restore_here())
             except BaseException as error:  # noqa: BLE001 - handed to the thread that waits in restore()
                 future.set_exception(error)
             finally:
