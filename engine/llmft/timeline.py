@@ -5,7 +5,7 @@ marked as they finish (`mark`): `interpreter` (Python up, the `llmft` command en
 (torch, transformers, trl, datasets), `data` (read and validated), `model` (loaded), `trainer` (built),
 `optimizer` (the Trainer restored the checkpoint's weights, optimizer, scheduler and RNG state),
 `first_step` (the first optimizer step after those began) and `first_step_done`. The restore of a
-remote checkpoint runs in a thread beside them, so it is a span (`restore_started`,
+remote checkpoint runs beside them (in a child process, or a thread), so it is a span (`restore_started`,
 `restore_done`). The log gets one line at the first step and summary.json a `timeline` block.
 
 The origin is the process's start time (from /proc) when the run is the process's program
