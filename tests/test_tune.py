@@ -402,6 +402,28 @@ def test_the_study_holds_exactly_the_planned_trials_whoever_claims_them(data_fil
         studies.prepare(load_spec(spec_data), storage, index=0)
 
 
+def test_a_trial_being_claimed_is_nobodys_to_resume_and_finishing_it_twice_keeps_the_first_record(data_file, tmp_path):
+    """Seen in CI: a worker looked for its own RUNNING trials between another's claim and its owner write."""
+    from optuna.trial import TrialState
+
+    from llmft.tune import study as studies
+
+    spec = load_spec(make_spec(MODEL, str(data_file), max_trial_count=2))
+    url = studies.journal_url(tmp_path)
+    study = studies.prepare(spec, studies.open_storage(url), index=0)
+    # Worker 0 half-way through its claim of trial 0: RUNNING, its name not written yet.
+    study._storage.set_trial_state_values(studies.trial_id(study, 0), state=TrialState.RUNNING)
+    other = studies.prepare(spec, studies.open_storage(url), index=1)
+    assert studies.own_running(other, "1") == [] and studies.own_running(study, "0") == []
+    assert studies.claim(other, "1", url) == 1 and studies.own_running(other, "1") == [1]
+
+    # Were a trial run twice anyway, the second worker to finish it keeps the first record and does not crash.
+    studies.finish(study, 1, "complete", value=0.5, attrs={"loss": 1.0})
+    studies.finish(other, 1, "failed", attrs={"loss": 9.0})
+    trial = study.get_trials()[1]
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5 and trial.user_attrs["loss"] == 1.0
+
+
 def test_a_trial_worse_than_the_median_stops_before_its_last_step_but_completes_at_it(data_file, tmp_path, monkeypatch):
     """The pruning callback on a real study: a completed trial at eval_loss 1.0, then a trial reporting 5.0."""
     import optuna

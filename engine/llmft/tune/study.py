@@ -170,16 +170,17 @@ def own_running(study, worker: str) -> list[int]:
     return [
         t.number
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.system_attrs.get(OWNER, worker) == worker
+        if t.system_attrs.get(OWNER) == worker
     ]
 
 
 def claim(study, worker: str, storage_url: str | None = None) -> int | None:
     """Take one WAITING trial for `worker`; None when none is left.
 
-    Optuna's set-to-RUNNING is the claim. With a journal file, two processes claiming at the same moment have
-    been seen to both get the same trial (two tuners on one journal each started trial 0), so claims on a
-    journal file (`storage_url` journal://PATH) are serialised by a lock file next to it.
+    Optuna's set-to-RUNNING is the claim; the owner is written right after it. `own_running` counts only
+    trials that name their owner: a trial between those two writes belongs to the worker claiming it, not to
+    whoever looks at that moment (seen in CI: two workers ran one trial, and the second to finish it crashed).
+    Claims on a journal file (`storage_url` journal://PATH) are also serialised by a lock file next to it.
     """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -231,11 +232,16 @@ def suggest(study, number: int, spec: TuneSpec) -> dict[str, Any]:
 
 def finish(study, number: int, state: str, value: float | None = None, attrs: dict | None = None) -> None:
     """Record a trial's end: complete (with value), pruned or failed, plus what we learned about it."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
-    for key, item in (attrs or {}).items():
-        storage.set_trial_user_attr(trial_id(study, number), key, item)
+    try:
+        for key, item in (attrs or {}).items():
+            storage.set_trial_user_attr(trial_id(study, number), key, item)
+    except UpdateFinishedTrialError:
+        log.warning("trial %d was already finished by another worker: its record there is kept", number)
+        return
     states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
     try:
         study.tell(number, value if state == "complete" else None, state=states[state], skip_if_finished=True)
