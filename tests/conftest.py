@@ -26,6 +26,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_torch_extensions(tmp_path_factory):
+    """One build of DeepSpeed's CPU collective (~30 s) per test run, shared by both xdist workers and every pod
+    of the local runner (which passes the variable through), instead of one per worker and one per fixture."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.getbasetemp().parent / "torch_extensions"))
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("seaweed")
