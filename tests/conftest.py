@@ -71,3 +71,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from llmft.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama", seed=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules that hold a `slow` test run first, each kept whole (its module fixtures are built once).
+
+    pytest-xdist hands work out in collection order, so a long training run collected last keeps one worker busy
+    while the other has nothing left to do; started first, the short tests fill in around it.
+    """
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
