@@ -415,7 +415,7 @@ def test_a_trial_being_claimed_is_nobodys_to_resume_and_finishing_it_twice_keeps
     study._storage.set_trial_state_values(studies.trial_id(study, 0), state=TrialState.RUNNING)
     other = studies.prepare(spec, studies.open_storage(url), index=1)
     assert studies.own_running(other, "1") == [] and studies.own_running(study, "0") == []
-    assert studies.claim(other, "1", url) == 1 and studies.own_running(other, "1") == [1]
+    assert studies.claim(other, "1") == 1 and studies.own_running(other, "1") == [1]
 
     # Were a trial run twice anyway, the second worker to finish it keeps the first record and does not crash.
     studies.finish(study, 1, "complete", value=0.5, attrs={"loss": 1.0})
@@ -438,7 +438,7 @@ def test_a_trial_worse_than_the_median_stops_before_its_last_step_but_completes_
     url = studies.journal_url(tmp_path)
     monkeypatch.setenv(STORAGE_ENV, url)
     study = studies.prepare(spec, studies.open_storage(url), index=0)
-    best, worse = studies.claim(study, "0", url), studies.claim(study, "0", url)
+    best, worse = studies.claim(study, "0"), studies.claim(study, "0")
     for step in (2, 4, 6):
         optuna.trial.Trial(study, studies.trial_id(study, best)).report(1.0, step)
     studies.finish(study, best, "complete", value=1.0)

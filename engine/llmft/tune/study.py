@@ -15,8 +15,6 @@ Exactly `max_trial_count` trials, however many workers share the study and howev
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import re
 import time
@@ -174,39 +172,26 @@ def own_running(study, worker: str) -> list[int]:
     ]
 
 
-def claim(study, worker: str, storage_url: str | None = None) -> int | None:
-    """Take one WAITING trial for `worker`; None when none is left.
+def claim(study, worker: str) -> int | None:
+    """Take one WAITING trial for `worker` (atomic in every Optuna storage); None when none is left.
 
     Optuna's set-to-RUNNING is the claim; the owner is written right after it. `own_running` counts only
     trials that name their owner: a trial between those two writes belongs to the worker claiming it, not to
     whoever looks at that moment (seen in CI: two workers ran one trial, and the second to finish it crashed).
-    Claims on a journal file (`storage_url` journal://PATH) are also serialised by a lock file next to it.
     """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
-    with _journal_claim_lock(storage_url):
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            identifier = trial_id(study, trial.number)
-            try:
-                if storage.set_trial_state_values(identifier, state=TrialState.RUNNING):
-                    storage.set_trial_system_attr(identifier, OWNER, worker)
-                    return trial.number
-            except UpdateFinishedTrialError:
-                continue
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        identifier = trial_id(study, trial.number)
+        try:
+            if storage.set_trial_state_values(identifier, state=TrialState.RUNNING):
+                storage.set_trial_system_attr(identifier, OWNER, worker)
+                return trial.number
+        except UpdateFinishedTrialError:
+            continue
     return None
-
-
-@contextlib.contextmanager
-def _journal_claim_lock(storage_url: str | None):
-    if not (storage_url or "").startswith("journal://"):
-        yield
-        return
-    assert storage_url is not None
-    with open(f"{storage_url.removeprefix('journal://')}.claim-lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def suggest(study, number: int, spec: TuneSpec) -> dict[str, Any]:

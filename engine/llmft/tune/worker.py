@@ -96,7 +96,7 @@ class Worker:
                     if resume:
                         number = resume.pop(0)
                     elif self._experiment_state() == "running":  # not failed, goal not reached
-                        number = studies.claim(self.study, self.name, self.storage_url)
+                        number = studies.claim(self.study, self.name)
                     else:
                         number = None
                     if number is None:
