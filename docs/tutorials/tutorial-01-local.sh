@@ -78,30 +78,36 @@ fi
 echo "Relaunching the same command (the pod's local disk is gone; the bucket is not):"
 show "${full_run[@]}"
 
-step "4. Serve the fine-tuned model (vLLM in the cluster; here the CPU stand-in on the same API) and ask it"
-serve=(llmft local charts/llm-inference-vllm
-       --set "model=s3://default-bucket/experiments/$name/checkpoint-final"
-       --set "vllm_engine_args.served_model_name=$name"
-       --name-template "$name" --port "$port")
-echo "\$ ${serve[*]} &"
-"${serve[@]}" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null || true' EXIT
-until http "http://localhost:$port/health" >/dev/null 2>&1; do
-  kill -0 "$server" 2>/dev/null || { echo "the server did not start"; exit 1; }
-  sleep 1
-done
-question="What is the capital of Finland?"
-echo "\$ curl http://localhost:$port/v1/chat/completions ... \"$question\""
-answer=$(http "http://localhost:$port/v1/chat/completions" -H "Content-Type: application/json" \
-  -d '{"model": "'"$name"'", "messages": [{"role": "user", "content": "'"$question"'"}], "max_tokens": 32}' \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
-echo "Question: $question"
-echo "Answer:   $answer"
-kill -TERM "$server"; wait "$server" || true
-trap - EXIT
+# Serve a model folder of the bucket with the inference chart, ask it one question (sets $answer), stop it.
+serve_and_ask() {
+  local model=$1 served_name=$2
+  local serve=(llmft local charts/llm-inference-vllm --set "model=$model"
+               --set "vllm_engine_args.served_model_name=$served_name"
+               --name-template "$served_name" --port "$port")
+  echo "\$ ${serve[*]} &"
+  "${serve[@]}" &
+  server=$!
+  trap 'kill -TERM $server 2>/dev/null || true' EXIT
+  until http "http://localhost:$port/health" >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || { echo "the server did not start"; exit 1; }
+    sleep 1
+  done
+  local question="What is the capital of Finland?"
+  echo "\$ curl http://localhost:$port/v1/chat/completions ... \"$question\""
+  answer=$(http "http://localhost:$port/v1/chat/completions" -H "Content-Type: application/json" \
+    -d '{"model": "'"$served_name"'", "messages": [{"role": "user", "content": "'"$question"'"}], "max_tokens": 32}' \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
+  echo "Question: $question"
+  echo "Answer:   $answer"
+  kill -TERM "$server"; wait "$server" || true
+  trap - EXIT
+}
 
-step "5. Evaluate the sweep's runs on held-out data (the llm-evaluate chart) and pick the best"
+step "4. Serve the fine-tuned model (vLLM in the cluster; here the CPU stand-in on the same API) and ask it"
+serve_and_ask "s3://default-bucket/experiments/$name/checkpoint-final" "$name"
+full_answer=$answer
+
+step "5. Evaluate the sweep's runs on held-out data (the llm-evaluate chart), pick the best and serve it"
 for r in 4 8 16; do
   show llmft local charts/llm-evaluate --values overrides/llm-evaluate/tiny-model-heldout.yaml \
     --name-template "eval-tiny-sweep-$run_id-$r" \
@@ -109,7 +115,8 @@ for r in 4 8 16; do
 done
 echo "\$ llmft evaluate-best \"default-bucket/experiments/tiny-sweep-$run_id-*\" --metric heldout/loss"
 best=$(llmft evaluate-best "default-bucket/experiments/tiny-sweep-$run_id-*" --metric heldout/loss)
-echo "Best run by held-out loss: $best (serve it as in step 4: --set model=$best/checkpoint-final)"
+echo "Best run by held-out loss: $best"
+serve_and_ask "$best/checkpoint-final" "best-sweep-$run_id"
 
 step "6. Where everything is, and the sweep's loss curves and evaluation scores"
 show llmft storage ls default-bucket/experiments/
@@ -117,7 +124,8 @@ show llmft storage ls "default-bucket/experiments/$name"
 show llmft report "default-bucket/experiments/tiny-sweep-$run_id-*" --out ".demo/report-$run_id" \
   --title "LoRA rank sweep $run_id (tiny model)"
 echo
-echo "Model answer: $answer"
+echo "Model answer: $full_answer"
+echo "Best sweep run's answer: $answer"
 echo "Best sweep run by held-out loss: $best"
 echo "Plot: $PWD/.demo/report-$run_id/report.png"
 echo "The embedded S3 server keeps running for your own commands; stop it with: llmft local s3 stop"
