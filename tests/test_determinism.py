@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import torch
 import yaml
 
 from llmft.finetune.config import load_config
+from llmft.processes import kill_tree
 from llmft.storage import download_tree, parse_location
 from llmft.sync import scan
 
@@ -203,7 +203,8 @@ class Launch:
         return max((json.loads(line).get("step", 0) for line in lines if line.strip().endswith("}")), default=0)
 
     def kill_at(self, step: int, remote: str) -> None:
-        """SIGKILL the whole process group once `step` was logged and some checkpoint is complete remotely."""
+        """SIGKILL the launcher and every process it started (as a pod's end does) once `step` was logged and
+        some checkpoint is complete remotely."""
         deadline = time.monotonic() + 300
         while not (self.last_step() >= step and scan(parse_location(remote)).complete):
             assert self.process.poll() is None, (
@@ -211,36 +212,13 @@ class Launch:
             )
             assert time.monotonic() < deadline, f"timed out waiting for step {step}:\n{self.log[-4000:]}"
             time.sleep(0.02)
-        os.killpg(self.process.pid, signal.SIGKILL)
+        kill_tree(self.process.pid)
         self.process.wait(timeout=60)
-        wait_until_group_ended(self.process.pid)
 
     def finish(self) -> str:
         code = self.process.wait(timeout=600)
         assert code == 0, f"training exited {code}:\n{self.log[-6000:]}"
         return self.log
-
-
-def wait_until_group_ended(group: int, timeout: float = 60) -> None:
-    """Wait until no live process is left in process group `group`.
-
-    SIGKILL reaches every member at once, but only the leader is waited for: a worker of `accelerate launch`
-    can still be finishing a write into the output folder (seen in CI: the next rmtree found it non-empty).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # ended while we looked
-            if int(fields[2]) == group and fields[0] != "Z":
-                alive.append(stat.parent.name)
-        if not alive:
-            return
-        assert time.monotonic() < deadline, f"processes {alive} of group {group} outlived SIGKILL"
-        time.sleep(0.05)
 
 
 def kill_and_finish(
@@ -306,7 +284,7 @@ def _free_port() -> int:
 @pytest.mark.xdist_group("determinism-ddp")
 def test_two_process_ddp_is_deterministic_and_resumes_to_the_same_weights(bucket, s3_env, tiny_model_dir, tmp_path):
     """`llmft train` with the chart's DDP preset (2 processes, gloo): a fresh uninterrupted run, then a run
-    killed (the whole process group, as when a pod dies) and relaunched from the bucket."""
+    killed (with every process it started, as when a pod dies) and relaunched from the bucket."""
     from llmft.finetune import distributed as dist
     from llmft.finetune.distributed import write_launch_files
 

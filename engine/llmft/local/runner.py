@@ -19,6 +19,7 @@ from llmft.errors import UserError
 from llmft.local import s3
 from llmft.local.pods import ContainerPlan, PodPlan, SecretSource, describe, plan_pods
 from llmft.local.state import state_dir
+from llmft.processes import kill_tree
 
 log = logging.getLogger("llmft.local")
 
@@ -324,7 +325,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process.pid)
             process.wait()
 
 

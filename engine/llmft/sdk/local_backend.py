@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from llmft.errors import UserError
+from llmft.processes import kill_tree
 from llmft.sdk import jobs as J
 from llmft.sdk.errors import JobNotFound
 from llmft.sdk.plan import Plan
@@ -248,5 +249,5 @@ class LocalBackend:
             while time.monotonic() < deadline and self._supervisor_alive(folder):
                 time.sleep(0.2)
             if self._supervisor_alive(folder):
-                os.killpg(pid, signal.SIGKILL)
+                kill_tree(pid)
         shutil.rmtree(folder, ignore_errors=True)

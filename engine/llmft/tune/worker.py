@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from llmft.errors import UserError
+from llmft.processes import kill_tree
 from llmft.tune import metrics, results, trials
 from llmft.tune import study as studies
 from llmft.tune.spec import TuneSpec
@@ -155,7 +156,8 @@ class Worker:
             try:
                 running.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                running.process.kill()
+                kill_tree(running.process.pid)
+                running.process.wait()
 
     # ------------------------------------------------------------------------------------------ one trial
 
