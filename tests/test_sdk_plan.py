@@ -94,6 +94,23 @@ def test_a_local_jsonl_is_staged_by_a_data_script_that_writes_it_unchanged(tmp_p
     assert (out / "chats.jsonl").read_text() == text
 
 
+def test_the_data_steps_hold_records_to_the_method_and_tasks_format(tmp_path):
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text(json.dumps({"text": "great", "label": "positive"}) + "\n")
+    for method, config, kind in (
+        ("sft", {"task": "sequence-classification"}, "sequence-classification"),
+        ("sft", {"task": "text"}, "text"),
+        ("dpo", None, "dpo"),
+    ):
+        result = plan(datasets=[str(reviews)], method=method, config=config)
+        assert result.steps[0].values["dataKind"] == kind, (method, config)
+        render(result, charts_root(), "default")  # the data chart's schema knows each kind
+    # Renamed columns are not the data commands' names: the format is left to detection.
+    renamed = {"path": str(reviews), "column_map": {"text": "review"}}
+    result = plan(datasets=[renamed], config={"task": "text"})
+    assert "dataKind" not in result.steps[0].values
+
+
 def test_a_large_local_file_is_refused_with_the_copy_command(tmp_path):
     big = tmp_path / "big.jsonl"
     big.write_text("x" * (800 * 1024))

@@ -96,6 +96,20 @@ def test_kind_option_and_mixed_formats(tmp_path):
     assert as_dpo.returncode == 1 and f"{mixed}:1: SFT record in a file of DPO records" in as_dpo.stderr
 
 
+def test_text_kinds_can_be_forced_and_a_label_in_a_text_file_is_named(tmp_path):
+    path = write(tmp_path / "reviews.jsonl", [{"text": "no label yet"}, {"text": "great", "label": "positive"}])
+    detected = run(str(path))
+    assert detected.returncode == 1
+    assert f"{path}:2: a `label` in a file of text records" in detected.stderr  # not silently ignored
+    as_classification = run(str(path), "--kind", "sequence-classification")
+    assert as_classification.returncode == 1
+    assert f"{path}:1: `label` must be an integer or a non-empty string label, got null" in as_classification.stderr
+    as_text = run(str(path), "--kind", "text")
+    assert as_text.returncode == 0 and "TEXT, 2 valid record(s)" in as_text.stdout
+    unknown = run(str(path), "--kind", "chat")
+    assert unknown.returncode == 2 and "invalid choice: 'chat'" in unknown.stderr
+
+
 def test_max_errors_counts_the_rest(tmp_path):
     path = write(tmp_path / "bad.jsonl", ["x"] * 50)
     result = run(str(path), "--max-errors", "3")

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+# The record formats of a data file: chat (SFT) and preference (DPO) conversations, plain `text`, and `text` with
+# a `label` (sequence classification). `--kind` of the data commands and the data chart's `dataKind` name one.
+RECORD_KINDS = ("sft", "dpo", "text", "sequence-classification")
 SFT_FIELDS = {"messages", "dataset", "id"}
 DPO_FIELDS = {"prompt_messages", "chosen_messages", "rejected_messages", "dataset", "id"}
 TRL_PREFERENCE_FIELDS = {"prompt", "chosen", "rejected"}

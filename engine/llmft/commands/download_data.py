@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmft.dataformats import RECORD_KINDS
+
 HELP = """\
 SOURCE is hf://datasets/Organization/DatasetName, optionally followed by a folder
 or one file of the repository (hf://datasets/org/name/data/train.parquet);
@@ -71,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument(
         "--skip-invalid", action="store_true", help="bucket DEST: drop invalid lines into NAME.rejects.jsonl"
     )
-    convert.add_argument("--kind", choices=("sft", "dpo"), help="bucket DEST: expected record format")
+    convert.add_argument("--kind", choices=RECORD_KINDS, help="bucket DEST: expected record format")
     parser.set_defaults(func=_run)
 
 

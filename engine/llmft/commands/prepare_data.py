@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmft.dataformats import RECORD_KINDS
+
 HELP = """\
 Checks every .jsonl file under DIR line by line (SFT `messages` or DPO
 `prompt_messages`/`chosen_messages`/`rejected_messages`, detected per file),
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop invalid lines (written to NAME.rejects.jsonl next to the file) instead of failing",
     )
-    parser.add_argument("--kind", choices=("sft", "dpo"), help="expected format (default: detected per file)")
+    parser.add_argument("--kind", choices=RECORD_KINDS, help="expected format (default: detected per file)")
     parser.add_argument(
         "--tokenizer", metavar="LOCATION", help="tokenizer folder (local or bucket) to report lengths in tokens too"
     )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmft.dataformats import RECORD_KINDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "validate-data",
-        help="check a JSONL data file (SFT or DPO) and print a summary",
+        help="check a JSONL data file (SFT, DPO, text or classification records) and print a summary",
         description="Exit status 0 and a summary when every line is valid; 1 and file:line: reason otherwise.",
     )
     parser.add_argument("file", help="a .jsonl file")
-    parser.add_argument("--kind", choices=("sft", "dpo"), help="expected format (default: detected)")
+    parser.add_argument("--kind", choices=RECORD_KINDS, help="expected format (default: detected)")
     parser.add_argument("--tokenizer", metavar="LOCATION", help="tokenizer folder (local or bucket) for token lengths")
     parser.add_argument("--max-errors", type=int, default=20, help="invalid lines listed before counting the rest")
     parser.add_argument(

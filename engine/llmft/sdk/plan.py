@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from llmft.dataformats import RECORD_KINDS
 from llmft.errors import UserError
 from llmft.sdk.jobs import DATASET_INITIALIZER, MODEL_INITIALIZER
 
@@ -141,6 +142,7 @@ class _Staging:
     job: str
     bucket: str
     local_backend: bool
+    record_kind: str | None  # what the data steps hold every record to (`--kind`); None: detected per file
     steps: list[StepPlan] = field(default_factory=list)
     data_steps: int = 0
 
@@ -175,12 +177,12 @@ class _Staging:
         values = {"modelID": source, "bucketModelPath": destination, "labels": _labels(self.job, MODEL_INITIALIZER)}
         self.steps.append(StepPlan(MODEL_INITIALIZER, "download-model-to-bucket", f"{self.job}-model", values))
 
-    def dataset(self, item: Any, kind: str) -> list[dict]:
+    def dataset(self, item: Any) -> list[dict]:
         """DatasetSpec entries (dicts) for one `datasets` item."""
         from llmft.finetune.config import DatasetSpec
 
         if isinstance(item, DataScript):
-            folder = self._data_step(item.script, list(item.pip_packages), item.skip_invalid, kind)
+            folder = self._data_step(item.script, list(item.pip_packages), item.skip_invalid, self.record_kind)
             return [{"path": f"{folder}/{name}"} for name in item.outputs]
         if isinstance(item, (str, Path)):
             entry: dict = {"path": str(item)}
@@ -204,11 +206,12 @@ class _Staging:
                     f"to the bucket first (llmft storage cp {path} {self.bucket}/datasets/{file.name}) and pass that"
                 )
             script = _copy_script(file.name, file.read_text())
-            folder = self._data_step(script, [], False, kind)
+            # Columns a column_map renames are not the data commands' default names: let them detect the format.
+            folder = self._data_step(script, [], False, None if entry.get("column_map") else self.record_kind)
             entry["path"] = f"{folder}/{file.name}"
         return [entry]
 
-    def _data_step(self, script: str, pip: list[str], skip_invalid: bool, kind: str) -> str:
+    def _data_step(self, script: str, pip: list[str], skip_invalid: bool, kind: str | None) -> str:
         index = self.data_steps
         self.data_steps += 1
         name = DATASET_INITIALIZER if index == 0 else f"{DATASET_INITIALIZER}-{index}"
@@ -219,10 +222,19 @@ class _Staging:
             values["pipPackages"] = pip
         if skip_invalid:
             values["skipInvalid"] = True
-        if kind in ("sft", "dpo"):
+        if kind:
             values["dataKind"] = kind
         self.steps.append(StepPlan(name, "download-data-to-bucket", release, values))
         return folder
+
+
+def record_kind(method: str, config: dict | None) -> str | None:
+    """The record format of every dataset: DPO pairs, or the SFT `task`'s records (`llmft.dataformats`)."""
+    if method == "dpo":
+        return "dpo"
+    task = config.get("task", "chat") if isinstance(config, dict) else "chat"
+    kind = "sft" if task == "chat" else task
+    return kind if kind in RECORD_KINDS else None  # a wrong task is named by the config's own check
 
 
 def _copy_script(name: str, text: str) -> str:
@@ -260,12 +272,12 @@ def finetuning_config(
     training["datasets"] = datasets
     data_conf["training_data"] = training
     if validation is not None:
-        data_conf["validation_data"] = _validation(validation, staging, method)
+        data_conf["validation_data"] = _validation(validation, staging)
     merged["data_conf"] = data_conf
     return merged
 
 
-def _validation(validation: Any, staging: _Staging, method: str) -> dict:
+def _validation(validation: Any, staging: _Staging) -> dict:
     from llmft.finetune.config import ValidationData
 
     if isinstance(validation, ValidationData):
@@ -275,7 +287,7 @@ def _validation(validation: Any, staging: _Staging, method: str) -> dict:
     if isinstance(validation, (str, Path, DataScript)):
         validation = [validation]
     if isinstance(validation, (list, tuple)):
-        entries = [entry for item in validation for entry in staging.dataset(item, method)]
+        entries = [entry for item in validation for entry in staging.dataset(item)]
         return {"type": "CONCATENATION", "datasets": entries}
     if isinstance(validation, dict):
         return dict(validation)
@@ -364,9 +376,9 @@ def plan_train(
         datasets = [datasets] if datasets else []
     if not datasets:
         raise UserError("datasets: give at least one (a bucket JSONL, a local JSONL file or a DataScript)")
-    staging = _Staging(name, bucket, local_backend)
+    staging = _Staging(name, bucket, local_backend, record_kind(method, config))
     basemodel = staging.model(model)
-    entries = [entry for item in datasets for entry in staging.dataset(item, method)]
+    entries = [entry for item in datasets for entry in staging.dataset(item)]
     remote = checkpoints_remote or f"{bucket}/experiments/{name}"
     chart_values: dict = {
         "basemodel": basemodel,
@@ -432,9 +444,9 @@ def plan_tune(
         raise UserError(
             "search_space: a dict of config key -> search.double(...) / search.int(...) / search.categorical(...)"
         )
-    staging = _Staging(name, bucket, local_backend)
+    staging = _Staging(name, bucket, local_backend, record_kind(method, config))
     basemodel = staging.model(model)
-    entries = [entry for item in datasets for entry in staging.dataset(item, method)]
+    entries = [entry for item in datasets for entry in staging.dataset(item)]
     remote = checkpoints_remote or f"{bucket}/experiments/{name}"
     space = []
     for key, distribution in search_space.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.dataformats import (
+    RECORD_KINDS,
     detect_kind,
     drop_empty_system_messages,
     label_problems,
@@ -31,7 +32,6 @@ from llmft.dataformats import (
 from llmft.errors import UserError
 from llmft.tokenizer_folder import TOKENIZER_FILES, check_tokenizer_folder
 
-KINDS = ("sft", "dpo")  # what --kind may force; the text kinds are detected
 # Records of `task: text` and `task: sequence-classification`, under the default column names.
 TEXT_KINDS = ("text", "sequence-classification")
 PERCENTILES = (50, 90, 99)
@@ -146,8 +146,8 @@ def validate_file(
     `strict`: a DPO pair whose chosen and rejected answers are equal is invalid (else counted).
     """
     path = Path(path)
-    if kind is not None and kind not in KINDS:
-        raise UserError(f"--kind must be sft or dpo, got {kind!r}")
+    if kind is not None and kind not in RECORD_KINDS:
+        raise UserError(f"--kind must be one of {', '.join(RECORD_KINDS)}; got {kind!r}")
     if path.is_dir():
         raise UserError(f"{path} is a folder; give one .jsonl file (`llmft prepare-data` takes a folder)")
     if not path.is_file():
@@ -183,6 +183,8 @@ def validate_file(
             continue
         if report.kind in TEXT_KINDS:
             problems = text_record_problems(record, report.kind)
+            if kind is None and report.kind == "text" and "label" in record:
+                problems.append(LABEL_IN_TEXT_FILE)
             if problems:
                 report.invalid.append(Invalid(line.where, line.number, "; ".join(problems)))
             else:
@@ -201,6 +203,10 @@ def validate_file(
     return report
 
 
+LABEL_IN_TEXT_FILE = (
+    "a `label` in a file of text records (the format comes from the first record, which has none): give every "
+    "record of a classification file a label, or --kind text to train on the text alone"
+)
 IDENTICAL_PAIR = "the chosen and rejected answers are the same, so the pair teaches nothing; fix or remove it"
 
 
