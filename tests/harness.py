@@ -45,13 +45,31 @@ WRITABLE_ENV = (
 )
 
 
+# Custom resources the charts may render: (apiVersion, kind) -> their published schema (tests/data/schemas).
+SCHEMAS = REPO / "tests" / "data" / "schemas"
+CUSTOM_RESOURCE_SCHEMAS = {("jobset.x-k8s.io/v1alpha2", "JobSet"): SCHEMAS / "jobset.x-k8s.io_v1alpha2_jobset.json"}
+
+
 def validate_manifests(documents: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> list[str]:
-    """Strict schema validation of every manifest; returns the problems (empty when valid)."""
+    """Strict schema validation of every manifest; returns the problems (empty when valid).
+
+    A custom resource is checked against its published schema, unknown fields rejected (as `kubectl apply`
+    with strict field validation does), and the Job templates inside a JobSet as batch/v1 Jobs at `version`.
+    """
     import kubernetes_validate
 
     problems = []
     for document in documents:
         name = f"{document.get('kind')}/{document.get('metadata', {}).get('name')}"
+        schema_file = CUSTOM_RESOURCE_SCHEMAS.get((document.get("apiVersion"), document.get("kind")))
+        if schema_file is not None:
+            problems += _custom_resource_problems(name, document, schema_file)
+            jobs = [
+                {"apiVersion": "batch/v1", "kind": "Job", **job["template"], "metadata": {"name": job["name"]}}
+                for job in document.get("spec", {}).get("replicatedJobs", [])
+            ]
+            problems += [f"{name}: {problem}" for problem in validate_manifests(jobs, version)]
+            continue
         try:
             kubernetes_validate.validate(document, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -60,6 +78,32 @@ def validate_manifests(documents: list[dict[str, Any]], version: str = KUBERNETE
         except kubernetes_validate.SchemaNotFoundError as error:
             problems.append(f"{name}: no schema: {error}")
     return problems
+
+
+def _custom_resource_problems(name: str, document: dict, schema_file: Path) -> list[str]:
+    import json
+
+    import jsonschema
+
+    schema = _strict(json.loads(schema_file.read_text()))
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{name}: {'/'.join(str(p) for p in error.path)}: {error.message}"
+        for error in sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+    ]
+
+
+def _strict(schema: Any) -> Any:
+    """An OpenAPI structural schema with unknown fields rejected wherever the API server would reject them."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in strict and "additionalProperties" not in strict:
+        if not strict.get("x-kubernetes-preserve-unknown-fields"):
+            strict["additionalProperties"] = False
+    return strict
 
 
 def render_valid(chart: str | Path, **kwargs) -> Rendered:
@@ -78,6 +122,9 @@ def pod_specs(rendered: Rendered) -> list[tuple[str, dict]]:
         kind, spec = doc.get("kind"), doc.get("spec", {})
         if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             found.append((doc["metadata"]["name"], spec["template"]["spec"]))
+        elif kind == "JobSet":
+            for job in spec["replicatedJobs"]:
+                found.append((f"{doc['metadata']['name']}-{job['name']}", job["template"]["spec"]["template"]["spec"]))
         elif kind == "CronJob":
             found.append((doc["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]))
         elif kind == "Pod":

@@ -77,6 +77,50 @@ def test_two_nodes_render_an_indexed_job_and_a_headless_service():
     assert "completionMode" not in next(d for d in single if d["kind"] == "Job")["spec"]
 
 
+def test_workload_jobset_renders_a_valid_jobset_that_restarts_every_node_together():
+    """`workload: JobSet`, validated against the published JobSet schema (tests/data/schemas) and its Job as a
+    batch/v1 Job; planned for `llmft local` as the JobSet controller would create it."""
+    from harness import render_valid
+
+    from llmft.local.pods import SecretSource, plan_pods
+
+    sets = ["workload=JobSet", "finetuningNodes=2", "finetuningGpus=0", "distributedType=auto-ddp"]
+    documents = render_valid(
+        CHART,
+        values_files=[],
+        set_values=[*sets, "networkPolicy.enabled=true"],
+        set_string_values=[],
+        release_name="mn",
+    ).documents
+    assert sorted(d["kind"] for d in documents) == ["ConfigMap", "JobSet", "NetworkPolicy"]  # its own Service
+    jobset = next(d for d in documents if d["kind"] == "JobSet")
+    assert jobset["spec"]["network"] == {
+        "enableDNSHostnames": True,
+        "publishNotReadyAddresses": True,
+        "subdomain": "mn-nodes",
+    }
+    # Any failed node fails its Job at once and the JobSet recreates them all, backoffLimit times; exit 2 does not.
+    assert jobset["spec"]["failurePolicy"]["maxRestarts"] == 3
+    assert jobset["spec"]["failurePolicy"]["rules"][0]["action"] == "FailJobSet"
+    (node,) = jobset["spec"]["replicatedJobs"]
+    assert (node["name"], node["replicas"]) == ("node", 1)
+    job = node["template"]["spec"]
+    assert (job["completionMode"], job["completions"], job["backoffLimit"]) == ("Indexed", 2, 0)
+    config = yaml.safe_load(next(d for d in documents if d["kind"] == "ConfigMap")["data"]["finetuning_config.yaml"])
+    assert config["launch_conf"]["rendezvous_endpoint"] == "mn-node-0-0.mn-nodes:29400"  # <job>-<index>.<subdomain>
+    policy = next(d for d in documents if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"jobset.sigs.k8s.io/jobset-name": "mn"}}}]}
+    ]
+
+    plans = plan_pods(documents, Path("/nonexistent"), SecretSource(collect_missing=True))
+    assert [(plan.name, plan.index) for plan in plans] == [("mn-node-0", 0), ("mn-node-0", 1)]
+    assert [plan.containers[-1].env["JOB_COMPLETION_INDEX"] for plan in plans] == ["0", "1"]
+    local = next(text for file, text in plans[1].configmap_files.items() if file.name == "finetuning_config.yaml")
+    assert yaml.safe_load(local)["launch_conf"]["rendezvous_endpoint"].startswith("127.0.0.1:")  # node 0, locally
+    assert any("JobSet failurePolicy" in note for note in plans[0].ignored)
+
+
 def test_a_preset_that_cannot_span_nodes_fails_at_render():
     with pytest.raises(UserError, match="finetuningNodes: 3 nodes, but distributedType auto-single-process"):
         render("finetuningNodes=3", "distributedType=auto-single-process")
@@ -303,7 +347,8 @@ def test_two_nodes_train_like_one_keep_every_ranks_files_and_survive_a_killed_no
 
 @pytest.fixture(scope="module")
 def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
-    """ZeRO-3 (weights, gradients and optimizer states sharded over the ranks) on 1 node x 2 and 2 nodes x 1."""
+    """ZeRO-3 (weights, gradients and optimizer states sharded over the ranks) on 1 node x 2 and 2 nodes x 1, the
+    latter as a JobSet (run locally as the JobSet controller would run it)."""
     folder = tmp_path_factory.mktemp("multinode-zero3")
     bucket = "multinode-zero3"
     s3_server.create_bucket(bucket)
@@ -314,7 +359,9 @@ def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
             patch.setenv(key, value)
         for name, nodes, gpus in (("single", 1, 2), ("pair", 2, 0)):
             # 4 steps: two complete checkpoints of every rank's shards (ZeRO-3 start-up is the slow part here).
+            workload = "JobSet" if nodes > 1 else "Job"
             values = _values(folder / name, tiny_model_dir, remotes[name], nodes, gpus, "auto-deepspeed-stage3", 4)
+            values.write_text(yaml.safe_dump({**yaml.safe_load(values.read_text()), "workload": workload}))
             process = _local(name, values, env)
             try:
                 assert process.wait(timeout=600) == 0, (folder / name / f"{name}.log").read_text()[-6000:]
@@ -322,17 +369,19 @@ def zero3_runs(tmp_path_factory, s3_server, tiny_model_dir):
                 if process.poll() is None:
                     process.terminate()
                     process.wait(timeout=60)
-        yield remotes
+        yield remotes, (folder / "pair" / "pair.log").read_text()
 
 
 @pytest.mark.slow
 def test_two_nodes_with_zero3_train_the_weights_of_one_node_and_keep_every_shard(zero3_runs):
-    single, pair = _final_weights(zero3_runs["single"]), _final_weights(zero3_runs["pair"])
+    remotes, pair_log = zero3_runs
+    single, pair = _final_weights(remotes["single"]), _final_weights(remotes["pair"])
     assert single.keys() == pair.keys() and all(bool((single[key] == pair[key]).all()) for key in single)
-    run = scan(parse_location(zero3_runs["pair"]))
+    assert "Job/pair-node-0: 2 pods (Indexed Job)" in pair_log  # the JobSet's Job, <jobset>-<replicated job>-0
+    run = scan(parse_location(remotes["pair"]))
     assert run.finished()[0] and run.complete
     for step in run.complete:
-        objects = set(list_objects(parse_location(zero3_runs["pair"]).child(f"checkpoint-{step}")))
+        objects = set(list_objects(parse_location(remotes["pair"]).child(f"checkpoint-{step}")))
         for rank in (0, 1):  # each rank's optimizer and weight shards, written on its own node
             assert f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in objects
             assert f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in objects

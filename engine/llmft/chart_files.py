@@ -245,6 +245,11 @@ def _values_schema_without_required() -> dict:
                     "minimum": 1,
                     "description": "Nodes (pods) of the run, each with finetuningGpus GPUs.",
                 },
+                "workload": {
+                    "type": "string",
+                    "enum": ["Job", "JobSet"],
+                    "description": "What runs the pods: a Job, or a JobSet (jobset.x-k8s.io/v1alpha2).",
+                },
                 "gpuResourceName": {"type": "string", "minLength": 1},
                 "memoryPerGpu": {"type": "integer", "minimum": 1, "description": "GiB per GPU."},
                 "cpusPerGpu": {"type": "integer", "minimum": 1},

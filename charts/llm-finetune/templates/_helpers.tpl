@@ -32,7 +32,7 @@ the same keys written inside finetuning_config.
 {{- $_ := set $launch "accelerate_config" "/config/accelerate_config.yaml" -}}
 {{- if include "llm-finetune.multiNode" . }}
 {{- $_ := set $launch "num_nodes" (int .Values.finetuningNodes) -}}
-{{- $_ := set $launch "rendezvous_endpoint" (printf "%s-0.%s:%d" .Release.Name (include "llm-finetune.nodesService" .) (include "llm-finetune.rendezvousPort" . | int)) -}}
+{{- $_ := set $launch "rendezvous_endpoint" (printf "%s-0.%s:%d" (include "llm-finetune.jobName" .) (include "llm-finetune.nodesService" .) (include "llm-finetune.rendezvousPort" . | int)) -}}
 {{- end }}
 {{- $_ := set $config "launch_conf" $launch -}}
 {{- toYaml $config -}}
@@ -65,7 +65,25 @@ locations the chart's own keys hold, by the engine's location rule (llmft-common
 {{- if gt (int (.Values.finetuningNodes | default 1)) 1 }}true{{ end -}}
 {{- end -}}
 
-{{/* The headless Service that gives the nodes' pods their DNS names (`<release>-<index>.<release>-nodes`). */}}
+{{/*
+The Job whose pods train: the release's own, or under `workload: JobSet` the one the JobSet controller creates
+for its replicated job `node` (`<jobset>-<replicated job>-<job index>`). Its pod of index i is `<job>-i`.
+*/}}
+{{- define "llm-finetune.jobName" -}}
+{{- if eq .Values.workload "JobSet" }}{{ printf "%s-node-0" .Release.Name }}{{ else }}{{ .Release.Name }}{{ end -}}
+{{- end -}}
+
+{{/* The labels that select the run's pods, whichever workload created them. */}}
+{{- define "llm-finetune.podSelector" -}}
+{{- if eq .Values.workload "JobSet" -}}
+jobset.sigs.k8s.io/jobset-name: {{ .Release.Name }}
+{{- else -}}
+batch.kubernetes.io/job-name: {{ .Release.Name }}
+{{- end -}}
+{{- end -}}
+
+{{/* The headless Service that gives the nodes' pods their DNS names (`<job>-<index>.<release>-nodes`); the
+JobSet controller creates it under `workload: JobSet`. */}}
 {{- define "llm-finetune.nodesService" -}}
 {{- printf "%s-nodes" .Release.Name -}}
 {{- end -}}

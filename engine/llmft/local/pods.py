@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.errors import UserError
+from llmft.local.jobsets import RESTART_NOTE, expand_jobsets
 
 # Pod-spec fields a local process cannot honour; reported once per run.
 IGNORED_POD_FIELDS = (
@@ -148,10 +149,19 @@ class PathMapper:
 
 def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> list[PodPlan]:
     """One PodPlan per Job / Deployment / Pod, in the order they were rendered; an Indexed Job gives one per
-    completion index (each with its own folders: pods share no filesystem), JOB_COMPLETION_INDEX in its env."""
+    completion index (each with its own folders: pods share no filesystem), JOB_COMPLETION_INDEX in its env.
+    A JobSet runs as the Jobs its controller would create (`llmft.local.jobsets`)."""
+    documents, from_jobsets = expand_jobsets(documents)
     config_maps = _config_maps(documents)
     hosts = HostMap(documents)
     plans = []
+
+    def add(plan: PodPlan) -> None:
+        if plan.name in from_jobsets:
+            plan.ignored.append(RESTART_NOTE)
+        hosts.apply(plan)
+        plans.append(plan)
+
     for doc in documents:
         kind = doc.get("kind")
         if kind not in ("Job", "Deployment", "Pod"):
@@ -165,12 +175,9 @@ def plan_pods(documents: list[dict], workdir: Path, secrets: SecretSource) -> li
                 plan.index, plan.completions = index, completions
                 for container in plan.init_containers + plan.containers:
                     container.env["JOB_COMPLETION_INDEX"] = str(index)
-                hosts.apply(plan)
-                plans.append(plan)
+                add(plan)
             continue
-        plan = _plan(kind, name, doc, spec, config_maps, workdir / f"{kind.lower()}-{name}", secrets)
-        hosts.apply(plan)
-        plans.append(plan)
+        add(_plan(kind, name, doc, spec, config_maps, workdir / f"{kind.lower()}-{name}", secrets))
     return plans
 
 
