@@ -34,6 +34,8 @@ KINDS = {
     "networkpolicies": "NetworkPolicy",
     "pods": "Pod",
 }
+# Custom resources this stand-in serves, as a cluster with their CRDs installed would (`with_jobsets`).
+JOBSETS = {"jobsets": "JobSet"}
 
 
 def status_object(code: int, reason: str, message: str, name: str = "", kind: str = "") -> dict:
@@ -53,7 +55,8 @@ NO_RESOURCE = status_object(404, "NotFound", "the server could not find the requ
 
 
 class KubernetesStandIn:
-    def __init__(self):
+    def __init__(self, with_jobsets: bool = False):
+        self.kinds = {**KINDS, **(JOBSETS if with_jobsets else {})}
         self.objects: dict[tuple[str, str, str], dict] = {}  # (namespace, plural, name) -> object
         self.managers: dict[tuple[str, str, str], str] = {}
         self.logs: dict[tuple[str, str], str] = {}  # (pod, container) -> text
@@ -166,7 +169,7 @@ class KubernetesStandIn:
                 name = rest[1] if len(rest) > 1 else None
                 if len(rest) == 3 and rest[2] == "log" and method == "GET":
                     return self._log(namespace, name, query)
-                kind = KINDS.get(plural)
+                kind = standin.kinds.get(plural)
                 if kind is None:
                     return self._send(
                         404, status_object(404, "NotFound", "the server could not find the requested resource")

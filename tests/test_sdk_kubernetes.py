@@ -188,6 +188,41 @@ def test_state_logs_list_and_delete(client, standin):
         client.get_job(name)
 
 
+def test_a_jobset_run_is_applied_and_followed_by_its_jobset_state(tmp_path):
+    """`values={"workload": "JobSet"}` on a cluster with the JobSet CRD: the training step is the chart's JobSet,
+    and its state is the JobSet's (a failed child Job that the JobSet restarts is not a failed run)."""
+    from llmft import Client
+
+    standin = KubernetesStandIn(with_jobsets=True).start()
+    try:
+        client = Client("kubernetes", config_file=standin.kubeconfig(tmp_path / "kubeconfig"))
+        options = {"nodes": 2, "gpus_per_node": 8, "values": {"workload": "JobSet"}}
+        name = client.train("default-bucket/models/tiny", [DATA], name="multi", **options)
+        jobset = standin.get(NS, "jobsets", "multi")
+        assert jobset is not None and standin.get(NS, "jobs", "multi") is None
+        assert jobset["metadata"]["labels"][STEP_LABEL] == "node-0"
+        assert client.get_job(name).state == "Created"
+        # The controller made the Job, whose node failed; the JobSet restarts every node: still running.
+        child = {
+            "name": "multi-node-0",
+            "labels": jobset["spec"]["replicatedJobs"][0]["template"]["metadata"]["labels"],
+        }
+        standin.objects[(NS, "jobs", "multi-node-0")] = {
+            "kind": "Job",
+            "metadata": child,
+            "status": {"conditions": [FAILED]},
+        }
+        standin.set_status(NS, "jobsets", "multi", {"replicatedJobsStatus": [{"name": "node", "active": 1}]})
+        assert client.get_job(name).state == "Running"
+        completed = {"type": "Completed", "status": "True", "lastTransitionTime": "2026-12-02T11:00:00Z"}
+        standin.set_status(NS, "jobsets", "multi", {"conditions": [completed]})
+        assert client.get_job(name).state == "Complete"
+        client.delete_job(name)
+        assert standin.get(NS, "jobsets", "multi") is None
+    finally:
+        standin.stop()
+
+
 def test_serve_applies_the_inference_chart_and_returns_the_service_url(client, standin):
     url = client.serve(model="default-bucket/experiments/lora-a/checkpoint-final", name="chat")
     assert url == f"http://llm-inference-vllm-chat.{NS}.svc.cluster.local/v1"

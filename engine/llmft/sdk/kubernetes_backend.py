@@ -44,6 +44,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "Job": ("/apis/batch/v1", "batch/v1", "jobs"),
     "Deployment": ("/apis/apps/v1", "apps/v1", "deployments"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networking.k8s.io/v1", "networkpolicies"),
+    # The finetune chart's `workload: JobSet` (a cluster without the JobSet CRD answers 404: none listed).
+    "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobset.x-k8s.io/v1alpha2", "jobsets"),
 }
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -204,7 +206,10 @@ class KubernetesBackend:
         )
 
     def _list(self, kind: str, selector: str) -> list[dict]:
-        answer = self.request("GET", self._path(kind), query=[("labelSelector", selector)], what=KINDS[kind][2])
+        try:
+            answer = self.request("GET", self._path(kind), query=[("labelSelector", selector)], what=KINDS[kind][2])
+        except E.NotFound:
+            return []  # a kind this cluster does not serve (no JobSet CRD) holds nothing of ours
         return answer.get("items") or []
 
     # ------------------------------------------------------------------------------------------ submit
@@ -257,7 +262,8 @@ class KubernetesBackend:
 
     def get(self, name: str, with_progress: bool = True, record: dict | None = None) -> J.Job:
         record = record or self._record(name)
-        objects = self._list("Deployment" if record["kind"] == "serve" else "Job", f"{JOB_LABEL}={name}")
+        kinds = ["Deployment"] if record["kind"] == "serve" else ["Job", "JobSet"]  # a JobSet over the Job it made
+        objects = [obj for kind in kinds for obj in self._list(kind, f"{JOB_LABEL}={name}")]
         by_step = {obj["metadata"].get("labels", {}).get(STEP_LABEL): obj for obj in objects}
         steps = [_step_state(step["name"], by_step.get(step["name"]), record["kind"]) for step in record["steps"]]
         if record.get("pending") and all(s.state == J.SUCCEEDED for s in steps[:-1]):
@@ -394,6 +400,8 @@ def _step_state(name: str, obj: dict | None, kind: str) -> J.Step:
     if obj["kind"] == "Deployment":
         step.state = J.RUNNING if (status.get("availableReplicas") or 0) > 0 else J.PENDING
         return step
+    if obj["kind"] == "JobSet":
+        return _jobset_state(step, obj)
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         step.state = J.SUCCEEDED
@@ -403,4 +411,22 @@ def _step_state(name: str, obj: dict | None, kind: str) -> J.Step:
         step.reason = ": ".join(part for part in (failed.get("reason"), failed.get("message")) if part)
     elif status.get("active") or status.get("startTime"):
         step.state = J.RUNNING
+    return step
+
+
+def _jobset_state(step: J.Step, jobset: dict) -> J.Step:
+    """A JobSet's step: its Completed / Failed condition, else running once any of its Jobs runs a pod."""
+    status = jobset.get("status") or {}
+    step.started = _timestamp(jobset["metadata"].get("creationTimestamp"))
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Completed" in conditions:
+        step.state, step.finished = J.SUCCEEDED, _timestamp(conditions["Completed"].get("lastTransitionTime"))
+    elif "Failed" in conditions:
+        failed = conditions["Failed"]
+        step.state, step.finished = J.FAILED, _timestamp(failed.get("lastTransitionTime"))
+        step.reason = ": ".join(part for part in (failed.get("reason"), failed.get("message")) if part)
+    elif any((job.get("active") or 0) > 0 for job in status.get("replicatedJobsStatus") or []):
+        step.state = J.RUNNING
+    else:
+        step.state = J.PENDING
     return step
