@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from llmft.errors import UserError
@@ -185,12 +186,32 @@ class SeaweedServer:
                 )
             try:
                 client.list_buckets()
-                return
+                if self._volume_server_registered():
+                    return
+                last_error = RuntimeError("no volume server has registered with the master yet")
             except Exception as error:  # noqa: BLE001 - not up yet
                 last_error = error
-                time.sleep(0.5)
+            time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"S3 at {self.endpoint} did not answer within {timeout}s: {last_error}; see {self.log_path}")
+
+    def _volume_server_registered(self) -> bool:
+        """Whether the master knows a volume server (with the volumes it holds), so objects can be read.
+
+        The S3 gateway answers a listing before that: just after a restart a read of an existing object can
+        fail with InternalError (seen in CI). Inside another network namespace (`command_prefix`) the master
+        is not reachable from here, and only the listing is checked.
+        """
+        if self.command_prefix:
+            return True
+        url = f"http://127.0.0.1:{self.ports['master.port']}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                topology = json.loads(response.read()).get("Topology") or {}
+        except (OSError, ValueError):
+            return False
+        racks = [rack for center in topology.get("DataCenters") or [] for rack in center.get("Racks") or []]
+        return any(rack.get("DataNodes") for rack in racks)
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
