@@ -214,9 +214,9 @@ def run_engine(model_dir: Path, data: Path, output: Path, size: dict, packing: b
 def run_plain_trl(model_dir: Path, data: Path, output: Path, size: dict) -> dict:
     """trl's SFTTrainer as a user would call it, with the engine's model settings and hyperparameters.
 
-    trl's SFTConfig and transformers change some defaults (gradient checkpointing on, bf16 on,
-    optimizer adamw_torch_fused); they are set to what the engine runs (its config defaults: off,
-    fp32, adamw_torch) so that only our layers differ.
+    trl's SFTConfig changes some defaults (gradient checkpointing on, bf16 on); they are set to what the
+    engine runs (its config defaults: off, fp32) so that only our layers differ. Both use transformers'
+    default optimizer, adamw_torch_fused.
     """
     import torch
     from datasets import load_dataset
@@ -247,7 +247,6 @@ def run_plain_trl(model_dir: Path, data: Path, output: Path, size: dict) -> dict
         gradient_checkpointing=False,
         bf16=False,
         fp16=False,
-        optim="adamw_torch",
     )
     trainer = SFTTrainer(
         model=model,

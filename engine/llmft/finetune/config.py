@@ -324,7 +324,11 @@ class TrainingArgs(Section):
         "adamw_bnb_8bit",
         "paged_adamw_8bit",
         "paged_adamw_32bit",
-    ] = Field("adamw_torch", description="Optimizer (the `*8bit`/`paged_*` ones need bitsandbytes and CUDA).")
+    ] = Field(
+        "adamw_torch_fused",
+        description="Optimizer (transformers' default: AdamW in one fused kernel per step; `adamw_torch` is the "
+        "same update one tensor at a time; the `*8bit`/`paged_*` ones need bitsandbytes and CUDA).",
+    )
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Adam beta1.")
     adam_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(0.999, description="Adam beta2.")
     adam_epsilon: PositiveFloat = Field(1e-8, description="Adam epsilon.")
