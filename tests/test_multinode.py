@@ -118,6 +118,7 @@ def test_workload_jobset_renders_a_valid_jobset_that_restarts_every_node_togethe
     assert [plan.containers[-1].env["JOB_COMPLETION_INDEX"] for plan in plans] == ["0", "1"]
     local = next(text for file, text in plans[1].configmap_files.items() if file.name == "finetuning_config.yaml")
     assert yaml.safe_load(local)["launch_conf"]["rendezvous_endpoint"].startswith("127.0.0.1:")  # node 0, locally
+    assert plans[0].backoff_limit_per_index == 3  # maxRestarts, as per-pod retries (logged as such)
     assert any("JobSet failurePolicy" in note for note in plans[0].ignored)
 
 

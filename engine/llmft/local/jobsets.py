@@ -52,6 +52,7 @@ def _jobs_and_service(jobset: dict) -> list[dict]:
             for container in pod.get("containers", []):
                 ports |= {int(port["containerPort"]) for port in container.get("ports", [])}
             if job_spec.get("completionMode") == "Indexed":
+                job_spec.pop("backoffLimit", None)  # the per-index limit alone governs, as with the Job workload
                 job_spec["backoffLimitPerIndex"] = restarts
             else:
                 job_spec["backoffLimit"] = restarts
