@@ -19,15 +19,17 @@ def kill_tree(pid: int, timeout: float = 60) -> None:
     then all are killed at once. The caller still reaps `pid` if it is its child.
     """
     try:
-        frontier = [psutil.Process(pid)]
+        root = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return
     stopped: dict[int, psutil.Process] = {}
+    frontier = [root]
     while frontier:
         for process in frontier:
             stopped[process.pid] = process
             _quietly(process.suspend)
-        frontier = [child for child in _descendants(list(stopped.values())) if child.pid not in stopped]
+        descendants = _quietly(lambda: root.children(recursive=True), [])
+        frontier = [child for child in descendants if child.pid not in stopped]
     for process in stopped.values():
         _quietly(process.kill)
     deadline = time.monotonic() + timeout
@@ -35,13 +37,6 @@ def kill_tree(pid: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"processes {live} outlived SIGKILL for {timeout:.0f} s")
         time.sleep(0.05)
-
-
-def _descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
-    found = []
-    for process in processes:
-        found += _quietly(lambda process=process: process.children(recursive=True), [])
-    return found
 
 
 def _running(process: psutil.Process) -> bool:
