@@ -311,6 +311,8 @@ if trainer.is_world_process_zero():
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump({"type": str(trainer.accelerator.distributed_type), "processes": trainer.accelerator.num_processes,
                    "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}, f)
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.state.destroy_process_group()  # as the engine's recipe.finish does
 """
 
 

@@ -514,7 +514,12 @@ def throughput_report(trainer, runtime: float, reference_forward: bool) -> dict 
 
 
 def finish(run: Run, trainer, summary: dict | None) -> int:
-    """Write summary.json (main process, last), wait for every process, flush the checkpoint sync."""
+    """Write summary.json (main process, last), wait for every process, flush the checkpoint sync.
+
+    The process group is destroyed while the interpreter is whole: left to exit-time destructors, gloo's worker
+    threads can abort a finished rank ("terminate called without an active exception", exit -6, seen with
+    DeepSpeed ZeRO-3 on CPU; pytorch/pytorch#179291), and torchrun then reports a finished run as failed.
+    """
     if run.state.is_main_process and summary is not None:
         outputs.write_json(run.output_dir / outputs.SUMMARY, summary)
         tracking.log_summary(trainer, summary)
@@ -527,4 +532,5 @@ def finish(run: Run, trainer, summary: dict | None) -> int:
     run.state.wait_for_everyone()
     if run.sync is not None:
         run.sync.finish()
+    run.state.destroy_process_group()
     return 0
