@@ -322,6 +322,34 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+FINISH_SCRIPT = """
+import sys
+from pathlib import Path
+import torch.distributed as dist
+from accelerate import PartialState
+from llmft.finetune import recipe
+
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[2]}", rank=0, world_size=1)
+state = PartialState(cpu=True)
+assert dist.is_initialized()
+exit_code = recipe.finish(recipe.Run(state, Path(sys.argv[1]), None, None), trainer=None, summary=None)
+print(exit_code, dist.is_initialized())
+"""
+
+
+def test_finishing_a_run_destroys_its_process_group(tmp_path):
+    """Left to exit-time destructors, gloo's threads can abort a finished rank (exit -6, a finished run reported
+    failed); recipe.finish destroys the group itself. A real one-process gloo group, in its own interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", FINISH_SCRIPT, str(tmp_path), str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["0", "False"]
+
+
 def _launch(tmp_path: Path, model_dir: Path, preset: str, processes: int) -> tuple[dict, Path]:
     script = tmp_path / "train_script.py"
     script.write_text(TRAIN_SCRIPT)
